@@ -1,0 +1,338 @@
+//! Incremental, bounded, zero-copy decoding of rpcx frames.
+
+use super::{DEFAULT_MAX_MESSAGE_LEN, DEFAULT_MAX_METADATA_PAIRS, HEADER_LEN, Header, MAGIC, Message, Metadata, PREFIX_LEN};
+use crate::compress::{Compressors, DecompressError};
+use bytes::{Buf, Bytes, BytesMut};
+use std::fmt;
+
+/// One of the four length-prefixed sections of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Section {
+    /// The service path.
+    ServicePath,
+    /// The service method.
+    ServiceMethod,
+    /// The metadata block.
+    Metadata,
+    /// The payload.
+    Payload,
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Section::ServicePath => "service path",
+            Section::ServiceMethod => "service method",
+            Section::Metadata => "metadata",
+            Section::Payload => "payload",
+        })
+    }
+}
+
+/// The peer sent bytes that are not a valid rpcx frame. The stream cannot be resynced:
+/// the connection must be closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The first byte of a frame is not `0x08`.
+    #[error("wrong magic number: {0}")]
+    BadMagic(u8),
+    /// `totalLen` exceeds the configured maximum (checked before anything is allocated).
+    #[error("message is too long: totalLen {len} exceeds the maximum of {max}")]
+    MessageTooLong {
+        /// The announced `totalLen`.
+        len: u32,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// A section's length prefix does not fit in what is left of the frame.
+    #[error("{section} length prefix missing: frame ends early")]
+    Truncated {
+        /// The section whose prefix is missing.
+        section: Section,
+    },
+    /// A section's length runs past the end of the frame.
+    #[error("{section} length {len} overruns the frame ({remaining} bytes left)")]
+    SectionOverrun {
+        /// The section.
+        section: Section,
+        /// Its announced length.
+        len: u32,
+        /// Bytes left in the frame after its length prefix.
+        remaining: usize,
+    },
+    /// `payloadLen` disagrees with the bytes that remain in the frame (Go ignores it).
+    #[error("payload length {declared} does not match the {actual} bytes left in the frame")]
+    PayloadLenMismatch {
+        /// The announced payload length.
+        declared: u32,
+        /// The bytes actually left.
+        actual: usize,
+    },
+    /// A metadata key or value runs past the end of the metadata block.
+    #[error("wrong metadata lines. some keys or values are missing")]
+    MetadataTruncated,
+    /// More metadata pairs than the configured maximum.
+    #[error("more than {max} metadata pairs")]
+    TooManyMetadataPairs {
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The payload could not be decompressed (unknown compressor, empty, corrupt, bomb).
+    #[error("{0}")]
+    Decompress(#[from] DecompressError),
+    /// The stream ended in the middle of a frame.
+    #[error("unexpected EOF: stream ended with {buffered} bytes of an incomplete frame")]
+    UnexpectedEof {
+        /// Bytes of the partial frame.
+        buffered: usize,
+    },
+}
+
+/// Decoder limits and options.
+#[derive(Clone, Debug)]
+pub struct DecoderConfig {
+    /// Largest accepted `totalLen` (default 32 MiB). Checked before allocating.
+    pub max_message_len: usize,
+    /// Largest accepted decompressed payload (default: `max_message_len`).
+    pub max_decompressed_len: usize,
+    /// Largest accepted number of metadata pairs (default 4096).
+    pub max_metadata_pairs: usize,
+    /// Reject frames whose `payloadLen` disagrees with the frame (default `true`).
+    /// Go ignores `payloadLen`; set `false` to accept what Go accepts.
+    pub strict_payload_len: bool,
+    /// Compressors by wire number, used to decompress payloads.
+    pub compressors: Compressors,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        Self {
+            max_message_len: DEFAULT_MAX_MESSAGE_LEN,
+            max_decompressed_len: DEFAULT_MAX_MESSAGE_LEN,
+            max_metadata_pairs: DEFAULT_MAX_METADATA_PAIRS,
+            strict_payload_len: true,
+            compressors: Compressors::default(),
+        }
+    }
+}
+
+/// Decodes frames from a caller-owned [`BytesMut`] (the shape of a tokio-util codec).
+///
+/// "Incomplete" is `Ok(None)`, not an error; nothing is taken from the buffer until a
+/// whole frame is present, and the frame's length is checked against the limit before
+/// the buffer is grown for it.
+#[derive(Clone, Debug, Default)]
+pub struct FrameDecoder {
+    config: DecoderConfig,
+}
+
+impl FrameDecoder {
+    /// A decoder with the given limits.
+    pub fn new(config: DecoderConfig) -> Self {
+        Self { config }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &DecoderConfig {
+        &self.config
+    }
+
+    /// Take one whole frame from `src` and decode it, decompressing the payload.
+    /// `Ok(None)` means more bytes are needed.
+    pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        match self.split_frame(src)? {
+            Some(frame) => self.decode_frame(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`FrameDecoder::decode`] but leaves the payload as it was on the wire
+    /// (compressed if the header says so, compress type not checked).
+    pub fn decode_raw(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        match self.split_frame(src)? {
+            Some(frame) => self.parse(frame).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Decode exactly one complete frame (16-byte prefix included), decompressing.
+    pub fn decode_frame(&self, frame: Bytes) -> Result<Message, DecodeError> {
+        let mut msg = self.parse(frame)?;
+        let ct = msg.header.compress_type();
+        if ct != super::CompressType::NONE {
+            let payload = std::mem::take(&mut msg.payload);
+            msg.payload = self.config.compressors.decompress(ct, payload, self.config.max_decompressed_len)?;
+        }
+        Ok(msg)
+    }
+
+    /// If `src` starts with a whole frame, split it off. Validates magic and length.
+    fn split_frame(&self, src: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
+        let Some(&first) = src.first() else { return Ok(None) };
+        if first != MAGIC {
+            return Err(DecodeError::BadMagic(first));
+        }
+        if src.len() < PREFIX_LEN {
+            return Ok(None);
+        }
+        let total = u32::from_be_bytes([src[12], src[13], src[14], src[15]]);
+        if total as usize > self.config.max_message_len {
+            return Err(DecodeError::MessageTooLong { len: total, max: self.config.max_message_len });
+        }
+        let frame_len = PREFIX_LEN + total as usize;
+        if src.len() < frame_len {
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        }
+        Ok(Some(src.split_to(frame_len).freeze()))
+    }
+
+    /// Parse a whole frame into sections without decompressing.
+    fn parse(&self, frame: Bytes) -> Result<Message, DecodeError> {
+        debug_assert!(frame.len() >= PREFIX_LEN && frame[0] == MAGIC);
+        let mut hdr = [0u8; HEADER_LEN];
+        hdr.copy_from_slice(&frame[..HEADER_LEN]);
+        let header = Header::from_bytes(&hdr);
+        let mut cur = Cursor { frame: &frame, pos: PREFIX_LEN };
+        let service_path = cur.section(Section::ServicePath)?;
+        let service_method = cur.section(Section::ServiceMethod)?;
+        let meta = cur.section(Section::Metadata)?;
+        let payload = if self.config.strict_payload_len {
+            let len = cur.len_prefix(Section::Payload)?;
+            let actual = frame.len() - cur.pos;
+            if len as usize != actual {
+                return Err(DecodeError::PayloadLenMismatch { declared: len, actual });
+            }
+            frame.slice(cur.pos..)
+        } else {
+            cur.len_prefix(Section::Payload)?;
+            frame.slice(cur.pos..)
+        };
+        let metadata = decode_metadata(meta, self.config.max_metadata_pairs)?;
+        Ok(Message { header, service_path, service_method, metadata, payload })
+    }
+}
+
+struct Cursor<'a> {
+    frame: &'a Bytes,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn len_prefix(&mut self, section: Section) -> Result<u32, DecodeError> {
+        let rest = &self.frame[self.pos..];
+        if rest.len() < 4 {
+            return Err(DecodeError::Truncated { section });
+        }
+        self.pos += 4;
+        Ok(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]))
+    }
+
+    fn section(&mut self, section: Section) -> Result<Bytes, DecodeError> {
+        let len = self.len_prefix(section)?;
+        let remaining = self.frame.len() - self.pos;
+        if len as usize > remaining {
+            return Err(DecodeError::SectionOverrun { section, len, remaining });
+        }
+        let s = if len == 0 { Bytes::new() } else { self.frame.slice(self.pos..self.pos + len as usize) };
+        self.pos += len as usize;
+        Ok(s)
+    }
+}
+
+fn decode_metadata(mut block: Bytes, max_pairs: usize) -> Result<Metadata, DecodeError> {
+    if block.is_empty() {
+        return Ok(Metadata::new());
+    }
+    let mut m = Metadata::with_capacity(4);
+    while !block.is_empty() {
+        if m.len() >= max_pairs {
+            return Err(DecodeError::TooManyMetadataPairs { max: max_pairs });
+        }
+        let key = take_prefixed(&mut block)?;
+        let value = take_prefixed(&mut block)?;
+        m.push_decoded(key, value);
+    }
+    m.dedup_decoded();
+    Ok(m)
+}
+
+fn take_prefixed(block: &mut Bytes) -> Result<Bytes, DecodeError> {
+    if block.len() < 4 {
+        return Err(DecodeError::MetadataTruncated);
+    }
+    let len = block.get_u32() as usize;
+    if len > block.len() {
+        return Err(DecodeError::MetadataTruncated);
+    }
+    Ok(block.split_to(len))
+}
+
+/// A [`FrameDecoder`] with its own input buffer: feed it any chunking of the byte
+/// stream and take whole messages out.
+///
+/// The buffer holds at most one partial frame plus whatever was fed since the last
+/// [`StreamDecoder::next_message`]; the partial frame is bounded by the configured
+/// maximum. After the first error the decoder is poisoned and keeps returning it: a
+/// byte stream cannot be resynchronised.
+#[derive(Debug, Default)]
+pub struct StreamDecoder {
+    decoder: FrameDecoder,
+    buf: BytesMut,
+    error: Option<DecodeError>,
+}
+
+impl StreamDecoder {
+    /// A stream decoder with the given limits.
+    pub fn new(config: DecoderConfig) -> Self {
+        Self { decoder: FrameDecoder::new(config), buf: BytesMut::new(), error: None }
+    }
+
+    /// Append received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// The next whole message, `Ok(None)` if more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.decoder.decode(&mut self.buf).inspect_err(|e| {
+            self.error = Some(e.clone());
+            self.buf = BytesMut::new();
+        })
+    }
+
+    /// Like [`StreamDecoder::next_message`] without decompressing the payload.
+    pub fn next_raw(&mut self) -> Result<Option<Message>, DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.decoder.decode_raw(&mut self.buf).inspect_err(|e| {
+            self.error = Some(e.clone());
+            self.buf = BytesMut::new();
+        })
+    }
+
+    /// The stream ended: `Err(UnexpectedEof)` if a partial frame is buffered.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::UnexpectedEof { buffered: self.buf.len() }) }
+    }
+
+    /// Bytes buffered and not yet decoded.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &DecoderConfig {
+        self.decoder.config()
+    }
+}

@@ -1,0 +1,87 @@
+// Command server is the Go rpcx server of the interop harness.
+//
+//	server [-addr 127.0.0.1:0] [-network tcp|unix] [-auth TOKEN]
+//
+// After the listener is up it prints exactly one line to stdout,
+// "LISTENING <addr>", and then serves until killed. All rpcx logging goes to
+// stderr (level from RPCX_LOG_LEVEL, default errors only).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	stdlog "log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	rpcxlog "github.com/smallnest/rpcx/log"
+	"github.com/smallnest/rpcx/server"
+
+	"rpcxinterop/services"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:0", "listen address (host:port, or socket path for -network unix)")
+	network := flag.String("network", "tcp", "listen network: tcp, tcp4, tcp6 or unix")
+	auth := flag.String("auth", "", "if non-empty, only accept requests whose __AUTH metadata equals this token")
+	flag.Parse()
+
+	// rpcx's default logger writes to stdout; keep stdout for the LISTENING line.
+	rpcxlog.SetLogger(rpcxlog.NewDefaultLogger(os.Stderr, "", stdlog.LstdFlags|stdlog.Lmicroseconds|stdlog.Lshortfile, rpcxlog.LvError))
+
+	switch *network {
+	case "tcp", "tcp4", "tcp6":
+	case "unix":
+		_ = os.Remove(*addr) // stale socket from an earlier run
+	default:
+		fatalf("unsupported -network %q", *network)
+	}
+
+	s := server.NewServer()
+	if err := services.Register(s, *auth); err != nil {
+		fatalf("%v", err)
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- s.Serve(*network, *addr) }()
+
+	select {
+	case <-s.Started:
+	case err := <-serveErr:
+		fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		fatalf("listener did not start within 10s")
+	}
+	a := s.Address()
+	if a == nil {
+		fatalf("server started without an address")
+	}
+	// os.Stdout is unbuffered in Go: the line is flushed by this write.
+	if _, err := fmt.Fprintf(os.Stdout, "LISTENING %s\n", a.String()); err != nil {
+		fatalf("write stdout: %v", err)
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case <-sig:
+		_ = s.Close()
+		if *network == "unix" {
+			_ = os.Remove(*addr)
+		}
+		os.Exit(0)
+	case err := <-serveErr:
+		if errors.Is(err, server.ErrServerClosed) {
+			os.Exit(0)
+		}
+		fatalf("serve: %v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "server: "+format+"\n", args...)
+	os.Exit(1)
+}
