@@ -78,11 +78,7 @@ pub fn to_payload<T: Serialize + ?Sized>(st: SerializeType, value: &T) -> Result
 /// Deserialize a serde value from a payload in the given format.
 pub fn from_payload<T: DeserializeOwned>(st: SerializeType, payload: &[u8]) -> Result<T, CodecError> {
     serde_only(st)?;
-    if st == SerializeType::JSON {
-        Ok(serde_json::from_slice(payload)?)
-    } else {
-        Ok(rmp_serde::from_slice(payload)?)
-    }
+    if st == SerializeType::JSON { Ok(serde_json::from_slice(payload)?) } else { Ok(rmp_serde::from_slice(payload)?) }
 }
 
 /// Encode a protobuf message (`SerializeType::PROTOBUF`).
@@ -117,7 +113,10 @@ mod tests {
 
     #[test]
     fn msgpack_matches_go_bytes() {
-        assert_eq!(to_payload(SerializeType::MSGPACK, &Args { A: 10, B: 20 }).unwrap(), [0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14]);
+        assert_eq!(
+            to_payload(SerializeType::MSGPACK, &Args { A: 10, B: 20 }).unwrap(),
+            [0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14]
+        );
         assert_eq!(to_payload(SerializeType::MSGPACK, &Reply { C: 200 }).unwrap(), [0x81, 0xa1, 0x43, 0xcc, 0xc8]);
     }
 
@@ -141,7 +140,10 @@ mod tests {
         let e = to_payload(SerializeType::THRIFT, &Args { A: 1, B: 2 }).unwrap_err();
         assert_eq!(e.to_string(), "unsupported serialize type Thrift");
         assert!(matches!(from_payload::<Args>(SerializeType::NONE, b""), Err(CodecError::RawNeedsBytes)));
-        assert!(matches!(from_payload::<Args>(SerializeType::from_bits(9).unwrap(), b""), Err(CodecError::Unsupported(_))));
+        assert!(matches!(
+            from_payload::<Args>(SerializeType::from_bits(9).unwrap(), b""),
+            Err(CodecError::Unsupported(_))
+        ));
     }
 
     #[cfg(feature = "protobuf")]

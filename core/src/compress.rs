@@ -174,7 +174,10 @@ mod tests {
         Gzip::default().compress(&data, &mut z).unwrap();
         assert!(z.len() < 4096);
         assert_eq!(Gzip::default().decompress(&z, 1 << 20).unwrap(), data);
-        assert_eq!(Gzip::default().decompress(&z, (1 << 20) - 1), Err(DecompressError::TooLarge { limit: (1 << 20) - 1 }));
+        assert_eq!(
+            Gzip::default().decompress(&z, (1 << 20) - 1),
+            Err(DecompressError::TooLarge { limit: (1 << 20) - 1 })
+        );
     }
 
     #[test]

@@ -3,16 +3,12 @@
 
 use bytes::{Bytes, BytesMut};
 use rpcx_core::codec;
-use rpcx_core::wire::{
-    CompressType, EncoderConfig, FrameDecoder, Message, MessageStatus, MessageType, SerializeType,
-};
+use rpcx_core::wire::{CompressType, EncoderConfig, FrameDecoder, Message, MessageStatus, MessageType, SerializeType};
 
 fn vector(name: &str) -> Vec<u8> {
     let text = include_str!("fixtures/vectors.txt");
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .unwrap_or_else(|| panic!("no vector {name}"));
+    let line =
+        text.lines().find(|l| l.split_whitespace().next() == Some(name)).unwrap_or_else(|| panic!("no vector {name}"));
     hex::decode(line.split_whitespace().nth(1).unwrap()).unwrap()
 }
 

@@ -1,6 +1,8 @@
 //! Incremental, bounded, zero-copy decoding of rpcx frames.
 
-use super::{DEFAULT_MAX_MESSAGE_LEN, DEFAULT_MAX_METADATA_PAIRS, HEADER_LEN, Header, MAGIC, Message, Metadata, PREFIX_LEN};
+use super::{
+    DEFAULT_MAX_MESSAGE_LEN, DEFAULT_MAX_METADATA_PAIRS, HEADER_LEN, Header, MAGIC, Message, Metadata, PREFIX_LEN,
+};
 use crate::compress::{Compressors, DecompressError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;

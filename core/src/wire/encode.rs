@@ -178,7 +178,12 @@ impl Message {
             + self.payload.len() as u64
     }
 
-    fn encode_with<B: EncodeBuf>(&self, keep_compress_bits: bool, max: usize, buf: &mut B) -> Result<usize, EncodeError> {
+    fn encode_with<B: EncodeBuf>(
+        &self,
+        keep_compress_bits: bool,
+        max: usize,
+        buf: &mut B,
+    ) -> Result<usize, EncodeError> {
         let mut header = self.header;
         if !keep_compress_bits {
             header.set_compress_type(CompressType::NONE);

@@ -168,20 +168,7 @@ impl Header {
     /// The 12 header bytes as they go on the wire (magic first).
     pub const fn to_bytes(&self) -> [u8; HEADER_LEN] {
         let s = self.seq.to_be_bytes();
-        [
-            MAGIC,
-            self.version,
-            self.flags,
-            self.serialize_reserved,
-            s[0],
-            s[1],
-            s[2],
-            s[3],
-            s[4],
-            s[5],
-            s[6],
-            s[7],
-        ]
+        [MAGIC, self.version, self.flags, self.serialize_reserved, s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]]
     }
 
     /// The version byte (Go always sends 0 and never checks it).
