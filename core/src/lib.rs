@@ -33,4 +33,5 @@
 
 pub mod codec;
 pub mod compress;
+pub mod conn;
 pub mod wire;

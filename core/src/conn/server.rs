@@ -1,0 +1,554 @@
+//! The server side of one rpcx connection, without IO.
+
+use super::{CloseMode, LostReason, TRANSMIT_BATCH, min_instant};
+use crate::compress;
+use crate::wire::{
+    AUTH_KEY, DecoderConfig, EncodeBuf, EncodeError, EncoderConfig, Header, Message, MessageStatus, MessageType,
+    Metadata, SERVER_TIMEOUT_KEY, SERVICE_ERROR_KEY, SerializeType, StreamDecoder,
+};
+use bytes::Bytes;
+use rustc_hash::FxHashMap;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// Server connection settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Decoder limits for requests.
+    pub decoder: DecoderConfig,
+    /// Encoder limits and compressors for responses and pushes.
+    pub encoder: EncoderConfig,
+    /// Most requests handed to the application and not yet answered; at the limit
+    /// [`ServerConnection::wants_read`] turns false and no more frames are decoded.
+    pub max_in_flight: usize,
+    /// Most encoded bytes queued for `poll_transmit`; at the limit reading pauses and
+    /// pushes are refused with [`PushError::Blocked`].
+    pub max_unsent_bytes: usize,
+    /// Close the connection when no request arrives for this long while the connection
+    /// is willing to read (Go's `WithReadTimeout`). Off by default.
+    pub read_timeout: Option<Duration>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            decoder: DecoderConfig::default(),
+            encoder: EncoderConfig::default(),
+            max_in_flight: 1024,
+            max_unsent_bytes: 8 << 20,
+            read_timeout: None,
+        }
+    }
+}
+
+/// Identifies a request handed to the application, for [`ServerConnection::respond`].
+/// (The client's seq cannot serve: a peer may reuse seqs.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// A request for the application.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Pass to [`ServerConnection::respond`].
+    pub id: RequestId,
+    /// The decoded message, payload decompressed.
+    pub message: Message,
+    /// The client's deadline from `__ServerTimeout` (milliseconds from when the request
+    /// was decoded). `0` or negative means already expired; garbage is ignored (`None`).
+    pub deadline: Option<Instant>,
+}
+
+impl Request {
+    /// Whether the client expects no response.
+    pub fn is_oneway(&self) -> bool {
+        self.message.header.is_oneway()
+    }
+
+    /// The `__AUTH` token: `None` if absent, `Some(Err)` if not UTF-8.
+    pub fn auth_token(&self) -> Option<Result<&str, std::str::Utf8Error>> {
+        self.message.metadata.get(AUTH_KEY).map(|v| std::str::from_utf8(v))
+    }
+}
+
+/// What the application answers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Response {
+    /// Response metadata.
+    pub metadata: Metadata,
+    /// The serialized reply (with the request's serialize type). Go sends the reply
+    /// even alongside an error when a method returned both.
+    pub payload: Bytes,
+    /// An error: the response gets the Error status and `__rpcx_error__ = error`.
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A successful response.
+    pub fn ok(payload: impl Into<Bytes>) -> Self {
+        Self { metadata: Metadata::new(), payload: payload.into(), error: None }
+    }
+
+    /// An error response with an empty payload.
+    pub fn error(text: impl Into<String>) -> Self {
+        Self { metadata: Metadata::new(), payload: Bytes::new(), error: Some(text.into()) }
+    }
+}
+
+/// [`ServerConnection::respond`] misuse or a closed connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RespondError {
+    /// No request with this id is waiting (already answered, or never existed).
+    #[error("no request {0:?} is waiting for a response")]
+    UnknownRequest(RequestId),
+    /// The connection is closed or closing without waiting for responses.
+    #[error("connection is closed")]
+    Closed,
+}
+
+/// [`ServerConnection::push`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PushError {
+    /// Too many unsent bytes; wait for [`ServerEvent::Unblocked`].
+    #[error("connection is blocked: too many bytes unsent")]
+    Blocked,
+    /// The connection is closed or closing.
+    #[error("connection is closed")]
+    Closed,
+    /// The message is larger than the frame limit.
+    #[error(transparent)]
+    TooLarge(EncodeError),
+}
+
+/// What a [`ServerConnection`] reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerEvent {
+    /// A request to dispatch. Answer it with [`ServerConnection::respond`], even when it
+    /// is oneway (nothing is sent then, but its in-flight slot is released).
+    Request(Request),
+    /// A heartbeat arrived and was echoed already (informational).
+    Heartbeat {
+        /// The heartbeat's seq.
+        seq: u64,
+    },
+    /// Pushes are possible again after [`PushError::Blocked`].
+    Unblocked,
+    /// The connection has ended; the last event.
+    ConnectionLost(LostReason),
+}
+
+/// Counters, for observability.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerStats {
+    /// Requests handed to the application.
+    pub requests: u64,
+    /// Responses queued (oneway requests excluded).
+    pub responses: u64,
+    /// Heartbeats echoed.
+    pub heartbeats: u64,
+    /// Server pushes queued.
+    pub pushes: u64,
+    /// Frames decoded.
+    pub frames_in: u64,
+    /// Frames handed out.
+    pub frames_out: u64,
+    /// Responses that could not be encoded and were replaced by an error response.
+    pub encode_failures: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    header: Header,
+    path: Bytes,
+    method: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    Open,
+    Closing(CloseMode),
+    Closed(LostReason),
+}
+
+/// The server side of one rpcx connection: request events, response building exactly as
+/// Go builds it, heartbeat echo, oneway silence, server push, idle timeout and
+/// backpressure. No IO, no clock.
+///
+/// Drive it like [`ClientConnection`](super::ClientConnection): feed input, eof,
+/// timeouts and commands; after each, drain `poll_transmit`, then `poll_event`, then
+/// read `poll_timeout`. Read from the transport only while
+/// [`wants_read`](Self::wants_read) is true: that is how a slow application pushes back
+/// on the client.
+///
+/// Responses are built per rpcx: the whole request header is echoed (version, flags,
+/// serialize type, reserved nibble, seq) with the Response bit set; path and method are
+/// echoed; compression is reset, then re-applied when the request was compressed and
+/// the response payload is over 1024 bytes; errors set the Error status and
+/// `__rpcx_error__`.
+#[derive(Debug)]
+pub struct ServerConnection {
+    config: ServerConfig,
+    decoder: StreamDecoder,
+    next_id: u64,
+    push_seq: u64,
+    pending: FxHashMap<u64, Pending>,
+    queue: VecDeque<(Message, usize)>,
+    queued_bytes: usize,
+    events: VecDeque<ServerEvent>,
+    state: State,
+    push_blocked: bool,
+    idle_deadline: Option<Instant>,
+    paused: bool,
+    last_now: Instant,
+    stats: ServerStats,
+}
+
+impl ServerConnection {
+    /// A new connection machine; `now` is when the connection was accepted.
+    pub fn new(config: ServerConfig, now: Instant) -> Self {
+        Self {
+            decoder: StreamDecoder::new(config.decoder.clone()),
+            idle_deadline: config.read_timeout.map(|d| now + d),
+            config,
+            next_id: 0,
+            push_seq: 1,
+            pending: FxHashMap::default(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            events: VecDeque::new(),
+            state: State::Open,
+            push_blocked: false,
+            paused: false,
+            last_now: now,
+            stats: ServerStats::default(),
+        }
+    }
+
+    /// Bytes received from the client. Frames are decoded only while there is room
+    /// (see [`wants_read`](Self::wants_read)); the rest stays buffered.
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        if self.state != State::Open {
+            return;
+        }
+        self.decoder.feed(data);
+        self.pump(now);
+    }
+
+    /// The client closed the stream.
+    pub fn handle_eof(&mut self, now: Instant) {
+        if self.state == State::Open {
+            // Frames already buffered are still served before the stream end counts.
+            self.pump(now);
+        }
+        let reason = match self.decoder.finish() {
+            Err(crate::wire::DecodeError::UnexpectedEof { buffered }) => LostReason::UnexpectedEof { buffered },
+            Err(e) => LostReason::Protocol(e),
+            Ok(()) => LostReason::PeerClosed,
+        };
+        self.lose(reason);
+    }
+
+    /// The transport failed.
+    pub fn abort(&mut self, _now: Instant, reason: impl Into<String>) {
+        self.lose(LostReason::Transport(reason.into()));
+    }
+
+    /// Time has reached (or passed) [`poll_timeout`](Self::poll_timeout).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let (Some(deadline), Some(d)) = (self.idle_deadline, self.config.read_timeout) {
+            if self.state == State::Open && self.wants_read() && now >= deadline {
+                self.lose(LostReason::IdleTimeout(d));
+            }
+        }
+    }
+
+    /// Answer a request. For a oneway request nothing is sent, but the slot is released.
+    /// Answering twice is [`RespondError::UnknownRequest`] and sends nothing.
+    pub fn respond(&mut self, now: Instant, id: RequestId, response: Response) -> Result<(), RespondError> {
+        match self.state {
+            State::Closed(_) | State::Closing(CloseMode::Flush) | State::Closing(CloseMode::Immediate) => {
+                return Err(RespondError::Closed);
+            }
+            _ => {}
+        }
+        let p = self.pending.remove(&id.0).ok_or(RespondError::UnknownRequest(id))?;
+        if !p.header.is_oneway() {
+            let msg = build_response(p, response);
+            self.stats.responses += 1;
+            self.enqueue(msg);
+        }
+        self.resume(now);
+        Ok(())
+    }
+
+    /// Send a server push: a Request + oneway frame with SerializeNone and the
+    /// connection's own seq counter (1, 2, ...), as Go's `Server.SendMessage` does.
+    /// Returns the seq used.
+    pub fn push(
+        &mut self,
+        _now: Instant,
+        service_path: impl Into<Bytes>,
+        service_method: impl Into<Bytes>,
+        metadata: Metadata,
+        payload: impl Into<Bytes>,
+    ) -> Result<u64, PushError> {
+        if self.state != State::Open {
+            return Err(PushError::Closed);
+        }
+        if self.queued_bytes >= self.config.max_unsent_bytes {
+            self.push_blocked = true;
+            return Err(PushError::Blocked);
+        }
+        let seq = self.push_seq;
+        let mut msg = Message::request(SerializeType::NONE, seq, service_path, service_method);
+        msg.header.set_oneway(true);
+        msg.metadata = metadata;
+        msg.payload = payload.into();
+        let total = msg.encoded_total_len();
+        if total > self.config.encoder.max_message_len as u64 {
+            return Err(PushError::TooLarge(EncodeError::MessageTooLong {
+                len: total,
+                max: self.config.encoder.max_message_len,
+            }));
+        }
+        self.push_seq += 1;
+        self.stats.pushes += 1;
+        self.enqueue(msg);
+        Ok(seq)
+    }
+
+    /// Close the connection. Graceful: stop reading, wait for every request handed out
+    /// to be answered, flush, then `ConnectionLost(LocalClose)`. Flush: stop reading,
+    /// forget unanswered requests, flush what is queued (an auth-failure response, for
+    /// instance), then close. Immediate: close now, dropping queued frames.
+    pub fn close(&mut self, _now: Instant, mode: CloseMode) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
+        match mode {
+            CloseMode::Immediate => self.lose(LostReason::LocalClose),
+            CloseMode::Flush => {
+                self.pending.clear();
+                self.state = State::Closing(CloseMode::Flush);
+                self.check_closing_done();
+            }
+            CloseMode::Graceful => {
+                if self.state == State::Open {
+                    self.state = State::Closing(CloseMode::Graceful);
+                }
+                self.check_closing_done();
+            }
+        }
+    }
+
+    /// Append queued frames to `buf` (up to about 64 KiB per call once one frame is in).
+    /// Returns the number of bytes appended, or `None` if there was nothing to send.
+    #[must_use]
+    pub fn poll_transmit<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
+        if matches!(self.state, State::Closed(_)) {
+            return None;
+        }
+        let start = buf.len();
+        while let Some((msg, size)) = self.queue.pop_front() {
+            self.queued_bytes -= size;
+            if let Err(e) = msg.encode(&self.config.encoder, buf) {
+                // Only a response can fail here (compressed output over the limit):
+                // answer with the error instead so the caller is not left waiting.
+                self.stats.encode_failures += 1;
+                let mut err = Message { header: msg.header, ..Default::default() };
+                err.service_path = msg.service_path;
+                err.service_method = msg.service_method;
+                err.header.set_compress_type(crate::wire::CompressType::NONE);
+                err.header.set_status(MessageStatus::ERROR);
+                err.metadata.insert(SERVICE_ERROR_KEY, Bytes::from(e.to_string()));
+                if err.encode(&self.config.encoder, buf).is_err() {
+                    continue;
+                }
+            }
+            self.stats.frames_out += 1;
+            if buf.len() - start >= TRANSMIT_BATCH {
+                break;
+            }
+        }
+        if self.push_blocked && self.queued_bytes < self.config.max_unsent_bytes && self.state == State::Open {
+            self.push_blocked = false;
+            self.events.push_back(ServerEvent::Unblocked);
+        }
+        // Room in the output queue may let buffered requests through. Their deadlines
+        // are computed from the latest instant this machine was given.
+        if self.state == State::Open && self.paused {
+            self.resume(self.last_now);
+        }
+        self.check_closing_done();
+        (buf.len() > start).then(|| buf.len() - start)
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state != State::Open || !self.wants_read() {
+            return None;
+        }
+        min_instant(self.idle_deadline, None)
+    }
+
+    /// Whether the driver should read: false while the application has
+    /// `max_in_flight` requests unanswered, while too many bytes are unsent, and once
+    /// closing.
+    pub fn wants_read(&self) -> bool {
+        self.state == State::Open && !self.full()
+    }
+
+    /// Requests handed out and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether a close has started or the connection has ended.
+    pub fn is_closing(&self) -> bool {
+        self.state != State::Open
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed(_))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    fn full(&self) -> bool {
+        self.pending.len() >= self.config.max_in_flight || self.queued_bytes >= self.config.max_unsent_bytes
+    }
+
+    fn enqueue(&mut self, msg: Message) {
+        let size = 16 + msg.encoded_total_len() as usize;
+        self.queued_bytes += size;
+        self.queue.push_back((msg, size));
+    }
+
+    /// Room was made: decode more buffered requests, and restart the idle clock if
+    /// reading had paused.
+    fn resume(&mut self, now: Instant) {
+        if self.state == State::Open {
+            if self.paused && !self.full() {
+                self.paused = false;
+                if let Some(d) = self.config.read_timeout {
+                    self.idle_deadline = Some(now + d);
+                }
+            }
+            self.pump(now);
+        }
+        self.check_closing_done();
+    }
+
+    /// Decode buffered frames while there is room.
+    fn pump(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        while self.state == State::Open {
+            if self.full() {
+                self.paused = true;
+                return;
+            }
+            match self.decoder.next_message() {
+                Ok(Some(msg)) => self.on_message(now, msg),
+                Ok(None) => return,
+                Err(e) => return self.lose(LostReason::Protocol(e)),
+            }
+        }
+    }
+
+    fn on_message(&mut self, now: Instant, mut msg: Message) {
+        self.stats.frames_in += 1;
+        if let Some(d) = self.config.read_timeout {
+            self.idle_deadline = Some(now + d);
+        }
+        if msg.header.is_heartbeat() {
+            // Echo everything with the Response bit, even for oneway (Go does).
+            let seq = msg.header.seq();
+            msg.header.set_message_type(MessageType::Response);
+            self.stats.heartbeats += 1;
+            self.enqueue(msg);
+            self.events.push_back(ServerEvent::Heartbeat { seq });
+            return;
+        }
+        let deadline = msg.metadata.get(SERVER_TIMEOUT_KEY).and_then(|v| parse_server_timeout(now, v));
+        let id = RequestId(self.next_id);
+        self.next_id += 1;
+        self.pending.insert(
+            id.0,
+            Pending { header: msg.header, path: msg.service_path.clone(), method: msg.service_method.clone() },
+        );
+        self.stats.requests += 1;
+        self.events.push_back(ServerEvent::Request(Request { id, message: msg, deadline }));
+    }
+
+    fn check_closing_done(&mut self) {
+        if let State::Closing(mode) = self.state {
+            let waiting = mode == CloseMode::Graceful && !self.pending.is_empty();
+            if self.queue.is_empty() && !waiting {
+                self.state = State::Closed(LostReason::LocalClose);
+                self.events.push_back(ServerEvent::ConnectionLost(LostReason::LocalClose));
+            }
+        }
+    }
+
+    fn lose(&mut self, reason: LostReason) {
+        if matches!(self.state, State::Closed(_)) {
+            return;
+        }
+        self.pending.clear();
+        self.queue.clear();
+        self.queued_bytes = 0;
+        self.state = State::Closed(reason.clone());
+        self.events.push_back(ServerEvent::ConnectionLost(reason));
+    }
+}
+
+/// Parse `__ServerTimeout` (decimal milliseconds, as Go's `strconv.ParseInt`): `<= 0`
+/// means the deadline has passed; garbage or an unrepresentable instant is ignored.
+fn parse_server_timeout(now: Instant, value: &[u8]) -> Option<Instant> {
+    let ms: i64 = std::str::from_utf8(value).ok()?.parse().ok()?;
+    let ms = u64::try_from(ms).unwrap_or(0);
+    now.checked_add(Duration::from_millis(ms))
+}
+
+/// The response frame for a request, exactly as Go's server builds it.
+fn build_response(p: Pending, r: Response) -> Message {
+    let mut header = p.header;
+    header.set_message_type(MessageType::Response);
+    header.set_compress_type(compress::choose(p.header.compress_type(), r.payload.len()));
+    let mut metadata = r.metadata;
+    if let Some(text) = r.error {
+        header.set_status(MessageStatus::ERROR);
+        metadata.insert(SERVICE_ERROR_KEY, Bytes::from(text));
+    }
+    Message { header, service_path: p.path, service_method: p.method, metadata, payload: r.payload }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_timeout_parsing_tolerates_go_values() {
+        let now = Instant::now();
+        assert_eq!(parse_server_timeout(now, b"4999"), Some(now + Duration::from_millis(4999)));
+        assert_eq!(parse_server_timeout(now, b"0"), Some(now));
+        assert_eq!(parse_server_timeout(now, b"-25"), Some(now));
+        assert_eq!(parse_server_timeout(now, b"soon"), None);
+        assert_eq!(parse_server_timeout(now, b"99999999999999999999"), None);
+        assert_eq!(parse_server_timeout(now, &[0xff]), None);
+    }
+}
