@@ -1,0 +1,2 @@
+//! Wire benchmarks (placeholder until the criterion benches land).
+fn main() {}

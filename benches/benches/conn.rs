@@ -1,0 +1,2 @@
+//! Connection benchmarks (placeholder until the criterion benches land).
+fn main() {}
