@@ -59,7 +59,9 @@ fn ten_thousand_concurrent_calls_answered_in_reverse_order() {
     p.app = App::Manual;
     p.max_chunk = 4096;
     for i in 0..10_000u32 {
-        p.client.call(p.now, CallSpec::new("S", "M", SerializeType::NONE, Bytes::from(i.to_be_bytes().to_vec()))).unwrap();
+        p.client
+            .call(p.now, CallSpec::new("S", "M", SerializeType::NONE, Bytes::from(i.to_be_bytes().to_vec())))
+            .unwrap();
     }
     p.settle();
     assert_eq!(p.requests.len(), 10_000);
@@ -200,7 +202,10 @@ fn server_idle_timeout_closes() {
     assert!(!p.server.is_closed(), "a request resets the read timeout");
     p.run_for(Duration::from_secs(3));
     assert!(p.server.is_closed());
-    assert_eq!(p.server_events.last(), Some(&ServerEvent::ConnectionLost(LostReason::IdleTimeout(Duration::from_secs(2)))));
+    assert_eq!(
+        p.server_events.last(),
+        Some(&ServerEvent::ConnectionLost(LostReason::IdleTimeout(Duration::from_secs(2))))
+    );
 }
 
 #[test]
@@ -213,7 +218,10 @@ fn garbage_from_the_server_fails_every_in_flight_call() {
     let lost = LostReason::Protocol(DecodeError::BadMagic(9));
     assert_eq!(
         p.take_client_events_now(),
-        vec![ClientEvent::Failed { seq: a, error: CallError::ConnectionLost(lost.clone()) }, ClientEvent::ConnectionLost(lost)]
+        vec![
+            ClientEvent::Failed { seq: a, error: CallError::ConnectionLost(lost.clone()) },
+            ClientEvent::ConnectionLost(lost)
+        ]
     );
     assert!(matches!(p.client.call(p.now, spec(b"b")), Err(CallRejected::Closed(LostReason::Protocol(_)))));
 }
@@ -279,7 +287,8 @@ fn wants_read_false_under_a_slow_application() {
 fn heartbeat_is_echoed_even_when_oneway() {
     let mut p = Pair::default_pair();
     // V5a with the oneway bit set.
-    let mut hb = hex::decode("0800403000000000000000030000001900000000000000000000000000000009d317979cfe3d85cd15").unwrap();
+    let mut hb =
+        hex::decode("0800403000000000000000030000001900000000000000000000000000000009d317979cfe3d85cd15").unwrap();
     hb[2] |= 0x20;
     p.server.handle_input(p.now, &hb);
     let mut out = Vec::new();
@@ -310,7 +319,9 @@ fn response_echoes_the_whole_request_header() {
     let mut p = Pair::default_pair();
     p.app = App::Manual;
     // V2 with version 7 and reserved nibble 0xA.
-    let mut req = hex::decode("0800003000000000000000000000001f000000054172697468000000034d756c000000000000000782a1410aa14214").unwrap();
+    let mut req =
+        hex::decode("0800003000000000000000000000001f000000054172697468000000034d756c000000000000000782a1410aa14214")
+            .unwrap();
     req[1] = 7;
     req[3] |= 0x0A;
     p.server.handle_input(p.now, &req);
@@ -318,7 +329,9 @@ fn response_echoes_the_whole_request_header() {
     p.server.respond(p.now, r.id, Response::ok(Bytes::from_static(&[0x81, 0xa1, 0x43, 0xcc, 0xc8]))).unwrap();
     let mut out = Vec::new();
     while p.server.poll_transmit(&mut out).is_some() {}
-    let mut v3 = hex::decode("0800803000000000000000000000001d000000054172697468000000034d756c000000000000000581a143ccc8").unwrap();
+    let mut v3 =
+        hex::decode("0800803000000000000000000000001d000000054172697468000000034d756c000000000000000581a143ccc8")
+            .unwrap();
     v3[1] = 7;
     v3[3] |= 0x0A;
     assert_eq!(hex::encode(out), hex::encode(v3));
@@ -392,7 +405,10 @@ fn peer_eof_mid_frame_fails_calls_with_unexpected_eof() {
     let lost = LostReason::UnexpectedEof { buffered: 2 };
     assert_eq!(
         p.take_client_events_now(),
-        vec![ClientEvent::Failed { seq: a, error: CallError::ConnectionLost(lost.clone()) }, ClientEvent::ConnectionLost(lost)]
+        vec![
+            ClientEvent::Failed { seq: a, error: CallError::ConnectionLost(lost.clone()) },
+            ClientEvent::ConnectionLost(lost)
+        ]
     );
 }
 
@@ -418,5 +434,7 @@ fn server_flush_close_sends_the_queued_error_then_closes() {
     p.server.close(p.now, CloseMode::Flush);
     p.settle();
     assert!(p.server.is_closed());
-    assert!(matches!(&p.client_events[..], [ClientEvent::Failed { seq, error: CallError::Remote(e) }] if *seq == a && e.text == "auth failed"));
+    assert!(
+        matches!(&p.client_events[..], [ClientEvent::Failed { seq, error: CallError::Remote(e) }] if *seq == a && e.text == "auth failed")
+    );
 }

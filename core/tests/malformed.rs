@@ -136,7 +136,10 @@ fn corrupt_gzip_and_bomb() {
     m.encode(&Default::default(), &mut frame).unwrap();
     assert!(frame.len() < 8192);
     let cfg = DecoderConfig { max_decompressed_len: 64 << 10, ..Default::default() };
-    assert_eq!(decode_with(cfg, &frame).unwrap_err(), DecodeError::Decompress(DecompressError::TooLarge { limit: 64 << 10 }));
+    assert_eq!(
+        decode_with(cfg, &frame).unwrap_err(),
+        DecodeError::Decompress(DecompressError::TooLarge { limit: 64 << 10 })
+    );
 }
 
 #[test]

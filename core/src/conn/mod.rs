@@ -18,7 +18,9 @@
 mod client;
 mod server;
 
-pub use client::{CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats, RemoteError};
+pub use client::{
+    CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats, RemoteError,
+};
 pub use server::{
     PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection, ServerEvent, ServerStats,
 };

@@ -186,9 +186,9 @@ impl Pair {
             link(&self.c2s, self.server.wants_read()),
             link(&self.s2c, self.client.wants_read()),
         ]
-            .into_iter()
-            .flatten()
-            .min()
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Settle, then jump the clock from deadline to deadline until `until`.
