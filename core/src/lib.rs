@@ -34,4 +34,5 @@
 pub mod codec;
 pub mod compress;
 pub mod conn;
+pub mod service;
 pub mod wire;

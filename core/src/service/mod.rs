@@ -1,0 +1,390 @@
+//! Runtime-agnostic services: typed async handlers, dispatch with Go's error texts,
+//! auth, and server hooks. Handlers are plain `std::future::Future`s, so every runtime
+//! (std included) serves the same [`Router`].
+//!
+//! ```
+//! use rpcx_core::service::{Context, Router, Service};
+//! use rpcx_core::wire::SerializeType;
+//!
+//! #[derive(serde::Deserialize)]
+//! #[allow(non_snake_case)]
+//! struct Args { A: i64, B: i64 }
+//! #[derive(serde::Serialize)]
+//! #[allow(non_snake_case)]
+//! struct Reply { C: i64 }
+//!
+//! let router = Router::new().service(
+//!     Service::new("Arith")
+//!         .method("Mul", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+//!         .method("Add", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A + a.B }) }),
+//! );
+//! assert!(router.has_method("Arith", "Mul"));
+//! ```
+
+mod context;
+pub mod hooks;
+
+pub use context::{Context, ContextParts, Peer, PushSink, Pusher};
+pub use hooks::{IpFilter, RateLimiter, Rejection, ServerHooks};
+
+use crate::codec::{self, CodecError};
+use crate::conn::Response;
+use crate::wire::SerializeType;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A method implementation after type erasure: payload in, payload or error text out.
+pub trait Handler: Send + Sync + 'static {
+    /// Run the method on a payload serialized with `ctx.serialize_type()`.
+    fn call(&self, ctx: Context, payload: Bytes) -> BoxFuture<Result<Bytes, String>>;
+}
+
+struct FnHandler<F>(F);
+
+impl<F> Handler for FnHandler<F>
+where
+    F: Fn(Context, Bytes) -> BoxFuture<Result<Bytes, String>> + Send + Sync + 'static,
+{
+    fn call(&self, ctx: Context, payload: Bytes) -> BoxFuture<Result<Bytes, String>> {
+        (self.0)(ctx, payload)
+    }
+}
+
+fn codec_error(e: CodecError) -> String {
+    e.to_string()
+}
+
+/// Decode `A` with serde, run `f`, encode the reply with the same serialize type.
+fn serde_handler<A, R, E, Fut, F>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    A: DeserializeOwned + Send + 'static,
+    R: Serialize + Send + 'static,
+    E: Display + Send + 'static,
+{
+    Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
+        let st = ctx.serialize_type();
+        let args = match codec::from_payload::<A>(st, &payload) {
+            Ok(a) => a,
+            Err(e) => return Box::pin(std::future::ready(Err(codec_error(e)))),
+        };
+        let fut = f(ctx, args);
+        Box::pin(async move {
+            let reply = fut.await.map_err(|e| e.to_string())?;
+            codec::to_payload(st, &reply).map(Bytes::from).map_err(codec_error)
+        })
+    }))
+}
+
+#[cfg(feature = "protobuf")]
+fn proto_handler<A, R, E, Fut, F>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    A: prost::Message + Default + Send + 'static,
+    R: prost::Message + Send + 'static,
+    E: Display + Send + 'static,
+{
+    Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
+        if ctx.serialize_type() != SerializeType::PROTOBUF {
+            let e = format!("method expects Protobuf payloads, got serialize type {:?}", ctx.serialize_type());
+            return Box::pin(std::future::ready(Err(e)));
+        }
+        let args = match codec::from_proto::<A>(&payload) {
+            Ok(a) => a,
+            Err(e) => return Box::pin(std::future::ready(Err(codec_error(e)))),
+        };
+        let fut = f(ctx, args);
+        Box::pin(async move {
+            let reply = fut.await.map_err(|e| e.to_string())?;
+            Ok(Bytes::from(codec::to_proto(&reply)))
+        })
+    }))
+}
+
+fn raw_handler<E, Fut, F>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+    E: Display + Send + 'static,
+{
+    Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
+        let fut = f(ctx, payload);
+        Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+    }))
+}
+
+/// A named service: a set of methods.
+#[derive(Clone)]
+pub struct Service {
+    name: String,
+    methods: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.methods.keys().collect();
+        names.sort();
+        f.debug_struct("Service").field("name", &self.name).field("methods", &names).finish()
+    }
+}
+
+impl Service {
+    /// An empty service called `name` (the rpcx service path).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), methods: HashMap::new() }
+    }
+
+    /// The service path.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Add a method over serde types: `Args` is decoded and `Reply` encoded with the
+    /// request's serialize type (JSON or MsgPack; other types answer a codec error).
+    pub fn method<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.methods.insert(name.into(), serde_handler(f));
+        self
+    }
+
+    /// Add a method over prost messages (serialize type Protobuf).
+    #[cfg(feature = "protobuf")]
+    pub fn proto_method<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: prost::Message + Default + Send + 'static,
+        R: prost::Message + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.methods.insert(name.into(), proto_handler(f));
+        self
+    }
+
+    /// Add a method over raw payload bytes (any serialize type; typically
+    /// `SerializeType::NONE`). The reply bytes are sent as they are.
+    pub fn raw_method<E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.methods.insert(name.into(), raw_handler(f));
+        self
+    }
+
+    /// Add a type-erased handler.
+    pub fn handler(mut self, name: impl Into<String>, h: Arc<dyn Handler>) -> Self {
+        self.methods.insert(name.into(), h);
+        self
+    }
+
+    /// Start a service whose methods share one object `state` (registering a whole
+    /// service object with many methods). Each method gets an `Arc` of it.
+    pub fn object<S: Send + Sync + 'static>(name: impl Into<String>, state: Arc<S>) -> ObjectService<S> {
+        ObjectService { service: Service::new(name), state }
+    }
+}
+
+/// Builder for a service over a shared object (see [`Service::object`]).
+pub struct ObjectService<S> {
+    service: Service,
+    state: Arc<S>,
+}
+
+impl<S: Send + Sync + 'static> ObjectService<S> {
+    /// Add a serde method `f(state, ctx, args)`.
+    pub fn method<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Arc<S>, Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.service = self.service.method(name, move |ctx, a| f(state.clone(), ctx, a));
+        self
+    }
+
+    /// Add a raw-bytes method `f(state, ctx, payload)`.
+    pub fn raw_method<E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Arc<S>, Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        let state = self.state.clone();
+        self.service = self.service.raw_method(name, move |ctx, p| f(state.clone(), ctx, p));
+        self
+    }
+
+    /// Finish.
+    pub fn build(self) -> Service {
+        self.service
+    }
+}
+
+/// An async auth check: `(context, token)`; `Err(text)` rejects the request, which then
+/// gets an error response (unless oneway) and the connection is closed, as in Go.
+pub type AuthFn = Arc<dyn Fn(Context, String) -> BoxFuture<Result<(), String>> + Send + Sync>;
+
+/// The result of dispatching one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatched {
+    /// What to answer (ignored for oneway requests).
+    pub response: Response,
+    /// Close the connection after sending the response (auth failure, or a hook asked).
+    pub close: bool,
+}
+
+/// All services of a server, with its auth function and hooks. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Router {
+    services: Arc<HashMap<String, Service>>,
+    auth: Option<AuthFn>,
+    hooks: Arc<Vec<Arc<dyn ServerHooks>>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("services", &self.services.values().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Router {
+    /// No services.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Register a service (replacing one with the same name).
+    pub fn service(mut self, s: Service) -> Self {
+        Arc::make_mut(&mut self.services).insert(s.name.clone(), s);
+        self
+    }
+
+    /// Require auth: `f(ctx, token)` runs for every non-heartbeat request, with the
+    /// `__AUTH` token (empty if absent). It runs in the request's own task, so a slow
+    /// check does not stall other requests or connections.
+    pub fn auth<Fut, F>(mut self, f: F) -> Self
+    where
+        F: Fn(Context, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.auth = Some(Arc::new(move |ctx, token| Box::pin(f(ctx, token))));
+        self
+    }
+
+    /// Add a hook (hooks run in the order added).
+    pub fn hook(mut self, h: Arc<dyn ServerHooks>) -> Self {
+        let mut v: Vec<_> = self.hooks.iter().cloned().collect();
+        v.push(h);
+        self.hooks = Arc::new(v);
+        self
+    }
+
+    /// The hooks, for runtimes to call the connection-level ones.
+    pub fn hooks(&self) -> &[Arc<dyn ServerHooks>] {
+        &self.hooks
+    }
+
+    /// Whether `service.method` exists.
+    pub fn has_method(&self, service: &str, method: &str) -> bool {
+        self.services.get(service).is_some_and(|s| s.methods.contains_key(method))
+    }
+
+    /// Run one request through post-read hooks, auth, lookup, pre-call hooks, the
+    /// handler (a panic becomes an error response) and post-call hooks.
+    pub async fn dispatch(&self, ctx: Context, payload: Bytes) -> Dispatched {
+        for h in self.hooks.iter() {
+            if let Err(r) = h.post_read_request(&ctx) {
+                return Dispatched { response: Response::error(r.text), close: r.close };
+            }
+        }
+        if let Some(auth) = &self.auth {
+            let token = ctx.auth_token().unwrap_or_default().to_owned();
+            let verdict = CatchUnwind(auth(ctx.clone(), token)).await;
+            match verdict {
+                Ok(Ok(())) => {}
+                Ok(Err(text)) => return Dispatched { response: Response::error(text), close: true },
+                Err(panic) => {
+                    return Dispatched { response: Response::error(format!("auth panicked: {panic}")), close: true };
+                }
+            }
+        }
+        let path = ctx.service_path().into_owned();
+        let method = ctx.service_method().into_owned();
+        let handler = match self.services.get(&path) {
+            None => return self.finish(&ctx, Err(format!("rpcx: can't find service {path}"))),
+            Some(s) => match s.methods.get(&method) {
+                None => return self.finish(&ctx, Err(format!("rpcx: can't find method {method}"))),
+                Some(h) => h.clone(),
+            },
+        };
+        for h in self.hooks.iter() {
+            if let Err(text) = h.pre_call(&ctx) {
+                return self.finish(&ctx, Err(text));
+            }
+        }
+        let result = match CatchUnwind(handler.call(ctx.clone(), payload)).await {
+            Ok(r) => r,
+            Err(panic) => Err(format!("[service internal error]: {panic}, method: {method}")),
+        };
+        self.finish(&ctx, result)
+    }
+
+    fn finish(&self, ctx: &Context, mut result: Result<Bytes, String>) -> Dispatched {
+        for h in self.hooks.iter() {
+            h.post_call(ctx, &mut result);
+        }
+        let metadata = ctx.take_response_metadata();
+        let response = match result {
+            Ok(payload) => Response { metadata, payload, error: None },
+            Err(text) => Response { metadata, payload: Bytes::new(), error: Some(text) },
+        };
+        Dispatched { response, close: false }
+    }
+}
+
+/// Polls a boxed future, turning a panic into `Err(message)`.
+struct CatchUnwind<T>(BoxFuture<T>);
+
+impl<T> Future for CatchUnwind<T> {
+    type Output = Result<T, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
+        let fut = &mut self.get_mut().0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "panic".to_owned());
+                Poll::Ready(Err(msg))
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The runtime-agnostic service layer: typed handlers, Go's error texts, panics, auth,
+//! hooks. Handlers here complete without waiting, so a no-op waker drives them.
+
+use bytes::Bytes;
+use rpcx_core::codec;
+use rpcx_core::service::{Context, ContextParts, Dispatched, Peer, RateLimiter, Router, Service};
+use rpcx_core::wire::{Metadata, SerializeType};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context as Cx, Poll, Waker};
+use std::time::Instant;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Cx::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+#[allow(non_snake_case)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Args {
+    A: i64,
+    B: i64,
+}
+
+#[allow(non_snake_case)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Reply {
+    C: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoArgs {
+    #[prost(int64, tag = "1")]
+    a: i64,
+    #[prost(int64, tag = "2")]
+    b: i64,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoReply {
+    #[prost(int64, tag = "1")]
+    c: i64,
+}
+
+fn router() -> Router {
+    Router::new()
+        .service(
+            Service::new("Arith")
+                .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+                .method("Error", |_c: Context, a: Args| async move {
+                    Err::<Reply, _>(format!("intentional error A={}", a.A))
+                })
+                .method("Panic", |_c: Context, _a: Args| async move {
+                    if true {
+                        panic!("boom");
+                    }
+                    Ok::<Reply, String>(Reply { C: 0 })
+                }),
+        )
+        .service(
+            Service::new("Echo").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) }).method(
+                "Meta",
+                |c: Context, a: Args| async move {
+                    for (k, v) in c.metadata().iter() {
+                        c.set_response_metadata(k.clone(), v.clone());
+                    }
+                    Ok::<_, String>(Reply { C: a.A + a.B })
+                },
+            ),
+        )
+        .service(Service::new("ProtoArith").proto_method("Mul", |_c: Context, a: ProtoArgs| async move {
+            Ok::<_, String>(ProtoReply { c: a.a * a.b })
+        }))
+}
+
+fn ctx(path: &str, method: &str, st: SerializeType, metadata: Metadata) -> Context {
+    Context::new(ContextParts {
+        service_path: Bytes::copy_from_slice(path.as_bytes()),
+        service_method: Bytes::copy_from_slice(method.as_bytes()),
+        serialize_type: st,
+        oneway: false,
+        metadata,
+        deadline: None,
+        received_at: Instant::now(),
+        peer: Arc::new(Peer::named("test")),
+        pusher: Default::default(),
+    })
+}
+
+fn run(r: &Router, path: &str, method: &str, st: SerializeType, payload: impl Into<Bytes>) -> Dispatched {
+    block_on(r.dispatch(ctx(path, method, st, Metadata::new()), payload.into()))
+}
+
+#[test]
+fn typed_method_in_msgpack_and_json() {
+    let r = router();
+    for st in [SerializeType::MSGPACK, SerializeType::JSON] {
+        let d = run(&r, "Arith", "Mul", st, codec::to_payload(st, &Args { A: 10, B: 20 }).unwrap());
+        assert_eq!(d.response.error, None);
+        assert_eq!(codec::from_payload::<Reply>(st, &d.response.payload).unwrap(), Reply { C: 200 });
+    }
+    // The exact Go bytes for MsgPack.
+    let d = run(&r, "Arith", "Mul", SerializeType::MSGPACK, &[0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14][..]);
+    assert_eq!(d.response.payload.as_ref(), [0x81, 0xa1, 0x43, 0xcc, 0xc8]);
+}
+
+#[test]
+fn protobuf_and_raw_methods() {
+    let r = router();
+    let d = run(&r, "ProtoArith", "Mul", SerializeType::PROTOBUF, codec::to_proto(&ProtoArgs { a: 6, b: 7 }));
+    assert_eq!(codec::from_proto::<ProtoReply>(&d.response.payload).unwrap(), ProtoReply { c: 42 });
+    let d = run(&r, "Echo", "Raw", SerializeType::NONE, &b"\x00\xffraw"[..]);
+    assert_eq!(d.response.payload.as_ref(), b"\x00\xffraw");
+}
+
+#[test]
+fn unknown_service_and_method_use_go_texts() {
+    let r = router();
+    assert_eq!(
+        run(&r, "Nope", "Mul", SerializeType::MSGPACK, "").response.error.as_deref(),
+        Some("rpcx: can't find service Nope")
+    );
+    assert_eq!(
+        run(&r, "Arith", "Nope", SerializeType::MSGPACK, "").response.error.as_deref(),
+        Some("rpcx: can't find method Nope")
+    );
+}
+
+#[test]
+fn handler_error_becomes_error_response() {
+    let d = run(&router(), "Arith", "Error", SerializeType::JSON, r#"{"A":7,"B":0}"#);
+    assert_eq!(d.response.error.as_deref(), Some("intentional error A=7"));
+    assert!(!d.close);
+}
+
+#[test]
+fn undecodable_payload_names_the_codec_problem() {
+    let d = run(&router(), "Arith", "Mul", SerializeType::JSON, "not json");
+    assert!(d.response.error.as_deref().unwrap().starts_with("json: "), "{:?}", d.response.error);
+    let d = run(&router(), "Arith", "Mul", SerializeType::THRIFT, "");
+    assert_eq!(d.response.error.as_deref(), Some("unsupported serialize type Thrift"));
+}
+
+#[test]
+fn panicking_handler_yields_an_error_response() {
+    let d = run(&router(), "Arith", "Panic", SerializeType::JSON, r#"{"A":1,"B":2}"#);
+    assert_eq!(d.response.error.as_deref(), Some("[service internal error]: boom, method: Panic"));
+    // The router still works afterwards.
+    assert_eq!(
+        run(&router(), "Arith", "Mul", SerializeType::JSON, r#"{"A":2,"B":3}"#).response.payload.as_ref(),
+        br#"{"C":6}"#
+    );
+}
+
+#[test]
+fn response_metadata_set_by_the_handler() {
+    let mut md = Metadata::new();
+    md.insert("k1", "v1");
+    let d = block_on(
+        router().dispatch(ctx("Echo", "Meta", SerializeType::JSON, md), Bytes::from_static(br#"{"A":1,"B":2}"#)),
+    );
+    assert_eq!(d.response.metadata.get_str("k1").unwrap(), Some("v1"));
+}
+
+#[test]
+fn auth_failure_answers_and_closes() {
+    let r = router()
+        .auth(|_ctx, token| async move { if token == "secret" { Ok(()) } else { Err("auth failed".to_owned()) } });
+    let mut good = Metadata::new();
+    good.insert("__AUTH", "secret");
+    let ok =
+        block_on(r.dispatch(ctx("Arith", "Mul", SerializeType::JSON, good), Bytes::from_static(br#"{"A":1,"B":2}"#)));
+    assert_eq!((ok.response.error, ok.close), (None, false));
+    let bad = run(&r, "Arith", "Mul", SerializeType::JSON, r#"{"A":1,"B":2}"#);
+    assert_eq!((bad.response.error.as_deref(), bad.close), (Some("auth failed"), true));
+}
+
+#[test]
+fn rate_limiter_hook_rejects_without_closing() {
+    let r = router().hook(Arc::new(RateLimiter::new(0.0001, 2)));
+    let body = r#"{"A":1,"B":2}"#;
+    assert_eq!(run(&r, "Arith", "Mul", SerializeType::JSON, body).response.error, None);
+    assert_eq!(run(&r, "Arith", "Mul", SerializeType::JSON, body).response.error, None);
+    let third = run(&r, "Arith", "Mul", SerializeType::JSON, body);
+    assert_eq!((third.response.error.as_deref(), third.close), (Some("request reached rate limit"), false));
+}
