@@ -20,7 +20,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/smallnest/rpcx/client"
 	rpcxlog "github.com/smallnest/rpcx/log"
 )
 

@@ -413,8 +413,8 @@ func scenPush(cfg *config) error {
 		if i >= n {
 			return fmt.Errorf("unexpected extra message %d: %s.%s status=%d meta=%v payload=%q", i+1, m.ServicePath, m.ServiceMethod, m.MessageStatusType(), m.Metadata, m.Payload)
 		}
-		if m.MessageStatusType() == protocol.Error {
-			return fmt.Errorf("push %d is an error message (connection closed?): meta=%v", i+1, m.Metadata)
+		if m.MessageStatusType() != protocol.Normal {
+			return fmt.Errorf("push %d has status %d, want Normal (an Error status means the connection closed): meta=%v", i+1, m.MessageStatusType(), m.Metadata)
 		}
 		if m.ServicePath != "Push" || m.ServiceMethod != "Note" {
 			return fmt.Errorf("push %d: %s.%s, want Push.Note", i+1, m.ServicePath, m.ServiceMethod)
