@@ -105,6 +105,7 @@ fn main() -> io::Result<()> {
         in_flight: 0,
         max_in_flight: 0,
         products: 0,
+        products_done: None,
         remote_error: None,
         timed_out_after: None,
         never_sent_at: started,
@@ -148,7 +149,11 @@ fn main() -> io::Result<()> {
     assert_eq!(server.conn.stats().responses, CALLS + 1);
 
     println!("custom_event_loop: all checks passed in {elapsed:.1?}");
-    println!("  {CALLS} Arith.Mul calls answered correctly, at most {} in flight", client.max_in_flight);
+    let mul_time = client.products_done.expect("all products arrived").saturating_duration_since(started);
+    println!(
+        "  {CALLS} Arith.Mul calls answered correctly in {mul_time:.1?}, at most {} in flight",
+        client.max_in_flight
+    );
     println!("  Arith.Pow  -> remote error {:?}", client.remote_error.unwrap_or_default());
     println!("  Arith.Never -> CallError::TimedOut after {timed_out_after:.1?} (deadline {NEVER_DEADLINE:?})");
     let (cs, ss) = (client.conn.stats(), server.conn.stats());
@@ -268,8 +273,9 @@ struct ClientSide {
     started: u64,
     in_flight: u64,
     max_in_flight: u64,
-    /// `Arith.Mul` calls answered correctly.
+    /// `Arith.Mul` calls answered correctly, and when the last one was.
     products: u64,
+    products_done: Option<Instant>,
     remote_error: Option<String>,
     never_sent_at: Instant,
     timed_out_after: Option<Duration>,
@@ -361,6 +367,9 @@ impl ClientSide {
                     assert_eq!(reply.C, want, "wrong product for seq {seq}");
                     self.products += 1;
                     self.in_flight -= 1;
+                    if self.products == CALLS {
+                        self.products_done = Some(now);
+                    }
                 }
                 other => panic!("seq {seq}: unexpected response (expected {other:?})"),
             },

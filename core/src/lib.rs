@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod addr;
 pub mod codec;
 pub mod compress;
 pub mod conn;

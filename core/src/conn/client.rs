@@ -529,6 +529,18 @@ impl ClientConnection {
         self.pending.len()
     }
 
+    /// Whether a call would be accepted now. If not, one [`ClientEvent::Unblocked`]
+    /// follows when there is room (like `call` returning [`CallRejected::Blocked`],
+    /// without giving up a `CallSpec`).
+    pub fn poll_ready(&mut self) -> bool {
+        if self.is_blocked() {
+            self.blocked = true;
+            false
+        } else {
+            true
+        }
+    }
+
     /// Whether a call would be rejected with [`CallRejected::Blocked`] now.
     pub fn is_blocked(&self) -> bool {
         self.pending.len() >= self.config.max_in_flight || self.queued_bytes >= self.config.max_unsent_bytes

@@ -1,0 +1,67 @@
+//! rpcx server addresses: `network@address`, where no `@` means `tcp`
+//! (`tcp@127.0.0.1:8972`, `127.0.0.1:8972`, `unix@/tmp/rpcx.sock`).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A parsed server address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    /// TCP (`tcp`, `tcp4`, `tcp6`): `host:port`.
+    Tcp(String),
+    /// A unix domain socket path.
+    Unix(PathBuf),
+}
+
+/// An address that could not be parsed or names a network we do not speak.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddrError {
+    /// The network before `@` is not supported (quic, kcp, http, ws, ...).
+    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, unix)")]
+    UnsupportedNetwork(String),
+    /// Nothing after the `@`.
+    #[error("empty address")]
+    Empty,
+}
+
+impl FromStr for ServerAddr {
+    type Err = AddrError;
+
+    fn from_str(s: &str) -> Result<Self, AddrError> {
+        let (network, addr) = s.split_once('@').unwrap_or(("tcp", s));
+        if addr.is_empty() {
+            return Err(AddrError::Empty);
+        }
+        match network {
+            "tcp" | "tcp4" | "tcp6" => Ok(ServerAddr::Tcp(addr.to_owned())),
+            "unix" => Ok(ServerAddr::Unix(PathBuf::from(addr))),
+            other => Err(AddrError::UnsupportedNetwork(other.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerAddr::Tcp(a) => write!(f, "tcp@{a}"),
+            ServerAddr::Unix(p) => write!(f, "unix@{}", p.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rpcx_addresses() {
+        assert_eq!("127.0.0.1:8972".parse(), Ok(ServerAddr::Tcp("127.0.0.1:8972".into())));
+        assert_eq!("tcp@localhost:1".parse(), Ok(ServerAddr::Tcp("localhost:1".into())));
+        assert_eq!("unix@/tmp/x.sock".parse(), Ok(ServerAddr::Unix("/tmp/x.sock".into())));
+        assert_eq!("quic@h:1".parse::<ServerAddr>(), Err(AddrError::UnsupportedNetwork("quic".into())));
+        assert_eq!("tcp@".parse::<ServerAddr>(), Err(AddrError::Empty));
+        assert_eq!(ServerAddr::Tcp("a:1".into()).to_string(), "tcp@a:1");
+    }
+}

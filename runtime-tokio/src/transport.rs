@@ -1,0 +1,86 @@
+//! Transports: TCP, unix sockets and TLS over TCP, behind one stream type.
+
+use crate::{ClientOptions, Error};
+use rpcx_core::addr::ServerAddr;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+
+/// A connected byte stream of any supported transport.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Stream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// Unix domain socket.
+    Unix(UnixStream),
+    /// TLS client side.
+    ClientTls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS server side.
+    ServerTls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+macro_rules! delegate {
+    ($self:ident, $m:ident($($arg:expr),*)) => {
+        match $self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).$m($($arg),*),
+            Stream::Unix(s) => Pin::new(s).$m($($arg),*),
+            Stream::ClientTls(s) => Pin::new(s.as_mut()).$m($($arg),*),
+            Stream::ServerTls(s) => Pin::new(s.as_mut()).$m($($arg),*),
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        delegate!(self, poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        delegate!(self, poll_shutdown(cx))
+    }
+}
+
+/// TCP_NODELAY and keepalive, as Go's client and server set them.
+pub(crate) fn tune_tcp(s: &TcpStream, keepalive: Option<Duration>) {
+    let _ = s.set_nodelay(true);
+    if let Some(period) = keepalive {
+        let ka = socket2::TcpKeepalive::new().with_time(period);
+        let _ = socket2::SockRef::from(s).set_tcp_keepalive(&ka);
+    }
+}
+
+/// Dial `addr` within the connect timeout.
+pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stream, Error> {
+    let connect = async {
+        match addr {
+            ServerAddr::Tcp(a) => {
+                let s = TcpStream::connect(a.as_str()).await.map_err(Error::Connect)?;
+                tune_tcp(&s, opts.tcp_keepalive);
+                match &opts.tls {
+                    None => Ok(Stream::Tcp(s)),
+                    Some(tls) => {
+                        let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                            .map_err(|e| Error::Tls(e.to_string()))?;
+                        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+                        let s = connector.connect(name, s).await.map_err(|e| Error::Tls(e.to_string()))?;
+                        Ok(Stream::ClientTls(Box::new(s)))
+                    }
+                }
+            }
+            ServerAddr::Unix(p) => UnixStream::connect(p).await.map(Stream::Unix).map_err(Error::Connect),
+        }
+    };
+    tokio::time::timeout(opts.connect_timeout, connect).await.map_err(|_| Error::ConnectTimeout)?
+}
