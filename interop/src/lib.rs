@@ -1,0 +1,1 @@
+//! Interop test support: the Rust implementation of the interop service contract.
