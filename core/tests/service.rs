@@ -189,3 +189,37 @@ fn rate_limiter_hook_rejects_without_closing() {
     let third = run(&r, "Arith", "Mul", SerializeType::JSON, body);
     assert_eq!((third.response.error.as_deref(), third.close), (Some("request reached rate limit"), false));
 }
+
+#[allow(non_snake_case)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+struct BothArgs {
+    #[prost(int64, tag = "1")]
+    #[serde(rename = "A")]
+    a: i64,
+    #[prost(int64, tag = "2")]
+    #[serde(rename = "B")]
+    b: i64,
+}
+
+#[allow(non_snake_case)]
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+struct BothReply {
+    #[prost(int64, tag = "1")]
+    #[serde(rename = "C")]
+    c: i64,
+}
+
+#[test]
+fn method_with_proto_answers_every_struct_codec() {
+    let r = Router::new().service(
+        Service::new("Arith").method_with_proto("Mul", |_c: Context, a: BothArgs| async move {
+            Ok::<_, String>(BothReply { c: a.a * a.b })
+        }),
+    );
+    let d = run(&r, "Arith", "Mul", SerializeType::PROTOBUF, codec::to_proto(&BothArgs { a: 3, b: 4 }));
+    assert_eq!(codec::from_proto::<BothReply>(&d.response.payload).unwrap().c, 12);
+    let d = run(&r, "Arith", "Mul", SerializeType::MSGPACK, &[0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14][..]);
+    assert_eq!(d.response.payload.as_ref(), [0x81, 0xa1, 0x43, 0xcc, 0xc8]);
+    let d = run(&r, "Arith", "Mul", SerializeType::JSON, r#"{"A":5,"B":6}"#);
+    assert_eq!(d.response.payload.as_ref(), br#"{"C":30}"#);
+}

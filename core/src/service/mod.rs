@@ -114,6 +114,27 @@ where
     }))
 }
 
+/// Serde for JSON/MsgPack requests, prost for Protobuf requests.
+#[cfg(feature = "protobuf")]
+fn any_handler<A, R, E, Fut, F>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, E>> + Send + 'static,
+    A: DeserializeOwned + prost::Message + Default + Send + 'static,
+    R: Serialize + prost::Message + Send + 'static,
+    E: Display + Send + 'static,
+{
+    let f = Arc::new(f);
+    let serde = serde_handler({
+        let f = f.clone();
+        move |c, a| f(c, a)
+    });
+    let proto = proto_handler(move |c, a| f(c, a));
+    Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
+        if ctx.serialize_type() == SerializeType::PROTOBUF { proto.call(ctx, payload) } else { serde.call(ctx, payload) }
+    }))
+}
+
 fn raw_handler<E, Fut, F>(f: F) -> Arc<dyn Handler>
 where
     F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
@@ -177,6 +198,21 @@ impl Service {
         E: Display + Send + 'static,
     {
         self.methods.insert(name.into(), proto_handler(f));
+        self
+    }
+
+    /// Add a method whose types are both serde and prost types, so it answers every
+    /// serialize type Go clients use for structs: JSON, MsgPack and Protobuf.
+    #[cfg(feature = "protobuf")]
+    pub fn method_with_proto<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Context, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        A: DeserializeOwned + prost::Message + Default + Send + 'static,
+        R: Serialize + prost::Message + Send + 'static,
+        E: Display + Send + 'static,
+    {
+        self.methods.insert(name.into(), any_handler(f));
         self
     }
 
