@@ -68,13 +68,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let reply: Reply = with_auth(client.request("Notify", "Subscribe")).call(&Args { a: 3, b: 0 }).await?;
     for _ in 0..reply.c {
         let msg = tokio::time::timeout(Duration::from_secs(2), pushes.recv()).await?.ok_or("push channel closed")?;
-        println!("push {}.{}: {}", msg.service_path_str()?, msg.service_method_str()?, String::from_utf8_lossy(&msg.payload));
+        println!(
+            "push {}.{}: {}",
+            msg.service_path_str()?,
+            msg.service_method_str()?,
+            String::from_utf8_lossy(&msg.payload)
+        );
     }
 
     // Auth: a wrong token is refused and the server closes the connection.
     if !auth.is_empty() {
         let other = Client::connect(&addr, ClientOptions::default()).await?;
-        let err = other.request("Arith", "Mul").metadata("__AUTH", "wrong").call::<_, Reply>(&Args { a: 1, b: 1 }).await;
+        let err =
+            other.request("Arith", "Mul").metadata("__AUTH", "wrong").call::<_, Reply>(&Args { a: 1, b: 1 }).await;
         println!("wrong token: {}", err.err().map(|e| e.to_string()).unwrap_or_default());
     }
 

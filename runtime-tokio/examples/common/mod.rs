@@ -31,9 +31,7 @@ pub fn router(auth: Option<String>) -> Router {
         .method_with_proto("Add", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a + a.b }) });
     let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
         for i in 1..=a.a {
-            ctx.pusher()
-                .push("Notify", "Tick", Default::default(), format!("tick {i}"))
-                .map_err(|e| e.to_string())?;
+            ctx.pusher().push("Notify", "Tick", Default::default(), format!("tick {i}")).map_err(|e| e.to_string())?;
         }
         Ok::<_, String>(Reply { c: a.a })
     });

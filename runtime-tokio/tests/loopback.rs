@@ -1,0 +1,291 @@
+//! The tokio runtime over real loopback sockets: TCP, unix and TLS.
+
+use rpcx_tokio::service::{Context, Router, Service};
+use rpcx_tokio::{Client, ClientOptions, Error, Server, ServerHandle};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[allow(non_snake_case)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Args {
+    A: i64,
+    B: i64,
+}
+
+#[allow(non_snake_case)]
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+struct Reply {
+    C: i64,
+}
+
+fn router() -> Router {
+    Router::new().service(
+        Service::new("Arith")
+            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+            .method("Slow", |_c: Context, a: Args| async move {
+                tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
+                Ok::<_, String>(Reply { C: a.A })
+            })
+            .method("Push", |c: Context, a: Args| async move {
+                for i in 0..a.A {
+                    c.pusher().push("P", "N", Default::default(), format!("push-{i}")).map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(Reply { C: a.A })
+            }),
+    )
+}
+
+async fn start(router: Router) -> ServerHandle {
+    Server::new(router).bind("tcp@127.0.0.1:0").await.unwrap()
+}
+
+/// Bound every test body in time: nothing may hang.
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(Duration::from_secs(30), f).await.expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_calls_from_100_tasks_on_one_connection() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..100i64 {
+            let c = client.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..100i64 {
+                    let r: Reply = c.call("Arith", "Mul", &Args { A: t, B: i }).await.unwrap();
+                    assert_eq!(r.C, t * i);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        server.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unix_socket_round_trip() {
+    bounded(async {
+        let path = std::env::temp_dir().join(format!("rpcx-tokio-{}.sock", std::process::id()));
+        let addr = format!("unix@{}", path.display());
+        let server = Server::new(router()).bind(&addr).await.unwrap();
+        let client = Client::connect(&addr, ClientOptions::default()).await.unwrap();
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 6, B: 7 }).await.unwrap();
+        assert_eq!(r.C, 42);
+        server.close().await;
+        let _ = std::fs::remove_file(path);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_round_trip_with_a_generated_certificate() {
+    bounded(async {
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert_der = cert.cert.der().clone();
+        let key_der = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let provider = rpcx_tokio::tls::provider();
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert_der.clone()], key_der)
+            .unwrap();
+        let server = Server::new(router()).tls(Arc::new(server_cfg)).bind("tcp@127.0.0.1:0").await.unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert_der).unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let opts = ClientOptions {
+            tls: Some(rpcx_tokio::tls::TlsClient { config: Arc::new(client_cfg), server_name: "localhost".into() }),
+            ..Default::default()
+        };
+        let client = Client::connect(server.address(), opts).await.unwrap();
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 3, B: 5 }).await.unwrap();
+        assert_eq!(r.C, 15);
+        // A plain-TCP client cannot talk to the TLS server.
+        let plain = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let res =
+            plain.request("Arith", "Mul").timeout(Duration::from_secs(2)).call::<_, Reply>(&Args { A: 1, B: 1 }).await;
+        assert!(res.is_err());
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_lets_in_flight_calls_complete_and_refuses_new_ones() {
+    bounded(async {
+        let server = start(router()).await;
+        let addr = server.address().to_owned();
+        let client = Client::connect(&addr, ClientOptions::default()).await.unwrap();
+        let mut pending = Vec::new();
+        for _ in 0..10 {
+            pending.push(client.go::<_, Reply>("Arith", "Slow", &Args { A: 300, B: 0 }).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(5)));
+        for p in pending {
+            assert_eq!(p.await.unwrap().C, 300, "in-flight call completed during shutdown");
+        }
+        shutdown.await.unwrap();
+        assert!(Client::connect(&addr, ClientOptions::default()).await.is_err(), "listener is closed");
+        let after = client.call::<_, Reply>("Arith", "Mul", &Args { A: 1, B: 1 }).await;
+        assert!(after.is_err(), "the old connection is closed");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_killed_mid_call_fails_pending_calls_promptly() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let pending = client.go::<_, Reply>("Arith", "Slow", &Args { A: 10_000, B: 0 }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t0 = Instant::now();
+        server.close().await;
+        let err = pending.await.unwrap_err();
+        assert!(matches!(err, Error::Call(rpcx_core::conn::CallError::ConnectionLost(_))), "{err:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(client.is_shutdown());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deadline_expiry_fails_the_call_with_a_timeout() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let t0 = Instant::now();
+        let err = client
+            .request("Arith", "Slow")
+            .timeout(Duration::from_millis(100))
+            .call::<_, Reply>(&Args { A: 5_000, B: 0 })
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        assert!(t0.elapsed() < Duration::from_secs(2));
+        // The connection is still fine.
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 2, B: 2 }).await.unwrap();
+        assert_eq!(r.C, 4);
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn auth_pass_and_fail() {
+    bounded(async {
+        let r = router()
+            .auth(|_c, token| async move { if token == "s3cret" { Ok(()) } else { Err("auth failed".into()) } });
+        let server = start(r).await;
+        let good = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let r: Reply =
+            good.request("Arith", "Mul").metadata("__AUTH", "s3cret").call(&Args { A: 2, B: 3 }).await.unwrap();
+        assert_eq!(r.C, 6);
+        let bad = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let err = bad
+            .request("Arith", "Mul")
+            .metadata("__AUTH", "nope")
+            .call::<_, Reply>(&Args { A: 2, B: 3 })
+            .await
+            .unwrap_err();
+        assert_eq!(err.remote().map(|e| e.text.as_str()), Some("auth failed"));
+        let t0 = Instant::now();
+        while !bad.is_shutdown() {
+            assert!(t0.elapsed() < Duration::from_secs(3), "server closed the connection after the auth failure");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The good connection is unaffected.
+        let r: Reply =
+            good.request("Arith", "Mul").metadata("__AUTH", "s3cret").call(&Args { A: 4, B: 3 }).await.unwrap();
+        assert_eq!(r.C, 12);
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_push_reaches_the_client() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let mut rx = client.take_push_receiver().unwrap();
+        assert!(client.take_push_receiver().is_none());
+        let r: Reply = client.call("Arith", "Push", &Args { A: 3, B: 0 }).await.unwrap();
+        assert_eq!(r.C, 3);
+        for i in 0..3 {
+            let m = rx.recv().await.unwrap();
+            assert_eq!((m.service_path_str().unwrap(), m.service_method_str().unwrap()), ("P", "N"));
+            assert_eq!(m.payload, format!("push-{i}").into_bytes());
+        }
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn heartbeat_keeps_an_idle_connection_past_the_read_timeout() {
+    bounded(async {
+        let server =
+            Server::new(router()).read_timeout(Duration::from_millis(300)).bind("tcp@127.0.0.1:0").await.unwrap();
+        let hb = ClientOptions { heartbeat_interval: Some(Duration::from_millis(50)), ..Default::default() };
+        let with_hb = Client::connect(server.address(), hb).await.unwrap();
+        let without = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(!with_hb.is_shutdown(), "heartbeats kept it alive");
+        assert!(without.is_shutdown(), "the idle one was closed by the read timeout");
+        let r: Reply = with_hb.call("Arith", "Mul", &Args { A: 5, B: 5 }).await.unwrap();
+        assert_eq!(r.C, 25);
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn oneway_call_completes_and_the_connection_keeps_working() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        client.oneway("Arith", "Mul", &Args { A: 1, B: 2 }).await.unwrap();
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 3, B: 3 }).await.unwrap();
+        assert_eq!(r.C, 9);
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_sending_peer_does_not_disturb_other_connections() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let mut raw = tokio::net::TcpStream::connect(server.local_addr().unwrap()).await.unwrap();
+        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
+        assert_eq!(n, 0, "the server closed the garbage connection without answering");
+        // An oversized frame announcement is refused the same way, without allocation.
+        let mut big = tokio::net::TcpStream::connect(server.local_addr().unwrap()).await.unwrap();
+        big.write_all(&[0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(2), big.read(&mut buf)).await.unwrap().unwrap_or(0);
+        assert_eq!(n, 0);
+        for i in 0..100 {
+            let r: Reply = client.call("Arith", "Mul", &Args { A: i, B: 2 }).await.unwrap();
+            assert_eq!(r.C, i * 2);
+        }
+        server.close().await;
+    })
+    .await;
+}
