@@ -378,7 +378,7 @@ const WRITE_HIGH_WATER: usize = 256 << 10;
 
 impl Driver {
     async fn run(mut self, stream: Stream) {
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (mut rd, mut wr) = crate::transport::split(stream);
         let mut read_buf = BytesMut::with_capacity(64 << 10);
         let mut write_buf = BytesMut::with_capacity(64 << 10);
         let mut deferred: Option<(CallSpec, Reply)> = None;

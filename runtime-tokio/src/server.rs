@@ -7,6 +7,7 @@ use rpcx_core::addr::ServerAddr;
 use rpcx_core::conn::{CloseMode, PushError, ServerConfig, ServerConnection, ServerEvent};
 use rpcx_core::service::{Context, ContextParts, Dispatched, Peer, PushSink, Pusher, Router};
 use rpcx_core::wire::Metadata;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -345,7 +346,7 @@ impl ConnDriver {
     }
 
     async fn run(mut self, stream: Stream, mut ctl: watch::Receiver<Phase>) {
-        let (mut rd, mut wr) = tokio::io::split(stream);
+        let (mut rd, mut wr) = crate::transport::split(stream);
         let mut read_buf = BytesMut::with_capacity(64 << 10);
         let mut write_buf = BytesMut::with_capacity(64 << 10);
         let mut write_stalled_since: Option<Instant> = None;
@@ -353,9 +354,18 @@ impl ConnDriver {
         tokio::pin!(sleep);
         self.apply_phase(*ctl.borrow());
         loop {
-            while write_buf.len() < (256 << 10) && self.conn.poll_transmit(&mut write_buf).is_some() {}
-            while let Some(ev) = self.conn.poll_event() {
-                self.on_event(ev);
+            // Events can produce output (a handler answered inline), so drain until both
+            // are empty.
+            loop {
+                while write_buf.len() < (256 << 10) && self.conn.poll_transmit(&mut write_buf).is_some() {}
+                let mut any = false;
+                while let Some(ev) = self.conn.poll_event() {
+                    any = true;
+                    self.on_event(ev);
+                }
+                if !any {
+                    break;
+                }
             }
             if self.conn.is_closed() && write_buf.is_empty() {
                 break;
@@ -442,13 +452,26 @@ impl ConnDriver {
                     pusher: self.pusher.clone(),
                 });
                 let router = self.router.clone();
-                let done = self.done_tx.clone();
                 let id = req.id;
                 let payload = msg.payload;
-                tokio::spawn(async move {
+                let mut fut = Box::pin(async move {
                     let d = router.dispatch(ctx.clone(), payload).await;
-                    let _ = done.send((id, d, ctx));
+                    (d, ctx)
                 });
+                // Fast path: a handler that finishes without waiting is answered right
+                // here, with no task spawn and no channel hop. One that waits moves to a
+                // task of its own (polled again there, so it registers that task's waker).
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match fut.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready((d, ctx)) => self.on_done(id, d, ctx),
+                    std::task::Poll::Pending => {
+                        let done = self.done_tx.clone();
+                        tokio::spawn(async move {
+                            let (d, ctx) = fut.await;
+                            let _ = done.send((id, d, ctx));
+                        });
+                    }
+                }
             }
             ServerEvent::Heartbeat { .. } => {
                 for h in self.router.hooks() {

@@ -84,3 +84,60 @@ pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stre
     };
     tokio::time::timeout(opts.connect_timeout, connect).await.map_err(|_| Error::ConnectTimeout)?
 }
+
+/// The read half of a [`Stream`]: TCP splits without a lock, other transports share
+/// the stream through tokio's split.
+pub(crate) enum ReadHalf {
+    Tcp(tokio::net::tcp::OwnedReadHalf),
+    Other(tokio::io::ReadHalf<Stream>),
+}
+
+/// The write half of a [`Stream`].
+pub(crate) enum WriteHalf {
+    Tcp(tokio::net::tcp::OwnedWriteHalf),
+    Other(tokio::io::WriteHalf<Stream>),
+}
+
+/// Split a stream into halves that can be polled independently.
+pub(crate) fn split(stream: Stream) -> (ReadHalf, WriteHalf) {
+    match stream {
+        Stream::Tcp(s) => {
+            let (r, w) = s.into_split();
+            (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+        }
+        other => {
+            let (r, w) = tokio::io::split(other);
+            (ReadHalf::Other(r), WriteHalf::Other(w))
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Other(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Other(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Other(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Other(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
