@@ -373,6 +373,9 @@ struct Driver {
     replies: FxHashMap<u64, Reply>,
 }
 
+/// How often calls whose caller dropped the future are swept out.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Upper bound on bytes taken from the machine before writing.
 const WRITE_HIGH_WATER: usize = 256 << 10;
 
@@ -383,6 +386,7 @@ impl Driver {
         let mut write_buf = BytesMut::with_capacity(64 << 10);
         let mut deferred: Option<(CallSpec, Reply)> = None;
         let mut rx_open = true;
+        let mut sweep_at = Instant::now() + SWEEP_INTERVAL;
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         loop {
@@ -403,7 +407,10 @@ impl Driver {
             if self.conn.is_closed() && write_buf.is_empty() {
                 break;
             }
-            let deadline = self.conn.poll_timeout();
+            // Calls whose caller went away (future dropped) are cancelled by a sweep once a
+            // second, so they never pile up in the in-flight table.
+            let sweep = (!self.replies.is_empty()).then_some(sweep_at);
+            let deadline = [self.conn.poll_timeout(), sweep].into_iter().flatten().min();
             if let Some(d) = deadline {
                 sleep.as_mut().reset(d.into());
             }
@@ -442,7 +449,14 @@ impl Driver {
                         self.conn.close(Instant::now(), CloseMode::Graceful);
                     }
                 },
-                _ = &mut sleep, if deadline.is_some() => self.conn.handle_timeout(Instant::now()),
+                _ = &mut sleep, if deadline.is_some() => {
+                    let now = Instant::now();
+                    if now >= sweep_at {
+                        sweep_at = now + SWEEP_INTERVAL;
+                        self.cancel_abandoned(now);
+                    }
+                    self.conn.handle_timeout(now);
+                }
             }
         }
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -456,6 +470,14 @@ impl Driver {
             if let Command::Call(_, reply) = cmd {
                 let _ = reply.send(Err(Error::Shutdown));
             }
+        }
+    }
+
+    fn cancel_abandoned(&mut self, now: Instant) {
+        let abandoned: Vec<u64> = self.replies.iter().filter(|(_, r)| r.is_closed()).map(|(s, _)| *s).collect();
+        for seq in abandoned {
+            self.replies.remove(&seq);
+            self.conn.cancel(now, seq);
         }
     }
 
@@ -505,9 +527,8 @@ impl Driver {
                 }
             }
             ClientEvent::Push(msg) => {
-                if self.push_tx.try_send(msg).is_err() {
-                    self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
-                }
+                let dropped = self.push_tx.try_send(msg).is_err();
+                self.shared.dropped_pushes.fetch_add(u64::from(dropped), Ordering::Relaxed);
             }
             ClientEvent::ConnectionLost(reason) => {
                 tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");

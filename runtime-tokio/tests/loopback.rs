@@ -289,3 +289,42 @@ async fn a_garbage_sending_peer_does_not_disturb_other_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dropped_call_is_cancelled_and_does_not_stay_in_flight() {
+    bounded(async {
+        let server = start(router()).await;
+        let opts = ClientOptions {
+            connection: rpcx_core::conn::ClientConfig { max_in_flight: 4, ..Default::default() },
+            ..Default::default()
+        };
+        let client = Client::connect(server.address(), opts).await.unwrap();
+        // Fill the in-flight table with calls whose callers give up.
+        for _ in 0..4 {
+            let call = client.call::<_, Reply>("Arith", "Slow", &Args { A: 60_000, B: 0 });
+            assert!(tokio::time::timeout(Duration::from_millis(20), call).await.is_err());
+        }
+        // Without the sweep this call would wait behind four abandoned slots forever.
+        let r: Reply = client.request("Arith", "Mul").call(&Args { A: 2, B: 21 }).await.unwrap();
+        assert_eq!(r.C, 42);
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ip_deny_list_closes_matching_connections() {
+    bounded(async {
+        let deny = rpcx_tokio::service::IpFilter::deny(["127.0.0.0/8"]).unwrap();
+        let server = start(router().hook(Arc::new(deny))).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        let res =
+            client.request("Arith", "Mul").timeout(Duration::from_secs(2)).call::<_, Reply>(&Args { A: 1, B: 1 }).await;
+        assert!(
+            matches!(res, Err(Error::Call(rpcx_core::conn::CallError::ConnectionLost(_))) | Err(Error::Shutdown)),
+            "{res:?}"
+        );
+        server.close().await;
+    })
+    .await;
+}
