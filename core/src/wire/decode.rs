@@ -247,7 +247,7 @@ fn decode_metadata(mut block: Bytes, max_pairs: usize) -> Result<Metadata, Decod
     if block.is_empty() {
         return Ok(Metadata::new());
     }
-    let mut m = Metadata::with_capacity(4);
+    let mut m = Metadata::with_capacity(2);
     while !block.is_empty() {
         if m.len() >= max_pairs {
             return Err(DecodeError::TooManyMetadataPairs { max: max_pairs });

@@ -220,9 +220,11 @@ impl Message {
         }
         let fixed = fixed as usize;
         buf.reserve(PREFIX_LEN + fixed + self.payload.len());
-        buf.put_slice(&header.to_bytes());
-        buf.put_slice(&[0; 4]);
-        buf.put_slice(&sp.to_be_bytes());
+        // Header, totalLen placeholder and the path length in one append.
+        let mut prefix = [0u8; PREFIX_LEN + 4];
+        prefix[..12].copy_from_slice(&header.to_bytes());
+        prefix[16..].copy_from_slice(&sp.to_be_bytes());
+        buf.put_slice(&prefix);
         buf.put_slice(&self.service_path);
         buf.put_slice(&sm.to_be_bytes());
         buf.put_slice(&self.service_method);
