@@ -200,18 +200,20 @@ impl FrameDecoder {
         let service_path = cur.section(Section::ServicePath)?;
         let service_method = cur.section(Section::ServiceMethod)?;
         let meta = cur.section(Section::Metadata)?;
-        let payload = if self.config.strict_payload_len {
+        let payload_at = if self.config.strict_payload_len {
             let len = cur.len_prefix(Section::Payload)?;
             let actual = frame.len() - cur.pos;
             if len as usize != actual {
                 return Err(DecodeError::PayloadLenMismatch { declared: len, actual });
             }
-            frame.slice(cur.pos..)
+            cur.pos
         } else {
             cur.len_prefix(Section::Payload)?;
-            frame.slice(cur.pos..)
+            cur.pos
         };
         let metadata = decode_metadata(meta, self.config.max_metadata_pairs)?;
+        let mut payload = frame;
+        payload.advance(payload_at);
         Ok(Message { header, service_path, service_method, metadata, payload })
     }
 }
