@@ -1,0 +1,130 @@
+//! Fuzz `ServerConnection` with arbitrary operation sequences: arbitrary and
+//! well-formed requests, responses to any id, pushes, time jumps, closes and EOF.
+//!
+//! Checked: no panic; responding to an id never handed out (or twice) is an error and
+//! sends nothing; nothing follows `ConnectionLost`; the number of unanswered requests
+//! never exceeds `max_in_flight`; every byte the server transmits is a valid rpcx frame
+//! stream, and every response frame echoes its request's seq.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rpcx_core::conn::{CloseMode, RequestId, Response, ServerConfig, ServerConnection, ServerEvent};
+use rpcx_core::wire::{CompressType, Message, MessageType, SerializeType, StreamDecoder};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const MAX_IN_FLIGHT: usize = 4;
+
+fuzz_target!(|data: &[u8]| {
+    let mut now = Instant::now();
+    let cfg = ServerConfig {
+        max_in_flight: MAX_IN_FLIGHT,
+        max_unsent_bytes: 8192,
+        read_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let mut conn = ServerConnection::new(cfg, now);
+    let mut open: BTreeMap<RequestId, u64> = BTreeMap::new();
+    let mut answered: BTreeSet<RequestId> = BTreeSet::new();
+    let mut seqs_asked: BTreeSet<u64> = BTreeSet::new();
+    let mut sent = StreamDecoder::default();
+    let mut lost = false;
+    let mut i = 0;
+    let next = |i: &mut usize| -> u8 {
+        let b = data.get(*i).copied().unwrap_or(0);
+        *i += 1;
+        b
+    };
+    while i < data.len() {
+        match next(&mut i) % 7 {
+            0 => {
+                let n = usize::from(next(&mut i) % 64);
+                let start = i.min(data.len());
+                let end = (start + n).min(data.len());
+                conn.handle_input(now, &data[start..end]);
+                i = end;
+            }
+            1 => {
+                let arg = next(&mut i);
+                let seq = u64::from(next(&mut i));
+                let mut m = Message::request(SerializeType::MSGPACK, seq, "S", "M");
+                m.header.set_oneway(arg & 1 == 1);
+                m.header.set_heartbeat(arg & 2 == 2);
+                if arg & 4 == 4 {
+                    m.header.set_compress_type(CompressType::GZIP);
+                }
+                if arg & 8 == 8 {
+                    m.metadata.insert("__ServerTimeout", format!("{}", i64::from(arg) - 100));
+                }
+                m.payload = vec![7u8; usize::from(arg) * 9].into();
+                let mut buf = Vec::new();
+                m.encode(&Default::default(), &mut buf).expect("encode");
+                seqs_asked.insert(seq);
+                conn.handle_input(now, &buf);
+            }
+            2 => {
+                let arg = next(&mut i);
+                let id = RequestId(u64::from(arg % 32));
+                let resp = if arg & 0x80 != 0 {
+                    Response::error("boom")
+                } else {
+                    Response::ok(vec![3u8; usize::from(arg) * 11])
+                };
+                let was_open = open.remove(&id).is_some();
+                let res = conn.respond(now, id, resp);
+                if was_open && !conn.is_closing() {
+                    assert!(res.is_ok(), "{res:?}");
+                    answered.insert(id);
+                } else if !was_open {
+                    assert!(res.is_err(), "responding to {id:?} that is not open must fail");
+                }
+            }
+            3 => {
+                let _ = conn.push(now, "P", "N", Default::default(), vec![1u8; usize::from(next(&mut i))]);
+            }
+            4 => {
+                now += Duration::from_millis(u64::from(next(&mut i)) * 40);
+                conn.handle_timeout(now);
+            }
+            5 => {
+                let mode = [CloseMode::Graceful, CloseMode::Flush, CloseMode::Immediate][usize::from(next(&mut i) % 3)];
+                conn.close(now, mode);
+                if mode != CloseMode::Graceful {
+                    open.clear();
+                }
+            }
+            _ => {
+                if next(&mut i) % 8 == 0 {
+                    conn.handle_eof(now);
+                    open.clear();
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while conn.poll_transmit(&mut out).is_some() {}
+        sent.feed(&out);
+        while let Some(m) = sent.next_message().expect("server transmitted an invalid frame") {
+            if m.header.message_type() == MessageType::Response {
+                assert!(seqs_asked.contains(&m.header.seq()), "response echoes a requested seq");
+            } else {
+                assert!(m.header.is_server_push());
+            }
+        }
+        while let Some(ev) = conn.poll_event() {
+            assert!(!lost, "event after ConnectionLost: {ev:?}");
+            match ev {
+                ServerEvent::Request(r) => {
+                    assert!(!answered.contains(&r.id) && !open.contains_key(&r.id), "request id reused");
+                    open.insert(r.id, r.message.header.seq());
+                }
+                ServerEvent::ConnectionLost(_) => {
+                    lost = true;
+                    open.clear();
+                }
+                _ => {}
+            }
+        }
+        assert!(conn.in_flight() <= MAX_IN_FLIGHT);
+        assert!(open.len() <= MAX_IN_FLIGHT);
+    }
+});
