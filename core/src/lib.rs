@@ -35,5 +35,6 @@ pub mod addr;
 pub mod codec;
 pub mod compress;
 pub mod conn;
+pub mod govern;
 pub mod service;
 pub mod wire;

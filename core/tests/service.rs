@@ -211,11 +211,10 @@ struct BothReply {
 
 #[test]
 fn method_with_proto_answers_every_struct_codec() {
-    let r = Router::new().service(
-        Service::new("Arith").method_with_proto("Mul", |_c: Context, a: BothArgs| async move {
+    let r = Router::new()
+        .service(Service::new("Arith").method_with_proto("Mul", |_c: Context, a: BothArgs| async move {
             Ok::<_, String>(BothReply { c: a.a * a.b })
-        }),
-    );
+        }));
     let d = run(&r, "Arith", "Mul", SerializeType::PROTOBUF, codec::to_proto(&BothArgs { a: 3, b: 4 }));
     assert_eq!(codec::from_proto::<BothReply>(&d.response.payload).unwrap().c, 12);
     let d = run(&r, "Arith", "Mul", SerializeType::MSGPACK, &[0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14][..]);

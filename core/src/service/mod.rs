@@ -131,7 +131,11 @@ where
     });
     let proto = proto_handler(move |c, a| f(c, a));
     Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
-        if ctx.serialize_type() == SerializeType::PROTOBUF { proto.call(ctx, payload) } else { serde.call(ctx, payload) }
+        if ctx.serialize_type() == SerializeType::PROTOBUF {
+            proto.call(ctx, payload)
+        } else {
+            serde.call(ctx, payload)
+        }
     }))
 }
 
