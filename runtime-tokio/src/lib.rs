@@ -40,11 +40,13 @@ mod error;
 mod server;
 pub mod tls;
 mod transport;
+pub mod xclient;
 
 pub use client::{Client, ClientOptions, PendingCall, RequestBuilder};
 pub use error::Error;
 pub use server::{Server, ServerHandle, ServerOptions};
 pub use transport::Stream;
+pub use xclient::{Receipt, XClient, XClientOptions};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

@@ -66,6 +66,7 @@ mod breaker;
 mod discovery;
 mod failmode;
 mod hash;
+mod hooks;
 mod outcome;
 mod selector;
 
@@ -77,6 +78,7 @@ pub use discovery::{
     PeerDiscovery, ServerFilter, ServerKey, Snapshot, SubscriptionId,
 };
 pub use failmode::{Action, AttemptId, FailMode, FailOptions, Failure, Finish, Plan, Success};
+pub use hooks::ClientHooks;
 pub use hash::{COMPACT_KEY_MULTIPLIER, fnv1a64, go_hash_key, jump};
 pub use outcome::Outcome;
 pub use selector::{

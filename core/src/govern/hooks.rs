@@ -1,0 +1,19 @@
+//! Client-side hooks (Go's client plugins) for the multi-server client.
+
+use super::discovery::ServerKey;
+
+/// Hooks around an `XClient`'s calls. Every method has a no-op default. They run on the
+/// caller's task and must not block.
+pub trait ClientHooks: Send + Sync + 'static {
+    /// Before a call (each fail-mode attempt counts once as one call). `Err(text)` aborts
+    /// the call with that text.
+    fn pre_call(&self, _service_path: &str, _method: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// After a call ended; `error` is its error text, if it failed.
+    fn post_call(&self, _service_path: &str, _method: &str, _server: Option<&ServerKey>, _error: Option<&str>) {}
+    /// A new connection to `server` was made.
+    fn conn_created(&self, _server: &ServerKey) {}
+    /// Dialing `server` failed.
+    fn conn_create_failed(&self, _server: &ServerKey, _error: &str) {}
+}
