@@ -486,6 +486,13 @@ impl ConnDriver {
     }
 
     fn on_done(&mut self, id: rpcx_core::conn::RequestId, d: Dispatched, ctx: Context) {
+        // Pushes a handler queued before it returned go out before its response (Go
+        // writes them synchronously from the handler).
+        while let Ok(p) = self.push_rx.try_recv() {
+            if let Err(e) = self.conn.push(Instant::now(), p.service_path, p.service_method, p.metadata, p.payload) {
+                tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
+            }
+        }
         let mut response = d.response;
         let oneway = ctx.is_oneway();
         if !oneway {

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use rpcx_core::codec;
 use rpcx_core::conn::CallSpec;
 use rpcx_core::govern::{
-    Action, Balancer, BreakerConfig, BreakerSet, ClientHooks, DEFAULT_GATHER_TIMEOUT, Discovery, EntryResult,
-    FailMode, FailOptions, Failure, Gather, GatherMode, GatherStep, Outcome, Plan, RoundRobin, SelectContext,
-    SelectMode, Selector, ServerFilter, ServerKey, SplitMix64,
+    Action, Balancer, BreakerConfig, BreakerSet, ClientHooks, DEFAULT_GATHER_TIMEOUT, Discovery, EntryResult, FailMode,
+    FailOptions, Failure, Gather, GatherMode, GatherStep, Outcome, Plan, RoundRobin, SelectContext, SelectMode,
+    Selector, ServerFilter, ServerKey, SplitMix64,
 };
 use rpcx_core::wire::{AUTH_KEY, Message, Metadata, SerializeType};
 use serde::Serialize;
@@ -190,7 +190,8 @@ impl XClient {
         let this = self.clone();
         let method = method.to_owned();
         Ok(tokio::spawn(async move {
-            let msg = this.call_raw(&method, st, payload, Metadata::new(), None, false).await?.ok_or(Error::Shutdown)?;
+            let msg =
+                this.call_raw(&method, st, payload, Metadata::new(), None, false).await?.ok_or(Error::Shutdown)?;
             Ok(codec::from_payload(msg.header.serialize_type(), &msg.payload)?)
         }))
     }
@@ -205,7 +206,11 @@ impl XClient {
     /// Send every server the call; succeed only if all succeed (returning one reply).
     /// Every server is waited for (bounded by the gather timeout), so no call is left
     /// running unreported; the error is the first failure's.
-    pub async fn broadcast<A: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
+    pub async fn broadcast<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
         let receipts = self.gather(GatherMode::Broadcast, method, args).await?;
         let mut first_ok = None;
         for r in receipts {
@@ -259,7 +264,15 @@ impl XClient {
         v
     }
 
-    fn spec(&self, method: &str, st: SerializeType, payload: Bytes, mut md: Metadata, deadline: Option<Instant>, oneway: bool) -> CallSpec {
+    fn spec(
+        &self,
+        method: &str,
+        st: SerializeType,
+        payload: Bytes,
+        mut md: Metadata,
+        deadline: Option<Instant>,
+        oneway: bool,
+    ) -> CallSpec {
         if let Some(token) = &self.0.auth {
             md.insert(AUTH_KEY, Bytes::copy_from_slice(token.as_bytes()));
         }
@@ -353,9 +366,7 @@ impl XClient {
                 (Some(server), r)
             }
             Err(Failure::NoServer) => (None, Err(Error::NoServer)),
-            Err(Failure::DeadlineExceeded) => {
-                (None, Err(Error::Call(rpcx_core::conn::CallError::TimedOut)))
-            }
+            Err(Failure::DeadlineExceeded) => (None, Err(Error::Call(rpcx_core::conn::CallError::TimedOut))),
             Err(Failure::Attempt { attempt, server, .. }) => {
                 let r = results.remove(&attempt.0).map(|(_, r)| r).unwrap_or(Err(Error::NoServer));
                 (Some(server), r)
@@ -385,7 +396,8 @@ impl XClient {
         }
         let deadline = now + self.0.gather_timeout;
         let spec = self.spec(method, st, payload, Metadata::new(), Some(deadline), false);
-        let mut g: Gather<Result<Option<Message>, Error>> = Gather::new(mode, servers.clone(), now, self.0.gather_timeout);
+        let mut g: Gather<Result<Option<Message>, Error>> =
+            Gather::new(mode, servers.clone(), now, self.0.gather_timeout);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut running = Vec::new();
         for (i, server) in servers.into_iter().enumerate() {

@@ -121,7 +121,8 @@ async fn failbackup_takes_the_first_completion() {
 #[tokio::test]
 async fn broadcast_fork_inform() {
     bounded(async {
-        let servers = [serve(1, "tcp@127.0.0.1:0").await, serve(2, "tcp@127.0.0.1:0").await, serve(3, "tcp@127.0.0.1:0").await];
+        let servers =
+            [serve(1, "tcp@127.0.0.1:0").await, serve(2, "tcp@127.0.0.1:0").await, serve(3, "tcp@127.0.0.1:0").await];
         let d = MultiDiscovery::new(servers.iter().map(|s| Instance::new(s.address(), "")));
         let xc = XClient::new("Arith", Arc::new(d), XClientOptions::default());
         let r: Reply = xc.broadcast("Mul", &Args { A: 2, B: 5 }).await.unwrap();
@@ -158,7 +159,8 @@ async fn no_server_is_a_clear_error() {
 #[tokio::test]
 async fn consistent_hash_keeps_a_key_on_one_server() {
     bounded(async {
-        let servers = [serve(1, "tcp@127.0.0.1:0").await, serve(2, "tcp@127.0.0.1:0").await, serve(3, "tcp@127.0.0.1:0").await];
+        let servers =
+            [serve(1, "tcp@127.0.0.1:0").await, serve(2, "tcp@127.0.0.1:0").await, serve(3, "tcp@127.0.0.1:0").await];
         let d = MultiDiscovery::new(servers.iter().map(|s| Instance::new(s.address(), "")));
         let xc = XClient::new("Arith", Arc::new(d), XClientOptions::default().select_mode(SelectMode::ConsistentHash));
         let first: Reply = xc.call("Who", &Args { A: 0, B: 0 }).await.unwrap();
@@ -194,7 +196,12 @@ async fn servers_killed_and_restarted_while_calling() {
                     let t0 = Instant::now();
                     let res = tokio::time::timeout(
                         Duration::from_secs(5),
-                        xc.call_with::<_, Reply>("Mul", &Args { A: 3, B: 4 }, Default::default(), Some(Duration::from_secs(2))),
+                        xc.call_with::<_, Reply>(
+                            "Mul",
+                            &Args { A: 3, B: 4 },
+                            Default::default(),
+                            Some(Duration::from_secs(2)),
+                        ),
                     )
                     .await
                     .expect("no call hangs");

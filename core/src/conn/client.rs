@@ -124,7 +124,7 @@ pub struct RemoteError {
     /// The server's error text (lossily decoded if it was not UTF-8).
     pub text: String,
     /// The whole response (metadata, and a payload if the method returned one).
-    pub response: Message,
+    pub response: Box<Message>,
 }
 
 impl fmt::Debug for RemoteError {
@@ -625,7 +625,7 @@ impl ClientConnection {
             let text = msg.metadata.get(SERVICE_ERROR_KEY).map(|v| String::from_utf8_lossy(v).into_owned());
             ClientEvent::Failed {
                 seq,
-                error: CallError::Remote(RemoteError { text: text.unwrap_or_default(), response: msg }),
+                error: CallError::Remote(RemoteError { text: text.unwrap_or_default(), response: Box::new(msg) }),
             }
         } else {
             ClientEvent::Response { seq, response: msg }

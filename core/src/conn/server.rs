@@ -517,11 +517,14 @@ impl ServerConnection {
 }
 
 /// Parse `__ServerTimeout` (decimal milliseconds, as Go's `strconv.ParseInt`): `<= 0`
-/// means the deadline has passed; garbage or an unrepresentable instant is ignored.
+/// means the deadline has passed (a negative value lies that far in the past, as Go's
+/// `context.WithTimeout` has it); garbage or an unrepresentable instant is ignored.
 fn parse_server_timeout(now: Instant, value: &[u8]) -> Option<Instant> {
     let ms: i64 = std::str::from_utf8(value).ok()?.parse().ok()?;
-    let ms = u64::try_from(ms).unwrap_or(0);
-    now.checked_add(Duration::from_millis(ms))
+    match u64::try_from(ms) {
+        Ok(ms) => now.checked_add(Duration::from_millis(ms)),
+        Err(_) => Some(now.checked_sub(Duration::from_millis(ms.unsigned_abs())).unwrap_or(now)),
+    }
 }
 
 /// The response frame for a request, exactly as Go's server builds it.
@@ -546,7 +549,7 @@ mod tests {
         let now = Instant::now();
         assert_eq!(parse_server_timeout(now, b"4999"), Some(now + Duration::from_millis(4999)));
         assert_eq!(parse_server_timeout(now, b"0"), Some(now));
-        assert_eq!(parse_server_timeout(now, b"-25"), Some(now));
+        assert_eq!(parse_server_timeout(now, b"-25"), Some(now - Duration::from_millis(25)));
         assert_eq!(parse_server_timeout(now, b"soon"), None);
         assert_eq!(parse_server_timeout(now, b"99999999999999999999"), None);
         assert_eq!(parse_server_timeout(now, &[0xff]), None);

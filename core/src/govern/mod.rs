@@ -78,8 +78,8 @@ pub use discovery::{
     PeerDiscovery, ServerFilter, ServerKey, Snapshot, SubscriptionId,
 };
 pub use failmode::{Action, AttemptId, FailMode, FailOptions, Failure, Finish, Plan, Success};
-pub use hooks::ClientHooks;
 pub use hash::{COMPACT_KEY_MULTIPLIER, fnv1a64, go_hash_key, jump};
+pub use hooks::ClientHooks;
 pub use outcome::Outcome;
 pub use selector::{
     Closest, ConsistentHash, EARTH_RADIUS_M, HashKeyFn, RandomSelector, RoundRobin, SelectContext, SelectMode,

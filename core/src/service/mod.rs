@@ -62,7 +62,12 @@ where
 }
 
 fn codec_error(e: CodecError) -> String {
-    e.to_string()
+    match e {
+        // Go's text for a serialize type with no codec registered (Thrift keeps our
+        // clearer "unsupported" text: Go has a Thrift codec, we do not yet).
+        CodecError::Unsupported(st) if st.bits() > 4 => format!("can not find codec for {}", st.bits()),
+        e => e.to_string(),
+    }
 }
 
 /// Decode `A` with serde, run `f`, encode the reply with the same serialize type.

@@ -1,0 +1,215 @@
+//! The interop service contract (`interop/go/README.md` §2), implemented in Rust.
+//!
+//! | Service.Method | behaviour |
+//! |---|---|
+//! | `Arith.Mul` / `Arith.Add` | `Reply{C: A*B}` / `Reply{C: A+B}` |
+//! | `Arith.Error` | error `intentional error A=<A>` |
+//! | `Arith.Slow` | waits `A` ms, or until the handler deadline (`__ServerTimeout`): then error `slow: context done` |
+//! | `ProtoArith.Mul` | prost [`ProtoArgs`] → [`ProtoReply`] |
+//! | `Echo.Meta` | `Reply{C: A+B}`, request metadata not starting with `__` copied to the response |
+//! | `Echo.Raw` | raw payload echo |
+//! | `Echo.Deadline` | remaining ms of the handler deadline, or `-1` |
+//! | `Push.Me` | `A` pushes `Push.Note` (`{"i": k}`, `push-k`) before replying `Reply{C: A}` |
+//! | `Stats.Heartbeats` | heartbeats this server has received |
+
+use bytes::Bytes;
+use rpcx_tokio::Metadata;
+use rpcx_tokio::service::{Context, Peer, Router, ServerHooks, Service};
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Error text of `Arith.Slow` when the deadline passes first.
+pub const ERR_SLOW_CONTEXT_DONE: &str = "slow: context done";
+/// Error text of a failed auth check.
+pub const ERR_AUTH_FAILED: &str = "auth failed";
+/// Most pushes `Push.Me` sends.
+pub const MAX_PUSHES: i64 = 1000;
+
+/// The exact error text of `Arith.Error`.
+pub fn error_text(a: i64) -> String {
+    format!("intentional error A={a}")
+}
+
+/// Request of `Arith.*`, `Echo.Meta`, `Echo.Deadline`, `Push.Me`, `Stats.Heartbeats`
+/// (Go `struct { A int; B int }`; field names are the wire names).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(non_snake_case)]
+pub struct Args {
+    /// First operand.
+    #[serde(default)]
+    pub A: i64,
+    /// Second operand.
+    #[serde(default)]
+    pub B: i64,
+}
+
+/// Reply of the same methods (Go `struct { C int }`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[allow(non_snake_case)]
+pub struct Reply {
+    /// The result.
+    #[serde(default)]
+    pub C: i64,
+}
+
+/// `rpcxinterop.ProtoArgs` (`interop/go/proto/arith.proto`).
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ProtoArgs {
+    /// Field 1.
+    #[prost(int64, tag = "1")]
+    pub a: i64,
+    /// Field 2.
+    #[prost(int64, tag = "2")]
+    pub b: i64,
+}
+
+/// `rpcxinterop.ProtoReply`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ProtoReply {
+    /// Field 1.
+    #[prost(int64, tag = "1")]
+    pub c: i64,
+}
+
+/// A server hook counting heartbeats (Go: a `HeartbeatPlugin`).
+#[derive(Debug, Default)]
+pub struct HeartbeatCounter(AtomicU64);
+
+impl HeartbeatCounter {
+    /// Heartbeats counted so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl ServerHooks for HeartbeatCounter {
+    fn heartbeat(&self, _peer: &Peer) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Remaining whole milliseconds until `deadline` (negative once passed), truncated
+/// toward zero like Go's `time.Until(d).Milliseconds()`.
+fn remaining_ms(deadline: Instant, now: Instant) -> i64 {
+    if deadline >= now {
+        i64::try_from((deadline - now).as_millis()).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from((now - deadline).as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+async fn slow(ctx: Context, a: Args) -> Result<Reply, String> {
+    let wait = tokio::time::Instant::now() + Duration::from_millis(u64::try_from(a.A).unwrap_or(0));
+    match ctx.deadline().map(tokio::time::Instant::from_std) {
+        Some(d) if d < wait => {
+            tokio::time::sleep_until(d).await;
+            Err(ERR_SLOW_CONTEXT_DONE.to_owned())
+        }
+        _ => {
+            tokio::time::sleep_until(wait).await;
+            Ok(Reply { C: a.A })
+        }
+    }
+}
+
+async fn push_me(ctx: Context, a: Args) -> Result<Reply, String> {
+    let n = a.A;
+    if !(0..=MAX_PUSHES).contains(&n) {
+        return Err(format!("push: count {n} out of range [0, {MAX_PUSHES}]"));
+    }
+    for k in 1..=n {
+        let metadata: Metadata = [("i", k.to_string())].into_iter().collect();
+        ctx.pusher().push("Push", "Note", metadata, format!("push-{k}")).map_err(|e| format!("push: send {k}: {e}"))?;
+    }
+    Ok(Reply { C: n })
+}
+
+/// The interop services; `auth` is the required `__AUTH` token (error `auth failed`,
+/// then the connection is closed), if any.
+pub fn router(auth: Option<String>) -> Router {
+    router_with_counter(auth).0
+}
+
+/// [`router`], also returning its heartbeat counter.
+pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounter>) {
+    let counter = Arc::new(HeartbeatCounter::default());
+    let stats = counter.clone();
+    let arith = Service::new("Arith")
+        .method("Mul", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+        .method("Add", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A + a.B }) })
+        .method("Error", |_: Context, a: Args| async move { Err::<Reply, _>(error_text(a.A)) })
+        .method("Slow", slow);
+    let proto = Service::new("ProtoArith")
+        .proto_method("Mul", |_: Context, a: ProtoArgs| async move { Ok::<_, String>(ProtoReply { c: a.a * a.b }) });
+    let echo = Service::new("Echo")
+        .method("Meta", |ctx: Context, a: Args| async move {
+            for (k, v) in ctx.metadata().iter() {
+                if !k.starts_with(b"__") {
+                    ctx.set_response_metadata(k.clone(), v.clone());
+                }
+            }
+            Ok::<_, String>(Reply { C: a.A + a.B })
+        })
+        .raw_method("Raw", |_: Context, payload: Bytes| async move { Ok::<_, Infallible>(payload) })
+        .method("Deadline", |ctx: Context, _: Args| async move {
+            let c = ctx.deadline().map_or(-1, |d| remaining_ms(d, Instant::now()));
+            Ok::<_, String>(Reply { C: c })
+        });
+    let push = Service::new("Push").method("Me", push_me);
+    let stats = Service::new("Stats").method("Heartbeats", move |_: Context, _: Args| {
+        let n = i64::try_from(stats.count()).unwrap_or(i64::MAX);
+        async move { Ok::<_, String>(Reply { C: n }) }
+    });
+    let mut router =
+        Router::new().service(arith).service(proto).service(echo).service(push).service(stats).hook(counter.clone());
+    if let Some(token) = auth {
+        router = router.auth(move |_: Context, got: String| {
+            let ok = got == token;
+            async move { if ok { Ok(()) } else { Err(ERR_AUTH_FAILED.to_owned()) } }
+        });
+    }
+    (router, counter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remaining_ms_truncates_toward_zero() {
+        let now = Instant::now();
+        assert_eq!(remaining_ms(now + Duration::from_micros(2_999_900), now), 2999);
+        assert_eq!(remaining_ms(now, now + Duration::from_micros(1500)), -1);
+        assert_eq!(remaining_ms(now, now), 0);
+    }
+
+    #[test]
+    fn proto_wire_bytes_match_the_contract() {
+        use prost::Message as _;
+        assert_eq!(ProtoArgs { a: 10, b: 20 }.encode_to_vec(), [0x08, 0x0a, 0x10, 0x14]);
+        assert_eq!(ProtoReply { c: 200 }.encode_to_vec(), [0x08, 0xc8, 0x01]);
+        assert!(ProtoReply { c: 0 }.encode_to_vec().is_empty());
+    }
+
+    #[test]
+    fn router_has_every_contract_method() {
+        let r = router(None);
+        for (s, m) in [
+            ("Arith", "Mul"),
+            ("Arith", "Add"),
+            ("Arith", "Error"),
+            ("Arith", "Slow"),
+            ("ProtoArith", "Mul"),
+            ("Echo", "Meta"),
+            ("Echo", "Raw"),
+            ("Echo", "Deadline"),
+            ("Push", "Me"),
+            ("Stats", "Heartbeats"),
+        ] {
+            assert!(r.has_method(s, m), "{s}.{m}");
+        }
+    }
+}
