@@ -88,7 +88,7 @@ status=0
 summary=()
 for target in $(cargo fuzz list); do
     log="$fuzz_dir/artifacts/$target.log"
-    mkdir -p "$fuzz_dir/artifacts/$target"
+    mkdir -p "$fuzz_dir/artifacts/$target" "$fuzz_dir/corpus/$target"
     echo "=== fuzz $target for ${seconds}s" >&2
     if RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
