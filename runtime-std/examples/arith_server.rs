@@ -1,0 +1,19 @@
+//! The rpcx book's Arith server on blocking threads: `Arith.Mul` and `Arith.Add` over
+//! `{A, B}` -> `{C}` in JSON, MsgPack and Protobuf, `Notify.Subscribe` (server push) and
+//! `Echo.Meta` (metadata round trip); interoperable with Go's examples.
+//!
+//! ```text
+//! cargo run -p rpcx-std --example arith_server -- --addr localhost:8972 [--auth TOKEN]
+//! ```
+#![allow(clippy::print_stdout)]
+
+mod common;
+
+fn main() -> std::io::Result<()> {
+    let addr = common::flag("--addr", "localhost:8972");
+    let auth = Some(common::flag("--auth", "")).filter(|t| !t.is_empty());
+    let server = rpcx_std::Server::new(common::router(auth)).bind(&addr)?;
+    println!("arith_server listening on {}", server.address());
+    server.wait();
+    Ok(())
+}

@@ -1,0 +1,498 @@
+//! The blocking client: one multiplexed connection driven by one thread.
+//!
+//! ```text
+//! caller threads --Command::Call--\
+//! reader thread  --Command::Input--+--> bounded channel --> driver thread --> socket
+//!         ^                                                  |  (owns ClientConnection
+//!         \------------- read buffers (credits) <-----------/    and the write half)
+//! ```
+//!
+//! Callers block on a one-shot reply slot; the driver fills it from the machine's
+//! events, writes, then wakes the batch's sleeping callers through a relay (each woken
+//! caller wakes two more; see `reply.rs`). The driver waits with
+//! `recv_timeout(deadline - now)`, the deadline being the machine's `poll_timeout` (call
+//! deadlines, heartbeats) or the sweep of abandoned calls.
+
+mod driver;
+
+use crate::Error;
+use crate::reply::{self, ReplyRx, ReplyTx};
+use crate::transport::{self, Input, Link};
+use bytes::Bytes;
+use rpcx_core::addr::ServerAddr;
+use rpcx_core::codec;
+use rpcx_core::conn::{CallError, CallSpec, ClientConfig, ClientConnection};
+use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Client options. Defaults follow Go's `client.DefaultOption`: MsgPack, no
+/// compression, 1 s connect timeout, heartbeat off (30 s max wait when on), TCP
+/// keepalive 1 min. The same names and defaults as `rpcx-tokio`'s `ClientOptions`.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Serialize type for typed calls (Go's default: MsgPack).
+    pub serialize_type: SerializeType,
+    /// Compression for request payloads over 1024 bytes.
+    pub compress: CompressType,
+    /// Dial timeout, TCP connect and TLS handshake together (Go: 1 s).
+    pub connect_timeout: Duration,
+    /// Default per-call timeout (none by default; Go relies on the caller's context).
+    pub call_timeout: Option<Duration>,
+    /// Heartbeat interval (off by default).
+    pub heartbeat_interval: Option<Duration>,
+    /// Close the connection when a heartbeat is not answered within this (Go: 30 s).
+    pub max_wait_for_heartbeat: Duration,
+    /// Close the connection after this long without traffic (off by default).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive period (Go: 1 min); `None` disables keepalive.
+    pub tcp_keepalive: Option<Duration>,
+    /// TLS settings; `None` for plain TCP.
+    pub tls: Option<crate::tls::TlsClient>,
+    /// Capacity of the server-push receiver ([`Client::take_push_receiver`]). When it is
+    /// full, the newest push is dropped and counted ([`Client::dropped_pushes`]): the
+    /// connection is never stalled by a slow push consumer (Go drops them too, #583).
+    pub push_capacity: usize,
+    /// Connection-machine limits (frame size, in-flight calls, unsent bytes).
+    pub connection: ClientConfig,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            serialize_type: SerializeType::MSGPACK,
+            compress: CompressType::NONE,
+            connect_timeout: Duration::from_secs(1),
+            call_timeout: None,
+            heartbeat_interval: None,
+            max_wait_for_heartbeat: Duration::from_secs(30),
+            idle_timeout: None,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            tls: None,
+            push_capacity: 1024,
+            connection: ClientConfig::default(),
+        }
+    }
+}
+
+/// Commands and input queued for the driver (one bounded channel).
+const COMMAND_CAPACITY: usize = 1024;
+/// A caller waits this long past its deadline for the driver's verdict before giving
+/// up on its own. The driver enforces deadlines even while a write is stalled, but a
+/// call still queued in the channel then is not seen until the write ends.
+const DEADLINE_BACKSTOP: Duration = Duration::from_millis(100);
+
+type Outcome = Result<Option<Message>, Error>;
+type Reply = ReplyTx<Outcome>;
+
+enum Command {
+    Call(CallSpec, Reply),
+    Cancel(u64),
+    /// Look at the close flags in [`Shared`] (set by `close`, `close_now`, drop).
+    Wake,
+    Input(Input),
+}
+
+struct Shared {
+    /// A close was asked for (or the connection ended). The driver reads the flags on
+    /// every turn, so closing never waits for room in the command channel.
+    closing: AtomicBool,
+    /// `close_now` was called; a write stalled on a peer that does not read gives up.
+    aborting: AtomicBool,
+    shutdown: AtomicBool,
+    shutdown_lock: Mutex<()>,
+    shutdown_cv: Condvar,
+    dropped_pushes: AtomicU64,
+    pushes: Mutex<Option<Receiver<Message>>>,
+    remote: String,
+}
+
+impl Shared {
+    fn set_shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        let _guard = self.shutdown_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.shutdown.store(true, Ordering::SeqCst);
+        self.shutdown_cv.notify_all();
+    }
+}
+
+/// Owned by every clone of a [`Client`]; the last one to go closes gracefully.
+struct Inner {
+    tx: SyncSender<Command>,
+    shared: Arc<Shared>,
+    opts: ClientOptions,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let _ = self.tx.try_send(Command::Wake);
+    }
+}
+
+/// A blocking rpcx client over one multiplexed connection. `Clone + Send + Sync`:
+/// clones share the connection, and any number of threads may call concurrently; each
+/// caller blocks only on its own reply.
+///
+/// Dropping the last clone closes the connection gracefully.
+///
+/// ```no_run
+/// # fn f() -> Result<(), rpcx_std::Error> {
+/// use rpcx_std::{Client, ClientOptions};
+/// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Args { A: i64, B: i64 }
+/// #[derive(serde::Deserialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
+///
+/// let client = Client::connect("tcp@127.0.0.1:8972", ClientOptions::default())?;
+/// let reply: Reply = client.call("Arith", "Mul", &Args { A: 10, B: 20 })?;
+/// assert_eq!(reply.C, 200);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("remote", &self.inner.shared.remote)
+            .field("shutdown", &self.is_shutdown())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connect to `addr` (`tcp@host:port`, `host:port`, `unix@/path`) within
+    /// [`ClientOptions::connect_timeout`], and start the connection's driver and reader
+    /// threads.
+    pub fn connect(addr: &str, opts: ClientOptions) -> Result<Client, Error> {
+        let server: ServerAddr = addr.parse()?;
+        let link = transport::dial(&server, &opts)?;
+        Self::start_driver(link, addr.to_owned(), opts)
+    }
+
+    fn start_driver(mut link: Link, remote: String, opts: ClientOptions) -> Result<Client, Error> {
+        let mut cfg = opts.connection.clone();
+        cfg.heartbeat_interval = opts.heartbeat_interval;
+        cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
+        cfg.idle_timeout = opts.idle_timeout;
+        let (tx, rx) = mpsc::sync_channel(COMMAND_CAPACITY);
+        let (push_tx, push_rx) = mpsc::sync_channel(opts.push_capacity.max(1));
+        let shared = Arc::new(Shared {
+            closing: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            shutdown_lock: Mutex::new(()),
+            shutdown_cv: Condvar::new(),
+            dropped_pushes: AtomicU64::new(0),
+            pushes: Mutex::new(Some(push_rx)),
+            remote,
+        });
+        let input_tx = tx.clone();
+        link.spawn_reader("rpcx-client-reader", move |input| input_tx.send(Command::Input(input)).is_ok())
+            .map_err(Error::Connect)?;
+        driver::spawn(link, ClientConnection::new(cfg, Instant::now()), rx, push_tx, shared.clone())
+            .map_err(Error::Connect)?;
+        Ok(Client { inner: Arc::new(Inner { tx, shared, opts }) })
+    }
+
+    /// Call `service.method` with `args`, serialized with the client's serialize type,
+    /// and decode the reply. Blocks until the reply, a failure, or the call timeout.
+    pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        self.request(service, method).call(args)
+    }
+
+    /// Start a call now and wait for its reply later (Go's `client.Go`). Dropping the
+    /// returned [`PendingCall`] without waiting cancels the call.
+    pub fn go<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<PendingCall<R>, Error> {
+        self.request(service, method).go(args)
+    }
+
+    /// Send a oneway request: returns once its bytes are handed to the socket.
+    pub fn oneway<A: Serialize + ?Sized>(&self, service: &str, method: &str, args: &A) -> Result<(), Error> {
+        self.request(service, method).oneway(args)
+    }
+
+    /// A call with options: metadata, timeout, serialize type, compression.
+    pub fn request(&self, service: &str, method: &str) -> RequestBuilder<'_> {
+        let opts = &self.inner.opts;
+        RequestBuilder {
+            client: self,
+            service: Bytes::copy_from_slice(service.as_bytes()),
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            metadata: Metadata::new(),
+            serialize_type: opts.serialize_type,
+            compress: opts.compress,
+            timeout: opts.call_timeout,
+        }
+    }
+
+    /// Send a fully specified call and wait for the raw response (`None` for oneway).
+    pub fn send(&self, spec: CallSpec) -> Result<Option<Message>, Error> {
+        let deadline = spec.deadline;
+        let rx = self.start(spec)?;
+        wait_outcome(&rx, deadline, &self.inner.tx)
+    }
+
+    fn start(&self, spec: CallSpec) -> Result<ReplyRx<Outcome>, Error> {
+        if self.is_closing() {
+            return Err(Error::Shutdown);
+        }
+        let (tx, rx) = reply::pair();
+        let tx = tx.with_drop_value(|| Err(Error::Shutdown));
+        // If the driver is gone the command (and its reply slot) is dropped: Shutdown.
+        self.inner.tx.send(Command::Call(spec, tx)).map_err(|_| Error::Shutdown)?;
+        Ok(rx)
+    }
+
+    /// The server-push receiver, a bounded `std::sync::mpsc` channel (see
+    /// [`ClientOptions::push_capacity`]; when it is full the newest push is dropped and
+    /// counted). It can be taken once; later calls return `None`. It disconnects when
+    /// the connection ends.
+    pub fn take_push_receiver(&self) -> Option<Receiver<Message>> {
+        self.inner.shared.pushes.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Pushes dropped because the receiver was full (or had been dropped).
+    pub fn dropped_pushes(&self) -> u64 {
+        self.inner.shared.dropped_pushes.load(Ordering::Relaxed)
+    }
+
+    /// Close gracefully: no new calls; in-flight calls finish (or hit their deadline),
+    /// then the connection closes. Returns at once; see [`wait_shutdown`](Self::wait_shutdown).
+    pub fn close(&self) {
+        self.inner.shared.closing.store(true, Ordering::SeqCst);
+        let _ = self.inner.tx.try_send(Command::Wake);
+    }
+
+    /// Close now: in-flight calls fail with "connection lost".
+    pub fn close_now(&self) {
+        self.inner.shared.closing.store(true, Ordering::SeqCst);
+        self.inner.shared.aborting.store(true, Ordering::SeqCst);
+        let _ = self.inner.tx.try_send(Command::Wake);
+    }
+
+    /// Whether a close has started (or the connection has ended).
+    pub fn is_closing(&self) -> bool {
+        self.inner.shared.closing.load(Ordering::SeqCst) || self.is_shutdown()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_shutdown(&self) -> bool {
+        self.inner.shared.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Block until the connection has ended or `timeout` passes; returns
+    /// [`is_shutdown`](Self::is_shutdown).
+    pub fn wait_shutdown(&self, timeout: Duration) -> bool {
+        let shared = &self.inner.shared;
+        let deadline = Instant::now().checked_add(timeout);
+        let mut guard = shared.shutdown_lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !shared.shutdown.load(Ordering::SeqCst) {
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                break;
+            }
+            guard = shared.shutdown_cv.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        self.is_shutdown()
+    }
+
+    /// The address this client was connected to.
+    pub fn remote(&self) -> &str {
+        &self.inner.shared.remote
+    }
+}
+
+/// A call being configured; finish with [`call`](Self::call), [`go`](Self::go),
+/// [`oneway`](Self::oneway) or [`call_with_metadata`](Self::call_with_metadata).
+#[must_use]
+pub struct RequestBuilder<'a> {
+    client: &'a Client,
+    service: Bytes,
+    method: Bytes,
+    metadata: Metadata,
+    serialize_type: SerializeType,
+    compress: CompressType,
+    timeout: Option<Duration>,
+}
+
+impl RequestBuilder<'_> {
+    /// Add request metadata.
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(Bytes::copy_from_slice(key.as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
+        self
+    }
+
+    /// Set all request metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Fail with a timeout after `d` (counted from when the call is issued); the server
+    /// is told the deadline in `__ServerTimeout`.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Serialize with this type instead of the client's default.
+    pub fn serialize_type(mut self, st: SerializeType) -> Self {
+        self.serialize_type = st;
+        self
+    }
+
+    /// Compress payloads over 1024 bytes with this type.
+    pub fn compress(mut self, ct: CompressType) -> Self {
+        self.compress = ct;
+        self
+    }
+
+    fn spec(self, payload: Bytes, oneway: bool) -> CallSpec {
+        CallSpec {
+            service_path: self.service,
+            service_method: self.method,
+            metadata: self.metadata,
+            payload,
+            serialize_type: self.serialize_type,
+            compress: self.compress,
+            oneway,
+            deadline: self.timeout.and_then(|d| Instant::now().checked_add(d)),
+        }
+    }
+
+    /// Call and decode the reply.
+    pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<R, Error> {
+        Ok(self.call_with_metadata(args)?.0)
+    }
+
+    /// Call and return the reply with the response metadata.
+    pub fn call_with_metadata<A: Serialize + ?Sized, R: DeserializeOwned>(
+        self,
+        args: &A,
+    ) -> Result<(R, Metadata), Error> {
+        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        let client = self.client;
+        let msg = client.send(self.spec(payload, false))?.ok_or(Error::Shutdown)?;
+        decode_reply(msg)
+    }
+
+    /// Start the call and return a handle to wait on later.
+    pub fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
+        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        let client = self.client;
+        let spec = self.spec(payload, false);
+        let deadline = spec.deadline;
+        let rx = client.start(spec)?;
+        Ok(PendingCall { rx, deadline, cancel: client.inner.tx.clone(), _reply: std::marker::PhantomData })
+    }
+
+    /// Call with an already-serialized payload and return the raw response.
+    pub fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
+        let client = self.client;
+        client.send(self.spec(payload.into(), false))?.ok_or(Error::Shutdown)
+    }
+
+    /// Send as a oneway request.
+    pub fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
+        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        self.oneway_raw(payload)
+    }
+
+    /// Send an already-serialized payload as a oneway request.
+    pub fn oneway_raw(self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let client = self.client;
+        client.send(self.spec(payload.into(), true)).map(|_| ())
+    }
+}
+
+/// Wait for a call's outcome; past its deadline (plus [`DEADLINE_BACKSTOP`]) give up
+/// and cancel it.
+fn wait_outcome(rx: &ReplyRx<Outcome>, deadline: Option<Instant>, cancel: &SyncSender<Command>) -> Outcome {
+    let Some(deadline) = deadline else { return rx.wait() };
+    let limit = deadline.checked_add(DEADLINE_BACKSTOP).unwrap_or(deadline);
+    match rx.wait_timeout(limit.saturating_duration_since(Instant::now())) {
+        Some(outcome) => outcome,
+        None => {
+            if let Some(seq) = rx.seq() {
+                let _ = cancel.try_send(Command::Cancel(seq));
+            }
+            Err(Error::Call(CallError::TimedOut))
+        }
+    }
+}
+
+fn decode_reply<R: DeserializeOwned>(msg: Message) -> Result<(R, Metadata), Error> {
+    let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
+    Ok((reply, msg.metadata))
+}
+
+/// A call started with [`Client::go`]: wait on it for the reply. Dropping it before the
+/// reply arrives cancels the call, freeing its in-flight slot.
+#[must_use = "a started call's reply is lost unless waited for"]
+pub struct PendingCall<R> {
+    rx: ReplyRx<Outcome>,
+    deadline: Option<Instant>,
+    cancel: SyncSender<Command>,
+    _reply: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> PendingCall<R> {
+    /// Block until the reply arrives.
+    pub fn wait(self) -> Result<R, Error> {
+        Ok(self.wait_with_metadata()?.0)
+    }
+
+    /// Block until the reply arrives; return it with the response metadata.
+    pub fn wait_with_metadata(self) -> Result<(R, Metadata), Error> {
+        let msg = wait_outcome(&self.rx, self.deadline, &self.cancel)?.ok_or(Error::Shutdown)?;
+        decode_reply(msg)
+    }
+
+    /// Block at most `timeout`; on timeout the call is cancelled and this returns
+    /// [`CallError::TimedOut`].
+    pub fn wait_timeout(self, timeout: Duration) -> Result<R, Error> {
+        match self.rx.wait_timeout(timeout) {
+            Some(outcome) => Ok(decode_reply(outcome?.ok_or(Error::Shutdown)?)?.0),
+            None => Err(Error::Call(CallError::TimedOut)),
+        }
+    }
+
+    /// Whether the reply (or failure) has arrived, so [`wait`](Self::wait) will not block.
+    pub fn is_ready(&self) -> bool {
+        self.rx.is_ready()
+    }
+}
+
+impl<R> Drop for PendingCall<R> {
+    fn drop(&mut self) {
+        if !self.rx.is_finished() {
+            // If the seq is not known yet, or the channel is full, the driver's sweep
+            // finds the abandoned slot instead.
+            if let Some(seq) = self.rx.seq() {
+                let _ = self.cancel.try_send(Command::Cancel(seq));
+            }
+        }
+    }
+}
+
+impl<R> std::fmt::Debug for PendingCall<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingCall").field("seq", &self.rx.seq()).field("ready", &self.rx.is_ready()).finish()
+    }
+}

@@ -1,0 +1,446 @@
+//! The blocking server: an accept thread, one driver thread (plus a reader thread) per
+//! connection driving a `ServerConnection`, and a bounded worker pool for handlers that
+//! wait.
+//!
+//! A handler future is first polled once on the connection's driver thread: if it is
+//! ready (it did not wait on anything), it is answered right there, with no thread hop.
+//! Otherwise it moves to a worker thread, which runs it with
+//! [`block_on`](crate::block_on) (parking until its waker is woken) and sends the result
+//! back to the driver.
+
+mod conn;
+
+use crate::executor::Pool;
+use crate::transport::Sock;
+use rpcx_core::addr::ServerAddr;
+use rpcx_core::service::{Peer, Router};
+use rustc_hash::FxHashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Server options. Defaults: no read/write timeout (as Go), 32 MiB frames, 10 000
+/// connections, 1024 requests in flight per connection, TCP keepalive 3 min (Go's
+/// server default), 10 s TLS handshake timeout, 64 worker threads, ready handlers
+/// answered inline.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
+    pub read_timeout: Option<Duration>,
+    /// Close a connection whose writes make no progress for this long.
+    pub write_timeout: Option<Duration>,
+    /// Largest frame accepted or sent (`totalLen`).
+    pub max_message_len: usize,
+    /// Most connections served at once; further accepts wait for a free slot.
+    pub max_connections: usize,
+    /// Most requests in flight per connection before reading pauses.
+    pub max_in_flight: usize,
+    /// TLS: serve TLS on TCP listeners when set.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS handshake timeout.
+    pub tls_handshake_timeout: Duration,
+    /// TCP keepalive period for accepted connections.
+    pub tcp_keepalive: Option<Duration>,
+    /// Most worker threads running handlers that wait (shared by all connections;
+    /// started on demand). A handler occupies a worker for as long as it waits, so this
+    /// bounds how many waiting handlers make progress at once; the rest queue.
+    pub workers: usize,
+    /// Poll each handler once on the connection's driver thread and answer it there if
+    /// it is ready (the fast path). Turn off when handlers block the thread (blocking IO,
+    /// `std::thread::sleep`) so that they always run on a worker and never stall their
+    /// connection.
+    pub inline_handlers: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            read_timeout: None,
+            write_timeout: None,
+            max_message_len: rpcx_core::wire::DEFAULT_MAX_MESSAGE_LEN,
+            max_connections: 10_000,
+            max_in_flight: 1024,
+            tls: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tcp_keepalive: Some(Duration::from_secs(180)),
+            workers: 64,
+            inline_handlers: true,
+        }
+    }
+}
+
+/// An rpcx server: a [`Router`] plus options. Bind it to get a running
+/// [`ServerHandle`].
+///
+/// Handlers are `std::future::Future`s run by this crate's own minimal executor
+/// ([`block_on`](crate::block_on)): they must not depend on a specific async runtime
+/// (no `tokio::time::sleep`, no tokio IO). A handler may still wait on anything that
+/// wakes its waker from another thread.
+///
+/// ```no_run
+/// # fn f() -> std::io::Result<()> {
+/// use rpcx_std::{Server, service::{Context, Router, Service}};
+/// #[derive(serde::Deserialize)] #[allow(non_snake_case)] struct Args { A: i64, B: i64 }
+/// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
+///
+/// let router = Router::new().service(Service::new("Arith")
+///     .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) }));
+/// let server = Server::new(router).bind("tcp@127.0.0.1:8972")?;
+/// println!("listening on {}", server.address());
+/// server.wait();
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Server {
+    router: Router,
+    opts: ServerOptions,
+}
+
+impl Server {
+    /// A server for `router` with default options.
+    pub fn new(router: Router) -> Self {
+        Self { router, opts: ServerOptions::default() }
+    }
+
+    /// Replace all options.
+    pub fn options(mut self, opts: ServerOptions) -> Self {
+        self.opts = opts;
+        self
+    }
+
+    /// Set the read (idle) timeout.
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.opts.read_timeout = Some(d);
+        self
+    }
+
+    /// Set the write timeout.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.opts.write_timeout = Some(d);
+        self
+    }
+
+    /// Set the largest frame.
+    pub fn max_message_len(mut self, n: usize) -> Self {
+        self.opts.max_message_len = n;
+        self
+    }
+
+    /// Set the connection limit.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.opts.max_connections = n.max(1);
+        self
+    }
+
+    /// Set the per-connection in-flight limit.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.opts.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Serve TLS on TCP listeners.
+    pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.opts.tls = Some(config);
+        self
+    }
+
+    /// Set the worker pool size.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.opts.workers = n.max(1);
+        self
+    }
+
+    /// Bind `addr` (`tcp@host:port`, `host:port`, `unix@/path`; port 0 picks one) and
+    /// start serving on background threads.
+    pub fn bind(self, addr: &str) -> io::Result<ServerHandle> {
+        let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let (listener, local_addr, address) = match &parsed {
+            ServerAddr::Tcp(a) => {
+                let l = TcpListener::bind(a.as_str())?;
+                let local = l.local_addr()?;
+                (Listener::Tcp(l), Some(local), format!("tcp@{local}"))
+            }
+            ServerAddr::Unix(p) => {
+                let _ = std::fs::remove_file(p);
+                (Listener::Unix(UnixListener::bind(p)?, p.clone()), None, parsed.to_string())
+            }
+        };
+        let wake = listener.wake_target();
+        let shared = Arc::new(ServerShared {
+            phase: AtomicU8::new(Phase::Running as u8),
+            table: Mutex::new(Table { next_id: 0, conns: FxHashMap::default() }),
+            cv: Condvar::new(),
+        });
+        let pool = Pool::new(self.opts.workers);
+        let ctx = Arc::new(ServeCtx { router: self.router, opts: self.opts, shared: shared.clone(), pool });
+        let (done_tx, accept_done) = mpsc::channel::<()>();
+        let accept = thread::Builder::new().name("rpcx-accept".into()).spawn(move || {
+            let _done = done_tx; // dropped when the accept loop ends, however it ends
+            accept_loop(listener, ctx);
+        })?;
+        Ok(ServerHandle { address, local_addr, shared, wake, accept: Some(accept), accept_done })
+    }
+}
+
+/// How long `shutdown`/`close` wait for the accept thread to notice.
+const ACCEPT_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Phase {
+    Running = 0,
+    Graceful = 1,
+    Immediate = 2,
+}
+
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Where to connect to wake the accept thread out of a blocking `accept`.
+#[derive(Debug, Clone)]
+enum WakeTarget {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+    None,
+}
+
+impl Listener {
+    fn wake_target(&self) -> WakeTarget {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(mut a) => {
+                    if a.ip().is_unspecified() {
+                        a.set_ip(match a {
+                            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                        });
+                    }
+                    WakeTarget::Tcp(a)
+                }
+                Err(_) => WakeTarget::None,
+            },
+            Listener::Unix(_, p) => WakeTarget::Unix(p.clone()),
+        }
+    }
+
+    fn accept(&self) -> io::Result<(Sock, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, a) = l.accept()?;
+                Ok((Sock::Tcp(s), Peer::from(a)))
+            }
+            Listener::Unix(l, _) => {
+                let (s, a) = l.accept()?;
+                let name = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_else(|| "unix".to_owned());
+                Ok((Sock::Unix(s), Peer::named(name)))
+            }
+        }
+    }
+}
+
+/// What the accept thread and every connection share with the handle.
+struct ServerShared {
+    phase: AtomicU8,
+    table: Mutex<Table>,
+    /// Signals connection-count and phase changes.
+    cv: Condvar,
+}
+
+struct Table {
+    next_id: u64,
+    conns: FxHashMap<u64, Sender<conn::ConnMsg>>,
+}
+
+impl ServerShared {
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Running,
+            1 => Phase::Graceful,
+            _ => Phase::Immediate,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Move to `phase` (never back) and tell every connection, under the table lock so
+    /// a connection registering concurrently either gets the message or sees the phase.
+    fn set_phase(&self, phase: Phase) {
+        let table = self.lock();
+        if (phase as u8) > self.phase.load(Ordering::SeqCst) {
+            self.phase.store(phase as u8, Ordering::SeqCst);
+            for tx in table.conns.values() {
+                let _ = tx.send(conn::ConnMsg::Phase(phase));
+            }
+        }
+        drop(table);
+        self.cv.notify_all();
+    }
+
+    /// Wait until no connection is left, at most `timeout`; returns whether none is.
+    fn wait_idle(&self, timeout: Option<Duration>) -> bool {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut table = self.lock();
+        while !table.conns.is_empty() {
+            let left = deadline.map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+            if left.is_zero() {
+                return false;
+            }
+            table = self.cv.wait_timeout(table, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+}
+
+/// Everything a connection needs from its server.
+struct ServeCtx {
+    router: Router,
+    opts: ServerOptions,
+    shared: Arc<ServerShared>,
+    pool: Arc<Pool>,
+}
+
+/// A running server: its address, and graceful or immediate shutdown. Dropping the
+/// handle leaves the server running (as a detached background service).
+#[derive(Debug)]
+pub struct ServerHandle {
+    address: String,
+    local_addr: Option<SocketAddr>,
+    shared: Arc<ServerShared>,
+    wake: WakeTarget,
+    accept: Option<JoinHandle<()>>,
+    /// Disconnects when the accept thread ends.
+    accept_done: Receiver<()>,
+}
+
+impl std::fmt::Debug for ServerShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerShared").field("phase", &self.phase()).finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// The bound address in rpcx form (`tcp@127.0.0.1:40123`, `unix@/path`).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The bound TCP address (useful after binding port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
+    /// requests finish and their responses are written; after `grace`, whatever is left
+    /// is closed immediately. Returns when every connection has ended.
+    pub fn shutdown(mut self, grace: Duration) {
+        self.stop_accepting(Phase::Graceful);
+        if !self.shared.wait_idle(Some(grace)) {
+            self.shared.set_phase(Phase::Immediate);
+            self.shared.wait_idle(None);
+        }
+        self.join_accept(Some(ACCEPT_EXIT_WAIT));
+    }
+
+    /// Close the listener and every connection now. Handlers still running on workers
+    /// are not interrupted; their results are discarded.
+    pub fn close(mut self) {
+        self.stop_accepting(Phase::Immediate);
+        self.shared.wait_idle(None);
+        self.join_accept(Some(ACCEPT_EXIT_WAIT));
+    }
+
+    /// Block until the server stops. Nothing can stop it while its only handle is being
+    /// waited on, so this is for a process that serves until it exits.
+    pub fn wait(mut self) {
+        self.join_accept(None);
+        self.shared.wait_idle(None);
+    }
+
+    fn stop_accepting(&self, phase: Phase) {
+        self.shared.set_phase(phase);
+        // Wake the accept thread out of `accept` with a throwaway connection.
+        match &self.wake {
+            WakeTarget::Tcp(a) => drop(TcpStream::connect_timeout(a, Duration::from_millis(200))),
+            WakeTarget::Unix(p) => drop(UnixStream::connect(p)),
+            WakeTarget::None => {}
+        }
+    }
+
+    /// Wait for the accept thread, at most `limit`: if the wake-up connection could not
+    /// reach it (say the unix socket file was removed), it is left behind, blocked in
+    /// `accept` on a listener nobody uses.
+    fn join_accept(&mut self, limit: Option<Duration>) {
+        let ended = match limit {
+            None => true,
+            Some(d) => matches!(self.accept_done.recv_timeout(d), Err(RecvTimeoutError::Disconnected) | Ok(())),
+        };
+        if let Some(a) = self.accept.take() {
+            if ended {
+                let _ = a.join();
+            } else {
+                tracing::warn!(address = %self.address, "the accept thread did not stop; leaving it behind");
+            }
+        }
+    }
+}
+
+fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
+    let shared = &ctx.shared;
+    loop {
+        {
+            let mut table = shared.lock();
+            while table.conns.len() >= ctx.opts.max_connections.max(1) && shared.phase() == Phase::Running {
+                table = shared.cv.wait(table).unwrap_or_else(|p| p.into_inner());
+            }
+            if shared.phase() != Phase::Running {
+                break;
+            }
+        }
+        let accepted = listener.accept();
+        if shared.phase() != Phase::Running {
+            break;
+        }
+        let (sock, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(error = %e, "accept failed");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        let id = {
+            let mut table = shared.lock();
+            if shared.phase() != Phase::Running {
+                break;
+            }
+            let id = table.next_id;
+            table.next_id += 1;
+            table.conns.insert(id, tx.clone());
+            id
+        };
+        let conn_ctx = ctx.clone();
+        let spawned = thread::Builder::new().name("rpcx-conn".into()).spawn(move || {
+            conn::serve_conn(sock, peer, &conn_ctx, tx, rx);
+            conn_ctx.shared.lock().conns.remove(&id);
+            conn_ctx.shared.cv.notify_all();
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start a connection thread");
+            shared.lock().conns.remove(&id);
+        }
+    }
+    drop(listener);
+    ctx.pool.close();
+}
