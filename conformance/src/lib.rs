@@ -1,0 +1,84 @@
+//! One conformance suite for every runtime: the scenarios in [`scenarios`] take a server
+//! runtime and a client runtime behind the small blocking facades [`ServerRt`] and
+//! [`ClientRt`], so the same checks run for tokio->tokio, std->tokio, tokio->std, ...
+//! (see `tests/matrix.rs`).
+//!
+//! The services ([`services::router`]) are runtime-neutral: the one that waits uses a
+//! timer thread rather than any runtime's timer, so a service written once serves on
+//! every runtime.
+#![allow(missing_docs, clippy::print_stdout)]
+
+pub mod runtimes;
+pub mod scenarios;
+pub mod services;
+
+use bytes::Bytes;
+use rpcx_core::conn::CallSpec;
+use rpcx_core::service::Router;
+use rpcx_core::wire::{CompressType, Message};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a call failed, the same for every runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fail {
+    /// The server's `__rpcx_error__` text.
+    Remote(String),
+    /// The call's deadline passed.
+    Timeout,
+    /// The connection ended under the call (or was already gone).
+    Lost,
+    /// Anything else, with its text.
+    Other(String),
+}
+
+/// Server options the scenarios need.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOpts {
+    pub read_timeout: Option<Duration>,
+}
+
+/// Client options the scenarios need.
+#[derive(Debug, Clone, Default)]
+pub struct ConnOpts {
+    pub heartbeat: Option<Duration>,
+    pub compress: Option<CompressType>,
+}
+
+/// A running server, whatever the runtime.
+pub trait ServerCtl: Send {
+    fn address(&self) -> String;
+    fn shutdown(self: Box<Self>, grace: Duration);
+    fn close(self: Box<Self>);
+}
+
+/// A connected client, whatever the runtime.
+pub trait ClientCtl: Send + Sync {
+    fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail>;
+    fn next_push(&self, timeout: Duration) -> Option<Message>;
+    fn is_shutdown(&self) -> bool;
+    fn close(&self);
+}
+
+/// Starts servers on one runtime.
+pub trait ServerRt: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl>;
+}
+
+/// Connects clients on one runtime.
+pub trait ClientRt: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl>;
+}
+
+/// A call started on another thread, to wait for later.
+pub fn start(client: &Arc<dyn ClientCtl>, spec: CallSpec) -> std::thread::JoinHandle<Result<Option<Message>, Fail>> {
+    let c = client.clone();
+    std::thread::spawn(move || c.call(spec))
+}
+
+/// A byte pattern that compresses well but is not constant.
+pub fn pattern(n: usize) -> Bytes {
+    (0..n).map(|i| b"rpcx-conformance-"[i % 17] ^ (i / 97) as u8).collect::<Vec<u8>>().into()
+}

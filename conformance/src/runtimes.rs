@@ -1,0 +1,176 @@
+//! The facades for each runtime.
+
+use crate::{ClientCtl, ClientRt, ConnOpts, Fail, ServeOpts, ServerCtl, ServerRt};
+use rpcx_core::conn::{CallError, CallSpec};
+use rpcx_core::service::Router;
+use rpcx_core::wire::Message;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+fn fail_of(call: Option<&CallError>, shutdown: bool, text: String) -> Fail {
+    match call {
+        Some(CallError::Remote(r)) => Fail::Remote(r.text.clone()),
+        Some(CallError::TimedOut) => Fail::Timeout,
+        Some(CallError::ConnectionLost(_)) => Fail::Lost,
+        _ if shutdown => Fail::Lost,
+        _ => Fail::Other(text),
+    }
+}
+
+// ---------------------------------------------------------------- tokio
+
+/// rpcx-tokio, on a shared multi-thread runtime.
+pub struct Tokio;
+
+fn tokio_rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    })
+}
+
+fn tokio_fail(e: rpcx_tokio::Error) -> Fail {
+    let shutdown = matches!(e, rpcx_tokio::Error::Shutdown);
+    let call = if let rpcx_tokio::Error::Call(c) = &e { Some(c) } else { None };
+    fail_of(call, shutdown, e.to_string())
+}
+
+struct TokioServer(rpcx_tokio::ServerHandle);
+
+impl ServerCtl for TokioServer {
+    fn address(&self) -> String {
+        self.0.address().to_owned()
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) {
+        tokio_rt().block_on(self.0.shutdown(grace));
+    }
+    fn close(self: Box<Self>) {
+        tokio_rt().block_on(self.0.close());
+    }
+}
+
+struct TokioClient {
+    client: rpcx_tokio::Client,
+    pushes: Mutex<Option<tokio::sync::mpsc::Receiver<Message>>>,
+}
+
+impl ClientCtl for TokioClient {
+    fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail> {
+        tokio_rt().block_on(self.client.send(spec)).map_err(tokio_fail)
+    }
+    fn next_push(&self, timeout: Duration) -> Option<Message> {
+        let mut guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = guard.as_mut()?;
+        tokio_rt().block_on(async { tokio::time::timeout(timeout, rx.recv()).await.ok().flatten() })
+    }
+    fn is_shutdown(&self) -> bool {
+        self.client.is_shutdown()
+    }
+    fn close(&self) {
+        tokio_rt().block_on(self.client.close());
+    }
+}
+
+impl ServerRt for Tokio {
+    fn name(&self) -> &'static str {
+        "tokio"
+    }
+    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+        let mut s = rpcx_tokio::Server::new(router);
+        if let Some(d) = opts.read_timeout {
+            s = s.read_timeout(d);
+        }
+        Box::new(TokioServer(tokio_rt().block_on(s.bind("tcp@127.0.0.1:0")).expect("bind")))
+    }
+}
+
+impl ClientRt for Tokio {
+    fn name(&self) -> &'static str {
+        "tokio"
+    }
+    fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
+        let o = rpcx_tokio::ClientOptions {
+            heartbeat_interval: opts.heartbeat,
+            compress: opts.compress.unwrap_or_default(),
+            ..Default::default()
+        };
+        let client = tokio_rt().block_on(rpcx_tokio::Client::connect(addr, o)).expect("connect");
+        let pushes = Mutex::new(client.take_push_receiver());
+        Arc::new(TokioClient { client, pushes })
+    }
+}
+
+// ---------------------------------------------------------------- std
+
+/// rpcx-std: blocking sockets and threads.
+pub struct Std;
+
+fn std_fail(e: rpcx_std::Error) -> Fail {
+    let shutdown = matches!(e, rpcx_std::Error::Shutdown);
+    let call = if let rpcx_std::Error::Call(c) = &e { Some(c) } else { None };
+    fail_of(call, shutdown, e.to_string())
+}
+
+struct StdServer(rpcx_std::ServerHandle);
+
+impl ServerCtl for StdServer {
+    fn address(&self) -> String {
+        self.0.address().to_owned()
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) {
+        self.0.shutdown(grace);
+    }
+    fn close(self: Box<Self>) {
+        self.0.close();
+    }
+}
+
+struct StdClient {
+    client: rpcx_std::Client,
+    pushes: Mutex<Option<std::sync::mpsc::Receiver<Message>>>,
+}
+
+impl ClientCtl for StdClient {
+    fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail> {
+        self.client.send(spec).map_err(std_fail)
+    }
+    fn next_push(&self, timeout: Duration) -> Option<Message> {
+        let guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref()?.recv_timeout(timeout).ok()
+    }
+    fn is_shutdown(&self) -> bool {
+        self.client.is_shutdown()
+    }
+    fn close(&self) {
+        self.client.close();
+    }
+}
+
+impl ServerRt for Std {
+    fn name(&self) -> &'static str {
+        "std"
+    }
+    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+        let mut s = rpcx_std::Server::new(router);
+        if let Some(d) = opts.read_timeout {
+            s = s.read_timeout(d);
+        }
+        Box::new(StdServer(s.bind("tcp@127.0.0.1:0").expect("bind")))
+    }
+}
+
+impl ClientRt for Std {
+    fn name(&self) -> &'static str {
+        "std"
+    }
+    fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
+        let o = rpcx_std::ClientOptions {
+            heartbeat_interval: opts.heartbeat,
+            compress: opts.compress.unwrap_or_default(),
+            ..Default::default()
+        };
+        let client = rpcx_std::Client::connect(addr, o).expect("connect");
+        let pushes = Mutex::new(client.take_push_receiver());
+        Arc::new(StdClient { client, pushes })
+    }
+}

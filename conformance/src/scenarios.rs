@@ -1,0 +1,194 @@
+//! The scenarios: each takes a server runtime and a client runtime.
+
+use crate::services::{Args, Reply, TOKEN, router};
+use crate::{ClientRt, ConnOpts, Fail, ServeOpts, ServerRt, pattern, start};
+use bytes::Bytes;
+use rpcx_core::codec;
+use rpcx_core::conn::CallSpec;
+use rpcx_core::wire::{CompressType, SerializeType};
+use std::time::{Duration, Instant};
+
+fn spec(method: &str, st: SerializeType, args: &Args) -> CallSpec {
+    let path = if method.starts_with("Echo.") { "Echo" } else { "Arith" };
+    let method = method.rsplit('.').next().unwrap_or(method);
+    CallSpec::new(path.to_owned(), method.to_owned(), st, codec::to_payload(st, args).expect("encode"))
+}
+
+fn reply(msg: Option<rpcx_core::wire::Message>) -> Reply {
+    let m = msg.expect("a two-way call has a response");
+    codec::from_payload(m.header.serialize_type(), &m.payload).expect("decode reply")
+}
+
+/// Arith.Mul in JSON and MsgPack, raw bytes through Echo.Raw.
+pub fn round_trip_every_serialize_type(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    for st in [SerializeType::JSON, SerializeType::MSGPACK] {
+        let r = reply(client.call(spec("Mul", st, &Args { a: 10, b: 20 })).expect("Mul"));
+        assert_eq!(r.c, 200, "{st:?}");
+    }
+    let raw = client.call(CallSpec::new("Echo", "Raw", SerializeType::NONE, &b"\x00\x01raw\xff"[..])).expect("Raw");
+    assert_eq!(raw.expect("response").payload.as_ref(), b"\x00\x01raw\xff");
+    server.close();
+}
+
+/// A 5000-byte payload gzip-compressed both ways (the response is compressed because the
+/// request was and it is over 1024 bytes); a small one stays plain.
+pub fn gzip_over_1024_both_ways(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts { compress: Some(CompressType::GZIP), ..Default::default() });
+    for n in [100, 5000] {
+        let mut sp = CallSpec::new("Echo", "Raw", SerializeType::NONE, pattern(n));
+        sp.compress = CompressType::GZIP;
+        let m = client.call(sp).expect("Raw").expect("response");
+        assert_eq!(m.payload, pattern(n));
+        let want = if n > 1024 { CompressType::GZIP } else { CompressType::NONE };
+        assert_eq!(m.header.compress_type(), want, "response compression for {n} bytes");
+    }
+    server.close();
+}
+
+/// Request metadata reaches the handler; response metadata reaches the caller.
+pub fn metadata_both_ways(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let mut sp = spec("Echo.Meta", SerializeType::MSGPACK, &Args { a: 1, b: 2 });
+    sp.metadata.insert("k1", "v1");
+    sp.metadata.insert("k2", "v2");
+    let m = client.call(sp).expect("Meta").expect("response");
+    assert_eq!(m.metadata.get_str("k1").unwrap(), Some("v1"));
+    assert_eq!(m.metadata.get_str("k2").unwrap(), Some("v2"));
+    assert_eq!(m.metadata.len(), 2);
+    server.close();
+}
+
+/// A handler error arrives with its text.
+pub fn error_response(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let e = client.call(spec("Error", SerializeType::MSGPACK, &Args { a: 7, b: 0 })).unwrap_err();
+    assert_eq!(e, Fail::Remote("intentional error A=7".into()));
+    server.close();
+}
+
+/// Go's texts for an unknown service and method.
+pub fn unknown_service_and_method(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let e = client.call(CallSpec::new("Nope", "Mul", SerializeType::MSGPACK, Bytes::new())).unwrap_err();
+    assert_eq!(e, Fail::Remote("rpcx: can't find service Nope".into()));
+    let e = client.call(CallSpec::new("Arith", "Nope", SerializeType::MSGPACK, Bytes::new())).unwrap_err();
+    assert_eq!(e, Fail::Remote("rpcx: can't find method Nope".into()));
+    server.close();
+}
+
+/// A oneway call completes without a response; the connection keeps working.
+pub fn oneway(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let mut sp = spec("Mul", SerializeType::MSGPACK, &Args { a: 1, b: 1 });
+    sp.oneway = true;
+    assert_eq!(client.call(sp).expect("oneway"), None);
+    assert_eq!(reply(client.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 3, b: 4 })).unwrap()).c, 12);
+    server.close();
+}
+
+/// Pushes sent by a handler arrive in order, before its reply.
+pub fn server_push(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let mut sp = spec("Mul", SerializeType::MSGPACK, &Args { a: 3, b: 0 });
+    sp.service_path = Bytes::from_static(b"Push");
+    sp.service_method = Bytes::from_static(b"Me");
+    assert_eq!(reply(client.call(sp).expect("Push.Me")).c, 3);
+    for k in 1..=3 {
+        let m = client.next_push(Duration::from_secs(5)).expect("push arrives");
+        assert_eq!((m.service_path_str().unwrap(), m.service_method_str().unwrap()), ("Push", "Note"));
+        assert_eq!(m.payload, format!("push-{k}").into_bytes());
+        assert_eq!(m.metadata.get_str("i").unwrap(), Some(k.to_string().as_str()));
+        assert_eq!(m.header.serialize_type(), SerializeType::NONE);
+    }
+    server.close();
+}
+
+/// Client heartbeats keep an idle connection alive past the server's read timeout,
+/// while an idle connection without them is closed.
+pub fn heartbeat(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts { read_timeout: Some(Duration::from_millis(300)) });
+    let with_hb =
+        c.connect(&server.address(), ConnOpts { heartbeat: Some(Duration::from_millis(50)), ..Default::default() });
+    let without = c.connect(&server.address(), ConnOpts::default());
+    let t0 = Instant::now();
+    while !without.is_shutdown() {
+        assert!(t0.elapsed() < Duration::from_secs(3), "the idle connection was not closed by the read timeout");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed()));
+    assert!(!with_hb.is_shutdown(), "heartbeats kept the connection alive");
+    assert_eq!(reply(with_hb.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 5, b: 5 })).unwrap()).c, 25);
+    server.close();
+}
+
+/// A deadline reaches the server as `__ServerTimeout`, and a call past its deadline
+/// fails with a timeout while the connection stays usable.
+pub fn deadline(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let mut sp = spec("Deadline", SerializeType::MSGPACK, &Args::default());
+    sp.deadline = Some(Instant::now() + Duration::from_secs(3));
+    let ms = reply(client.call(sp).unwrap()).c;
+    assert!((2000..=3000).contains(&ms), "handler saw {ms} ms left");
+    let mut slow = spec("Slow", SerializeType::MSGPACK, &Args { a: 5000, b: 0 });
+    slow.deadline = Some(Instant::now() + Duration::from_millis(150));
+    let t0 = Instant::now();
+    assert_eq!(client.call(slow).unwrap_err(), Fail::Timeout);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert_eq!(reply(client.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 2, b: 2 })).unwrap()).c, 4);
+    server.close();
+}
+
+/// The right token passes; a wrong one gets `auth failed` and the connection closes.
+pub fn auth_pass_and_fail(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(true), ServeOpts::default());
+    let good = c.connect(&server.address(), ConnOpts::default());
+    let mut sp = spec("Mul", SerializeType::MSGPACK, &Args { a: 2, b: 3 });
+    sp.metadata.insert("__AUTH", TOKEN);
+    assert_eq!(reply(good.call(sp).unwrap()).c, 6);
+    let bad = c.connect(&server.address(), ConnOpts::default());
+    let mut sp = spec("Mul", SerializeType::MSGPACK, &Args { a: 2, b: 3 });
+    sp.metadata.insert("__AUTH", "wrong");
+    assert_eq!(bad.call(sp).unwrap_err(), Fail::Remote("auth failed".into()));
+    let t0 = Instant::now();
+    while !bad.is_shutdown() {
+        assert!(t0.elapsed() < Duration::from_secs(3), "connection not closed after the auth failure");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    server.close();
+}
+
+/// Graceful shutdown: calls in flight complete; afterwards calls fail.
+pub fn graceful_shutdown_with_calls_in_flight(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let calls: Vec<_> =
+        (0..5).map(|_| start(&client, spec("Slow", SerializeType::MSGPACK, &Args { a: 300, b: 0 }))).collect();
+    std::thread::sleep(Duration::from_millis(100));
+    server.shutdown(Duration::from_secs(5));
+    for h in calls {
+        assert_eq!(reply(h.join().unwrap().expect("in-flight call completed")).c, 300);
+    }
+    let after = client.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 1, b: 1 }));
+    assert!(after.is_err(), "calls after shutdown fail: {after:?}");
+}
+
+/// The server dies mid-call: the pending call fails promptly with connection lost.
+pub fn server_killed_mid_call(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    let h = start(&client, spec("Slow", SerializeType::MSGPACK, &Args { a: 10_000, b: 0 }));
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    server.close();
+    assert_eq!(h.join().unwrap().unwrap_err(), Fail::Lost);
+    assert!(t0.elapsed() < Duration::from_secs(3), "failed promptly");
+}

@@ -1,0 +1,99 @@
+//! Runtime-neutral services used by every scenario.
+
+use bytes::Bytes;
+use rpcx_core::service::{Context, Router, Service};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Args {
+    #[serde(rename = "A")]
+    pub a: i64,
+    #[serde(rename = "B")]
+    pub b: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq, Default)]
+pub struct Reply {
+    #[serde(rename = "C")]
+    pub c: i64,
+}
+
+/// A sleep that works on any executor: a helper thread wakes the task.
+pub fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
+    struct Sleep {
+        until: Instant,
+        shared: Arc<Mutex<(bool, Option<Waker>)>>,
+        started: bool,
+    }
+    impl Future for Sleep {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+            let mut st = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+            if st.0 || Instant::now() >= self.until {
+                return Poll::Ready(());
+            }
+            st.1 = Some(cx.waker().clone());
+            drop(st);
+            if !self.started {
+                self.started = true;
+                let (shared, until) = (self.shared.clone(), self.until);
+                std::thread::spawn(move || {
+                    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+                    let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    st.0 = true;
+                    if let Some(w) = st.1.take() {
+                        w.wake();
+                    }
+                });
+            }
+            Poll::Pending
+        }
+    }
+    Sleep { until: Instant::now() + d, shared: Arc::new(Mutex::new((false, None))), started: false }
+}
+
+pub const TOKEN: &str = "conformance-secret";
+
+/// `Arith` (Mul, Error, Slow, Deadline), `Echo` (Raw, Meta), `Push.Me`; with `auth`,
+/// every request must carry `__AUTH = TOKEN`.
+pub fn router(auth: bool) -> Router {
+    let arith = Service::new("Arith")
+        .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
+        .method("Error", |_c: Context, a: Args| async move { Err::<Reply, _>(format!("intentional error A={}", a.a)) })
+        .method("Slow", |_c: Context, a: Args| async move {
+            sleep(Duration::from_millis(a.a as u64)).await;
+            Ok::<_, String>(Reply { c: a.a })
+        })
+        .method("Deadline", |c: Context, _a: Args| async move {
+            let ms = c.deadline().map(|d| d.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
+            Ok::<_, String>(Reply { c: ms })
+        });
+    let echo = Service::new("Echo")
+        .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) })
+        .method("Meta", |c: Context, a: Args| async move {
+            for (k, v) in c.metadata().iter() {
+                if !k.starts_with(b"__") {
+                    c.set_response_metadata(k.clone(), v.clone());
+                }
+            }
+            Ok::<_, String>(Reply { c: a.a + a.b })
+        });
+    let push = Service::new("Push").method("Me", |c: Context, a: Args| async move {
+        for k in 1..=a.a {
+            let mut md = rpcx_core::wire::Metadata::new();
+            md.insert("i", Bytes::from(k.to_string()));
+            c.pusher().push("Push", "Note", md, format!("push-{k}")).map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(Reply { c: a.a })
+    });
+    let r = Router::new().service(arith).service(echo).service(push);
+    if auth {
+        r.auth(|_c, token| async move { if token == TOKEN { Ok(()) } else { Err("auth failed".to_owned()) } })
+    } else {
+        r
+    }
+}
