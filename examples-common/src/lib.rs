@@ -1,0 +1,72 @@
+//! Shared by every runtime's examples: the rpcx book's Arith service with Go-compatible
+//! field names (`A`, `B`, `C`), serving JSON, MsgPack and Protobuf. It is written once,
+//! against `rpcx-core`'s service layer, and serves on tokio, smol and std alike.
+
+use rpcx_core::service::{Context, Router, Service};
+use std::time::Duration;
+
+/// Go's `Args{A, B int}`; also a protobuf message (fields 1 and 2).
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+pub struct Args {
+    /// `A`.
+    #[prost(int64, tag = "1")]
+    #[serde(rename = "A")]
+    pub a: i64,
+    /// `B`.
+    #[prost(int64, tag = "2")]
+    #[serde(rename = "B")]
+    pub b: i64,
+}
+
+/// Go's `Reply{C int}`.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
+pub struct Reply {
+    /// `C`.
+    #[prost(int64, tag = "1")]
+    #[serde(rename = "C")]
+    pub c: i64,
+}
+
+/// `Arith.Mul`, `Arith.Add`, and `Notify.Subscribe` (pushes `A` messages to the caller).
+pub fn router(auth: Option<String>) -> Router {
+    let arith = Service::new("Arith")
+        .method_with_proto("Mul", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
+        .method_with_proto("Add", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a + a.b }) });
+    let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
+        for i in 1..=a.a {
+            ctx.pusher().push("Notify", "Tick", Default::default(), format!("tick {i}")).map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(Reply { c: a.a })
+    });
+    let echo = Service::new("Echo").method("Meta", |ctx: Context, a: Args| async move {
+        for (k, v) in ctx.metadata().iter() {
+            if !k.starts_with(b"__") {
+                ctx.set_response_metadata(k.clone(), v.clone());
+            }
+        }
+        Ok::<_, String>(Reply { c: a.a + a.b })
+    });
+    let router = Router::new().service(arith).service(notify).service(echo);
+    match auth {
+        None => router,
+        Some(token) => router.auth(move |_ctx, got| {
+            let ok = got == token;
+            async move { if ok { Ok(()) } else { Err("auth failed".to_owned()) } }
+        }),
+    }
+}
+
+/// `--name value` from the command line, or the default.
+pub fn flag(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| args.iter().find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_owned)))
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Seconds as a `Duration`, from a flag.
+pub fn secs_flag(name: &str, default: f64) -> Duration {
+    Duration::from_secs_f64(flag(name, &default.to_string()).parse().unwrap_or(default))
+}
