@@ -79,9 +79,15 @@ impl Pool {
     pub(crate) fn submit(self: &Arc<Self>, job: Job) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         st.jobs.push_back(job);
-        if st.idle > 0 {
-            drop(st);
+        // An idle worker that was already woken still counts as idle until it takes a
+        // job, so also start another worker when queued jobs outnumber the idle ones
+        // (otherwise a quick job can wait behind a slow one).
+        let wake = st.idle > 0;
+        let grow = st.jobs.len() > st.idle && st.spawned < self.max;
+        if wake {
             self.cv.notify_one();
+        }
+        if !grow {
             return;
         }
         if st.spawned < self.max {

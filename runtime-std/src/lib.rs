@@ -67,6 +67,12 @@
 //! `load` example measures both. What this crate offers in exchange: no async runtime,
 //! plain threads, and `Send + Sync` handles that work from any thread.
 //!
+//! ## Many servers
+//!
+//! [`XClient`] calls one service path over the servers a discovery lists, with Go's
+//! fail modes, selectors, circuit breakers and Broadcast/Fork/Inform, executing the
+//! policies of [`rpcx_core::govern`]; it keeps one cached [`Client`] per server.
+//!
 //! ## Server push
 //!
 //! Handlers push with `ctx.pusher()`. The client receives pushes on a bounded
@@ -86,11 +92,13 @@ mod reply;
 mod server;
 pub mod tls;
 mod transport;
+pub mod xclient;
 
 pub use client::{Client, ClientOptions, PendingCall, RequestBuilder};
 pub use error::Error;
 pub use executor::block_on;
 pub use server::{Server, ServerHandle, ServerOptions};
+pub use xclient::{Receipt, XCall, XClient, XClientOptions};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;
