@@ -6,37 +6,59 @@
 //! * [`go`]: builds the Go binaries (`go build` once per test process), starts the Go
 //!   server as a child process ([`GoServer`]) and runs the Go client scenario driver
 //!   ([`go_client`]). Every child is killed on drop and every wait is bounded.
-//! * [`RustServer`]: a Rust server on its own tokio runtime, for the Go driver to talk
-//!   to.
+//! * [`RustServer`]: a Rust server on one [`Runtime`] (tokio or std), for the Go driver
+//!   and the Rust clients to talk to.
+//! * [`client`]: one blocking facade ([`RpcClient`]) over every runtime's client, so the
+//!   Rust-client checks are written once and run with every runtime.
 //!
 //! The tests never skip: without a `go` toolchain they fail with a message saying so.
 
+pub mod client;
 pub mod go;
 pub mod services;
 
+pub use client::{CallErr, Client, ConnectOptions, Request, RpcClient};
 pub use go::{ClientRun, GoBinaries, GoServer, go_binaries, go_client};
 pub use services::{Args, HeartbeatCounter, ProtoArgs, ProtoReply, Reply, router, router_with_counter};
 
-use rpcx_tokio::service::Router;
-use rpcx_tokio::{Server, ServerHandle};
-use std::future::Future;
+use rpcx_core::service::Router;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
-/// Run `fut` on a fresh multi-thread tokio runtime, failing the test if it takes longer
-/// than `limit`.
-pub fn block_on_timeout<F: Future>(limit: Duration, fut: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .expect("build tokio runtime");
-    let out = rt.block_on(async { tokio::time::timeout(limit, fut).await });
-    rt.shutdown_timeout(Duration::from_secs(2));
-    match out {
-        Ok(v) => v,
-        Err(_) => panic!("test body did not finish within {limit:?}"),
+/// A Rust rpcx runtime: the suite runs every server and client check on each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `rpcx-tokio`.
+    Tokio,
+    /// `rpcx-std` (blocking sockets and threads).
+    Std,
+}
+
+/// Run `f` on its own thread, failing the test if it takes longer than `limit`. A
+/// panic in `f` is re-raised here. (A thread that overruns is left behind; the test
+/// fails with `what` in the message.)
+pub fn run_bounded<T: Send + 'static>(what: &str, limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("bounded: {what}"))
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .expect("spawn a thread");
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            let _ = thread.join();
+            v
+        }
+        // The sender is gone without a value: `f` panicked.
+        Err(mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread sends its value before it ends"),
+        },
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what} did not finish within {limit:?}"),
     }
 }
 
@@ -47,58 +69,119 @@ pub fn unique_socket_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rpcx-interop-{}-{n}-{name}.sock", std::process::id()))
 }
 
-/// A Rust rpcx server serving [`router`] on its own multi-thread tokio runtime, shut
-/// down (and its unix socket removed) on drop.
+/// How long closing a server may take before the test gives up on it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A server of one runtime.
+enum Handle {
+    /// On its own multi-thread tokio runtime.
+    Tokio(tokio::runtime::Runtime, rpcx_tokio::ServerHandle),
+    Std(rpcx_std::ServerHandle),
+}
+
+impl Handle {
+    fn bind(rt: Runtime, addr: &str, router: Router) -> Self {
+        match rt {
+            Runtime::Tokio => {
+                let tokio = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(4)
+                    .enable_all()
+                    .build()
+                    .expect("build tokio runtime");
+                let bind = rpcx_tokio::Server::new(router).bind(addr);
+                let handle = tokio
+                    .block_on(async { tokio::time::timeout(Duration::from_secs(10), bind).await })
+                    .unwrap_or_else(|_| panic!("binding {addr} timed out"))
+                    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+                Handle::Tokio(tokio, handle)
+            }
+            Runtime::Std => {
+                Handle::Std(rpcx_std::Server::new(router).bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
+            }
+        }
+    }
+
+    fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Handle::Tokio(_, h) => h.local_addr(),
+            Handle::Std(h) => h.local_addr(),
+        }
+    }
+
+    /// Close the listener and every connection now; `true` if that finished within
+    /// [`CLOSE_TIMEOUT`].
+    fn close(self) -> bool {
+        let (tx, rx) = mpsc::channel();
+        let closer = move || {
+            match self {
+                Handle::Tokio(rt, h) => {
+                    let _ = rt.block_on(async { tokio::time::timeout(CLOSE_TIMEOUT, h.close()).await });
+                    rt.shutdown_timeout(Duration::from_secs(2));
+                }
+                Handle::Std(h) => h.close(),
+            }
+            let _ = tx.send(());
+        };
+        // The std server's close waits for its connections without a bound: close on a
+        // helper thread so a close that hangs fails the test instead of hanging it.
+        if std::thread::Builder::new().name("rpcx-interop-close".into()).spawn(closer).is_err() {
+            return false;
+        }
+        rx.recv_timeout(CLOSE_TIMEOUT + Duration::from_secs(3)).is_ok()
+    }
+}
+
+/// A Rust rpcx server serving [`router`] on one [`Runtime`], closed (and its unix
+/// socket removed) on drop.
 pub struct RustServer {
-    rt: tokio::runtime::Runtime,
-    handle: Option<ServerHandle>,
+    runtime: Runtime,
+    handle: Option<Handle>,
     network: &'static str,
     addr: String,
     socket: Option<PathBuf>,
-    counter: Option<std::sync::Arc<HeartbeatCounter>>,
+    counter: Option<Arc<HeartbeatCounter>>,
 }
 
 impl RustServer {
-    /// Serve on `tcp@127.0.0.1:0`; `auth` is the required `__AUTH` token, if any.
-    pub fn tcp(auth: Option<&str>) -> Self {
+    /// Serve on `tcp@127.0.0.1:0` with `rt`; `auth` is the required `__AUTH` token, if
+    /// any.
+    pub fn tcp_on(rt: Runtime, auth: Option<&str>) -> Self {
         let (router, counter) = router_with_counter(auth.map(str::to_owned));
-        Self::bind("tcp@127.0.0.1:0", router, Some(counter), None)
+        Self::bind(rt, "tcp@127.0.0.1:0", router, Some(counter), None)
     }
 
-    /// Serve on a fresh unix socket.
-    pub fn unix(name: &str, auth: Option<&str>) -> Self {
+    /// Serve on a fresh unix socket with `rt`.
+    pub fn unix_on(rt: Runtime, name: &str, auth: Option<&str>) -> Self {
         let path = unique_socket_path(name);
         let (router, counter) = router_with_counter(auth.map(str::to_owned));
-        Self::bind(&format!("unix@{}", path.display()), router, Some(counter), Some(path))
+        Self::bind(rt, &format!("unix@{}", path.display()), router, Some(counter), Some(path))
     }
 
-    /// Serve any router on `tcp@127.0.0.1:0` (a variant of the contract, for instance
-    /// with a different auth function).
-    pub fn tcp_with_router(router: Router) -> Self {
-        Self::bind("tcp@127.0.0.1:0", router, None, None)
+    /// Serve any router on `tcp@127.0.0.1:0` with `rt` (a variant of the contract, for
+    /// instance with a different auth function).
+    pub fn tcp_with_router(rt: Runtime, router: Router) -> Self {
+        Self::bind(rt, "tcp@127.0.0.1:0", router, None, None)
     }
 
     fn bind(
+        runtime: Runtime,
         addr: &str,
         router: Router,
-        counter: Option<std::sync::Arc<HeartbeatCounter>>,
+        counter: Option<Arc<HeartbeatCounter>>,
         socket: Option<PathBuf>,
     ) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(4)
-            .enable_all()
-            .build()
-            .expect("build tokio runtime");
-        let handle = rt
-            .block_on(async { tokio::time::timeout(Duration::from_secs(10), Server::new(router).bind(addr)).await })
-            .unwrap_or_else(|_| panic!("binding {addr} timed out"))
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        let handle = Handle::bind(runtime, addr, router);
         let (network, addr) = match (&socket, handle.local_addr()) {
             (Some(p), _) => ("unix", p.display().to_string()),
             (None, Some(a)) => ("tcp", a.to_string()),
             (None, None) => panic!("tcp server without a local address"),
         };
-        Self { rt, handle: Some(handle), network, addr, socket, counter }
+        Self { runtime, handle: Some(handle), network, addr, socket, counter }
+    }
+
+    /// The runtime serving.
+    pub fn runtime(&self) -> Runtime {
+        self.runtime
     }
 
     /// The address in the Go driver's `-addr` form (`HOST:PORT` or a socket path).
@@ -121,15 +204,19 @@ impl RustServer {
         self.counter.as_ref().map_or(0, |c| c.count())
     }
 
-    /// The runtime the server runs on (to spawn helpers such as a delayed close).
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.rt
-    }
-
-    /// Take the handle (the caller then owns shutting it down; drop still stops the
-    /// runtime).
-    pub fn take_handle(&mut self) -> Option<ServerHandle> {
-        self.handle.take()
+    /// Close the server (listener and connections) `delay` from now, from a helper
+    /// thread. The returned flag turns true once the close has finished.
+    pub fn close_after(&mut self, delay: Duration) -> Arc<AtomicBool> {
+        let closed = Arc::new(AtomicBool::new(false));
+        let flag = closed.clone();
+        let handle = self.handle.take();
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            if handle.is_some_and(Handle::close) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        });
+        closed
     }
 
     /// Run the Go client driver for `scenario` against this server (adds `-addr` and
@@ -143,8 +230,14 @@ impl RustServer {
 
 impl Drop for RustServer {
     fn drop(&mut self) {
-        if let Some(h) = self.handle.take() {
-            let _ = self.rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), h.close()).await });
+        if let Some(h) = self.handle.take()
+            && !h.close()
+        {
+            // Not a panic in drop (it may run while unwinding): say so instead.
+            eprintln!(
+                "rpcx-interop: closing the {:?} server at {} took over {CLOSE_TIMEOUT:?}",
+                self.runtime, self.addr
+            );
         }
         if let Some(p) = &self.socket {
             let _ = std::fs::remove_file(p);

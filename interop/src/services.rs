@@ -13,8 +13,8 @@
 //! | `Stats.Heartbeats` | heartbeats this server has received |
 
 use bytes::Bytes;
-use rpcx_tokio::Metadata;
-use rpcx_tokio::service::{Context, Peer, Router, ServerHooks, Service};
+use rpcx_core::service::{Context, Peer, Router, ServerHooks, Service};
+use rpcx_core::wire::Metadata;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -101,18 +101,22 @@ fn remaining_ms(deadline: Instant, now: Instant) -> i64 {
     }
 }
 
+/// Waits `A` ms or until the handler deadline, whichever is first. The timer is
+/// runtime-neutral (a helper thread wakes the task, [`rpcx_conformance::services::sleep`]),
+/// so the service serves on every runtime.
 async fn slow(ctx: Context, a: Args) -> Result<Reply, String> {
-    let wait = tokio::time::Instant::now() + Duration::from_millis(u64::try_from(a.A).unwrap_or(0));
-    match ctx.deadline().map(tokio::time::Instant::from_std) {
-        Some(d) if d < wait => {
-            tokio::time::sleep_until(d).await;
-            Err(ERR_SLOW_CONTEXT_DONE.to_owned())
-        }
-        _ => {
-            tokio::time::sleep_until(wait).await;
-            Ok(Reply { C: a.A })
-        }
-    }
+    let wait = Instant::now() + Duration::from_millis(u64::try_from(a.A).unwrap_or(0));
+    let (until, outcome) = match ctx.deadline() {
+        Some(d) if d < wait => (d, Err(ERR_SLOW_CONTEXT_DONE.to_owned())),
+        _ => (wait, Ok(Reply { C: a.A })),
+    };
+    sleep_until(until).await;
+    outcome
+}
+
+/// Sleep until `until` on any executor.
+pub async fn sleep_until(until: Instant) {
+    rpcx_conformance::services::sleep(until.saturating_duration_since(Instant::now())).await;
 }
 
 async fn push_me(ctx: Context, a: Args) -> Result<Reply, String> {
@@ -184,6 +188,15 @@ mod tests {
         assert_eq!(remaining_ms(now + Duration::from_micros(2_999_900), now), 2999);
         assert_eq!(remaining_ms(now, now + Duration::from_micros(1500)), -1);
         assert_eq!(remaining_ms(now, now), 0);
+    }
+
+    #[test]
+    fn sleep_until_needs_no_runtime() {
+        let start = Instant::now();
+        rpcx_std::block_on(sleep_until(start + Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // A past instant is ready at once.
+        rpcx_std::block_on(sleep_until(start));
     }
 
     #[test]

@@ -301,7 +301,13 @@ impl<'a> ConnDriver<'a> {
                     // again with a waker that unparks that worker.
                     let mut cx = std::task::Context::from_waker(Waker::noop());
                     if let Poll::Ready((d, ctx)) = fut.as_mut().poll(&mut cx) {
-                        self.on_done(id, d, ctx);
+                        if self.push_queued.load(Ordering::SeqCst) > 0 {
+                            // The handler pushed: its pushes wait in the channel, so
+                            // queue the answer behind them (Go writes pushes first).
+                            let _ = self.tx.send(ConnMsg::Done(id, d, ctx));
+                        } else {
+                            self.on_done(id, d, ctx);
+                        }
                         return;
                     }
                 }
