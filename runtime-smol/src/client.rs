@@ -1,0 +1,615 @@
+//! The client: one multiplexed connection driven by one task.
+
+use crate::transport::{self, Stream};
+use crate::{Error, Spawner};
+use async_io::Timer;
+use bytes::{Buf, Bytes, BytesMut};
+use futures_channel::oneshot;
+use futures_lite::{Stream as _, future};
+use rpcx_core::addr::ServerAddr;
+use rpcx_core::codec;
+use rpcx_core::conn::{CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, CloseMode};
+use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// Client options. Defaults follow Go's `client.DefaultOption`: MsgPack, no
+/// compression, 1 s connect timeout, heartbeat off (30 s max wait when on), TCP
+/// keepalive 1 min. The connection's driver task runs on [`Spawner::global`] unless
+/// another spawner is given.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Serialize type for typed calls (Go's default: MsgPack).
+    pub serialize_type: SerializeType,
+    /// Compression for request payloads over 1024 bytes.
+    pub compress: CompressType,
+    /// Dial timeout (Go: 1 s).
+    pub connect_timeout: Duration,
+    /// Default per-call timeout (none by default; Go relies on the caller's context).
+    pub call_timeout: Option<Duration>,
+    /// Heartbeat interval (off by default).
+    pub heartbeat_interval: Option<Duration>,
+    /// Close the connection when a heartbeat is not answered within this (Go: 30 s).
+    pub max_wait_for_heartbeat: Duration,
+    /// Close the connection after this long without traffic (off by default).
+    pub idle_timeout: Option<Duration>,
+    /// TCP keepalive period (Go: 1 min); `None` disables keepalive.
+    pub tcp_keepalive: Option<Duration>,
+    /// TLS settings; `None` for plain TCP.
+    pub tls: Option<crate::tls::TlsClient>,
+    /// Capacity of the server-push receiver. When it is full, new pushes are dropped
+    /// and counted ([`Client::dropped_pushes`]); the connection is never stalled by a
+    /// slow push consumer (Go drops them too, #583).
+    pub push_capacity: usize,
+    /// Connection-machine limits (frame size, in-flight calls, unsent bytes).
+    pub connection: ClientConfig,
+    /// Runs the connection's driver task.
+    pub spawner: Spawner,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            serialize_type: SerializeType::MSGPACK,
+            compress: CompressType::NONE,
+            connect_timeout: Duration::from_secs(1),
+            call_timeout: None,
+            heartbeat_interval: None,
+            max_wait_for_heartbeat: Duration::from_secs(30),
+            idle_timeout: None,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            tls: None,
+            push_capacity: 1024,
+            connection: ClientConfig::default(),
+            spawner: Spawner::default(),
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Option<Message>, Error>>;
+
+enum Command {
+    Call(CallSpec, Reply),
+    Close(CloseMode),
+}
+
+struct Shared {
+    closing: AtomicBool,
+    shutdown: AtomicBool,
+    dropped_pushes: AtomicU64,
+    pushes: Mutex<Option<async_channel::Receiver<Message>>>,
+    remote: String,
+}
+
+/// An rpcx client over one multiplexed connection. `Clone + Send + Sync`: clones share
+/// the connection, and any number of tasks may call concurrently.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), rpcx_smol::Error> {
+/// use rpcx_smol::{Client, ClientOptions};
+/// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Args { A: i64, B: i64 }
+/// #[derive(serde::Deserialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
+///
+/// let client = Client::connect("tcp@127.0.0.1:8972", ClientOptions::default()).await?;
+/// let reply: Reply = client.call("Arith", "Mul", &Args { A: 10, B: 20 }).await?;
+/// assert_eq!(reply.C, 200);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    tx: async_channel::Sender<Command>,
+    shared: Arc<Shared>,
+    opts: Arc<ClientOptions>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("remote", &self.shared.remote).field("shutdown", &self.is_shutdown()).finish()
+    }
+}
+
+impl Client {
+    /// Connect to `addr` (`tcp@host:port`, `host:port`, `unix@/path`).
+    pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Client, Error> {
+        let server: ServerAddr = addr.parse()?;
+        let stream = transport::dial(&server, &opts).await?;
+        Ok(Self::over(stream, addr.to_owned(), opts))
+    }
+
+    /// Run a client over an already-connected stream (any transport).
+    pub fn over(stream: Stream, remote: String, opts: ClientOptions) -> Client {
+        let mut cfg = opts.connection.clone();
+        cfg.heartbeat_interval = opts.heartbeat_interval;
+        cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
+        cfg.idle_timeout = opts.idle_timeout;
+        let conn = ClientConnection::new(cfg, Instant::now());
+        let (tx, rx) = async_channel::bounded(1024);
+        let (push_tx, push_rx) = async_channel::bounded(opts.push_capacity.max(1));
+        let shared = Arc::new(Shared {
+            closing: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            dropped_pushes: AtomicU64::new(0),
+            pushes: Mutex::new(Some(push_rx)),
+            remote,
+        });
+        let driver = Driver { conn, rx: Box::pin(rx), push_tx, shared: shared.clone(), replies: FxHashMap::default() };
+        opts.spawner.spawn(driver.run(stream));
+        Client { tx, shared, opts: Arc::new(opts) }
+    }
+
+    /// Call `service.method` with `args`, serialized with the client's serialize type,
+    /// and decode the reply.
+    pub async fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        self.request(service, method).call(args).await
+    }
+
+    /// Start a call now and await its reply later (Go's `client.Go`).
+    pub async fn go<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        service: &str,
+        method: &str,
+        args: &A,
+    ) -> Result<PendingCall<R>, Error> {
+        self.request(service, method).go(args).await
+    }
+
+    /// Send a oneway request: it completes when its bytes are handed to the socket.
+    pub async fn oneway<A: Serialize + ?Sized>(&self, service: &str, method: &str, args: &A) -> Result<(), Error> {
+        self.request(service, method).oneway(args).await
+    }
+
+    /// A call with options: metadata, deadline, serialize type, compression.
+    pub fn request(&self, service: &str, method: &str) -> RequestBuilder<'_> {
+        RequestBuilder {
+            client: self,
+            service: Bytes::copy_from_slice(service.as_bytes()),
+            method: Bytes::copy_from_slice(method.as_bytes()),
+            metadata: Metadata::new(),
+            serialize_type: self.opts.serialize_type,
+            compress: self.opts.compress,
+            timeout: self.opts.call_timeout,
+        }
+    }
+
+    /// Send a fully specified call and get the raw response (`None` for oneway).
+    pub async fn send(&self, spec: CallSpec) -> Result<Option<Message>, Error> {
+        self.start(spec).await?.await_raw().await
+    }
+
+    async fn start(&self, spec: CallSpec) -> Result<RawPending, Error> {
+        let (tx, rx) = oneshot::channel();
+        if self.is_closing() {
+            return Err(Error::Shutdown);
+        }
+        self.tx.send(Command::Call(spec, tx)).await.map_err(|_| Error::Shutdown)?;
+        Ok(RawPending(rx))
+    }
+
+    /// The server-push receiver (bounded; see [`ClientOptions::push_capacity`]). It can
+    /// be taken once; later calls return `None`.
+    pub fn take_push_receiver(&self) -> Option<async_channel::Receiver<Message>> {
+        self.shared.pushes.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Pushes dropped because the receiver was full.
+    pub fn dropped_pushes(&self) -> u64 {
+        self.shared.dropped_pushes.load(Ordering::Relaxed)
+    }
+
+    /// Close gracefully: no new calls; in-flight calls finish (or hit their deadline),
+    /// then the connection closes.
+    pub async fn close(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Command::Close(CloseMode::Graceful)).await;
+    }
+
+    /// Close now: in-flight calls fail with "connection lost".
+    pub async fn close_now(&self) {
+        self.shared.closing.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(Command::Close(CloseMode::Immediate)).await;
+    }
+
+    /// Whether a close has started (or the connection has ended).
+    pub fn is_closing(&self) -> bool {
+        self.shared.closing.load(Ordering::SeqCst) || self.is_shutdown()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// The address this client was connected to.
+    pub fn remote(&self) -> &str {
+        &self.shared.remote
+    }
+}
+
+/// A call being configured; finish with [`call`](Self::call), [`go`](Self::go),
+/// [`oneway`](Self::oneway) or [`call_with_metadata`](Self::call_with_metadata).
+#[must_use]
+pub struct RequestBuilder<'a> {
+    client: &'a Client,
+    service: Bytes,
+    method: Bytes,
+    metadata: Metadata,
+    serialize_type: SerializeType,
+    compress: CompressType,
+    timeout: Option<Duration>,
+}
+
+impl RequestBuilder<'_> {
+    /// Add request metadata.
+    pub fn metadata(mut self, key: &str, value: &str) -> Self {
+        self.metadata.insert(Bytes::copy_from_slice(key.as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
+        self
+    }
+
+    /// Set all request metadata.
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Fail with a timeout after `d`; the server is told the deadline in
+    /// `__ServerTimeout`.
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+
+    /// Serialize with this type instead of the client's default.
+    pub fn serialize_type(mut self, st: SerializeType) -> Self {
+        self.serialize_type = st;
+        self
+    }
+
+    /// Compress payloads over 1024 bytes with this type.
+    pub fn compress(mut self, ct: CompressType) -> Self {
+        self.compress = ct;
+        self
+    }
+
+    fn spec(self, payload: Bytes, oneway: bool) -> CallSpec {
+        CallSpec {
+            service_path: self.service,
+            service_method: self.method,
+            metadata: self.metadata,
+            payload,
+            serialize_type: self.serialize_type,
+            compress: self.compress,
+            oneway,
+            deadline: self.timeout.map(|d| Instant::now() + d),
+        }
+    }
+
+    /// Call and decode the reply.
+    pub async fn call<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<R, Error> {
+        Ok(self.call_with_metadata(args).await?.0)
+    }
+
+    /// Call and return the reply with the response metadata.
+    pub async fn call_with_metadata<A: Serialize + ?Sized, R: DeserializeOwned>(
+        self,
+        args: &A,
+    ) -> Result<(R, Metadata), Error> {
+        self.go(args).await?.await_with_metadata().await
+    }
+
+    /// Start the call and return a handle to await later.
+    pub async fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
+        let st = self.serialize_type;
+        let payload = Bytes::from(codec::to_payload(st, args)?);
+        let client = self.client;
+        let spec = self.spec(payload, false);
+        let raw = client.start(spec).await?;
+        Ok(PendingCall { raw, _reply: std::marker::PhantomData })
+    }
+
+    /// Call with an already-serialized payload and return the raw response.
+    pub async fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
+        let client = self.client;
+        let spec = self.spec(payload.into(), false);
+        client.send(spec).await?.ok_or(Error::Shutdown)
+    }
+
+    /// Send as a oneway request.
+    pub async fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
+        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        self.oneway_raw(payload).await
+    }
+
+    /// Send an already-serialized payload as a oneway request.
+    pub async fn oneway_raw(self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        let client = self.client;
+        let spec = self.spec(payload.into(), true);
+        client.send(spec).await.map(|_| ())
+    }
+}
+
+struct RawPending(oneshot::Receiver<Result<Option<Message>, Error>>);
+
+impl RawPending {
+    async fn await_raw(self) -> Result<Option<Message>, Error> {
+        self.0.await.map_err(|_| Error::Shutdown)?
+    }
+}
+
+/// A call started with [`Client::go`]: await it for the reply.
+#[must_use = "a started call's reply is lost unless awaited"]
+pub struct PendingCall<R> {
+    raw: RawPending,
+    _reply: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> PendingCall<R> {
+    /// The reply and the response metadata.
+    pub async fn await_with_metadata(self) -> Result<(R, Metadata), Error> {
+        let msg = self.raw.await_raw().await?.ok_or(Error::Shutdown)?;
+        let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
+        Ok((reply, msg.metadata))
+    }
+}
+
+impl<R: DeserializeOwned + Send + 'static> std::future::IntoFuture for PendingCall<R> {
+    type Output = Result<R, Error>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<R, Error>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { Ok(self.await_with_metadata().await?.0) })
+    }
+}
+
+/// How often calls whose caller dropped the future are swept out.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Upper bound on bytes taken from the machine before writing.
+const WRITE_HIGH_WATER: usize = 256 << 10;
+
+/// Bytes read per `poll_read`.
+pub(crate) const READ_CHUNK: usize = 64 << 10;
+
+/// Wake-ups handled back to back before the driver yields to its executor (smol and
+/// async-std have no preemption budget: a driver whose socket is always ready would
+/// otherwise keep its thread).
+pub(crate) const YIELD_AFTER: u32 = 64;
+
+/// What woke the driver: one ready source per wake-up, polled in priority order.
+enum Wake {
+    Wrote(io::Result<usize>),
+    Flushed(io::Result<()>),
+    Read(io::Result<usize>),
+    Command(Option<Command>),
+    Timer,
+}
+
+struct Driver {
+    conn: ClientConnection,
+    rx: Pin<Box<async_channel::Receiver<Command>>>,
+    push_tx: async_channel::Sender<Message>,
+    shared: Arc<Shared>,
+    replies: FxHashMap<u64, Reply>,
+}
+
+impl Driver {
+    async fn run(mut self, stream: Stream) {
+        let mut read_buf = vec![0u8; READ_CHUNK];
+        let mut write_buf = BytesMut::with_capacity(64 << 10);
+        let mut io = transport::Io::new(stream);
+        let buffers_writes = io.buffers_writes();
+        let mut unflushed = false;
+        let mut deferred: Option<(CallSpec, Reply)> = None;
+        let mut rx_open = true;
+        let mut sweep_at = Instant::now() + SWEEP_INTERVAL;
+        let mut timer = Timer::never();
+        let mut armed: Option<Instant> = None;
+        let mut streak = 0u32;
+        loop {
+            while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
+            while let Some(ev) = self.conn.poll_event() {
+                if let ClientEvent::Unblocked = ev {
+                    if let Some((spec, reply)) = deferred.take() {
+                        self.start_call(spec, reply, &mut deferred);
+                    }
+                } else {
+                    self.on_event(ev);
+                }
+            }
+            if !self.conn.is_closed() {
+                // A call may have been admitted after Unblocked: take its bytes.
+                while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
+            }
+            if self.conn.is_closed() && write_buf.is_empty() && !unflushed {
+                break;
+            }
+            // Calls whose caller went away (future dropped) are cancelled by a sweep once a
+            // second, so they never pile up in the in-flight table.
+            let sweep = (!self.replies.is_empty()).then_some(sweep_at);
+            let deadline = [self.conn.poll_timeout(), sweep].into_iter().flatten().min();
+            // Re-arm only for an earlier deadline: each async-io timer change wakes the
+            // reactor, and a timer left at a later instant only fires spuriously (which
+            // `handle_timeout` tolerates) before being set again.
+            if let Some(d) = deadline.filter(|&d| armed.is_none_or(|a| d < a)) {
+                timer.set_at(d);
+                armed = Some(d);
+            }
+            let want_read = self.conn.wants_read();
+            let take_commands = rx_open && deferred.is_none();
+            let mut waited = false;
+            let rx = &mut self.rx;
+            let wake = future::poll_fn(|cx| {
+                if !write_buf.is_empty() {
+                    if let Poll::Ready(r) = io.poll_write(cx, &write_buf) {
+                        return Poll::Ready(Wake::Wrote(r));
+                    }
+                } else if unflushed {
+                    if let Poll::Ready(r) = io.poll_flush(cx) {
+                        return Poll::Ready(Wake::Flushed(r));
+                    }
+                }
+                if want_read {
+                    if let Poll::Ready(r) = io.poll_read(cx, &mut read_buf) {
+                        return Poll::Ready(Wake::Read(r));
+                    }
+                }
+                if take_commands {
+                    if let Poll::Ready(cmd) = rx.as_mut().poll_next(cx) {
+                        return Poll::Ready(Wake::Command(cmd));
+                    }
+                }
+                if armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready() {
+                    return Poll::Ready(Wake::Timer);
+                }
+                waited = true;
+                Poll::Pending
+            })
+            .await;
+            match wake {
+                Wake::Wrote(Ok(n)) if n > 0 => {
+                    write_buf.advance(n);
+                    unflushed = buffers_writes;
+                }
+                Wake::Wrote(r) => {
+                    let e = r.err().unwrap_or_else(|| io::ErrorKind::WriteZero.into());
+                    write_buf.clear();
+                    unflushed = false;
+                    self.conn.abort(Instant::now(), e.to_string());
+                }
+                Wake::Flushed(r) => {
+                    unflushed = false;
+                    if let Err(e) = r {
+                        self.conn.abort(Instant::now(), e.to_string());
+                    }
+                }
+                Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
+                Wake::Read(Ok(n)) => self.conn.handle_input(Instant::now(), &read_buf[..n]),
+                Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
+                Wake::Command(Some(cmd)) => {
+                    self.on_command(cmd, &mut deferred);
+                    // Take a batch of queued commands in one wake-up.
+                    for _ in 0..256 {
+                        if deferred.is_some() {
+                            break;
+                        }
+                        match self.rx.try_recv() {
+                            Ok(cmd) => self.on_command(cmd, &mut deferred),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Wake::Command(None) => {
+                    // Every Client handle is gone: close gracefully.
+                    rx_open = false;
+                    self.conn.close(Instant::now(), CloseMode::Graceful);
+                }
+                Wake::Timer => {
+                    armed = None;
+                    let now = Instant::now();
+                    if now >= sweep_at {
+                        sweep_at = now + SWEEP_INTERVAL;
+                        self.cancel_abandoned(now);
+                    }
+                    self.conn.handle_timeout(now);
+                }
+            }
+            streak = if waited { 0 } else { streak + 1 };
+            if streak >= YIELD_AFTER {
+                streak = 0;
+                future::yield_now().await;
+            }
+        }
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        let _ = transport::timeout(Duration::from_secs(1), Ok(()), io.close()).await;
+        // Fail whatever is still queued.
+        if let Some((_, reply)) = deferred {
+            let _ = reply.send(Err(Error::Shutdown));
+        }
+        self.rx.close();
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let Command::Call(_, reply) = cmd {
+                let _ = reply.send(Err(Error::Shutdown));
+            }
+        }
+    }
+
+    fn cancel_abandoned(&mut self, now: Instant) {
+        let abandoned: Vec<u64> = self.replies.iter().filter(|(_, r)| r.is_canceled()).map(|(s, _)| *s).collect();
+        for seq in abandoned {
+            self.replies.remove(&seq);
+            self.conn.cancel(now, seq);
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command, deferred: &mut Option<(CallSpec, Reply)>) {
+        match cmd {
+            Command::Call(spec, reply) => self.start_call(spec, reply, deferred),
+            Command::Close(mode) => {
+                self.shared.closing.store(true, Ordering::SeqCst);
+                self.conn.close(Instant::now(), mode);
+            }
+        }
+    }
+
+    fn start_call(&mut self, spec: CallSpec, reply: Reply, deferred: &mut Option<(CallSpec, Reply)>) {
+        if !self.conn.is_closing() && !self.conn.poll_ready() {
+            *deferred = Some((spec, reply));
+            return;
+        }
+        match self.conn.call(Instant::now(), spec) {
+            Ok(seq) => {
+                self.replies.insert(seq, reply);
+            }
+            Err(CallRejected::Closing) | Err(CallRejected::Closed(_)) => {
+                let _ = reply.send(Err(Error::Shutdown));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Rejected(e)));
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: ClientEvent) {
+        match ev {
+            ClientEvent::Response { seq, response } => {
+                if let Some(r) = self.replies.remove(&seq) {
+                    let _ = r.send(Ok(Some(response)));
+                }
+            }
+            ClientEvent::Sent { seq } => {
+                if let Some(r) = self.replies.remove(&seq) {
+                    let _ = r.send(Ok(None));
+                }
+            }
+            ClientEvent::Failed { seq, error } => {
+                if let Some(r) = self.replies.remove(&seq) {
+                    let _ = r.send(Err(Error::Call(error)));
+                }
+            }
+            ClientEvent::Push(msg) => {
+                let dropped = self.push_tx.try_send(msg).is_err();
+                self.shared.dropped_pushes.fetch_add(u64::from(dropped), Ordering::Relaxed);
+            }
+            ClientEvent::ConnectionLost(reason) => {
+                tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");
+                self.shared.closing.store(true, Ordering::SeqCst);
+                for (_, r) in self.replies.drain() {
+                    let _ = r.send(Err(Error::Call(CallError::ConnectionLost(reason.clone()))));
+                }
+            }
+            _ => {}
+        }
+    }
+}
