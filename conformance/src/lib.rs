@@ -1,7 +1,7 @@
 //! One conformance suite for every runtime: the scenarios in [`scenarios`] take a server
 //! runtime and a client runtime behind the small blocking facades [`ServerRt`] and
 //! [`ClientRt`], so the same checks run for tokio->tokio, std->tokio, tokio->std, ...
-//! (see `tests/matrix.rs`).
+//! (see `tests/matrix.rs`; all nine pairs of tokio, smol and std).
 //!
 //! The services ([`services::router`]) are runtime-neutral: the one that waits uses a
 //! timer thread rather than any runtime's timer, so a service written once serves on

@@ -174,3 +174,81 @@ impl ClientRt for Std {
         Arc::new(StdClient { client, pushes })
     }
 }
+
+// ---------------------------------------------------------------- smol
+
+/// rpcx-smol on its default spawner (async-global-executor), driven with `smol::block_on`.
+pub struct Smol;
+
+fn smol_fail(e: rpcx_smol::Error) -> Fail {
+    let shutdown = matches!(e, rpcx_smol::Error::Shutdown);
+    let call = if let rpcx_smol::Error::Call(c) = &e { Some(c) } else { None };
+    fail_of(call, shutdown, e.to_string())
+}
+
+struct SmolServer(rpcx_smol::ServerHandle);
+
+impl ServerCtl for SmolServer {
+    fn address(&self) -> String {
+        self.0.address().to_owned()
+    }
+    fn shutdown(self: Box<Self>, grace: Duration) {
+        smol::block_on(self.0.shutdown(grace));
+    }
+    fn close(self: Box<Self>) {
+        smol::block_on(self.0.close());
+    }
+}
+
+struct SmolClient {
+    client: rpcx_smol::Client,
+    pushes: Option<async_channel::Receiver<Message>>,
+}
+
+impl ClientCtl for SmolClient {
+    fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail> {
+        smol::block_on(self.client.send(spec)).map_err(smol_fail)
+    }
+    fn next_push(&self, timeout: Duration) -> Option<Message> {
+        let rx = self.pushes.as_ref()?;
+        smol::block_on(futures_lite::future::or(async { rx.recv().await.ok() }, async {
+            async_io::Timer::after(timeout).await;
+            None
+        }))
+    }
+    fn is_shutdown(&self) -> bool {
+        self.client.is_shutdown()
+    }
+    fn close(&self) {
+        smol::block_on(self.client.close());
+    }
+}
+
+impl ServerRt for Smol {
+    fn name(&self) -> &'static str {
+        "smol"
+    }
+    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+        let mut s = rpcx_smol::Server::new(router);
+        if let Some(d) = opts.read_timeout {
+            s = s.read_timeout(d);
+        }
+        Box::new(SmolServer(smol::block_on(s.bind("tcp@127.0.0.1:0")).expect("bind")))
+    }
+}
+
+impl ClientRt for Smol {
+    fn name(&self) -> &'static str {
+        "smol"
+    }
+    fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
+        let o = rpcx_smol::ClientOptions {
+            heartbeat_interval: opts.heartbeat,
+            compress: opts.compress.unwrap_or_default(),
+            ..Default::default()
+        };
+        let client = smol::block_on(rpcx_smol::Client::connect(addr, o)).expect("connect");
+        let pushes = client.take_push_receiver();
+        Arc::new(SmolClient { client, pushes })
+    }
+}

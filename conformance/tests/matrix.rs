@@ -1,6 +1,6 @@
 //! Every scenario against every runtime pair (server runtime x client runtime).
 
-use rpcx_conformance::runtimes::{Std, Tokio};
+use rpcx_conformance::runtimes::{Smol, Std, Tokio};
 use rpcx_conformance::scenarios;
 
 macro_rules! pair {
@@ -35,3 +35,8 @@ pair!(tokio_server_tokio_client, Tokio, Tokio);
 pair!(tokio_server_std_client, Tokio, Std);
 pair!(std_server_tokio_client, Std, Tokio);
 pair!(std_server_std_client, Std, Std);
+pair!(smol_server_smol_client, Smol, Smol);
+pair!(smol_server_tokio_client, Smol, Tokio);
+pair!(smol_server_std_client, Smol, Std);
+pair!(tokio_server_smol_client, Tokio, Smol);
+pair!(std_server_smol_client, Std, Smol);
