@@ -32,6 +32,12 @@ pub enum Error {
     /// The client has shut down.
     #[error("client is shut down")]
     Shutdown,
+    /// No server could be selected (Go: `can not found any server`).
+    #[error("can not found any server")]
+    NoServer,
+    /// A client hook refused the call.
+    #[error("{0}")]
+    Hook(String),
 }
 
 impl Error {

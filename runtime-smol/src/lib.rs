@@ -46,6 +46,14 @@
 //! runs its own threads, so it also works from inside `smol::block_on`; smol users who
 //! want everything on their own `smol::Executor` pass a spawner for it.
 //!
+//! ## Many servers
+//!
+//! [`XClient`] calls one service path over the servers a discovery lists, with Go's
+//! fail modes, selectors, circuit breakers and Broadcast/Fork/Inform, executing the
+//! policies of [`rpcx_core::govern`]; it keeps one cached [`Client`] per server and
+//! races its attempts on the caller's task (no spawn per attempt), so it runs on any
+//! executor.
+//!
 //! ## The driver
 //!
 //! One task owns each connection and its whole stream (no split, no lock): it polls, in
@@ -64,12 +72,14 @@ mod server;
 mod spawn;
 pub mod tls;
 mod transport;
+pub mod xclient;
 
 pub use client::{Client, ClientOptions, PendingCall, RequestBuilder};
 pub use error::Error;
 pub use server::{Server, ServerHandle, ServerOptions};
 pub use spawn::Spawner;
 pub use transport::Stream;
+pub use xclient::{Receipt, XCall, XClient, XClientOptions};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;
