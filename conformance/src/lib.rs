@@ -36,6 +36,8 @@ pub enum Fail {
 #[derive(Debug, Clone, Default)]
 pub struct ServeOpts {
     pub read_timeout: Option<Duration>,
+    /// Where to bind (default `tcp@127.0.0.1:0`).
+    pub addr: Option<String>,
 }
 
 /// Client options the scenarios need.

@@ -80,7 +80,9 @@ impl ServerRt for Tokio {
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }
-        Box::new(TokioServer(tokio_rt().block_on(s.bind("tcp@127.0.0.1:0")).expect("bind")))
+        Box::new(TokioServer(
+            tokio_rt().block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind"),
+        ))
     }
 }
 
@@ -155,7 +157,7 @@ impl ServerRt for Std {
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }
-        Box::new(StdServer(s.bind("tcp@127.0.0.1:0").expect("bind")))
+        Box::new(StdServer(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")).expect("bind")))
     }
 }
 
@@ -233,7 +235,7 @@ impl ServerRt for Smol {
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }
-        Box::new(SmolServer(smol::block_on(s.bind("tcp@127.0.0.1:0")).expect("bind")))
+        Box::new(SmolServer(smol::block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind")))
     }
 }
 

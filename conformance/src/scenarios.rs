@@ -114,7 +114,8 @@ pub fn server_push(s: &dyn ServerRt, c: &dyn ClientRt) {
 /// Client heartbeats keep an idle connection alive past the server's read timeout,
 /// while an idle connection without them is closed.
 pub fn heartbeat(s: &dyn ServerRt, c: &dyn ClientRt) {
-    let server = s.serve(router(false), ServeOpts { read_timeout: Some(Duration::from_millis(300)) });
+    let server =
+        s.serve(router(false), ServeOpts { read_timeout: Some(Duration::from_millis(300)), ..Default::default() });
     let with_hb =
         c.connect(&server.address(), ConnOpts { heartbeat: Some(Duration::from_millis(50)), ..Default::default() });
     let without = c.connect(&server.address(), ConnOpts::default());
@@ -191,4 +192,17 @@ pub fn server_killed_mid_call(s: &dyn ServerRt, c: &dyn ClientRt) {
     server.close();
     assert_eq!(h.join().unwrap().unwrap_err(), Fail::Lost);
     assert!(t0.elapsed() < Duration::from_secs(3), "failed promptly");
+}
+
+/// The in-process transport (`memu@name`): a server bound to a name in this process is
+/// reachable from every runtime's client, with no port or file.
+pub fn in_process_memu(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let name = format!("memu@conformance-{}-{}-{}", s.name(), c.name(), std::process::id());
+    let server = s.serve(router(false), ServeOpts { addr: Some(name.clone()), ..Default::default() });
+    assert_eq!(server.address(), name);
+    let client = c.connect(&name, ConnOpts::default());
+    assert_eq!(reply(client.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 6, b: 7 })).unwrap()).c, 42);
+    let raw = client.call(CallSpec::new("Echo", "Raw", SerializeType::NONE, pattern(3000))).expect("Raw");
+    assert_eq!(raw.expect("response").payload, pattern(3000));
+    server.close();
 }

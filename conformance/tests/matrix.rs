@@ -27,6 +27,7 @@ macro_rules! pair {
             scenario!(auth_pass_and_fail);
             scenario!(graceful_shutdown_with_calls_in_flight);
             scenario!(server_killed_mid_call);
+            scenario!(in_process_memu);
         }
     };
 }

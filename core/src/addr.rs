@@ -1,5 +1,5 @@
 //! rpcx server addresses: `network@address`, where no `@` means `tcp`
-//! (`tcp@127.0.0.1:8972`, `127.0.0.1:8972`, `unix@/tmp/rpcx.sock`).
+//! (`tcp@127.0.0.1:8972`, `127.0.0.1:8972`, `unix@/tmp/rpcx.sock`, `memu@name`).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ pub enum ServerAddr {
     Tcp(String),
     /// A unix domain socket path.
     Unix(PathBuf),
+    /// An in-process server name (`memu@name`, see [`crate::memu`]).
+    Memory(String),
 }
 
 /// An address that could not be parsed or names a network we do not speak.
@@ -19,7 +21,7 @@ pub enum ServerAddr {
 #[non_exhaustive]
 pub enum AddrError {
     /// The network before `@` is not supported (quic, kcp, http, ws, ...).
-    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, unix)")]
+    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, unix, memu)")]
     UnsupportedNetwork(String),
     /// Nothing after the `@`.
     #[error("empty address")]
@@ -37,6 +39,7 @@ impl FromStr for ServerAddr {
         match network {
             "tcp" | "tcp4" | "tcp6" => Ok(ServerAddr::Tcp(addr.to_owned())),
             "unix" => Ok(ServerAddr::Unix(PathBuf::from(addr))),
+            "memu" => Ok(ServerAddr::Memory(addr.to_owned())),
             other => Err(AddrError::UnsupportedNetwork(other.to_owned())),
         }
     }
@@ -47,6 +50,7 @@ impl fmt::Display for ServerAddr {
         match self {
             ServerAddr::Tcp(a) => write!(f, "tcp@{a}"),
             ServerAddr::Unix(p) => write!(f, "unix@{}", p.display()),
+            ServerAddr::Memory(n) => write!(f, "memu@{n}"),
         }
     }
 }
@@ -60,6 +64,7 @@ mod tests {
         assert_eq!("127.0.0.1:8972".parse(), Ok(ServerAddr::Tcp("127.0.0.1:8972".into())));
         assert_eq!("tcp@localhost:1".parse(), Ok(ServerAddr::Tcp("localhost:1".into())));
         assert_eq!("unix@/tmp/x.sock".parse(), Ok(ServerAddr::Unix("/tmp/x.sock".into())));
+        assert_eq!("memu@svc".parse(), Ok(ServerAddr::Memory("svc".into())));
         assert_eq!("quic@h:1".parse::<ServerAddr>(), Err(AddrError::UnsupportedNetwork("quic".into())));
         assert_eq!("tcp@".parse::<ServerAddr>(), Err(AddrError::Empty));
         assert_eq!(ServerAddr::Tcp("a:1".into()).to_string(), "tcp@a:1");

@@ -36,5 +36,7 @@ pub mod codec;
 pub mod compress;
 pub mod conn;
 pub mod govern;
+#[cfg(unix)]
+pub mod memu;
 pub mod service;
 pub mod wire;

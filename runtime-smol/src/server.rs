@@ -157,6 +157,18 @@ impl Server {
             ServerAddr::Unix(_) => {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "unix sockets are not supported here"));
             }
+            #[cfg(unix)]
+            ServerAddr::Memory(name) => {
+                let (tx, rx) = async_channel::unbounded::<std::os::unix::net::UnixStream>();
+                let acceptor: rpcx_core::memu::Acceptor = Arc::new(move |s| tx.try_send(s).is_ok());
+                let reg = rpcx_core::memu::register(name, acceptor)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("memu@{name} is bound")))?;
+                (Listener::Memory { rx, _registration: reg, name: parsed.to_string() }, None, parsed.to_string())
+            }
+            #[cfg(not(unix))]
+            ServerAddr::Memory(_) => {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, "in-process servers need unix socket pairs"));
+            }
         };
         let (graceful, graceful_rx) = async_channel::bounded(1);
         let (immediate, immediate_rx) = async_channel::bounded(1);
@@ -197,6 +209,14 @@ enum Listener {
     Tcp(Async<TcpListener>),
     #[cfg(unix)]
     Unix(Async<std::os::unix::net::UnixListener>),
+    /// In-process (`memu@name`): connections arrive on a channel; the registration frees
+    /// the name when the listener is dropped.
+    #[cfg(unix)]
+    Memory {
+        rx: async_channel::Receiver<std::os::unix::net::UnixStream>,
+        _registration: rpcx_core::memu::Registration,
+        name: String,
+    },
 }
 
 /// A running server: its address, and graceful or immediate shutdown. Dropping it
@@ -300,6 +320,11 @@ async fn accept(l: &Listener) -> io::Result<(Stream, Peer)> {
             let (s, a) = l.accept().await?;
             let name = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_else(|| "unix".to_owned());
             Ok((Stream::Unix(s), Peer::named(name)))
+        }
+        #[cfg(unix)]
+        Listener::Memory { rx, name, .. } => {
+            let s = rx.recv().await.map_err(|_| io::Error::other("in-process listener closed"))?;
+            Ok((Stream::Unix(Async::new(s)?), Peer::named(name.clone())))
         }
     }
 }

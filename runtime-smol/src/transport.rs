@@ -136,6 +136,27 @@ pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stre
                 io::ErrorKind::Unsupported,
                 "unix sockets are not supported on this platform",
             ))),
+            #[cfg(unix)]
+            ServerAddr::Memory(name) => {
+                // In-process: a socket pair, one end handed to the server bound to the name.
+                let refused = || {
+                    Error::Connect(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        format!("no in-process server memu@{name}"),
+                    ))
+                };
+                let accept = rpcx_core::memu::route(name).ok_or_else(refused)?;
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(Error::Connect)?;
+                if !accept(theirs) {
+                    return Err(refused());
+                }
+                Async::new(ours).map(Stream::Unix).map_err(Error::Connect)
+            }
+            #[cfg(not(unix))]
+            ServerAddr::Memory(_) => Err(Error::Connect(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "in-process servers need unix socket pairs",
+            ))),
         }
     };
     timeout(opts.connect_timeout, Err(Error::ConnectTimeout), connect).await

@@ -120,6 +120,21 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Link, Erro
             let s = UnixStream::connect(p).map_err(Error::Connect)?;
             Link::new(Sock::Unix(s), None).map_err(Error::Connect)
         }
+        ServerAddr::Memory(name) => {
+            // In-process: a socket pair, one end handed to the server bound to the name.
+            let refused = || {
+                Error::Connect(io::Error::new(
+                    io::ErrorKind::ConnectionRefused,
+                    format!("no in-process server memu@{name}"),
+                ))
+            };
+            let accept = rpcx_core::memu::route(name).ok_or_else(refused)?;
+            let (ours, theirs) = UnixStream::pair().map_err(Error::Connect)?;
+            if !accept(theirs) {
+                return Err(refused());
+            }
+            Link::new(Sock::Unix(ours), None).map_err(Error::Connect)
+        }
     }
 }
 

@@ -139,6 +139,13 @@ impl Server {
                 let _ = std::fs::remove_file(p);
                 (Listener::Unix(UnixListener::bind(p)?), None, parsed.to_string())
             }
+            ServerAddr::Memory(name) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let acceptor: rpcx_core::memu::Acceptor = Arc::new(move |s| tx.send(s).is_ok());
+                let reg = rpcx_core::memu::register(name, acceptor)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("memu@{name} is bound")))?;
+                (Listener::Memory { rx, _registration: reg, name: parsed.to_string() }, None, parsed.to_string())
+            }
         };
         let (ctl_tx, ctl_rx) = watch::channel(Phase::Running);
         let done = tokio::spawn(accept_loop(listener, self, ctl_rx));
@@ -156,6 +163,13 @@ enum Phase {
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
+    /// In-process (`memu@name`): connections arrive on a channel; the registration frees
+    /// the name when the listener is dropped.
+    Memory {
+        rx: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+        _registration: rpcx_core::memu::Registration,
+        name: String,
+    },
 }
 
 /// A running server: its address, and graceful or immediate shutdown.
@@ -202,7 +216,7 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: Listener, server: Server, mut ctl: watch::Receiver<Phase>) {
+async fn accept_loop(mut listener: Listener, server: Server, mut ctl: watch::Receiver<Phase>) {
     let limit = Arc::new(Semaphore::new(server.opts.max_connections));
     let mut conns = JoinSet::new();
     loop {
@@ -211,7 +225,7 @@ async fn accept_loop(listener: Listener, server: Server, mut ctl: watch::Receive
             _ = ctl.changed() => break,
         };
         let accepted = tokio::select! {
-            a = accept(&listener) => a,
+            a = accept(&mut listener) => a,
             _ = ctl.changed() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => { drop(permit); continue; }
         };
@@ -235,7 +249,7 @@ async fn accept_loop(listener: Listener, server: Server, mut ctl: watch::Receive
     while conns.join_next().await.is_some() {}
 }
 
-async fn accept(l: &Listener) -> io::Result<(RawConn, Peer)> {
+async fn accept(l: &mut Listener) -> io::Result<(RawConn, Peer)> {
     match l {
         Listener::Tcp(l) => {
             let (s, a) = l.accept().await?;
@@ -245,6 +259,11 @@ async fn accept(l: &Listener) -> io::Result<(RawConn, Peer)> {
             let (s, a) = l.accept().await?;
             let name = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_else(|| "unix".to_owned());
             Ok((RawConn::Unix(s), Peer::named(name)))
+        }
+        Listener::Memory { rx, name, .. } => {
+            let s = rx.recv().await.ok_or_else(|| io::Error::other("in-process listener closed"))?;
+            s.set_nonblocking(true)?;
+            Ok((RawConn::Unix(tokio::net::UnixStream::from_std(s)?), Peer::named(name.clone())))
         }
     }
 }

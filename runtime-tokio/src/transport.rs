@@ -80,6 +80,7 @@ pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stre
                 }
             }
             ServerAddr::Unix(p) => UnixStream::connect(p).await.map(Stream::Unix).map_err(Error::Connect),
+            ServerAddr::Memory(name) => memu_dial(name).map(Stream::Unix).map_err(Error::Connect),
         }
     };
     tokio::time::timeout(opts.connect_timeout, connect).await.map_err(|_| Error::ConnectTimeout)?
@@ -140,4 +141,16 @@ impl AsyncWrite for WriteHalf {
             WriteHalf::Other(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
+}
+
+/// Dial an in-process server (`memu@name`): a socket pair, one end handed to it.
+fn memu_dial(name: &str) -> io::Result<UnixStream> {
+    let refused = || io::Error::new(io::ErrorKind::ConnectionRefused, format!("no in-process server memu@{name}"));
+    let acceptor = rpcx_core::memu::route(name).ok_or_else(refused)?;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+    if !acceptor(theirs) {
+        return Err(refused());
+    }
+    ours.set_nonblocking(true)?;
+    UnixStream::from_std(ours)
 }

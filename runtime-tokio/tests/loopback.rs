@@ -328,3 +328,19 @@ async fn ip_deny_list_closes_matching_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn in_process_memu_transport() {
+    bounded(async {
+        let name = format!("memu@loopback-{}", std::process::id());
+        let server = Server::new(router()).bind(&name).await.unwrap();
+        assert_eq!(server.address(), name);
+        assert!(Server::new(router()).bind(&name).await.is_err(), "a name is bound once");
+        let client = Client::connect(&name, ClientOptions::default()).await.unwrap();
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 7, B: 6 }).await.unwrap();
+        assert_eq!(r.C, 42);
+        server.close().await;
+        assert!(Client::connect(&name, ClientOptions::default()).await.is_err(), "the name is free again");
+    })
+    .await;
+}

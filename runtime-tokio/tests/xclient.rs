@@ -236,3 +236,23 @@ async fn servers_killed_and_restarted_while_calling() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn in_process_discovery_over_the_memu_transport() {
+    bounded(async {
+        let (a, b) = (format!("xc-a-{}", std::process::id()), format!("xc-b-{}", std::process::id()));
+        let sa = serve(1, &format!("memu@{a}")).await;
+        let sb = serve(2, &format!("memu@{b}")).await;
+        let d = rpcx_core::govern::InProcessDiscovery::new([a.as_str(), b.as_str()]);
+        let xc = XClient::new("Arith", Arc::new(d), XClientOptions::default());
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..4 {
+            let r: Reply = xc.call("Who", &Args { A: 0, B: 0 }).await.unwrap();
+            seen.insert(r.C);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![1, 2], "round robin over both in-process servers");
+        sa.close().await;
+        sb.close().await;
+    })
+    .await;
+}

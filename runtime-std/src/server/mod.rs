@@ -170,6 +170,15 @@ impl Server {
                 let _ = std::fs::remove_file(p);
                 (Listener::Unix(UnixListener::bind(p)?, p.clone()), None, parsed.to_string())
             }
+            ServerAddr::Memory(name) => {
+                let (tx, rx) = mpsc::channel::<UnixStream>();
+                let tx = Mutex::new(tx);
+                let acceptor: rpcx_core::memu::Acceptor =
+                    Arc::new(move |s| tx.lock().unwrap_or_else(|p| p.into_inner()).send(s).is_ok());
+                let reg = rpcx_core::memu::register(name, acceptor)
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("memu@{name} is bound")))?;
+                (Listener::Memory { rx, _registration: reg, name: name.clone() }, None, parsed.to_string())
+            }
         };
         let wake = listener.wake_target();
         let shared = Arc::new(ServerShared {
@@ -202,6 +211,13 @@ enum Phase {
 enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
+    /// In-process (`memu@name`): connections arrive on a channel; the registration frees
+    /// the name when the listener is dropped.
+    Memory {
+        rx: mpsc::Receiver<UnixStream>,
+        _registration: rpcx_core::memu::Registration,
+        name: String,
+    },
 }
 
 /// Where to connect to wake the accept thread out of a blocking `accept`.
@@ -209,6 +225,7 @@ enum Listener {
 enum WakeTarget {
     Tcp(SocketAddr),
     Unix(PathBuf),
+    Memory(String),
     None,
 }
 
@@ -228,6 +245,7 @@ impl Listener {
                 Err(_) => WakeTarget::None,
             },
             Listener::Unix(_, p) => WakeTarget::Unix(p.clone()),
+            Listener::Memory { name, .. } => WakeTarget::Memory(name.clone()),
         }
     }
 
@@ -241,6 +259,10 @@ impl Listener {
                 let (s, a) = l.accept()?;
                 let name = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_else(|| "unix".to_owned());
                 Ok((Sock::Unix(s), Peer::named(name)))
+            }
+            Listener::Memory { rx, name, .. } => {
+                let s = rx.recv().map_err(|_| io::Error::other("in-process listener closed"))?;
+                Ok((Sock::Unix(s), Peer::named(format!("memu@{name}"))))
             }
         }
     }
@@ -372,6 +394,11 @@ impl ServerHandle {
         match &self.wake {
             WakeTarget::Tcp(a) => drop(TcpStream::connect_timeout(a, Duration::from_millis(200))),
             WakeTarget::Unix(p) => drop(UnixStream::connect(p)),
+            WakeTarget::Memory(name) => {
+                if let (Some(accept), Ok((_ours, theirs))) = (rpcx_core::memu::route(name), UnixStream::pair()) {
+                    accept(theirs);
+                }
+            }
             WakeTarget::None => {}
         }
     }
