@@ -597,7 +597,12 @@ impl XClient {
             let res = slot
                 .cell
                 .get_or_init(|| async {
+                    let t0 = Instant::now();
                     let res = Client::connect(server.as_str(), self.0.client_opts.clone()).await;
+                    // The connect time is the RTT sample for latency-weighted selection
+                    // (no ICMP privileges needed); a failed dial is a failed measurement.
+                    let rtt = res.as_ref().ok().map(|_| t0.elapsed());
+                    self.state().balancer.observe_rtt(server, rtt);
                     match &res {
                         Ok(_) => self.0.hooks.iter().for_each(|h| h.conn_created(server)),
                         Err(e) => {

@@ -641,7 +641,13 @@ impl XClient {
                 }
             };
             if dial {
-                return match Client::connect(server.as_str(), self.0.client_opts.clone()) {
+                let t0 = Instant::now();
+                let dialed = Client::connect(server.as_str(), self.0.client_opts.clone());
+                // The connect time is the RTT sample for latency-weighted selection (no
+                // ICMP privileges needed); a failed dial is a failed measurement.
+                let rtt = dialed.as_ref().ok().map(|_| t0.elapsed());
+                self.state().balancer.observe_rtt(server, rtt);
+                return match dialed {
                     Ok(client) => {
                         slot.set(SlotState::Ready(client.clone()));
                         self.0.hooks.iter().for_each(|h| h.conn_created(server));

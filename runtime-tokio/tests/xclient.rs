@@ -256,3 +256,22 @@ async fn in_process_discovery_over_the_memu_transport() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn weighted_latency_uses_connect_rtt() {
+    bounded(async {
+        let a = serve(1, "tcp@127.0.0.1:0").await;
+        let b = serve(2, "tcp@127.0.0.1:0").await;
+        let d = MultiDiscovery::new([Instance::new(a.address(), ""), Instance::new(b.address(), "")]);
+        let o =
+            XClientOptions { selector: Box::new(rpcx_core::govern::WeightedLatency::default()), ..Default::default() };
+        let xc = XClient::new("Arith", Arc::new(d), o);
+        for i in 0..50 {
+            let r: Reply = xc.call("Mul", &Args { A: i, B: 2 }).await.unwrap();
+            assert_eq!(r.C, 2 * i);
+        }
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
