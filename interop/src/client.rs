@@ -1,6 +1,10 @@
 //! One blocking client facade over every runtime's `Client`, so each Rust-client check
 //! (`tests/common/mod.rs`) is written once and run with every client runtime.
 //!
+//! The smol client's driver runs on a process-wide `smol::Executor`
+//! ([`SmolExecutor`], four threads), and callers block in `smol::block_on`, as the tokio
+//! clients run on one process-wide tokio runtime.
+//!
 //! The per-runtime part is deliberately thin: [`RpcClient::send`] is each runtime's own
 //! `Client::send(CallSpec)` (what their `RequestBuilder`s end in). [`Client`] and
 //! [`Request`] on top are the runtimes' call API (`call`, `request(..).metadata(..)
@@ -14,6 +18,7 @@
 //! of hanging).
 
 use crate::Runtime;
+use crate::smol_exec::{SmolExecutor, timeout};
 use bytes::Bytes;
 use rpcx_core::codec::{self, CodecError};
 use rpcx_core::conn::{CallError, CallSpec, RemoteError};
@@ -90,6 +95,13 @@ impl From<CodecError> for CallErr {
 impl From<rpcx_tokio::Error> for CallErr {
     fn from(e: rpcx_tokio::Error) -> Self {
         let call = if let rpcx_tokio::Error::Call(c) = &e { Some(c) } else { None };
+        CallErr::of(e.to_string(), format!("{e:?}"), call, e.is_timeout())
+    }
+}
+
+impl From<rpcx_smol::Error> for CallErr {
+    fn from(e: rpcx_smol::Error) -> Self {
+        let call = if let rpcx_smol::Error::Call(c) = &e { Some(c) } else { None };
         CallErr::of(e.to_string(), format!("{e:?}"), call, e.is_timeout())
     }
 }
@@ -320,6 +332,17 @@ impl Runtime {
                 let pushes = Mutex::new(client.take_push_receiver());
                 Arc::new(StdClient { client, pushes })
             }
+            Runtime::Smol => {
+                let o = rpcx_smol::ClientOptions {
+                    serialize_type: opts.serialize_type,
+                    heartbeat_interval: opts.heartbeat_interval,
+                    spawner: smol_client_executor().spawner(),
+                    ..Default::default()
+                };
+                let client = smol::block_on(rpcx_smol::Client::connect(addr, o))?;
+                let pushes = client.take_push_receiver();
+                Arc::new(SmolClient { client, pushes })
+            }
         })
     }
 }
@@ -383,6 +406,43 @@ impl RpcClient for StdClient {
         let guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
         let rx = guard.as_ref()?;
         if wait.is_zero() { rx.try_recv().ok() } else { rx.recv_timeout(wait).ok() }
+    }
+
+    fn dropped_pushes(&self) -> u64 {
+        self.client.dropped_pushes()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.client.is_closing()
+    }
+
+    fn is_shutdown(&self) -> bool {
+        self.client.is_shutdown()
+    }
+}
+
+/// The process-wide executor the smol clients' connection drivers run on.
+fn smol_client_executor() -> &'static SmolExecutor {
+    static EX: OnceLock<SmolExecutor> = OnceLock::new();
+    EX.get_or_init(|| SmolExecutor::new("interop-smol-client", 4))
+}
+
+struct SmolClient {
+    client: rpcx_smol::Client,
+    pushes: Option<async_channel::Receiver<Message>>,
+}
+
+impl RpcClient for SmolClient {
+    fn send(&self, spec: CallSpec) -> Result<Option<Message>, CallErr> {
+        Ok(smol::block_on(self.client.send(spec))?)
+    }
+
+    fn next_push(&self, wait: Duration) -> Option<Message> {
+        let rx = self.pushes.as_ref()?;
+        if wait.is_zero() {
+            return rx.try_recv().ok();
+        }
+        smol::block_on(timeout(wait, rx.recv())).and_then(Result::ok)
     }
 
     fn dropped_pushes(&self) -> u64 {

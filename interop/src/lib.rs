@@ -6,8 +6,9 @@
 //! * [`go`]: builds the Go binaries (`go build` once per test process), starts the Go
 //!   server as a child process ([`GoServer`]) and runs the Go client scenario driver
 //!   ([`go_client`]). Every child is killed on drop and every wait is bounded.
-//! * [`RustServer`]: a Rust server on one [`Runtime`] (tokio or std), for the Go driver
-//!   and the Rust clients to talk to.
+//! * [`RustServer`]: a Rust server on one [`Runtime`] (tokio, std or smol), for the Go
+//!   driver and the Rust clients to talk to.
+//! * [`smol_exec`]: the `smol::Executor`s the `rpcx-smol` servers and clients run on.
 //! * [`client`]: one blocking facade ([`RpcClient`]) over every runtime's client, so the
 //!   Rust-client checks are written once and run with every runtime.
 //!
@@ -16,12 +17,14 @@
 pub mod client;
 pub mod go;
 pub mod services;
+pub mod smol_exec;
 
 pub use client::{CallErr, Client, ConnectOptions, Request, RpcClient};
 pub use go::{ClientRun, GoBinaries, GoServer, go_binaries, go_client};
 pub use services::{Args, HeartbeatCounter, ProtoArgs, ProtoReply, Reply, router, router_with_counter};
 
 use rpcx_core::service::Router;
+use smol_exec::SmolExecutor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +38,8 @@ pub enum Runtime {
     Tokio,
     /// `rpcx-std` (blocking sockets and threads).
     Std,
+    /// `rpcx-smol` (futures-io + async-io), its tasks on a `smol::Executor`.
+    Smol,
 }
 
 /// Run `f` on its own thread, failing the test if it takes longer than `limit`. A
@@ -77,6 +82,8 @@ enum Handle {
     /// On its own multi-thread tokio runtime.
     Tokio(tokio::runtime::Runtime, rpcx_tokio::ServerHandle),
     Std(rpcx_std::ServerHandle),
+    /// On its own `smol::Executor` (four threads).
+    Smol(SmolExecutor, rpcx_smol::ServerHandle),
 }
 
 impl Handle {
@@ -98,6 +105,14 @@ impl Handle {
             Runtime::Std => {
                 Handle::Std(rpcx_std::Server::new(router).bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
             }
+            Runtime::Smol => {
+                let ex = SmolExecutor::new("interop-smol-server", 4);
+                let bind = rpcx_smol::Server::new(router).spawner(ex.spawner()).bind(addr);
+                let handle = smol::block_on(smol_exec::timeout(Duration::from_secs(10), bind))
+                    .unwrap_or_else(|| panic!("binding {addr} timed out"))
+                    .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+                Handle::Smol(ex, handle)
+            }
         }
     }
 
@@ -105,6 +120,7 @@ impl Handle {
         match self {
             Handle::Tokio(_, h) => h.local_addr(),
             Handle::Std(h) => h.local_addr(),
+            Handle::Smol(_, h) => h.local_addr(),
         }
     }
 
@@ -113,14 +129,25 @@ impl Handle {
     fn close(self) -> bool {
         let (tx, rx) = mpsc::channel();
         let closer = move || {
-            match self {
+            let closed = match self {
                 Handle::Tokio(rt, h) => {
-                    let _ = rt.block_on(async { tokio::time::timeout(CLOSE_TIMEOUT, h.close()).await });
+                    let closed = rt.block_on(async { tokio::time::timeout(CLOSE_TIMEOUT, h.close()).await }).is_ok();
                     rt.shutdown_timeout(Duration::from_secs(2));
+                    closed
                 }
-                Handle::Std(h) => h.close(),
+                Handle::Std(h) => {
+                    h.close();
+                    true
+                }
+                Handle::Smol(ex, h) => {
+                    let closed = smol::block_on(smol_exec::timeout(CLOSE_TIMEOUT, h.close())).is_some();
+                    drop(ex);
+                    closed
+                }
+            };
+            if closed {
+                let _ = tx.send(());
             }
-            let _ = tx.send(());
         };
         // The std server's close waits for its connections without a bound: close on a
         // helper thread so a close that hangs fails the test instead of hanging it.

@@ -1,8 +1,8 @@
 //! Go client driver (`interop/go/cmd/client`) against the Rust server (`rpcx_interop::router`)
 //! on every runtime. The scenario list is written once ([`go_client_suite!`]) and
-//! instantiated per runtime: `tokio_server::json`, `std_server::json`, ... Each test
-//! starts its own server on `127.0.0.1:0` or a fresh unix socket, so tests run in
-//! parallel without clashes.
+//! instantiated per runtime: `tokio_server::json`, `std_server::json`,
+//! `smol_server::json`, ... Each test starts its own server on `127.0.0.1:0` or a fresh
+//! unix socket, so tests run in parallel without clashes.
 
 use rpcx_interop::{Runtime, RustServer, go_client};
 use std::sync::atomic::Ordering;
@@ -144,3 +144,4 @@ macro_rules! go_client_suite {
 
 go_client_suite!(tokio_server, Runtime::Tokio);
 go_client_suite!(std_server, Runtime::Std);
+go_client_suite!(smol_server, Runtime::Smol);

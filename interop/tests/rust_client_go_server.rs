@@ -3,8 +3,9 @@
 //! drop) on `127.0.0.1:0` or a fresh unix socket. The checks live in `common/mod.rs`,
 //! written once against the runtime-neutral client facade, and run unchanged against
 //! the Rust server in `rust_client_rust_server.rs`. Tests are named
-//! `<client runtime>_client::<check>` (`tokio_client::json`, `std_client::json`, ...);
-//! the raw-frame checks, which involve no client runtime, are in `raw::`.
+//! `<client runtime>_client::<check>` (`tokio_client::json`, `std_client::json`,
+//! `smol_client::json`, ...); the raw-frame checks, which involve no client runtime,
+//! are in `raw::`.
 
 mod common;
 
@@ -55,6 +56,7 @@ macro_rules! client_suite {
 
 client_suite!(tokio_client, Runtime::Tokio);
 client_suite!(std_client, Runtime::Std);
+client_suite!(smol_client, Runtime::Smol);
 
 mod raw {
     use super::*;

@@ -8,6 +8,8 @@
 //! Was a divergence (fixed, rpcx-tokio and rpcx-std): push order. The Go server writes a handler's pushes before
 //! its reply; ours could write the reply first (`push_before_reply`).
 //!
+//! Was a divergence (fixed, rpcx-smol): the same push order.
+//!
 //! Was a divergence (fixed): a negative `__ServerTimeout` was clamped to "now"
 //! (Echo.Deadline said 0); Go puts the deadline that far in the past, -50
 //! (`deadline_negative`).
@@ -103,6 +105,14 @@ pair!(tokio_server_std_client, Runtime::Tokio, Runtime::Std);
 // pushes it queued; the answer now goes behind them (runtime-std/src/server/conn.rs).
 pair!(std_server_tokio_client, Runtime::Std, Runtime::Tokio);
 pair!(std_server_std_client, Runtime::Std, Runtime::Std);
+pair!(std_server_smol_client, Runtime::Std, Runtime::Smol);
+pair!(tokio_server_smol_client, Runtime::Tokio, Runtime::Smol);
+// Was a divergence (fixed): rpcx-smol answered before the pushes its handler queued;
+// `ConnDriver::on_done` now applies queued pushes first, as rpcx-tokio does.
+pair!(smol_server_smol_client, Runtime::Smol, Runtime::Smol);
+pair!(smol_server_tokio_client, Runtime::Smol, Runtime::Tokio);
+pair!(smol_server_std_client, Runtime::Smol, Runtime::Std);
 
 raw!(tokio_server_raw, Runtime::Tokio);
 raw!(std_server_raw, Runtime::Std);
+raw!(smol_server_raw, Runtime::Smol);

@@ -585,12 +585,7 @@ impl ConnDriver {
                 Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
                 Wake::Read(Ok(n)) => self.conn.handle_input(Instant::now(), &read_buf[..n]),
                 Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
-                Wake::Push(p) => {
-                    let now = Instant::now();
-                    if let Err(e) = self.conn.push(now, p.service_path, p.service_method, p.metadata, p.payload) {
-                        tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
-                    }
-                }
+                Wake::Push(p) => self.apply_push(p),
                 Wake::Phase(p) => self.apply_phase(&mut phase, p),
                 // Yield between slices: the executor then wakes an idle worker, and on
                 // async-io an idle worker is what polls the reactor, so the peer's driver
@@ -675,7 +670,18 @@ impl ConnDriver {
         }
     }
 
+    fn apply_push(&mut self, p: PushCmd) {
+        if let Err(e) = self.conn.push(Instant::now(), p.service_path, p.service_method, p.metadata, p.payload) {
+            tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
+        }
+    }
+
     fn on_done(&mut self, id: RequestId, d: Dispatched, ctx: Context) {
+        // Pushes a handler queued before it returned go out before its response (Go
+        // writes them synchronously from the handler).
+        while let Ok(p) = self.push_rx.try_recv() {
+            self.apply_push(p);
+        }
         let mut response = d.response;
         let oneway = ctx.is_oneway();
         if !oneway {
