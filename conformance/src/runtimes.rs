@@ -29,9 +29,10 @@ fn tokio_rt() -> &'static tokio::runtime::Runtime {
     })
 }
 
-fn tokio_fail(e: rpcx_tokio::Error) -> Fail {
-    let shutdown = matches!(e, rpcx_tokio::Error::Shutdown);
-    let call = if let rpcx_tokio::Error::Call(c) = &e { Some(c) } else { None };
+/// Every runtime shares one client error type.
+fn fail(e: rpcx_core::error::Error) -> Fail {
+    let shutdown = matches!(e, rpcx_core::error::Error::Shutdown);
+    let call = if let rpcx_core::error::Error::Call(c) = &e { Some(c) } else { None };
     fail_of(call, shutdown, e.to_string())
 }
 
@@ -56,7 +57,7 @@ struct TokioClient {
 
 impl ClientCtl for TokioClient {
     fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail> {
-        tokio_rt().block_on(self.client.send(spec)).map_err(tokio_fail)
+        tokio_rt().block_on(self.client.send(spec)).map_err(fail)
     }
     fn next_push(&self, timeout: Duration) -> Option<Message> {
         let mut guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
@@ -107,12 +108,6 @@ impl ClientRt for Tokio {
 /// rpcx-std: blocking sockets and threads.
 pub struct Std;
 
-fn std_fail(e: rpcx_std::Error) -> Fail {
-    let shutdown = matches!(e, rpcx_std::Error::Shutdown);
-    let call = if let rpcx_std::Error::Call(c) = &e { Some(c) } else { None };
-    fail_of(call, shutdown, e.to_string())
-}
-
 struct StdServer(rpcx_std::ServerHandle);
 
 impl ServerCtl for StdServer {
@@ -134,7 +129,7 @@ struct StdClient {
 
 impl ClientCtl for StdClient {
     fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail> {
-        self.client.send(spec).map_err(std_fail)
+        self.client.send(spec).map_err(fail)
     }
     fn next_push(&self, timeout: Duration) -> Option<Message> {
         let guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,12 +177,6 @@ impl ClientRt for Std {
 /// rpcx-smol on its default spawner (async-global-executor), driven with `smol::block_on`.
 pub struct Smol;
 
-fn smol_fail(e: rpcx_smol::Error) -> Fail {
-    let shutdown = matches!(e, rpcx_smol::Error::Shutdown);
-    let call = if let rpcx_smol::Error::Call(c) = &e { Some(c) } else { None };
-    fail_of(call, shutdown, e.to_string())
-}
-
 struct SmolServer(rpcx_smol::ServerHandle);
 
 impl ServerCtl for SmolServer {
@@ -209,7 +198,7 @@ struct SmolClient {
 
 impl ClientCtl for SmolClient {
     fn call(&self, spec: CallSpec) -> Result<Option<Message>, Fail> {
-        smol::block_on(self.client.send(spec)).map_err(smol_fail)
+        smol::block_on(self.client.send(spec)).map_err(fail)
     }
     fn next_push(&self, timeout: Duration) -> Option<Message> {
         let rx = self.pushes.as_ref()?;

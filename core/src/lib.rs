@@ -35,6 +35,7 @@ pub mod addr;
 pub mod codec;
 pub mod compress;
 pub mod conn;
+pub mod error;
 pub mod govern;
 #[cfg(unix)]
 pub mod memu;

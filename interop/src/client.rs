@@ -92,23 +92,10 @@ impl From<CodecError> for CallErr {
     }
 }
 
-impl From<rpcx_tokio::Error> for CallErr {
-    fn from(e: rpcx_tokio::Error) -> Self {
-        let call = if let rpcx_tokio::Error::Call(c) = &e { Some(c) } else { None };
-        CallErr::of(e.to_string(), format!("{e:?}"), call, e.is_timeout())
-    }
-}
-
-impl From<rpcx_smol::Error> for CallErr {
-    fn from(e: rpcx_smol::Error) -> Self {
-        let call = if let rpcx_smol::Error::Call(c) = &e { Some(c) } else { None };
-        CallErr::of(e.to_string(), format!("{e:?}"), call, e.is_timeout())
-    }
-}
-
-impl From<rpcx_std::Error> for CallErr {
-    fn from(e: rpcx_std::Error) -> Self {
-        let call = if let rpcx_std::Error::Call(c) = &e { Some(c) } else { None };
+/// Every runtime shares one client error type (`rpcx_core::error::Error`).
+impl From<rpcx_core::error::Error> for CallErr {
+    fn from(e: rpcx_core::error::Error) -> Self {
+        let call = if let rpcx_core::error::Error::Call(c) = &e { Some(c) } else { None };
         CallErr::of(e.to_string(), format!("{e:?}"), call, e.is_timeout())
     }
 }
