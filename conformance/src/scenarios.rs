@@ -1,11 +1,13 @@
 //! The scenarios: each takes a server runtime and a client runtime.
 
-use crate::services::{Args, Reply, TOKEN, router};
+use crate::services::{Args, Reply, TOKEN, router, router_counting};
 use crate::{ClientRt, ConnOpts, Fail, ServeOpts, ServerRt, pattern, start};
 use bytes::Bytes;
 use rpcx_core::codec;
 use rpcx_core::conn::CallSpec;
 use rpcx_core::wire::{CompressType, SerializeType};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn spec(method: &str, st: SerializeType, args: &Args) -> CallSpec {
@@ -17,6 +19,15 @@ fn spec(method: &str, st: SerializeType, args: &Args) -> CallSpec {
 fn reply(msg: Option<rpcx_core::wire::Message>) -> Reply {
     let m = msg.expect("a two-way call has a response");
     codec::from_payload(m.header.serialize_type(), &m.payload).expect("decode reply")
+}
+
+/// Wait (bounded) until `started` reaches `n`.
+fn until_started(started: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while started.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "calls did not reach their handler");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Arith.Mul in JSON and MsgPack, raw bytes through Echo.Raw.
@@ -169,11 +180,12 @@ pub fn auth_pass_and_fail(s: &dyn ServerRt, c: &dyn ClientRt) {
 
 /// Graceful shutdown: calls in flight complete; afterwards calls fail.
 pub fn graceful_shutdown_with_calls_in_flight(s: &dyn ServerRt, c: &dyn ClientRt) {
-    let server = s.serve(router(false), ServeOpts::default());
+    let started = Arc::new(AtomicUsize::new(0));
+    let server = s.serve(router_counting(false, started.clone()), ServeOpts::default());
     let client = c.connect(&server.address(), ConnOpts::default());
     let calls: Vec<_> =
         (0..5).map(|_| start(&client, spec("Slow", SerializeType::MSGPACK, &Args { a: 300, b: 0 }))).collect();
-    std::thread::sleep(Duration::from_millis(100));
+    until_started(&started, 5);
     server.shutdown(Duration::from_secs(5));
     for h in calls {
         assert_eq!(reply(h.join().unwrap().expect("in-flight call completed")).c, 300);
@@ -184,10 +196,11 @@ pub fn graceful_shutdown_with_calls_in_flight(s: &dyn ServerRt, c: &dyn ClientRt
 
 /// The server dies mid-call: the pending call fails promptly with connection lost.
 pub fn server_killed_mid_call(s: &dyn ServerRt, c: &dyn ClientRt) {
-    let server = s.serve(router(false), ServeOpts::default());
+    let started = Arc::new(AtomicUsize::new(0));
+    let server = s.serve(router_counting(false, started.clone()), ServeOpts::default());
     let client = c.connect(&server.address(), ConnOpts::default());
     let h = start(&client, spec("Slow", SerializeType::MSGPACK, &Args { a: 10_000, b: 0 }));
-    std::thread::sleep(Duration::from_millis(100));
+    until_started(&started, 1);
     let t0 = Instant::now();
     server.close();
     assert_eq!(h.join().unwrap().unwrap_err(), Fail::Lost);

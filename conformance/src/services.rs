@@ -4,6 +4,7 @@ use bytes::Bytes;
 use rpcx_core::service::{Context, Router, Service};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
@@ -61,12 +62,21 @@ pub const TOKEN: &str = "conformance-secret";
 /// `Arith` (Mul, Error, Slow, Deadline), `Echo` (Raw, Meta), `Push.Me`; with `auth`,
 /// every request must carry `__AUTH = TOKEN`.
 pub fn router(auth: bool) -> Router {
+    router_counting(auth, Arc::default())
+}
+
+/// [`router`], with `started` counting `Arith.Slow` handlers that began, so a scenario
+/// can wait for its calls to be in flight rather than sleep.
+pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
     let arith = Service::new("Arith")
         .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
         .method("Error", |_c: Context, a: Args| async move { Err::<Reply, _>(format!("intentional error A={}", a.a)) })
-        .method("Slow", |_c: Context, a: Args| async move {
-            sleep(Duration::from_millis(a.a as u64)).await;
-            Ok::<_, String>(Reply { c: a.a })
+        .method("Slow", move |_c: Context, a: Args| {
+            started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                sleep(Duration::from_millis(a.a as u64)).await;
+                Ok::<_, String>(Reply { c: a.a })
+            }
         })
         .method("Deadline", |c: Context, _a: Args| async move {
             let ms = c.deadline().map(|d| d.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);

@@ -159,7 +159,8 @@ impl Server {
             }
             #[cfg(unix)]
             ServerAddr::Memory(name) => {
-                let (tx, rx) = async_channel::unbounded::<std::os::unix::net::UnixStream>();
+                // Bounded like a listen backlog: a dial beyond it is refused.
+                let (tx, rx) = async_channel::bounded::<std::os::unix::net::UnixStream>(1024);
                 let acceptor: rpcx_core::memu::Acceptor = Arc::new(move |s| tx.try_send(s).is_ok());
                 let reg = rpcx_core::memu::register(name, acceptor)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("memu@{name} is bound")))?;

@@ -431,7 +431,7 @@ impl XClient {
                 Action::Wait { until } => match running.next(until).await {
                     Some((id, ended)) => {
                         let now = Instant::now();
-                        let o = outcome_of(&ended.result);
+                        let o = Outcome::of(&ended.result);
                         self.after_attempt(now, &ended, o);
                         results.insert(id, ended);
                         plan.on_result(now, AttemptId(id), o);
@@ -500,7 +500,7 @@ impl XClient {
                 GatherStep::Wait { until } => {
                     if let Some((i, ended)) = running.next(Some(until)).await {
                         let now = Instant::now();
-                        let o = outcome_of(&ended.result);
+                        let o = Outcome::of(&ended.result);
                         self.after_attempt(now, &ended, o);
                         g.on_result(now, i as usize, o, ended.result);
                     }
@@ -647,20 +647,6 @@ fn copy_dial_error(e: &Error) -> Error {
         Error::Tls(s) => Error::Tls(s.clone()),
         Error::Shutdown => Error::Shutdown,
         other => Error::Connect(std::io::Error::other(other.to_string())),
-    }
-}
-
-/// How an attempt's result counts for the plan (the table is the core's). Replies are
-/// decoded after the plan ends, so a reply that cannot be decoded is final (as Go's
-/// `ServiceError`): it is never retried.
-fn outcome_of(r: &RawResult) -> Outcome {
-    match r {
-        Ok(_) => Outcome::Ok,
-        Err(Error::Call(e)) => Outcome::from_call_error(e),
-        Err(Error::Rejected(e)) => Outcome::from_rejected(e),
-        Err(Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Addr(_)) => Outcome::Dial,
-        Err(Error::Shutdown) => Outcome::Transport,
-        Err(_) => Outcome::Invalid,
     }
 }
 

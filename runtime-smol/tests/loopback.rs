@@ -9,6 +9,7 @@ use rpcx_smol::service::{Context, Router, Service};
 use rpcx_smol::{Client, ClientOptions, Error, Server, ServerHandle, Spawner};
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 #[allow(non_snake_case)]
@@ -25,12 +26,21 @@ struct Reply {
 }
 
 fn router() -> Router {
+    router_counting(Arc::default())
+}
+
+/// The test router; `started` counts `Slow` handlers that began, so a test can wait for
+/// its calls to be in flight instead of sleeping and hoping.
+fn router_counting(started: Arc<AtomicUsize>) -> Router {
     Router::new().service(
         Service::new("Arith")
             .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
-            .method("Slow", |_c: Context, a: Args| async move {
-                Timer::after(Duration::from_millis(a.A as u64)).await;
-                Ok::<_, String>(Reply { C: a.A })
+            .method("Slow", move |_c: Context, a: Args| {
+                started.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Timer::after(Duration::from_millis(a.A as u64)).await;
+                    Ok::<_, String>(Reply { C: a.A })
+                }
             })
             .raw_method("Echo", |_c: Context, p: bytes::Bytes| async move { Ok::<_, String>(p) })
             .method("Push", |c: Context, a: Args| async move {
@@ -40,6 +50,15 @@ fn router() -> Router {
                 Ok::<_, String>(Reply { C: a.A })
             }),
     )
+}
+
+/// Wait (bounded) until `started` reaches `n`.
+async fn until_started(started: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while started.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "calls did not reach their handler");
+        Timer::after(Duration::from_millis(2)).await;
+    }
 }
 
 /// The executor a scenario runs on: how to spawn, and its name.
@@ -264,14 +283,15 @@ mod scenarios {
     }
 
     pub(super) async fn graceful_shutdown_lets_in_flight_calls_complete_and_refuses_new_ones(rt: Rt) {
-        let server = rt.start(router()).await;
+        let started = Arc::new(AtomicUsize::new(0));
+        let server = rt.start(router_counting(started.clone())).await;
         let addr = server.address().to_owned();
         let client = Client::connect(&addr, rt.client_opts()).await.unwrap();
         let mut pending = Vec::new();
         for _ in 0..10 {
             pending.push(client.go::<_, Reply>("Arith", "Slow", &Args { A: 300, B: 0 }).await.unwrap());
         }
-        Timer::after(Duration::from_millis(50)).await;
+        until_started(&started, 10).await;
         let shutdown = rt.spawn(server.shutdown(Duration::from_secs(5)));
         for p in pending {
             assert_eq!(p.await.unwrap().C, 300, "in-flight call completed during shutdown");
@@ -283,10 +303,11 @@ mod scenarios {
     }
 
     pub(super) async fn server_killed_mid_call_fails_pending_calls_promptly(rt: Rt) {
-        let server = rt.start(router()).await;
+        let started = Arc::new(AtomicUsize::new(0));
+        let server = rt.start(router_counting(started.clone())).await;
         let client = Client::connect(server.address(), rt.client_opts()).await.unwrap();
         let pending = client.go::<_, Reply>("Arith", "Slow", &Args { A: 10_000, B: 0 }).await.unwrap();
-        Timer::after(Duration::from_millis(50)).await;
+        until_started(&started, 1).await;
         let t0 = Instant::now();
         server.close().await;
         let err = pending.await.unwrap_err();

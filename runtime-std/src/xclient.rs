@@ -701,20 +701,6 @@ fn copy_dial_error(e: &Error) -> Error {
     }
 }
 
-/// How an attempt's error counts for the plan (the table is the core's). `codec` is
-/// what a codec error means here: the reply could not be decoded (`Remote`, as Go's
-/// `ServiceError`) or the arguments could not be encoded (`Invalid`).
-fn outcome_of(err: &Error, codec: Outcome) -> Outcome {
-    match err {
-        Error::Call(e) => Outcome::from_call_error(e),
-        Error::Rejected(e) => Outcome::from_rejected(e),
-        Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Addr(_) => Outcome::Dial,
-        Error::Shutdown => Outcome::Transport,
-        Error::Codec(_) => codec,
-        _ => Outcome::Invalid,
-    }
-}
-
 fn decode_raw<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     let msg = msg.ok_or(Error::Shutdown)?;
     let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
@@ -739,7 +725,7 @@ impl<R> Started<R> {
     fn done(result: CallResult<R>, codec: Outcome) -> Self {
         let outcome = match &result {
             Ok(_) => Outcome::Ok,
-            Err(e) => outcome_of(e, codec),
+            Err(e) => Outcome::from_error(e, codec),
         };
         Started::Done(result, outcome)
     }
@@ -843,7 +829,7 @@ impl<'a, R: DeserializeOwned> Attempts<'a, R> {
                 self.ended.push_back(Ended { id, server, slot: Some(slot), outcome, result })
             }
             Err(e) => {
-                let outcome = outcome_of(&e, Outcome::Invalid);
+                let outcome = Outcome::from_error(&e, Outcome::Invalid);
                 self.ended.push_back(Ended { id, server, slot: Some(slot), outcome, result: Err(e) });
             }
         }
@@ -857,7 +843,7 @@ impl<'a, R: DeserializeOwned> Attempts<'a, R> {
                 match result {
                     Ok((slot, client)) => self.begin(id, server, slot, client),
                     Err(e) => {
-                        let outcome = outcome_of(&e, Outcome::Invalid);
+                        let outcome = Outcome::from_error(&e, Outcome::Invalid);
                         self.ended.push_back(Ended { id, server, slot: None, outcome, result: Err(e) });
                     }
                 }
@@ -866,7 +852,7 @@ impl<'a, R: DeserializeOwned> Attempts<'a, R> {
                 let Some(pos) = self.threads.iter().position(|t| t.0 == id) else { return };
                 let (id, server, slot) = self.threads.remove(pos);
                 let result = result.and_then(self.decode);
-                let outcome = result.as_ref().err().map_or(Outcome::Ok, |e| outcome_of(e, Outcome::Remote));
+                let outcome = result.as_ref().err().map_or(Outcome::Ok, |e| Outcome::from_error(e, Outcome::Remote));
                 self.ended.push_back(Ended { id, server, slot: Some(slot), outcome, result });
             }
         }
@@ -874,7 +860,7 @@ impl<'a, R: DeserializeOwned> Attempts<'a, R> {
 
     fn finish(r: Running<R>) -> Ended<R> {
         let result = r.call.wait_with_metadata();
-        let outcome = result.as_ref().err().map_or(Outcome::Ok, |e| outcome_of(e, Outcome::Remote));
+        let outcome = result.as_ref().err().map_or(Outcome::Ok, |e| Outcome::from_error(e, Outcome::Remote));
         Ended { id: r.id, server: r.server, slot: Some(r.slot), outcome, result }
     }
 

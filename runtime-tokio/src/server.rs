@@ -140,8 +140,9 @@ impl Server {
                 (Listener::Unix(UnixListener::bind(p)?), None, parsed.to_string())
             }
             ServerAddr::Memory(name) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let acceptor: rpcx_core::memu::Acceptor = Arc::new(move |s| tx.send(s).is_ok());
+                // Bounded like a listen backlog: a dial beyond it is refused.
+                let (tx, rx) = mpsc::channel(MEMU_BACKLOG);
+                let acceptor: rpcx_core::memu::Acceptor = Arc::new(move |s| tx.try_send(s).is_ok());
                 let reg = rpcx_core::memu::register(name, acceptor)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("memu@{name} is bound")))?;
                 (Listener::Memory { rx, _registration: reg, name: parsed.to_string() }, None, parsed.to_string())
@@ -152,6 +153,9 @@ impl Server {
         Ok(ServerHandle { address, local_addr, ctl: ctl_tx, done })
     }
 }
+
+/// In-process connections waiting to be accepted, at most (like a listen backlog).
+const MEMU_BACKLOG: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -166,7 +170,7 @@ enum Listener {
     /// In-process (`memu@name`): connections arrive on a channel; the registration frees
     /// the name when the listener is dropped.
     Memory {
-        rx: mpsc::UnboundedReceiver<std::os::unix::net::UnixStream>,
+        rx: mpsc::Receiver<std::os::unix::net::UnixStream>,
         _registration: rpcx_core::memu::Registration,
         name: String,
     },

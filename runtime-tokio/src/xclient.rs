@@ -341,7 +341,7 @@ impl XClient {
                     if let Some((id, server, res)) = got {
                         running.remove(&id);
                         let now = Instant::now();
-                        let o = outcome_of(&res);
+                        let o = Outcome::of(&res);
                         self.after_attempt(now, &server, o);
                         results.insert(id, (server, res));
                         plan.on_result(now, rpcx_core::govern::AttemptId(id), o);
@@ -414,7 +414,7 @@ impl XClient {
                 GatherStep::Wait { until } => {
                     if let Ok(Some((i, server, res))) = tokio::time::timeout_at(until.into(), rx.recv()).await {
                         let now = Instant::now();
-                        let o = outcome_of(&res);
+                        let o = Outcome::of(&res);
                         self.after_attempt(now, &server, o);
                         g.on_result(now, i, o, res);
                     }
@@ -538,18 +538,5 @@ impl XClient {
     async fn attempt(&self, server: &ServerKey, spec: CallSpec) -> Result<Option<Message>, Error> {
         let client = self.client_for(server).await?;
         client.send(spec).await
-    }
-}
-
-/// How an attempt's result counts for the plan (the table is the core's).
-fn outcome_of(r: &Result<Option<Message>, Error>) -> Outcome {
-    match r {
-        Ok(_) => Outcome::Ok,
-        Err(Error::Call(e)) => Outcome::from_call_error(e),
-        Err(Error::Rejected(e)) => Outcome::from_rejected(e),
-        Err(Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Addr(_)) => Outcome::Dial,
-        Err(Error::Shutdown) => Outcome::Transport,
-        Err(Error::Codec(_)) => Outcome::Invalid,
-        Err(_) => Outcome::Invalid,
     }
 }

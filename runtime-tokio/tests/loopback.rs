@@ -3,6 +3,7 @@
 use rpcx_tokio::service::{Context, Router, Service};
 use rpcx_tokio::{Client, ClientOptions, Error, Server, ServerHandle};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,12 +21,21 @@ struct Reply {
 }
 
 fn router() -> Router {
+    router_counting(Arc::default())
+}
+
+/// The test router; `started` counts `Slow` handlers that began, so a test can wait for
+/// its calls to be in flight instead of sleeping and hoping.
+fn router_counting(started: Arc<AtomicUsize>) -> Router {
     Router::new().service(
         Service::new("Arith")
             .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
-            .method("Slow", |_c: Context, a: Args| async move {
-                tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
-                Ok::<_, String>(Reply { C: a.A })
+            .method("Slow", move |_c: Context, a: Args| {
+                started.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
+                    Ok::<_, String>(Reply { C: a.A })
+                }
             })
             .method("Push", |c: Context, a: Args| async move {
                 for i in 0..a.A {
@@ -38,6 +48,15 @@ fn router() -> Router {
 
 async fn start(router: Router) -> ServerHandle {
     Server::new(router).bind("tcp@127.0.0.1:0").await.unwrap()
+}
+
+/// Wait (bounded) until `started` reaches `n`.
+async fn until_started(started: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while started.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "calls did not reach their handler");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 /// Bound every test body in time: nothing may hang.
@@ -124,14 +143,15 @@ async fn tls_round_trip_with_a_generated_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_in_flight_calls_complete_and_refuses_new_ones() {
     bounded(async {
-        let server = start(router()).await;
+        let started = Arc::new(AtomicUsize::new(0));
+        let server = start(router_counting(started.clone())).await;
         let addr = server.address().to_owned();
         let client = Client::connect(&addr, ClientOptions::default()).await.unwrap();
         let mut pending = Vec::new();
         for _ in 0..10 {
             pending.push(client.go::<_, Reply>("Arith", "Slow", &Args { A: 300, B: 0 }).await.unwrap());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        until_started(&started, 10).await;
         let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(5)));
         for p in pending {
             assert_eq!(p.await.unwrap().C, 300, "in-flight call completed during shutdown");
@@ -147,17 +167,21 @@ async fn graceful_shutdown_lets_in_flight_calls_complete_and_refuses_new_ones() 
 #[tokio::test]
 async fn server_killed_mid_call_fails_pending_calls_promptly() {
     bounded(async {
-        let server = start(router()).await;
+        let started = Arc::new(AtomicUsize::new(0));
+        let server = start(router_counting(started.clone())).await;
         let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
         let pending = client.go::<_, Reply>("Arith", "Slow", &Args { A: 10_000, B: 0 }).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        until_started(&started, 1).await;
         let t0 = Instant::now();
         server.close().await;
         let err = pending.await.unwrap_err();
         assert!(matches!(err, Error::Call(rpcx_core::conn::CallError::ConnectionLost(_))), "{err:?}");
         assert!(t0.elapsed() < Duration::from_secs(2));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(client.is_shutdown());
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !client.is_shutdown() {
+            assert!(Instant::now() < deadline, "the client noticed the connection ended");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     })
     .await;
 }

@@ -97,6 +97,27 @@ impl Outcome {
             CallRejected::TooLarge(_) | CallRejected::UnsupportedCompressor(_) => Outcome::Invalid,
         }
     }
+
+    /// Classify a runtime client error (one attempt of an XClient call). `codec` is what
+    /// a codec error means where it happened: a reply that could not be decoded is
+    /// `Remote` (final, as Go's `ServiceError`), arguments that could not be encoded are
+    /// `Invalid`. Every runtime uses this one table.
+    pub fn from_error(err: &crate::error::Error, codec: Outcome) -> Self {
+        use crate::error::Error;
+        match err {
+            Error::Call(e) => Outcome::from_call_error(e),
+            Error::Rejected(e) => Outcome::from_rejected(e),
+            Error::Connect(_) | Error::ConnectTimeout | Error::Tls(_) | Error::Addr(_) => Outcome::Dial,
+            Error::Shutdown => Outcome::Transport,
+            Error::Codec(_) => codec,
+            _ => Outcome::Invalid,
+        }
+    }
+
+    /// Classify an attempt's result (`Ok` for success); codec errors count as `Invalid`.
+    pub fn of<T>(result: &Result<T, crate::error::Error>) -> Self {
+        result.as_ref().err().map_or(Outcome::Ok, |e| Outcome::from_error(e, Outcome::Invalid))
+    }
 }
 
 impl From<&CallError> for Outcome {
@@ -108,5 +129,31 @@ impl From<&CallError> for Outcome {
 impl From<&CallRejected> for Outcome {
     fn from(err: &CallRejected) -> Self {
         Outcome::from_rejected(err)
+    }
+}
+
+#[cfg(test)]
+mod runtime_error_tests {
+    use super::Outcome;
+    use crate::conn::{CallError, CallRejected, LostReason};
+    use crate::error::Error;
+
+    #[test]
+    fn runtime_errors_classify_once_for_every_runtime() {
+        let refused = || Error::Connect(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(Outcome::from_error(&refused(), Outcome::Invalid), Outcome::Dial);
+        assert_eq!(Outcome::from_error(&Error::ConnectTimeout, Outcome::Invalid), Outcome::Dial);
+        assert_eq!(Outcome::from_error(&Error::Shutdown, Outcome::Invalid), Outcome::Transport);
+        let lost = Error::Call(CallError::ConnectionLost(LostReason::PeerClosed));
+        assert_eq!(Outcome::from_error(&lost, Outcome::Invalid), Outcome::Transport);
+        assert_eq!(Outcome::from_error(&Error::Call(CallError::TimedOut), Outcome::Invalid), Outcome::TimedOut);
+        assert_eq!(
+            Outcome::from_error(&Error::Rejected(CallRejected::Blocked), Outcome::Invalid),
+            Outcome::Unavailable
+        );
+        let codec = Error::Codec(crate::codec::CodecError::RawNeedsBytes);
+        assert_eq!(Outcome::from_error(&codec, Outcome::Remote), Outcome::Remote);
+        assert_eq!(Outcome::of::<()>(&Ok(())), Outcome::Ok);
+        assert_eq!(Outcome::of::<()>(&Err(refused())), Outcome::Dial);
     }
 }

@@ -171,10 +171,9 @@ impl Server {
                 (Listener::Unix(UnixListener::bind(p)?, p.clone()), None, parsed.to_string())
             }
             ServerAddr::Memory(name) => {
-                let (tx, rx) = mpsc::channel::<UnixStream>();
-                let tx = Mutex::new(tx);
-                let acceptor: rpcx_core::memu::Acceptor =
-                    Arc::new(move |s| tx.lock().unwrap_or_else(|p| p.into_inner()).send(s).is_ok());
+                // Bounded like a listen backlog: a dial beyond it is refused.
+                let (tx, rx) = mpsc::sync_channel::<UnixStream>(1024);
+                let acceptor: rpcx_core::memu::Acceptor = Arc::new(move |s| tx.try_send(s).is_ok());
                 let reg = rpcx_core::memu::register(name, acceptor)
                     .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, format!("memu@{name} is bound")))?;
                 (Listener::Memory { rx, _registration: reg, name: name.clone() }, None, parsed.to_string())
