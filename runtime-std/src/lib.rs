@@ -86,6 +86,7 @@
 #![allow(clippy::result_large_err)]
 
 mod client;
+mod engine;
 mod error;
 mod executor;
 mod reply;

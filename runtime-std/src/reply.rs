@@ -50,8 +50,8 @@ pub(crate) fn pair<T>() -> (ReplyTx<T>, ReplyRx<T>) {
 /// Callers whose replies are in place and who still have to be woken.
 pub(crate) struct Wakes<T>(Vec<Arc<Slot<T>>>);
 
-impl<T> Wakes<T> {
-    pub(crate) fn new() -> Self {
+impl<T> Default for Wakes<T> {
+    fn default() -> Self {
         Self(Vec::new())
     }
 }
@@ -116,9 +116,9 @@ impl<T> ReplyTx<T> {
         self.slot.seq.store(seq, Ordering::Release);
     }
 
-    /// Whether the caller has gone away (dropped its receiver).
-    pub(crate) fn is_abandoned(&self) -> bool {
-        Arc::strong_count(&self.slot) == 1
+    /// Whether `rx` is this sender's receiver.
+    pub(crate) fn is_for(&self, rx: &ReplyRx<T>) -> bool {
+        Arc::ptr_eq(&self.slot, &rx.slot)
     }
 
     /// Put the value in place; returns whether the caller sleeps and needs a notify.
@@ -234,16 +234,16 @@ mod tests {
     }
 
     #[test]
-    fn complete_wakes_the_waiter_and_abandonment_is_visible() {
+    fn complete_wakes_the_waiter_and_a_sender_knows_its_receiver() {
         let (tx, rx) = pair::<u32>();
-        assert!(!tx.is_abandoned());
+        assert!(tx.is_for(&rx));
         assert_eq!(rx.wait_timeout(Duration::from_millis(10)), None);
         let t = std::thread::spawn(move || rx.wait());
         tx.complete(5);
         assert_eq!(t.join().unwrap(), 5);
-        let (tx, rx) = pair::<u32>();
-        drop(rx);
-        assert!(tx.is_abandoned());
+        let (tx, _rx) = pair::<u32>();
+        let (_, other) = pair::<u32>();
+        assert!(!tx.is_for(&other));
     }
 
     #[test]
@@ -263,7 +263,7 @@ mod tests {
         for _ in 0..50 {
             started_rx.recv().unwrap();
         }
-        let mut wakes = Wakes::new();
+        let mut wakes = Wakes::default();
         for (i, tx) in senders.into_iter().enumerate() {
             tx.complete_later(i as u32 * 2, &mut wakes);
         }

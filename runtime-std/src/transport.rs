@@ -1,28 +1,19 @@
-//! Transports (TCP, unix sockets, TLS over TCP) and the two halves every connection
-//! uses: a reader thread that moves raw bytes to the driver, and a [`Link`] the driver
-//! owns to decrypt input and write output.
+//! Transports: TCP, unix sockets and TLS over TCP, dialled with a timeout, and the
+//! socket operations the [engine](crate::engine) uses (blocking reads, non-blocking and
+//! sliced blocking writes).
 
 use crate::{ClientOptions, Error};
 use rpcx_core::addr::ServerAddr;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Size of one read buffer.
-const READ_BUF_LEN: usize = 64 << 10;
-/// Read buffers per connection: the reader can fill one while the driver works on the
-/// other; with both in use it stops reading, so TCP pushes back on the peer.
-const READ_BUFFERS: usize = 2;
-/// A blocked write gives the driver control back this often (`SO_SNDTIMEO`), so call
-/// deadlines, write timeouts and shutdown are honoured while the peer is not reading.
-pub(crate) const WRITE_SLICE: Duration = Duration::from_millis(50);
+/// A blocked write gives control back this often (`SO_SNDTIMEO`), so call deadlines,
+/// write timeouts and shutdown are honoured while the peer is not reading.
+const WRITE_SLICE: Duration = Duration::from_millis(50);
 /// Slice of the TLS handshake's blocking reads and writes.
 const HANDSHAKE_SLICE: Duration = Duration::from_millis(100);
-/// Stack of reader threads: they only read and hand buffers over.
-const READER_STACK: usize = 128 << 10;
 
 /// A connected socket.
 #[derive(Debug)]
@@ -32,18 +23,55 @@ pub(crate) enum Sock {
 }
 
 impl Sock {
-    pub(crate) fn try_clone(&self) -> io::Result<Sock> {
-        Ok(match self {
-            Sock::Tcp(s) => Sock::Tcp(s.try_clone()?),
-            Sock::Unix(s) => Sock::Unix(s.try_clone()?),
-        })
-    }
-
     pub(crate) fn shutdown(&self, how: Shutdown) {
         let _ = match self {
             Sock::Tcp(s) => s.shutdown(how),
             Sock::Unix(s) => s.shutdown(how),
         };
+    }
+
+    /// No read timeout (the reader blocks until data, EOF, or shutdown); blocking writes
+    /// give control back every [`WRITE_SLICE`].
+    pub(crate) fn set_write_slice(&self) -> io::Result<()> {
+        self.set_timeouts(None, Some(WRITE_SLICE))
+    }
+
+    /// Read from a shared reference (the reader thread's side).
+    pub(crate) fn read_ref(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).read(buf),
+            Sock::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    /// Write what the socket takes now without waiting (`MSG_DONTWAIT`): the bytes
+    /// written, possibly 0 when the send buffer is full.
+    pub(crate) fn send_nowait(&self, buf: &[u8]) -> Result<usize, String> {
+        let sock = match self {
+            Sock::Tcp(s) => socket2::SockRef::from(s),
+            Sock::Unix(s) => socket2::SockRef::from(s),
+        };
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        let mut off = 0;
+        while off < buf.len() {
+            match sock.send_with_flags(&buf[off..], flags) {
+                Ok(0) => return Err("socket write returned zero".into()),
+                Ok(n) => off += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(off)
+    }
+
+    /// One blocking write (returns `WouldBlock`/`TimedOut` after a [`WRITE_SLICE`]
+    /// without room).
+    pub(crate) fn write_blocking(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => (&*s).write(buf),
+            Sock::Unix(s) => (&*s).write(buf),
+        }
     }
 
     fn set_timeouts(&self, read: Option<Duration>, write: Option<Duration>) -> io::Result<()> {
@@ -91,8 +119,11 @@ pub(crate) fn tune_tcp(s: &TcpStream, keepalive: Option<Duration>) {
     }
 }
 
+/// A dialled connection: the socket and, for TLS, the handshaken session.
+pub(crate) type Dialed = (Sock, Option<rustls::Connection>);
+
 /// Dial `addr` within the connect timeout (TCP connect and TLS handshake together).
-pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Link, Error> {
+pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Error> {
     let deadline = Instant::now() + opts.connect_timeout;
     match addr {
         ServerAddr::Tcp(a) => {
@@ -114,11 +145,11 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Link, Erro
                     Some(conn)
                 }
             };
-            Link::new(sock, tls).map_err(Error::Connect)
+            Ok((sock, tls))
         }
         ServerAddr::Unix(p) => {
             let s = UnixStream::connect(p).map_err(Error::Connect)?;
-            Link::new(Sock::Unix(s), None).map_err(Error::Connect)
+            Ok((Sock::Unix(s), None))
         }
         ServerAddr::Memory(name) => {
             // In-process: a socket pair, one end handed to the server bound to the name.
@@ -133,7 +164,7 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Link, Erro
             if !accept(theirs) {
                 return Err(refused());
             }
-            Link::new(Sock::Unix(ours), None).map_err(Error::Connect)
+            Ok((Sock::Unix(ours), None))
         }
     }
 }
@@ -187,201 +218,4 @@ pub(crate) fn handshake(
         }
     }
     Ok(())
-}
-
-/// What the reader thread hands the driver.
-#[derive(Debug)]
-pub(crate) enum Input {
-    /// `buf[..n]` was read; give `buf` back through the credit channel.
-    Data(Vec<u8>, usize),
-    /// The peer closed its side.
-    Eof,
-    /// The read failed.
-    Failed(String),
-}
-
-/// The driver's side of a connection: the socket it writes to, the optional TLS state,
-/// and the channel that gives read buffers back to the reader thread.
-pub(crate) struct Link {
-    sock: Sock,
-    tls: Option<rustls::Connection>,
-    plain: Vec<u8>,
-    credits: Option<mpsc::Sender<Vec<u8>>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Link {
-    /// Wrap a connected (and, for TLS, handshaken) socket; sets the write slice.
-    pub(crate) fn new(sock: Sock, tls: Option<rustls::Connection>) -> io::Result<Link> {
-        sock.set_timeouts(None, Some(WRITE_SLICE))?;
-        Ok(Link { sock, tls, plain: Vec::new(), credits: None, reader: None })
-    }
-
-    /// Start the reader thread. `deliver` puts an [`Input`] on the driver's channel and
-    /// returns false once the driver is gone. The reader owns at most
-    /// [`READ_BUFFERS`] buffers; it gets them back through [`Link::recycle`].
-    pub(crate) fn spawn_reader<F>(&mut self, name: &str, deliver: F) -> io::Result<()>
-    where
-        F: Fn(Input) -> bool + Send + 'static,
-    {
-        let mut sock = self.sock.try_clone()?;
-        let (credit_tx, credit_rx) = mpsc::channel::<Vec<u8>>();
-        let reader = thread::Builder::new().name(name.into()).stack_size(READER_STACK).spawn(move || {
-            let mut created = 0;
-            loop {
-                let mut buf = match credit_rx.try_recv() {
-                    Ok(b) => b,
-                    Err(mpsc::TryRecvError::Empty) if created < READ_BUFFERS => {
-                        created += 1;
-                        vec![0; READ_BUF_LEN]
-                    }
-                    Err(mpsc::TryRecvError::Empty) => match credit_rx.recv() {
-                        Ok(b) => b,
-                        Err(_) => return,
-                    },
-                    Err(mpsc::TryRecvError::Disconnected) => return,
-                };
-                let input = loop {
-                    match sock.read(&mut buf) {
-                        Ok(0) => break Input::Eof,
-                        Ok(n) => break Input::Data(buf, n),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Input::Failed(e.to_string()),
-                    }
-                };
-                let last = !matches!(input, Input::Data(..));
-                if !deliver(input) || last {
-                    return;
-                }
-            }
-        })?;
-        self.credits = Some(credit_tx);
-        self.reader = Some(reader);
-        Ok(())
-    }
-
-    /// Give a read buffer back to the reader thread.
-    pub(crate) fn recycle(&self, buf: Vec<u8>) {
-        if let Some(c) = &self.credits {
-            let _ = c.send(buf);
-        }
-    }
-
-    /// Plaintext of raw bytes from the reader: the bytes themselves, or what TLS
-    /// decrypts from them (possibly nothing yet). An empty `raw` processes what the TLS
-    /// state already holds (bytes read along with the handshake). `Err` is a TLS
-    /// failure: abort the connection.
-    pub(crate) fn decode<'a>(&'a mut self, raw: &'a [u8]) -> Result<&'a [u8], String> {
-        let Some(tls) = &mut self.tls else { return Ok(raw) };
-        self.plain.clear();
-        let mut rd = raw;
-        loop {
-            if !rd.is_empty() {
-                match tls.read_tls(&mut rd) {
-                    Ok(0) => rd = &[], // close_notify: nothing more is read; the TCP EOF follows
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Other => {} // plaintext buffer full: drain below
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            if let Err(e) = tls.process_new_packets() {
-                let _ = tls.write_tls(&mut self.sock); // the alert, best effort
-                return Err(e.to_string());
-            }
-            let mut chunk = [0u8; 16 << 10];
-            loop {
-                match tls.reader().read(&mut chunk) {
-                    Ok(0) => break,
-                    Ok(n) => self.plain.extend_from_slice(&chunk[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            if rd.is_empty() {
-                break;
-            }
-        }
-        // Post-handshake messages may ask for an answer (key update).
-        while tls.wants_write() {
-            if let Err(e) = tls.write_tls(&mut self.sock) {
-                if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
-                    return Err(e.to_string());
-                }
-            }
-        }
-        Ok(&self.plain)
-    }
-
-    /// Write all of `buf` (encrypting it under TLS). Whenever the socket takes nothing
-    /// for a [`WRITE_SLICE`], `stalled(now, time since the last progress)` runs; an
-    /// `Err` from it abandons the write.
-    pub(crate) fn write_all(
-        &mut self,
-        buf: &[u8],
-        mut stalled: impl FnMut(Instant, Duration) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let mut progress_at = Instant::now();
-        let mut on_err = |e: io::Error, progress_at: Instant| -> Result<(), String> {
-            match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => {
-                    let now = Instant::now();
-                    stalled(now, now.saturating_duration_since(progress_at))
-                }
-                io::ErrorKind::Interrupted => Ok(()),
-                _ => Err(e.to_string()),
-            }
-        };
-        match &mut self.tls {
-            None => {
-                let mut off = 0;
-                while off < buf.len() {
-                    match self.sock.write(&buf[off..]) {
-                        Ok(0) => return Err("socket write returned zero".into()),
-                        Ok(n) => {
-                            off += n;
-                            progress_at = Instant::now();
-                        }
-                        Err(e) => on_err(e, progress_at)?,
-                    }
-                }
-            }
-            Some(tls) => {
-                let mut off = 0;
-                while off < buf.len() || tls.wants_write() {
-                    if off < buf.len() {
-                        off += tls.writer().write(&buf[off..]).map_err(|e| e.to_string())?;
-                    }
-                    while tls.wants_write() {
-                        match tls.write_tls(&mut self.sock) {
-                            Ok(0) => return Err("socket write returned zero".into()),
-                            Ok(_) => progress_at = Instant::now(),
-                            Err(e) => on_err(e, progress_at)?,
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// End the connection: a TLS close_notify when `clean`, then shut the socket
-    /// (which also wakes the reader thread) and wait for the reader to finish.
-    pub(crate) fn close(&mut self, clean: bool) {
-        if let (true, Some(tls)) = (clean, &mut self.tls) {
-            tls.send_close_notify();
-            // Best effort: give up at the first stalled slice.
-            let _ = self.write_all(&[], |_, _| Err(String::new()));
-        }
-        self.sock.shutdown(Shutdown::Write);
-        self.sock.shutdown(Shutdown::Read);
-        self.credits = None;
-    }
-
-    /// Wait for the reader thread to exit (after [`close`](Self::close) and after the
-    /// driver's channel receiver is gone, so it cannot block on either).
-    pub(crate) fn join_reader(&mut self) {
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
 }

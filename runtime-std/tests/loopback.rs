@@ -633,3 +633,106 @@ fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
         server.close();
     });
 }
+
+#[test]
+fn a_server_at_max_in_flight_stops_reading_and_resumes_when_handlers_finish() {
+    bounded(|| {
+        let started = Arc::new(AtomicUsize::new(0));
+        let server = Server::new(router_counting(started.clone())).max_in_flight(2).bind("tcp@127.0.0.1:0").unwrap();
+        let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
+        let calls: Vec<_> =
+            (0..20).map(|i| client.go::<_, Reply>("Arith", "Slow", &Args { A: 20 + i, B: 0 }).unwrap()).collect();
+        // Only two handlers may run at once: the server reads the rest as they finish.
+        eventually(Duration::from_secs(2), "two handlers started", || started.load(Ordering::SeqCst) >= 2);
+        thread::sleep(Duration::from_millis(10));
+        assert!(started.load(Ordering::SeqCst) <= 2, "more than max_in_flight handlers ran at once");
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.wait().unwrap().C, 20 + i as i64);
+        }
+        assert_eq!(started.load(Ordering::SeqCst), 20);
+        server.close();
+    });
+}
+
+#[test]
+fn a_server_at_max_in_flight_pushes_back_on_the_sender() {
+    bounded(|| {
+        let server = Server::new(router()).max_in_flight(1).bind("tcp@127.0.0.1:0").unwrap();
+        // A raw client: one slow call takes the only slot, then it floods requests. The
+        // server must stop reading (so TCP fills up and the sender blocks) rather than
+        // buffer everything the peer sends.
+        let frame = |method: &'static str, a: i64| {
+            let mut msg = rpcx_std::Message::request(rpcx_std::SerializeType::JSON, 0, "Arith", method);
+            msg.payload = format!("{{\"A\":{a},\"B\":1}}").into_bytes().into();
+            let mut frame = Vec::new();
+            msg.encode(&Default::default(), &mut frame).unwrap();
+            frame
+        };
+        let mut raw = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+        raw.write_all(&frame("Slow", 3000)).unwrap();
+        let mut flood = Vec::new();
+        while flood.len() < 1 << 20 {
+            flood.extend_from_slice(&frame("Mul", 7));
+        }
+        raw.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+        let mut sent = 0usize;
+        let limit = 64usize << 20;
+        while sent < limit {
+            match raw.write(&flood) {
+                Ok(n) => sent += n,
+                Err(_) => break, // the write timed out: the server pushes back
+            }
+        }
+        assert!(sent < limit, "the server kept reading {sent} bytes while at its in-flight limit");
+        drop(raw);
+        server.close();
+    });
+}
+
+#[test]
+fn pushes_from_a_handler_that_waits_arrive_before_its_reply() {
+    bounded(|| {
+        let router =
+            Router::new().service(Service::new("Arith").method("PushLater", |c: Context, a: Args| async move {
+                for i in 0..a.A {
+                    sleep(Duration::from_millis(2)).await;
+                    c.pusher().push("P", "N", Default::default(), format!("push-{i}")).map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(Reply { C: a.A })
+            }));
+        let server = start(router);
+        let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
+        let rx = client.take_push_receiver().unwrap();
+        let r: Reply = client.call("Arith", "PushLater", &Args { A: 5, B: 0 }).unwrap();
+        assert_eq!(r.C, 5);
+        // Every push was written before the reply, so all are here already.
+        for i in 0..5 {
+            assert_eq!(rx.try_recv().unwrap().payload, format!("push-{i}").into_bytes());
+        }
+        server.close();
+    });
+}
+
+#[test]
+fn one_thread_keeps_many_raw_calls_in_flight() {
+    bounded(|| {
+        let router = Router::new().service(
+            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok::<_, String>(p) }),
+        );
+        let server = start(router);
+        let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
+        let calls: Vec<_> = (0..1000u32)
+            .map(|i| {
+                client
+                    .request("Echo", "Raw")
+                    .serialize_type(rpcx_std::SerializeType::NONE)
+                    .go_raw(i.to_be_bytes().to_vec())
+                    .unwrap()
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.wait_raw().unwrap().payload.as_ref(), (i as u32).to_be_bytes());
+        }
+        server.close();
+    });
+}

@@ -1,23 +1,19 @@
-//! The blocking client: one multiplexed connection driven by one thread.
+//! The blocking client: one multiplexed connection on the [engine](crate::engine).
 //!
-//! ```text
-//! caller threads --Command::Call--\
-//! reader thread  --Command::Input--+--> bounded channel --> driver thread --> socket
-//!         ^                                                  |  (owns ClientConnection
-//!         \------------- read buffers (credits) <-----------/    and the write half)
-//! ```
-//!
-//! Callers block on a one-shot reply slot; the driver fills it from the machine's
-//! events, writes, then wakes the batch's sleeping callers through a relay (each woken
-//! caller wakes two more; see `reply.rs`). The driver waits with
-//! `recv_timeout(deadline - now)`, the deadline being the machine's `poll_timeout` (call
-//! deadlines, heartbeats) or the sweep of abandoned calls.
+//! A caller locks the connection, encodes its request into the machine and writes it
+//! itself (or leaves it to the thread already writing), then blocks on a one-shot reply
+//! slot. The reader thread decodes responses and fills the slots; callers are woken
+//! after the lock is released, through a relay (each woken caller wakes two more; see
+//! `reply.rs`). A housekeeping thread sleeps until the machine's next deadline (call
+//! deadlines, heartbeats), takes over writes the socket did not accept at once, and
+//! closes the socket at the end.
 
-mod driver;
+mod state;
 
 use crate::Error;
+use crate::engine::{Engine, Machine};
 use crate::reply::{self, ReplyRx, ReplyTx};
-use crate::transport::{self, Input, Link};
+use crate::transport;
 use bytes::Bytes;
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
@@ -26,7 +22,7 @@ use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,27 +75,16 @@ impl Default for ClientOptions {
     }
 }
 
-/// Commands and input queued for the driver (one bounded channel).
-const COMMAND_CAPACITY: usize = 1024;
-/// A caller waits this long past its deadline for the driver's verdict before giving
-/// up on its own. The driver enforces deadlines even while a write is stalled, but a
-/// call still queued in the channel then is not seen until the write ends.
+/// A caller waits this long past its deadline for the connection's verdict before
+/// giving up on its own (the housekeeping thread enforces deadlines; this is a backstop).
 const DEADLINE_BACKSTOP: Duration = Duration::from_millis(100);
 
 type Outcome = Result<Option<Message>, Error>;
 type Reply = ReplyTx<Outcome>;
-
-enum Command {
-    Call(CallSpec, Reply),
-    Cancel(u64),
-    /// Look at the close flags in [`Shared`] (set by `close`, `close_now`, drop).
-    Wake,
-    Input(Input),
-}
+type ClientEngine = Engine<state::ClientState>;
 
 struct Shared {
-    /// A close was asked for (or the connection ended). The driver reads the flags on
-    /// every turn, so closing never waits for room in the command channel.
+    /// A close was asked for (or the connection ended).
     closing: AtomicBool,
     /// `close_now` was called; a write stalled on a peer that does not read gives up.
     aborting: AtomicBool,
@@ -122,7 +107,7 @@ impl Shared {
 
 /// Owned by every clone of a [`Client`]; the last one to go closes gracefully.
 struct Inner {
-    tx: SyncSender<Command>,
+    engine: Arc<ClientEngine>,
     shared: Arc<Shared>,
     opts: ClientOptions,
 }
@@ -130,7 +115,7 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::SeqCst);
-        let _ = self.tx.try_send(Command::Wake);
+        self.engine.with(|m, _| m.close());
     }
 }
 
@@ -171,16 +156,16 @@ impl Client {
     /// threads.
     pub fn connect(addr: &str, opts: ClientOptions) -> Result<Client, Error> {
         let server: ServerAddr = addr.parse()?;
-        let link = transport::dial(&server, &opts)?;
-        Self::start_driver(link, addr.to_owned(), opts)
+        let dialed = transport::dial(&server, &opts)?;
+        Self::start_driver(dialed, addr.to_owned(), opts)
     }
 
-    fn start_driver(mut link: Link, remote: String, opts: ClientOptions) -> Result<Client, Error> {
+    fn start_driver(dialed: transport::Dialed, remote: String, opts: ClientOptions) -> Result<Client, Error> {
+        let (sock, tls) = dialed;
         let mut cfg = opts.connection.clone();
         cfg.heartbeat_interval = opts.heartbeat_interval;
         cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
         cfg.idle_timeout = opts.idle_timeout;
-        let (tx, rx) = mpsc::sync_channel(COMMAND_CAPACITY);
         let (push_tx, push_rx) = mpsc::sync_channel(opts.push_capacity.max(1));
         let shared = Arc::new(Shared {
             closing: AtomicBool::new(false),
@@ -192,12 +177,21 @@ impl Client {
             pushes: Mutex::new(Some(push_rx)),
             remote,
         });
-        let input_tx = tx.clone();
-        link.spawn_reader("rpcx-client-reader", move |input| input_tx.send(Command::Input(input)).is_ok())
-            .map_err(Error::Connect)?;
-        driver::spawn(link, ClientConnection::new(cfg, Instant::now()), rx, push_tx, shared.clone())
-            .map_err(Error::Connect)?;
-        Ok(Client { inner: Arc::new(Inner { tx, shared, opts }) })
+        let machine = state::ClientState::new(ClientConnection::new(cfg, Instant::now()), push_tx, shared.clone());
+        let engine = Engine::new(sock, tls, machine, ()).map_err(Error::Connect)?;
+        engine.spawn_reader("rpcx-client-reader").map_err(Error::Connect)?;
+        let housekeeping = engine.clone();
+        let done = shared.clone();
+        let spawned = std::thread::Builder::new().name("rpcx-client".into()).spawn(move || {
+            housekeeping.run();
+            housekeeping.with(|m, _| m.finish());
+            done.set_shutdown();
+        });
+        if let Err(e) = spawned {
+            engine.with(|m, _| m.abort(Instant::now(), "could not start the connection thread".into()));
+            return Err(Error::Connect(e));
+        }
+        Ok(Client { inner: Arc::new(Inner { engine, shared, opts }) })
     }
 
     /// Call `service.method` with `args`, serialized with the client's serialize type,
@@ -245,7 +239,7 @@ impl Client {
     pub fn send(&self, spec: CallSpec) -> Result<Option<Message>, Error> {
         let deadline = spec.deadline;
         let rx = self.start(spec)?;
-        wait_outcome(&rx, deadline, &self.inner.tx)
+        wait_outcome(&rx, deadline, &self.inner.engine)
     }
 
     fn start(&self, spec: CallSpec) -> Result<ReplyRx<Outcome>, Error> {
@@ -254,8 +248,7 @@ impl Client {
         }
         let (tx, rx) = reply::pair();
         let tx = tx.with_drop_value(|| Err(Error::Shutdown));
-        // If the driver is gone the command (and its reply slot) is dropped: Shutdown.
-        self.inner.tx.send(Command::Call(spec, tx)).map_err(|_| Error::Shutdown)?;
+        self.inner.engine.with(|m, _| m.call(spec, tx));
         Ok(rx)
     }
 
@@ -276,14 +269,14 @@ impl Client {
     /// then the connection closes. Returns at once; see [`wait_shutdown`](Self::wait_shutdown).
     pub fn close(&self) {
         self.inner.shared.closing.store(true, Ordering::SeqCst);
-        let _ = self.inner.tx.try_send(Command::Wake);
+        self.inner.engine.with(|m, _| m.close());
     }
 
     /// Close now: in-flight calls fail with "connection lost".
     pub fn close_now(&self) {
         self.inner.shared.closing.store(true, Ordering::SeqCst);
         self.inner.shared.aborting.store(true, Ordering::SeqCst);
-        let _ = self.inner.tx.try_send(Command::Wake);
+        self.inner.engine.with(|m, _| m.close());
     }
 
     /// Whether a close has started (or the connection has ended).
@@ -399,13 +392,36 @@ impl RequestBuilder<'_> {
         let spec = self.spec(payload, false);
         let deadline = spec.deadline;
         let rx = client.start(spec)?;
-        Ok(PendingCall { rx, deadline, cancel: client.inner.tx.clone(), _reply: std::marker::PhantomData })
+        Ok(PendingCall { rx, deadline, engine: client.inner.engine.clone(), _reply: std::marker::PhantomData })
     }
 
     /// Call with an already-serialized payload and return the raw response.
     pub fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
         let client = self.client;
         client.send(self.spec(payload.into(), false))?.ok_or(Error::Shutdown)
+    }
+
+    /// Start a call with an already-serialized payload; [`PendingCall::wait_raw`] gives
+    /// the raw response. One thread can keep many calls in flight this way (like Go's
+    /// `client.Go` with a done channel) instead of blocking a thread per call.
+    ///
+    /// ```no_run
+    /// # fn f(client: &rpcx_std::Client) -> Result<(), rpcx_std::Error> {
+    /// use rpcx_std::SerializeType;
+    /// let calls: Vec<_> = (0..10)
+    ///     .map(|i| client.request("Echo", "Raw").serialize_type(SerializeType::NONE).go_raw(vec![i]))
+    ///     .collect::<Result<_, _>>()?;
+    /// for (i, call) in calls.into_iter().enumerate() {
+    ///     assert_eq!(call.wait_raw()?.payload.as_ref(), &[i as u8]);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn go_raw(self, payload: impl Into<Bytes>) -> Result<PendingCall<Message>, Error> {
+        let client = self.client;
+        let spec = self.spec(payload.into(), false);
+        let deadline = spec.deadline;
+        let rx = client.start(spec)?;
+        Ok(PendingCall { rx, deadline, engine: client.inner.engine.clone(), _reply: std::marker::PhantomData })
     }
 
     /// Send as a oneway request.
@@ -423,15 +439,13 @@ impl RequestBuilder<'_> {
 
 /// Wait for a call's outcome; past its deadline (plus [`DEADLINE_BACKSTOP`]) give up
 /// and cancel it.
-fn wait_outcome(rx: &ReplyRx<Outcome>, deadline: Option<Instant>, cancel: &SyncSender<Command>) -> Outcome {
+fn wait_outcome(rx: &ReplyRx<Outcome>, deadline: Option<Instant>, engine: &Arc<ClientEngine>) -> Outcome {
     let Some(deadline) = deadline else { return rx.wait() };
     let limit = deadline.checked_add(DEADLINE_BACKSTOP).unwrap_or(deadline);
     match rx.wait_timeout(limit.saturating_duration_since(Instant::now())) {
         Some(outcome) => outcome,
         None => {
-            if let Some(seq) = rx.seq() {
-                let _ = cancel.try_send(Command::Cancel(seq));
-            }
+            engine.with(|m, _| m.withdraw(rx));
             Err(Error::Call(CallError::TimedOut))
         }
     }
@@ -448,7 +462,7 @@ fn decode_reply<R: DeserializeOwned>(msg: Message) -> Result<(R, Metadata), Erro
 pub struct PendingCall<R> {
     rx: ReplyRx<Outcome>,
     deadline: Option<Instant>,
-    cancel: SyncSender<Command>,
+    engine: Arc<ClientEngine>,
     _reply: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -460,7 +474,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
 
     /// Block until the reply arrives; return it with the response metadata.
     pub fn wait_with_metadata(self) -> Result<(R, Metadata), Error> {
-        let msg = wait_outcome(&self.rx, self.deadline, &self.cancel)?.ok_or(Error::Shutdown)?;
+        let msg = wait_outcome(&self.rx, self.deadline, &self.engine)?.ok_or(Error::Shutdown)?;
         decode_reply(msg)
     }
 
@@ -472,8 +486,17 @@ impl<R: DeserializeOwned> PendingCall<R> {
             None => Err(Error::Call(CallError::TimedOut)),
         }
     }
+}
 
-    /// Whether the reply (or failure) has arrived, so [`wait`](Self::wait) will not block.
+impl<R> PendingCall<R> {
+    /// Block until the reply arrives and return the raw response message, undecoded
+    /// (for calls started with [`RequestBuilder::go_raw`], or to read a typed call's
+    /// payload yourself).
+    pub fn wait_raw(self) -> Result<Message, Error> {
+        wait_outcome(&self.rx, self.deadline, &self.engine)?.ok_or(Error::Shutdown)
+    }
+
+    /// Whether the reply (or failure) has arrived, so waiting will not block.
     pub fn is_ready(&self) -> bool {
         self.rx.is_ready()
     }
@@ -482,11 +505,8 @@ impl<R: DeserializeOwned> PendingCall<R> {
 impl<R> Drop for PendingCall<R> {
     fn drop(&mut self) {
         if !self.rx.is_finished() {
-            // If the seq is not known yet, or the channel is full, the driver's sweep
-            // finds the abandoned slot instead.
-            if let Some(seq) = self.rx.seq() {
-                let _ = self.cancel.try_send(Command::Cancel(seq));
-            }
+            let rx = &self.rx;
+            self.engine.with(|m, _| m.withdraw(rx));
         }
     }
 }

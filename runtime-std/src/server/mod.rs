@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -277,7 +277,8 @@ struct ServerShared {
 
 struct Table {
     next_id: u64,
-    conns: FxHashMap<u64, Sender<conn::ConnMsg>>,
+    /// Every connection; `None` until its handshake is done.
+    conns: FxHashMap<u64, Option<conn::ConnHandle>>,
 }
 
 impl ServerShared {
@@ -299,12 +300,22 @@ impl ServerShared {
         let table = self.lock();
         if (phase as u8) > self.phase.load(Ordering::SeqCst) {
             self.phase.store(phase as u8, Ordering::SeqCst);
-            for tx in table.conns.values() {
-                let _ = tx.send(conn::ConnMsg::Phase(phase));
+            for h in table.conns.values().flatten() {
+                conn::apply_phase(h, phase);
             }
         }
         drop(table);
         self.cv.notify_all();
+    }
+
+    /// Make connection `id` reachable for phase changes, and apply the current phase
+    /// (under the table lock, so a concurrent `set_phase` is not missed).
+    fn attach(&self, id: u64, h: &conn::ConnHandle) {
+        let mut table = self.lock();
+        if let Some(slot) = table.conns.get_mut(&id) {
+            *slot = Some(h.clone());
+        }
+        conn::apply_phase(h, self.phase());
     }
 
     /// Wait until no connection is left, at most `timeout`; returns whether none is.
@@ -445,7 +456,6 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
                 continue;
             }
         };
-        let (tx, rx) = mpsc::channel();
         let id = {
             let mut table = shared.lock();
             if shared.phase() != Phase::Running {
@@ -453,12 +463,12 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
             }
             let id = table.next_id;
             table.next_id += 1;
-            table.conns.insert(id, tx.clone());
+            table.conns.insert(id, None);
             id
         };
         let conn_ctx = ctx.clone();
         let spawned = thread::Builder::new().name("rpcx-conn".into()).spawn(move || {
-            conn::serve_conn(sock, peer, &conn_ctx, tx, rx);
+            conn::serve_conn(sock, peer, &conn_ctx, id);
             conn_ctx.shared.lock().conns.remove(&id);
             conn_ctx.shared.cv.notify_all();
         });

@@ -1,0 +1,490 @@
+//! The engine every std connection (client and server) runs on: the connection machine
+//! behind one lock, driven by whichever thread has something for it.
+//!
+//! ```text
+//! caller / worker threads --lock--> machine --> write (non-blocking, by that thread)
+//! reader thread -----------lock--> machine      |
+//!                                    ^          | a write the socket does not take
+//! housekeeping thread -----lock------/          v at once is handed over to:
+//!   (timers, handed-over writes, close)    housekeeping thread (blocking writes)
+//! ```
+//!
+//! There is no driver thread to hop through: a caller encodes its request into the
+//! machine and writes it itself; the reader decodes responses and completes the calls.
+//! A second thread that finds a write in progress leaves its bytes in the machine, and
+//! the writer takes them on its next turn (writes coalesce under load). Writes from
+//! callers, workers and the reader never block: `MSG_DONTWAIT`, and whatever the socket
+//! does not take goes to the housekeeping thread, the only one that waits on a full
+//! socket (so the reader can always keep reading). The housekeeping thread also sleeps
+//! until the machine's next deadline (call deadlines, heartbeats, idle and read
+//! timeouts), and at the end closes the socket and joins the reader.
+//!
+//! Waking a thread is a syscall, so the engine tracks who sleeps and notifies only them.
+
+use crate::transport::Sock;
+use std::io::{self, Read};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+/// Bytes taken from the machine per write.
+const WRITE_HIGH_WATER: usize = 256 << 10;
+/// Size of the reader's buffer.
+const READ_BUF_LEN: usize = 64 << 10;
+/// Stack of reader threads: a server's reader runs handlers that finish without
+/// waiting, so it gets the size of a normal thread.
+const READER_STACK: usize = 2 << 20;
+
+/// What a connection's state (machine plus application bookkeeping) offers the engine.
+pub(crate) trait Machine: Send + Sized + 'static {
+    /// Work collected under the lock and done after it is released (waking callers,
+    /// starting handler jobs).
+    type After: Default;
+    /// Read-only context kept beside the lock, for [`after`](Self::after).
+    type Ext: Send + Sync + 'static;
+    /// Plaintext bytes from the peer.
+    fn input(&mut self, now: Instant, plain: &[u8]);
+    /// The peer closed its side.
+    fn eof(&mut self, now: Instant);
+    /// The transport failed: end the connection.
+    fn abort(&mut self, now: Instant, reason: String);
+    /// A deadline from [`next_timeout`](Self::next_timeout) is due.
+    fn timeout(&mut self, now: Instant);
+    /// When [`timeout`](Self::timeout) must run next.
+    fn next_timeout(&self) -> Option<Instant>;
+    /// Append one frame of output to `buf`; false when there is none.
+    fn transmit(&mut self, buf: &mut Vec<u8>) -> bool;
+    /// Handle the machine's pending events.
+    fn events(&mut self, after: &mut Self::After);
+    /// Whether input is wanted now (false makes the reader wait before feeding more).
+    fn wants_read(&self) -> bool;
+    /// Whether the connection is over (the engine then closes the socket).
+    fn is_closed(&self) -> bool;
+    /// A blocking write has made no progress for `stalled`; `Err` abandons it.
+    fn stalled(&mut self, now: Instant, stalled: Duration) -> Result<(), String>;
+    /// Whether a thread that changed the machine writes its output itself (without
+    /// blocking) rather than leaving it to the housekeeping thread.
+    fn direct_writes(&self) -> bool {
+        true
+    }
+    /// Do the collected work, unlocked.
+    fn after(engine: &Arc<Engine<Self>>, after: Self::After);
+}
+
+/// One connection: its socket and its locked state.
+pub(crate) struct Engine<M: Machine> {
+    state: Mutex<Locked<M>>,
+    /// The housekeeping thread sleeps here.
+    aux_cv: Condvar,
+    /// The reader sleeps here while the machine does not want input.
+    read_cv: Condvar,
+    sock: Sock,
+    reader: Mutex<Option<JoinHandle<()>>>,
+    ext: M::Ext,
+}
+
+/// What the lock guards.
+pub(crate) struct Locked<M> {
+    pub(crate) m: M,
+    tls: Option<rustls::Connection>,
+    /// A thread is writing (it holds the output buffer).
+    writing: bool,
+    /// Output a non-blocking write left over, for the housekeeping thread.
+    handoff: Option<Vec<u8>>,
+    /// The reusable output buffer (empty while a writer holds it).
+    out: Vec<u8>,
+    /// Plaintext scratch for TLS.
+    plain: Vec<u8>,
+    aux_waiting: bool,
+    /// The deadline the housekeeping thread sleeps toward (`None`: no deadline).
+    aux_until: Option<Instant>,
+    reader_waiting: bool,
+}
+
+pub(crate) type Guard<'a, M> = MutexGuard<'a, Locked<M>>;
+
+/// Whether `a` is strictly before `b`, `None` being never.
+fn earlier(a: Option<Instant>, b: Option<Instant>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a < b,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+impl<M: Machine> Engine<M> {
+    /// An engine over a connected (and, for TLS, handshaken) socket.
+    pub(crate) fn new(sock: Sock, tls: Option<rustls::Connection>, m: M, ext: M::Ext) -> io::Result<Arc<Self>> {
+        sock.set_write_slice()?;
+        let mut tls = tls;
+        if let Some(t) = &mut tls {
+            // Encrypted output goes straight into our buffer; no limit to run into.
+            t.set_buffer_limit(None);
+        }
+        let locked = Locked {
+            m,
+            tls,
+            writing: false,
+            handoff: None,
+            out: Vec::with_capacity(64 << 10),
+            plain: Vec::new(),
+            aux_waiting: false,
+            aux_until: None,
+            reader_waiting: false,
+        };
+        Ok(Arc::new(Engine {
+            state: Mutex::new(locked),
+            aux_cv: Condvar::new(),
+            read_cv: Condvar::new(),
+            sock,
+            reader: Mutex::new(None),
+            ext,
+        }))
+    }
+
+    /// The context given to [`Engine::new`].
+    pub(crate) fn ext(&self) -> &M::Ext {
+        &self.ext
+    }
+
+    pub(crate) fn lock(&self) -> Guard<'_, M> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Run `f` on the machine, then handle its events, write what it produced (without
+    /// blocking) and do the collected work.
+    pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut M, &mut M::After) -> R) -> R {
+        let mut after = M::After::default();
+        let mut g = self.lock();
+        let r = f(&mut g.m, &mut after);
+        let g = self.settle(g, &mut after, false);
+        drop(g);
+        M::after(self, after);
+        r
+    }
+
+    /// Like [`with`](Self::with) if the lock is free now; `None` if it is not (its
+    /// holder settles the machine when it is done).
+    pub(crate) fn try_with<R>(self: &Arc<Self>, f: impl FnOnce(&mut M, &mut M::After) -> R) -> Option<R> {
+        let mut g = match self.state.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        let mut after = M::After::default();
+        let r = f(&mut g.m, &mut after);
+        let g = self.settle(g, &mut after, false);
+        drop(g);
+        M::after(self, after);
+        Some(r)
+    }
+
+    /// Handle events and write output until there is nothing left to do, or another
+    /// thread is writing (it takes our output too), or (non-blocking) the socket is full
+    /// (the rest is handed to the housekeeping thread). Then wake whoever sleeps on a
+    /// condition that changed.
+    fn settle<'a>(self: &'a Arc<Self>, mut g: Guard<'a, M>, after: &mut M::After, blocking: bool) -> Guard<'a, M> {
+        loop {
+            g.m.events(after);
+            if g.writing || (g.handoff.is_some() && !blocking) {
+                break;
+            }
+            if !blocking && !g.m.direct_writes() {
+                // Queue the output for the housekeeping thread.
+                let mut buf = std::mem::take(&mut g.out);
+                g.fill(&mut buf);
+                g.m.events(after);
+                if buf.is_empty() {
+                    g.out = buf;
+                } else {
+                    g.handoff = Some(buf);
+                }
+                break;
+            }
+            let mut buf = match g.handoff.take() {
+                Some(rest) => rest,
+                None => {
+                    let mut buf = std::mem::take(&mut g.out);
+                    g.fill(&mut buf);
+                    g.m.events(after);
+                    buf
+                }
+            };
+            if buf.is_empty() {
+                g.out = buf;
+                break;
+            }
+            g.writing = true;
+            drop(g);
+            let res = if blocking { self.write_blocking(&buf) } else { self.sock.send_nowait(&buf) };
+            g = self.lock();
+            g.writing = false;
+            match res {
+                Ok(n) if n == buf.len() => {
+                    buf.clear();
+                    if g.out.capacity() < buf.capacity() {
+                        g.out = buf;
+                    }
+                }
+                Ok(n) => {
+                    buf.drain(..n);
+                    g.handoff = Some(buf);
+                }
+                Err(e) => g.m.abort(Instant::now(), e),
+            }
+        }
+        if g.aux_waiting && (g.handoff.is_some() || g.m.is_closed() || earlier(g.m.next_timeout(), g.aux_until)) {
+            g.aux_waiting = false;
+            self.aux_cv.notify_one();
+        }
+        if g.reader_waiting && (g.m.wants_read() || g.m.is_closed()) {
+            g.reader_waiting = false;
+            self.read_cv.notify_one();
+        }
+        g
+    }
+
+    /// Write all of `buf`, waiting on a full socket in slices; between slices the
+    /// machine's timers run and [`Machine::stalled`] decides whether to go on. Returns
+    /// the bytes written (all of them) or why it gave up.
+    fn write_blocking(self: &Arc<Self>, buf: &[u8]) -> Result<usize, String> {
+        let mut off = 0;
+        let mut progress_at = Instant::now();
+        while off < buf.len() {
+            match self.sock.write_blocking(&buf[off..]) {
+                Ok(0) => return Err("socket write returned zero".into()),
+                Ok(n) => {
+                    off += n;
+                    progress_at = Instant::now();
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    let mut after = M::After::default();
+                    let mut g = self.lock();
+                    let now = Instant::now();
+                    if g.m.next_timeout().is_some_and(|t| t <= now) {
+                        g.m.timeout(now);
+                    }
+                    g.m.events(&mut after);
+                    let verdict = g.m.stalled(now, now.saturating_duration_since(progress_at));
+                    drop(g);
+                    M::after(self, after);
+                    verdict?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(off)
+    }
+
+    /// Start the reader thread: it reads into one buffer, waits while the machine does
+    /// not want input, and feeds it (decrypting under TLS).
+    pub(crate) fn spawn_reader(self: &Arc<Self>, name: &str) -> io::Result<()> {
+        let engine = self.clone();
+        let handle =
+            thread::Builder::new().name(name.into()).stack_size(READER_STACK).spawn(move || engine.read_loop())?;
+        *self.reader.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(())
+    }
+
+    fn read_loop(self: Arc<Self>) {
+        let mut buf = vec![0u8; READ_BUF_LEN];
+        // Bytes that arrived along with the TLS handshake.
+        self.feed(&[], false);
+        loop {
+            let (n, end) = match self.sock.read_ref(&mut buf) {
+                Ok(0) => (0, Some(None)),
+                Ok(n) => (n, None),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => (0, Some(Some(e.to_string()))),
+            };
+            match end {
+                None => {
+                    if self.feed(&buf[..n], true) {
+                        return;
+                    }
+                }
+                Some(failure) => {
+                    self.end_of_input(failure);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Feed `raw` (waiting first, if `wait`, until the machine wants input). Returns
+    /// whether the connection is over.
+    fn feed(self: &Arc<Self>, raw: &[u8], wait: bool) -> bool {
+        let mut after = M::After::default();
+        let mut g = self.lock();
+        if wait {
+            g = self.wait_readable(g);
+        }
+        let now = Instant::now();
+        let locked = &mut *g;
+        match &mut locked.tls {
+            None => locked.m.input(now, raw),
+            Some(tls) => match decrypt(tls, raw, &mut locked.plain) {
+                Ok(()) => {
+                    if !locked.plain.is_empty() {
+                        locked.m.input(now, &locked.plain);
+                    }
+                }
+                Err(e) => locked.m.abort(now, e),
+            },
+        }
+        let g = self.settle(g, &mut after, false);
+        let closed = g.m.is_closed();
+        drop(g);
+        M::after(self, after);
+        closed
+    }
+
+    /// The end of the stream (`None`) or a read failure, after the machine is ready.
+    fn end_of_input(self: &Arc<Self>, failure: Option<String>) {
+        let mut after = M::After::default();
+        let g = self.lock();
+        let mut g = self.wait_readable(g);
+        let now = Instant::now();
+        match failure {
+            None => g.m.eof(now),
+            Some(e) => g.m.abort(now, e),
+        }
+        let g = self.settle(g, &mut after, false);
+        drop(g);
+        M::after(self, after);
+    }
+
+    /// Like a runtime that only reads while the machine wants to: input (the end of the
+    /// stream included) waits while the application is behind or a close is under way.
+    fn wait_readable<'a>(&'a self, mut g: Guard<'a, M>) -> Guard<'a, M> {
+        while !g.m.wants_read() && !g.m.is_closed() {
+            g.reader_waiting = true;
+            g = self.read_cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+        g.reader_waiting = false;
+        g
+    }
+
+    /// The housekeeping loop, run by the connection's own thread until the machine is
+    /// closed: timers, handed-over (blocking) writes, then the close of the socket and
+    /// the reader's end. Returns once both are done.
+    pub(crate) fn run(self: &Arc<Self>) {
+        let mut g = self.lock();
+        loop {
+            let now = Instant::now();
+            if g.m.next_timeout().is_some_and(|t| t <= now) {
+                g.m.timeout(now);
+            }
+            let mut after = M::After::default();
+            g = self.settle(g, &mut after, true);
+            if g.m.is_closed() && !g.writing && g.handoff.is_none() {
+                drop(g);
+                M::after(self, after);
+                break;
+            }
+            drop(g);
+            M::after(self, after);
+            g = self.lock();
+            if g.handoff.is_some() || (g.m.is_closed() && !g.writing) {
+                continue;
+            }
+            let until = g.m.next_timeout();
+            if until.is_some_and(|t| t <= Instant::now()) {
+                continue;
+            }
+            g.aux_until = until;
+            g.aux_waiting = true;
+            g = match until {
+                None => self.aux_cv.wait(g).unwrap_or_else(|p| p.into_inner()),
+                Some(t) => {
+                    let left = t.saturating_duration_since(Instant::now());
+                    self.aux_cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0
+                }
+            };
+            g.aux_waiting = false;
+        }
+        self.close_socket();
+    }
+
+    /// A TLS close_notify (best effort), shut the socket (which ends the reader's read),
+    /// and wait for the reader.
+    fn close_socket(&self) {
+        let mut g = self.lock();
+        let mut bye = Vec::new();
+        if let Some(tls) = &mut g.tls {
+            tls.send_close_notify();
+            while tls.wants_write() {
+                if tls.write_tls(&mut bye).is_err() {
+                    break;
+                }
+            }
+        }
+        drop(g);
+        if !bye.is_empty() {
+            let _ = self.sock.send_nowait(&bye);
+        }
+        self.sock.shutdown(std::net::Shutdown::Both);
+        let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(r) = reader {
+            if r.thread().id() != thread::current().id() {
+                let _ = r.join();
+            }
+        }
+    }
+}
+
+impl<M: Machine> Locked<M> {
+    /// Take output from the machine into `buf` (encrypted under TLS).
+    fn fill(&mut self, buf: &mut Vec<u8>) {
+        match &mut self.tls {
+            None => while buf.len() < WRITE_HIGH_WATER && self.m.transmit(buf) {},
+            Some(tls) => {
+                self.plain.clear();
+                while self.plain.len() < WRITE_HIGH_WATER && self.m.transmit(&mut self.plain) {}
+                if !self.plain.is_empty() {
+                    // With no buffer limit rustls takes everything.
+                    if let Err(e) = io::Write::write_all(&mut tls.writer(), &self.plain) {
+                        self.m.abort(Instant::now(), e.to_string());
+                    }
+                }
+                while tls.wants_write() {
+                    if tls.write_tls(buf).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Decrypt `raw` into `plain` (cleared first). An empty `raw` processes what the TLS
+/// state already holds (bytes read along with the handshake). Post-handshake messages
+/// that need an answer (key update) and alerts are left in `tls` for the next write.
+fn decrypt(tls: &mut rustls::Connection, raw: &[u8], plain: &mut Vec<u8>) -> Result<(), String> {
+    plain.clear();
+    let mut rd = raw;
+    loop {
+        if !rd.is_empty() {
+            match tls.read_tls(&mut rd) {
+                Ok(0) => rd = &[], // close_notify: nothing more is read; the TCP EOF follows
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Other => {} // plaintext buffer full: drain below
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        tls.process_new_packets().map_err(|e| e.to_string())?;
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            match tls.reader().read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        if rd.is_empty() {
+            return Ok(());
+        }
+    }
+}
