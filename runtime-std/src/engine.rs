@@ -22,8 +22,10 @@
 //! Waking a thread is a syscall, so the engine tracks who sleeps and notifies only them.
 
 use crate::transport::Sock;
+use std::collections::VecDeque;
 use std::io::{self, Read};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -62,6 +64,10 @@ pub(crate) trait Machine: Send + Sized + 'static {
     fn is_closed(&self) -> bool;
     /// A blocking write has made no progress for `stalled`; `Err` abandons it.
     fn stalled(&mut self, now: Instant, stalled: Duration) -> Result<(), String>;
+    /// Take work queued in an [`Intake`] the machine drains.
+    fn take_pending(&mut self);
+    /// Whether work waits in such an intake (looked at without the lock).
+    fn has_pending(ext: &Self::Ext) -> bool;
     /// Whether a thread that changed the machine writes its output itself (without
     /// blocking) rather than leaving it to the housekeeping thread.
     fn direct_writes(&self) -> bool {
@@ -74,13 +80,13 @@ pub(crate) trait Machine: Send + Sized + 'static {
 /// One connection: its socket and its locked state.
 pub(crate) struct Engine<M: Machine> {
     state: Mutex<Locked<M>>,
-    /// The housekeeping thread sleeps here.
-    aux_cv: Condvar,
-    /// The reader sleeps here while the machine does not want input.
-    read_cv: Condvar,
     sock: Sock,
     reader: Mutex<Option<JoinHandle<()>>>,
     ext: M::Ext,
+    /// The housekeeping thread, to unpark.
+    aux: OnceLock<thread::Thread>,
+    /// The reader thread, to unpark.
+    reader_thread: OnceLock<thread::Thread>,
 }
 
 /// What the lock guards.
@@ -134,11 +140,11 @@ impl<M: Machine> Engine<M> {
         };
         Ok(Arc::new(Engine {
             state: Mutex::new(locked),
-            aux_cv: Condvar::new(),
-            read_cv: Condvar::new(),
             sock,
             reader: Mutex::new(None),
             ext,
+            aux: OnceLock::new(),
+            reader_thread: OnceLock::new(),
         }))
     }
 
@@ -158,8 +164,7 @@ impl<M: Machine> Engine<M> {
         let mut g = self.lock();
         let r = f(&mut g.m, &mut after);
         let g = self.settle(g, &mut after, false);
-        drop(g);
-        M::after(self, after);
+        self.release(g, after);
         r
     }
 
@@ -174,9 +179,22 @@ impl<M: Machine> Engine<M> {
         let mut after = M::After::default();
         let r = f(&mut g.m, &mut after);
         let g = self.settle(g, &mut after, false);
+        self.release(g, after);
+        Some(r)
+    }
+
+    /// Release the lock, do the collected work, then take what was queued in an
+    /// intake while the lock was held (its sender found the lock taken and left it to
+    /// us). Every release of the lock goes through here or [`sleep`](Self::sleep).
+    fn release(self: &Arc<Self>, g: Guard<'_, M>, after: M::After) {
         drop(g);
         M::after(self, after);
-        Some(r)
+        // Pairs with the fence in `Intake::push`: either we see its item, or its
+        // sender's `try_lock` sees the lock free.
+        fence(Ordering::SeqCst);
+        if M::has_pending(&self.ext) {
+            self.try_with(|m, _| m.take_pending());
+        }
     }
 
     /// Handle events and write output until there is nothing left to do, or another
@@ -185,6 +203,7 @@ impl<M: Machine> Engine<M> {
     /// condition that changed.
     fn settle<'a>(self: &'a Arc<Self>, mut g: Guard<'a, M>, after: &mut M::After, blocking: bool) -> Guard<'a, M> {
         loop {
+            g.m.take_pending();
             g.m.events(after);
             if g.writing || (g.handoff.is_some() && !blocking) {
                 break;
@@ -192,8 +211,7 @@ impl<M: Machine> Engine<M> {
             if !blocking && !g.m.direct_writes() {
                 // Queue the output for the housekeeping thread.
                 let mut buf = std::mem::take(&mut g.out);
-                g.fill(&mut buf);
-                g.m.events(after);
+                g.gather(&mut buf, after);
                 if buf.is_empty() {
                     g.out = buf;
                 } else {
@@ -205,8 +223,7 @@ impl<M: Machine> Engine<M> {
                 Some(rest) => rest,
                 None => {
                     let mut buf = std::mem::take(&mut g.out);
-                    g.fill(&mut buf);
-                    g.m.events(after);
+                    g.gather(&mut buf, after);
                     buf
                 }
             };
@@ -235,11 +252,15 @@ impl<M: Machine> Engine<M> {
         }
         if g.aux_waiting && (g.handoff.is_some() || g.m.is_closed() || earlier(g.m.next_timeout(), g.aux_until)) {
             g.aux_waiting = false;
-            self.aux_cv.notify_one();
+            if let Some(t) = self.aux.get() {
+                t.unpark();
+            }
         }
         if g.reader_waiting && (g.m.wants_read() || g.m.is_closed()) {
             g.reader_waiting = false;
-            self.read_cv.notify_one();
+            if let Some(t) = self.reader_thread.get() {
+                t.unpark();
+            }
         }
         g
     }
@@ -266,8 +287,7 @@ impl<M: Machine> Engine<M> {
                     }
                     g.m.events(&mut after);
                     let verdict = g.m.stalled(now, now.saturating_duration_since(progress_at));
-                    drop(g);
-                    M::after(self, after);
+                    self.release(g, after);
                     verdict?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -288,6 +308,7 @@ impl<M: Machine> Engine<M> {
     }
 
     fn read_loop(self: Arc<Self>) {
+        let _ = self.reader_thread.set(thread::current());
         let mut buf = vec![0u8; READ_BUF_LEN];
         // Bytes that arrived along with the TLS handshake.
         self.feed(&[], false);
@@ -335,8 +356,7 @@ impl<M: Machine> Engine<M> {
         }
         let g = self.settle(g, &mut after, false);
         let closed = g.m.is_closed();
-        drop(g);
-        M::after(self, after);
+        self.release(g, after);
         closed
     }
 
@@ -351,25 +371,41 @@ impl<M: Machine> Engine<M> {
             Some(e) => g.m.abort(now, e),
         }
         let g = self.settle(g, &mut after, false);
-        drop(g);
-        M::after(self, after);
+        self.release(g, after);
     }
 
     /// Like a runtime that only reads while the machine wants to: input (the end of the
     /// stream included) waits while the application is behind or a close is under way.
-    fn wait_readable<'a>(&'a self, mut g: Guard<'a, M>) -> Guard<'a, M> {
+    fn wait_readable<'a>(self: &'a Arc<Self>, mut g: Guard<'a, M>) -> Guard<'a, M> {
         while !g.m.wants_read() && !g.m.is_closed() {
             g.reader_waiting = true;
-            g = self.read_cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            drop(g);
+            self.sleep(None);
+            g = self.lock();
         }
         g.reader_waiting = false;
         g
+    }
+
+    /// Sleep (the lock released, the flag that asks for an unpark set) until unparked
+    /// or `until`. Like every thread that releases the lock, first take work that was
+    /// queued while the lock was held.
+    fn sleep(self: &Arc<Self>, until: Option<Instant>) {
+        fence(Ordering::SeqCst);
+        if M::has_pending(&self.ext) {
+            self.try_with(|m, _| m.take_pending());
+        }
+        match until {
+            None => thread::park(),
+            Some(t) => thread::park_timeout(t.saturating_duration_since(Instant::now())),
+        }
     }
 
     /// The housekeeping loop, run by the connection's own thread until the machine is
     /// closed: timers, handed-over (blocking) writes, then the close of the socket and
     /// the reader's end. Returns once both are done.
     pub(crate) fn run(self: &Arc<Self>) {
+        let _ = self.aux.set(thread::current());
         let mut g = self.lock();
         loop {
             let now = Instant::now();
@@ -378,30 +414,23 @@ impl<M: Machine> Engine<M> {
             }
             let mut after = M::After::default();
             g = self.settle(g, &mut after, true);
-            if g.m.is_closed() && !g.writing && g.handoff.is_none() {
-                drop(g);
-                M::after(self, after);
+            let over = g.m.is_closed() && !g.writing && g.handoff.is_none();
+            // Sleep toward the next deadline unless there is more to do now; a change
+            // that needs this thread unparks it (see `settle`).
+            let until = g.m.next_timeout();
+            let busy = g.handoff.is_some() || (g.m.is_closed() && !g.writing) || until.is_some_and(|t| t <= now);
+            if !over && !busy {
+                g.aux_until = until;
+                g.aux_waiting = true;
+            }
+            self.release(g, after);
+            if over {
                 break;
             }
-            drop(g);
-            M::after(self, after);
+            if !busy {
+                self.sleep(until);
+            }
             g = self.lock();
-            if g.handoff.is_some() || (g.m.is_closed() && !g.writing) {
-                continue;
-            }
-            let until = g.m.next_timeout();
-            if until.is_some_and(|t| t <= Instant::now()) {
-                continue;
-            }
-            g.aux_until = until;
-            g.aux_waiting = true;
-            g = match until {
-                None => self.aux_cv.wait(g).unwrap_or_else(|p| p.into_inner()),
-                Some(t) => {
-                    let left = t.saturating_duration_since(Instant::now());
-                    self.aux_cv.wait_timeout(g, left).unwrap_or_else(|p| p.into_inner()).0
-                }
-            };
             g.aux_waiting = false;
         }
         self.close_socket();
@@ -435,6 +464,22 @@ impl<M: Machine> Engine<M> {
 }
 
 impl<M: Machine> Locked<M> {
+    /// Take output into `buf` until the machine has none left (or `buf` is full).
+    /// Queued work and events are handled in between, as they can make more output
+    /// (a call admitted once there is room, a push): when this returns with room left,
+    /// the machine has nothing more to send.
+    fn gather(&mut self, buf: &mut Vec<u8>, after: &mut M::After) {
+        loop {
+            let before = buf.len();
+            self.fill(buf);
+            if buf.len() == before || buf.len() >= WRITE_HIGH_WATER {
+                return;
+            }
+            self.m.take_pending();
+            self.m.events(after);
+        }
+    }
+
     /// Take output from the machine into `buf` (encrypted under TLS).
     fn fill(&mut self, buf: &mut Vec<u8>) {
         match &mut self.tls {
@@ -486,5 +531,81 @@ fn decrypt(tls: &mut rustls::Connection, raw: &[u8], plain: &mut Vec<u8>) -> Res
         if rd.is_empty() {
             return Ok(());
         }
+    }
+}
+
+/// Work handed to a connection by threads that do not wait for its lock (callers'
+/// calls, handlers' pushes): a short-held queue that whoever holds the connection's lock
+/// drains ([`take`](Self::take)). Every lock holder looks at [`is_pending`](Self::is_pending)
+/// after unlocking and drains what arrived meanwhile, and a thread that queues work
+/// tries the lock itself after queueing, so nothing is left behind.
+pub(crate) struct Intake<T> {
+    queue: Mutex<IntakeQueue<T>>,
+    pending: AtomicBool,
+    capacity: usize,
+}
+
+struct IntakeQueue<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// Why [`Intake::push`] gave the item back.
+pub(crate) enum Refused<T> {
+    Full(T),
+    Closed(T),
+}
+
+impl<T> Intake<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            queue: Mutex::new(IntakeQueue { items: VecDeque::new(), closed: false }),
+            pending: AtomicBool::new(false),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, IntakeQueue<T>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `item`, unless the queue is full or closed.
+    pub(crate) fn push(&self, item: T) -> Result<(), Refused<T>> {
+        let mut q = self.lock();
+        if q.closed {
+            return Err(Refused::Closed(item));
+        }
+        if q.items.len() >= self.capacity {
+            return Err(Refused::Full(item));
+        }
+        q.items.push_back(item);
+        self.pending.store(true, Ordering::SeqCst);
+        drop(q);
+        // The sender tries the connection's lock next; see `Engine::release`.
+        fence(Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether anything waits to be taken.
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Everything queued, in order.
+    pub(crate) fn take(&self) -> VecDeque<T> {
+        if !self.is_pending() {
+            return VecDeque::new();
+        }
+        let mut q = self.lock();
+        self.pending.store(false, Ordering::SeqCst);
+        std::mem::take(&mut q.items)
+    }
+
+    /// Refuse everything from now on; returns what was still queued.
+    pub(crate) fn close(&self) -> VecDeque<T> {
+        let mut q = self.lock();
+        q.closed = true;
+        self.pending.store(false, Ordering::SeqCst);
+        std::mem::take(&mut q.items)
     }
 }

@@ -121,6 +121,11 @@ impl<T> ReplyTx<T> {
         Arc::ptr_eq(&self.slot, &rx.slot)
     }
 
+    /// Whether the caller has gone away (dropped its receiver).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        Arc::strong_count(&self.slot) == 1
+    }
+
     /// Put the value in place; returns whether the caller sleeps and needs a notify.
     fn fill(&self, value: T) -> bool {
         let mut g = self.slot.lock();

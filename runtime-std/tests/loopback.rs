@@ -736,3 +736,27 @@ fn one_thread_keeps_many_raw_calls_in_flight() {
         server.close();
     });
 }
+
+/// A fresh connection's first call, started on another thread while the connection's
+/// own threads are still starting, goes out at once. (A race here once left a request
+/// unwritten until its deadline, about one connection in a few hundred.)
+#[test]
+fn the_first_call_on_each_of_many_fresh_connections_goes_out_at_once() {
+    bounded(|| {
+        let server = start(router());
+        for i in 0..500 {
+            let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
+            let c = client.clone();
+            let t0 = Instant::now();
+            let r = thread::spawn(move || {
+                c.request("Arith", "Mul").timeout(Duration::from_secs(2)).call::<_, Reply>(&Args { A: i, B: 2 })
+            })
+            .join()
+            .unwrap();
+            assert_eq!(r.unwrap().C, 2 * i);
+            assert!(t0.elapsed() < Duration::from_secs(1), "connection {i}: the call took {:?}", t0.elapsed());
+            client.close();
+        }
+        server.close();
+    });
+}

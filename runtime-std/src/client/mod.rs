@@ -11,7 +11,7 @@
 mod state;
 
 use crate::Error;
-use crate::engine::{Engine, Machine};
+use crate::engine::{Engine, Machine, Refused};
 use crate::reply::{self, ReplyRx, ReplyTx};
 use crate::transport;
 use bytes::Bytes;
@@ -177,8 +177,10 @@ impl Client {
             pushes: Mutex::new(Some(push_rx)),
             remote,
         });
-        let machine = state::ClientState::new(ClientConnection::new(cfg, Instant::now()), push_tx, shared.clone());
-        let engine = Engine::new(sock, tls, machine, ()).map_err(Error::Connect)?;
+        let intake = Arc::new(state::CallIntake::new(state::INTAKE_CAPACITY));
+        let conn = ClientConnection::new(cfg, Instant::now());
+        let machine = state::ClientState::new(conn, push_tx, shared.clone(), intake.clone());
+        let engine = Engine::new(sock, tls, machine, intake).map_err(Error::Connect)?;
         engine.spawn_reader("rpcx-client-reader").map_err(Error::Connect)?;
         let housekeeping = engine.clone();
         let done = shared.clone();
@@ -248,7 +250,20 @@ impl Client {
         }
         let (tx, rx) = reply::pair();
         let tx = tx.with_drop_value(|| Err(Error::Shutdown));
-        self.inner.engine.with(|m, _| m.call(spec, tx));
+        // Queue the call without waiting for the connection's lock; take the lock only
+        // if it is free (else its holder takes the call on its way out).
+        let engine = &self.inner.engine;
+        match engine.ext().push((spec, tx)) {
+            Ok(()) => {
+                engine.try_with(|m, _| m.take_intake());
+            }
+            Err(Refused::Full((spec, tx))) => engine.with(|m, _| {
+                m.take_intake();
+                m.call(spec, tx);
+            }),
+            // The connection has ended; the dropped reply slot reports Shutdown.
+            Err(Refused::Closed(_)) => {}
+        }
         Ok(rx)
     }
 

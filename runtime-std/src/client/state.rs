@@ -4,7 +4,7 @@
 
 use super::{Outcome, Reply, Shared};
 use crate::Error;
-use crate::engine::{Engine, Machine};
+use crate::engine::{Engine, Intake, Machine};
 use crate::reply::{self, ReplyRx, Wakes};
 use rpcx_core::conn::{CallError, CallRejected, CallSpec, ClientConnection, ClientEvent, CloseMode};
 use rpcx_core::wire::Message;
@@ -14,6 +14,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::{Duration, Instant};
+
+/// Calls queued by callers and not yet taken into the machine.
+pub(super) const INTAKE_CAPACITY: usize = 4096;
+
+/// Calls queued by callers that did not wait for the connection's lock.
+pub(super) type CallIntake = Intake<(CallSpec, Reply)>;
 
 /// Calls held while the connection is blocked (in-flight or unsent-bytes limit); more
 /// are refused with [`CallRejected::Blocked`].
@@ -27,11 +33,27 @@ pub(super) struct ClientState {
     /// Dropped when the connection ends, which disconnects the push receiver.
     push_tx: Option<SyncSender<Message>>,
     shared: Arc<Shared>,
+    intake: Arc<CallIntake>,
 }
 
 impl ClientState {
-    pub(super) fn new(conn: ClientConnection, push_tx: SyncSender<Message>, shared: Arc<Shared>) -> Self {
-        Self { conn, replies: FxHashMap::default(), deferred: VecDeque::new(), push_tx: Some(push_tx), shared }
+    pub(super) fn new(
+        conn: ClientConnection,
+        push_tx: SyncSender<Message>,
+        shared: Arc<Shared>,
+        intake: Arc<CallIntake>,
+    ) -> Self {
+        Self { conn, replies: FxHashMap::default(), deferred: VecDeque::new(), push_tx: Some(push_tx), shared, intake }
+    }
+
+    /// Take the calls callers queued, in order. A call whose caller already gave up
+    /// is dropped here.
+    pub(super) fn take_intake(&mut self) {
+        for (spec, reply) in self.intake.take() {
+            if !reply.is_abandoned() {
+                self.call(spec, reply);
+            }
+        }
     }
 
     /// Start a call, or hold it while the connection is blocked.
@@ -48,6 +70,7 @@ impl ClientState {
     /// Give up on the call whose caller holds `rx` (it went away or timed out): cancel
     /// it in the machine, or drop it from the calls waiting for room.
     pub(super) fn withdraw(&mut self, rx: &ReplyRx<Outcome>) {
+        self.take_intake();
         match rx.seq() {
             Some(seq) => {
                 if self.replies.remove(&seq).is_some() {
@@ -60,6 +83,8 @@ impl ClientState {
 
     /// Act on `close` / `close_now` (read from the flags in [`Shared`]).
     pub(super) fn close(&mut self) {
+        // Calls queued before the close go out first.
+        self.take_intake();
         if self.shared.aborting.load(Ordering::SeqCst) {
             if !self.conn.is_closed() {
                 self.conn.close(Instant::now(), CloseMode::Immediate);
@@ -75,6 +100,9 @@ impl ClientState {
     /// The connection is over and its socket closed: nothing may wait any longer.
     pub(super) fn finish(&mut self) {
         self.push_tx = None;
+        for (_, reply) in self.intake.close() {
+            reply.complete(Err(Error::Shutdown));
+        }
         for (_, reply) in self.deferred.drain(..) {
             reply.complete(Err(Error::Shutdown));
         }
@@ -101,7 +129,7 @@ impl ClientState {
 
 impl Machine for ClientState {
     type After = Wakes<Outcome>;
-    type Ext = ();
+    type Ext = Arc<CallIntake>;
 
     fn input(&mut self, now: Instant, plain: &[u8]) {
         self.conn.handle_input(now, plain);
@@ -204,6 +232,14 @@ impl Machine for ClientState {
         } else {
             Ok(())
         }
+    }
+
+    fn take_pending(&mut self) {
+        self.take_intake();
+    }
+
+    fn has_pending(intake: &Arc<CallIntake>) -> bool {
+        intake.is_pending()
     }
 
     fn after(_engine: &Arc<Engine<Self>>, mut wakes: Wakes<Outcome>) {

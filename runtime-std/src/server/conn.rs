@@ -4,16 +4,14 @@
 //! the thread that finishes a handler writes its response.
 
 use super::{Phase, ServeCtx};
-use crate::engine::{Engine, Machine};
+use crate::engine::{Engine, Intake, Machine, Refused};
 use crate::executor::block_on;
 use crate::transport::{self, HandshakeError, Sock, tune_tcp};
 use bytes::Bytes;
 use rpcx_core::conn::{CloseMode, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent};
 use rpcx_core::service::{BoxFuture, Context, ContextParts, Dispatched, Peer, PushSink, Pusher};
 use rpcx_core::wire::Metadata;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -47,22 +45,9 @@ const PUSH_CAPACITY: usize = 1024;
 /// Pushes from handlers, queued outside the connection's lock (a handler may push
 /// while its connection is locked: an inline handler runs under the lock). Whoever
 /// holds the lock takes them into the machine, before any response it writes.
-#[derive(Default)]
 struct PushQueue {
-    queue: Mutex<VecDeque<PushCmd>>,
-    queued: AtomicUsize,
+    intake: Intake<PushCmd>,
     engine: OnceLock<Weak<Engine<ServerState>>>,
-}
-
-impl PushQueue {
-    fn take(&self) -> VecDeque<PushCmd> {
-        if self.queued.load(Ordering::SeqCst) == 0 {
-            return VecDeque::new();
-        }
-        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        self.queued.store(0, Ordering::SeqCst);
-        std::mem::take(&mut *q)
-    }
 }
 
 /// The connection's [`PushSink`].
@@ -77,13 +62,10 @@ impl PushSink for ConnPusher {
         payload: Bytes,
     ) -> Result<(), PushError> {
         let Some(engine) = self.0.engine.get().and_then(Weak::upgrade) else { return Err(PushError::Closed) };
-        {
-            let mut q = self.0.queue.lock().unwrap_or_else(|p| p.into_inner());
-            if q.len() >= PUSH_CAPACITY {
-                return Err(PushError::Blocked);
-            }
-            q.push_back(PushCmd { service_path, service_method, metadata, payload });
-            self.0.queued.store(q.len(), Ordering::SeqCst);
+        match self.0.intake.push(PushCmd { service_path, service_method, metadata, payload }) {
+            Ok(()) => {}
+            Err(Refused::Full(_)) => return Err(PushError::Blocked),
+            Err(Refused::Closed(_)) => return Err(PushError::Closed),
         }
         // If the connection is busy, its holder takes the push on its way out.
         engine.try_with(|m, _| m.take_pushes());
@@ -122,7 +104,7 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
             tls = Some(conn);
         }
     }
-    let pushes = Arc::new(PushQueue::default());
+    let pushes = Arc::new(PushQueue { intake: Intake::new(PUSH_CAPACITY), engine: OnceLock::new() });
     let state = ServerState::new(peer.clone(), ctx.clone(), pushes.clone());
     let ext = ServerExt { pool: ctx.pool.clone(), pushes: pushes.clone() };
     let engine = match Engine::new(sock, tls, state, ext) {
@@ -139,6 +121,7 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
         engine.with(|m, _| m.abort(Instant::now(), "no reader thread".into()));
     }
     engine.run();
+    pushes.intake.close();
     for h in hooks {
         h.conn_closed(&peer);
     }
@@ -178,7 +161,7 @@ impl ServerState {
 
     /// Put queued pushes into the machine (ahead of any response written after).
     fn take_pushes(&mut self) {
-        for p in self.pushes.take() {
+        for p in self.pushes.intake.take() {
             let now = Instant::now();
             if let Err(e) = self.conn.push(now, p.service_path, p.service_method, p.metadata, p.payload) {
                 tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
@@ -273,7 +256,6 @@ impl Machine for ServerState {
     }
 
     fn events(&mut self, waiting: &mut Vec<Waiting>) {
-        self.take_pushes();
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 ServerEvent::Request(req) => self.on_request(req, waiting),
@@ -317,9 +299,13 @@ impl Machine for ServerState {
                 engine.with(|m, _| m.on_done(id, d, ctx));
             }));
         }
-        // Pushes queued while another thread held the lock.
-        if ext.pushes.queued.load(Ordering::SeqCst) > 0 {
-            engine.try_with(|m, _| m.take_pushes());
-        }
+    }
+
+    fn take_pending(&mut self) {
+        self.take_pushes();
+    }
+
+    fn has_pending(ext: &ServerExt) -> bool {
+        ext.pushes.intake.is_pending()
     }
 }
