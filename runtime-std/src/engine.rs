@@ -1,25 +1,31 @@
 //! The engine every std connection (client and server) runs on: the connection machine
-//! behind one lock, driven by whichever thread has something for it.
+//! behind one lock, driven by whichever thread has something for it. There is no driver
+//! thread to hop through.
 //!
 //! ```text
-//! caller / worker threads --lock--> machine --> write (non-blocking, by that thread)
-//! reader thread -----------lock--> machine      |
-//!                                    ^          | a write the socket does not take
-//! housekeeping thread -----lock------/          v at once is handed over to:
-//!   (timers, handed-over writes, close)    housekeeping thread (blocking writes)
+//! callers / handlers --Intake--> (taken by whoever holds the lock)
+//! reader thread ------lock-----> machine --> output
+//! worker threads -----lock-----> machine       | server: written by that thread, never
+//! housekeeping thread -lock----> machine       |   blocking (MSG_DONTWAIT); the rest
+//!   (timers, blocking writes, close)           |   is handed to housekeeping
+//!                                              | client: queued for housekeeping, which
+//!                                              v   writes it in batches
 //! ```
 //!
-//! There is no driver thread to hop through: a caller encodes its request into the
-//! machine and writes it itself; the reader decodes responses and completes the calls.
-//! A second thread that finds a write in progress leaves its bytes in the machine, and
-//! the writer takes them on its next turn (writes coalesce under load). Writes from
-//! callers, workers and the reader never block: `MSG_DONTWAIT`, and whatever the socket
-//! does not take goes to the housekeeping thread, the only one that waits on a full
-//! socket (so the reader can always keep reading). The housekeeping thread also sleeps
-//! until the machine's next deadline (call deadlines, heartbeats, idle and read
-//! timeouts), and at the end closes the socket and joins the reader.
-//!
-//! Waking a thread is a syscall, so the engine tracks who sleeps and notifies only them.
+//! * The reader reads, takes the lock, feeds the machine and handles what comes of it:
+//!   a client's reader completes calls; a server's reader dispatches requests and
+//!   answers those whose handler finishes without waiting, writing the responses itself.
+//! * Threads that must not wait for the lock (a caller starting a call, a handler
+//!   pushing) put their work in an [`Intake`] and take the lock only if it is free. Every
+//!   thread that releases the lock looks at the intake afterwards, so queued work is
+//!   never left behind.
+//! * Only the housekeeping thread waits on a full socket (so the reader can always keep
+//!   reading). It also sleeps until the machine's next deadline (call deadlines,
+//!   heartbeats, idle and read timeouts), and at the end closes the socket and joins
+//!   the reader.
+//! * A client leaves its output to the housekeeping thread: requests from many callers
+//!   then go out in one write instead of one syscall each.
+//! * Waking a thread is a syscall, so the engine tracks who sleeps and unparks only them.
 
 use crate::transport::Sock;
 use std::collections::VecDeque;

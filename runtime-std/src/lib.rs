@@ -37,13 +37,19 @@
 //!
 //! ## Threads
 //!
-//! * Client: one driver thread owns the connection machine and the socket's write half;
-//!   one reader thread feeds it raw bytes through the same bounded channel the callers'
-//!   commands use. The driver sleeps in `recv_timeout` until the machine's next
-//!   deadline. Callers block on a one-shot reply slot; a call that is given up (its
-//!   [`PendingCall`] dropped or timed out) is cancelled, so it never holds an in-flight
-//!   slot.
-//! * Server: an accept thread; per connection a driver thread and a reader thread; and
+//! No connection has a driver thread: its machine sits behind a lock, and the thread
+//! that has something for it takes the lock and drives it.
+//!
+//! * Client: a reader thread reads responses and completes the calls itself; a
+//!   housekeeping thread writes the queued requests (in batches under load) and sleeps
+//!   until the machine's next deadline (call deadlines, heartbeat). Callers queue their
+//!   call without waiting for the lock and block on a one-shot reply slot; a call that
+//!   is given up (its [`PendingCall`] dropped or timed out) is cancelled, so it never
+//!   holds an in-flight slot. One thread can keep many calls in flight with
+//!   [`Client::go`] / [`RequestBuilder::go_raw`].
+//! * Server: an accept thread; per connection a reader thread, which dispatches
+//!   requests and answers those whose handler finishes without waiting, and a
+//!   housekeeping thread (timeouts, writes the socket did not take at once, close); and
 //!   a pool of at most [`ServerOptions::workers`] threads for handlers that wait.
 //!
 //! ## Handlers
