@@ -91,6 +91,8 @@ pub(crate) struct Engine<M: Machine> {
     ext: M::Ext,
     /// The housekeeping thread, to unpark.
     aux: OnceLock<thread::Thread>,
+    /// The housekeeping thread is (about to be) parked; see [`kick`](Self::kick).
+    aux_asleep: AtomicBool,
     /// The reader thread, to unpark.
     reader_thread: OnceLock<thread::Thread>,
 }
@@ -150,6 +152,7 @@ impl<M: Machine> Engine<M> {
             reader: Mutex::new(None),
             ext,
             aux: OnceLock::new(),
+            aux_asleep: AtomicBool::new(false),
             reader_thread: OnceLock::new(),
         }))
     }
@@ -187,6 +190,20 @@ impl<M: Machine> Engine<M> {
         let g = self.settle(g, &mut after, false);
         self.release(g, after);
         Some(r)
+    }
+
+    /// Make sure work just queued in an [`Intake`] is taken, without waiting for the
+    /// lock or taking it: if the housekeeping thread sleeps, wake it; if it does not,
+    /// it (or another lock holder, on its way out) takes the work. The housekeeping
+    /// thread marks itself asleep before its last look at the intake, and the intake is
+    /// filled before the mark is read here, so one of the two sees the other.
+    pub(crate) fn kick(&self) {
+        fence(Ordering::SeqCst);
+        if self.aux_asleep.load(Ordering::SeqCst) {
+            if let Some(t) = self.aux.get() {
+                t.unpark();
+            }
+        }
     }
 
     /// Release the lock, do the collected work, then take what was queued in an
@@ -434,7 +451,9 @@ impl<M: Machine> Engine<M> {
                 break;
             }
             if !busy {
+                self.aux_asleep.store(true, Ordering::SeqCst);
                 self.sleep(until);
+                self.aux_asleep.store(false, Ordering::SeqCst);
             }
             g = self.lock();
             g.aux_waiting = false;

@@ -250,13 +250,12 @@ impl Client {
         }
         let (tx, rx) = reply::pair();
         let tx = tx.with_drop_value(|| Err(Error::Shutdown));
-        // Queue the call without waiting for the connection's lock; take the lock only
-        // if it is free (else its holder takes the call on its way out).
+        // Queue the call without touching the connection's lock: the housekeeping
+        // thread (or whoever holds the lock next) takes it into the machine and writes
+        // it, with whatever else is queued by then.
         let engine = &self.inner.engine;
         match engine.ext().push((spec, tx)) {
-            Ok(()) => {
-                engine.try_with(|m, _| m.take_intake());
-            }
+            Ok(()) => engine.kick(),
             Err(Refused::Full((spec, tx))) => engine.with(|m, _| {
                 m.take_intake();
                 m.call(spec, tx);
