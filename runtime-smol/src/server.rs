@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::conn::{CloseMode, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent};
-use rpcx_core::service::{Context, ContextParts, Dispatched, Peer, PushSink, Pusher, Router};
+use rpcx_core::service::{Context, Dispatched, Peer, PushSink, Pusher, Router};
 use rpcx_core::wire::Metadata;
 use std::future::Future;
 use std::io;
@@ -387,7 +387,7 @@ async fn serve_conn(stream: Stream, peer: Peer, server: Server, ctl: Ctl) {
     }
 }
 
-type Done = (RequestId, Dispatched, Context);
+type Done = (RequestId, (Dispatched, Context));
 
 /// Events (mostly requests answered inline) handled before their output is written.
 /// Without a cap, one 64 KiB read of ~100 requests is answered as one batch and the
@@ -560,10 +560,10 @@ impl ConnDriver {
             })
             .await;
             match wake {
-                Wake::Done((id, d, ctx)) => {
-                    self.on_done(id, d, ctx);
-                    while let Ok((id, d, ctx)) = self.done_rx.try_recv() {
-                        self.on_done(id, d, ctx);
+                Wake::Done((id, served)) => {
+                    self.on_done(id, served);
+                    while let Ok((id, served)) = self.done_rx.try_recv() {
+                        self.on_done(id, served);
                     }
                 }
                 Wake::Wrote(Ok(n)) if n > 0 => {
@@ -625,36 +625,19 @@ impl ConnDriver {
     fn on_event(&mut self, ev: ServerEvent) {
         match ev {
             ServerEvent::Request(req) => {
-                let msg = req.message;
-                let ctx = Context::new(ContextParts {
-                    service_path: msg.service_path,
-                    service_method: msg.service_method,
-                    serialize_type: msg.header.serialize_type(),
-                    oneway: msg.header.is_oneway(),
-                    metadata: msg.metadata,
-                    deadline: req.deadline,
-                    received_at: Instant::now(),
-                    peer: self.peer.clone(),
-                    pusher: self.pusher.clone(),
-                });
-                let router = self.router.clone();
                 let id = req.id;
-                let payload = msg.payload;
-                let mut fut = Box::pin(async move {
-                    let d = router.dispatch(ctx.clone(), payload).await;
-                    (d, ctx)
-                });
+                let mut fut = self.router.serve(req, self.peer.clone(), self.pusher.clone());
                 // Fast path: a handler that finishes without waiting is answered right
                 // here, with no task spawn and no channel hop. One that waits moves to a
                 // task of its own (polled again there, so it registers that task's waker).
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                 match fut.as_mut().poll(&mut cx) {
-                    Poll::Ready((d, ctx)) => self.on_done(id, d, ctx),
+                    Poll::Ready(served) => self.on_done(id, served),
                     Poll::Pending => {
                         let done = self.done_tx.clone();
                         self.spawner.spawn_boxed(Box::pin(async move {
-                            let (d, ctx) = fut.await;
-                            let _ = done.send((id, d, ctx)).await;
+                            let served = fut.await;
+                            let _ = done.send((id, served)).await;
                         }));
                     }
                 }
@@ -677,27 +660,12 @@ impl ConnDriver {
         }
     }
 
-    fn on_done(&mut self, id: RequestId, d: Dispatched, ctx: Context) {
+    fn on_done(&mut self, id: RequestId, served: (Dispatched, Context)) {
         // Pushes a handler queued before it returned go out before its response (Go
         // writes them synchronously from the handler).
         while let Ok(p) = self.push_rx.try_recv() {
             self.apply_push(p);
         }
-        let mut response = d.response;
-        let oneway = ctx.is_oneway();
-        if !oneway {
-            for h in self.router.hooks() {
-                h.pre_write_response(&ctx, &mut response);
-            }
-        }
-        let _ = self.conn.respond(Instant::now(), id, response);
-        if !oneway {
-            for h in self.router.hooks() {
-                h.post_write_response(&ctx);
-            }
-        }
-        if d.close {
-            self.conn.close(Instant::now(), CloseMode::Flush);
-        }
+        self.router.answer(&mut self.conn, Instant::now(), id, served);
     }
 }

@@ -5,9 +5,8 @@ use crate::transport::{Stream, tune_tcp};
 use bytes::{Buf, Bytes, BytesMut};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::conn::{CloseMode, PushError, ServerConfig, ServerConnection, ServerEvent};
-use rpcx_core::service::{Context, ContextParts, Dispatched, Peer, PushSink, Pusher, Router};
+use rpcx_core::service::{Context, Dispatched, Peer, PushSink, Pusher, Router};
 use rpcx_core::wire::Metadata;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -338,8 +337,8 @@ struct ConnDriver {
     peer: Arc<Peer>,
     router: Router,
     write_timeout: Option<Duration>,
-    done_tx: mpsc::UnboundedSender<(rpcx_core::conn::RequestId, Dispatched, Context)>,
-    done_rx: mpsc::UnboundedReceiver<(rpcx_core::conn::RequestId, Dispatched, Context)>,
+    done_tx: mpsc::UnboundedSender<(rpcx_core::conn::RequestId, (Dispatched, Context))>,
+    done_rx: mpsc::UnboundedReceiver<(rpcx_core::conn::RequestId, (Dispatched, Context))>,
     pusher: Pusher,
     push_rx: mpsc::Receiver<PushCmd>,
 }
@@ -405,10 +404,10 @@ impl ConnDriver {
             }
             tokio::select! {
                 biased;
-                Some((id, d, ctx)) = self.done_rx.recv() => {
-                    self.on_done(id, d, ctx);
-                    while let Ok((id, d, ctx)) = self.done_rx.try_recv() {
-                        self.on_done(id, d, ctx);
+                Some((id, served)) = self.done_rx.recv() => {
+                    self.on_done(id, served);
+                    while let Ok((id, served)) = self.done_rx.try_recv() {
+                        self.on_done(id, served);
                     }
                 }
                 res = wr.write(&write_buf), if !write_buf.is_empty() => match res {
@@ -462,36 +461,19 @@ impl ConnDriver {
     fn on_event(&mut self, ev: ServerEvent) {
         match ev {
             ServerEvent::Request(req) => {
-                let msg = req.message;
-                let ctx = Context::new(ContextParts {
-                    service_path: msg.service_path,
-                    service_method: msg.service_method,
-                    serialize_type: msg.header.serialize_type(),
-                    oneway: msg.header.is_oneway(),
-                    metadata: msg.metadata,
-                    deadline: req.deadline,
-                    received_at: Instant::now(),
-                    peer: self.peer.clone(),
-                    pusher: self.pusher.clone(),
-                });
-                let router = self.router.clone();
                 let id = req.id;
-                let payload = msg.payload;
-                let mut fut = Box::pin(async move {
-                    let d = router.dispatch(ctx.clone(), payload).await;
-                    (d, ctx)
-                });
+                let mut fut = self.router.serve(req, self.peer.clone(), self.pusher.clone());
                 // Fast path: a handler that finishes without waiting is answered right
                 // here, with no task spawn and no channel hop. One that waits moves to a
                 // task of its own (polled again there, so it registers that task's waker).
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                 match fut.as_mut().poll(&mut cx) {
-                    std::task::Poll::Ready((d, ctx)) => self.on_done(id, d, ctx),
+                    std::task::Poll::Ready(served) => self.on_done(id, served),
                     std::task::Poll::Pending => {
                         let done = self.done_tx.clone();
                         tokio::spawn(async move {
-                            let (d, ctx) = fut.await;
-                            let _ = done.send((id, d, ctx));
+                            let served = fut.await;
+                            let _ = done.send((id, served));
                         });
                     }
                 }
@@ -508,7 +490,7 @@ impl ConnDriver {
         }
     }
 
-    fn on_done(&mut self, id: rpcx_core::conn::RequestId, d: Dispatched, ctx: Context) {
+    fn on_done(&mut self, id: rpcx_core::conn::RequestId, served: (Dispatched, Context)) {
         // Pushes a handler queued before it returned go out before its response (Go
         // writes them synchronously from the handler).
         while let Ok(p) = self.push_rx.try_recv() {
@@ -516,21 +498,6 @@ impl ConnDriver {
                 tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
             }
         }
-        let mut response = d.response;
-        let oneway = ctx.is_oneway();
-        if !oneway {
-            for h in self.router.hooks() {
-                h.pre_write_response(&ctx, &mut response);
-            }
-        }
-        let _ = self.conn.respond(Instant::now(), id, response);
-        if !oneway {
-            for h in self.router.hooks() {
-                h.post_write_response(&ctx);
-            }
-        }
-        if d.close {
-            self.conn.close(Instant::now(), CloseMode::Flush);
-        }
+        self.router.answer(&mut self.conn, Instant::now(), id, served);
     }
 }

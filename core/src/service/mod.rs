@@ -44,6 +44,9 @@ use std::task::{Context as TaskContext, Poll};
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
+/// A request being served ([`Router::serve`]): resolves to its outcome and context.
+pub type Serving = BoxFuture<(Dispatched, Context)>;
+
 /// A method implementation after type erasure: payload in, payload or error text out.
 pub trait Handler: Send + Sync + 'static {
     /// Run the method on a payload serialized with `ctx.serialize_type()`.
@@ -356,6 +359,63 @@ impl Router {
     /// Whether `service.method` exists.
     pub fn has_method(&self, service: &str, method: &str) -> bool {
         self.services.get(service).is_some_and(|s| s.methods.contains_key(method))
+    }
+
+    /// The future that serves `req` from a connection with `peer`: its [`Context`]
+    /// (metadata, deadline, pusher) and [`dispatch`](Self::dispatch). A runtime polls it
+    /// (once inline, then on a task or worker if it waits) and gives the outcome to
+    /// [`answer`](Self::answer).
+    pub fn serve(&self, req: crate::conn::Request, peer: Arc<Peer>, pusher: Pusher) -> Serving {
+        let msg = req.message;
+        let ctx = Context::new(ContextParts {
+            service_path: msg.service_path,
+            service_method: msg.service_method,
+            serialize_type: msg.header.serialize_type(),
+            oneway: msg.header.is_oneway(),
+            metadata: msg.metadata,
+            deadline: req.deadline,
+            received_at: std::time::Instant::now(),
+            peer,
+            pusher,
+        });
+        let router = self.clone();
+        let payload = msg.payload;
+        Box::pin(async move {
+            let d = router.dispatch(ctx.clone(), payload).await;
+            (d, ctx)
+        })
+    }
+
+    /// Give a served request's outcome to the connection: the response hooks around
+    /// [`ServerConnection::respond`](crate::conn::ServerConnection::respond) (not for
+    /// oneway requests), then a [`Flush`](crate::conn::CloseMode::Flush) close if the
+    /// request asked for one (failed auth). Queue the handler's pushes before this, so
+    /// they go out first as Go's do.
+    pub fn answer(
+        &self,
+        conn: &mut crate::conn::ServerConnection,
+        now: std::time::Instant,
+        id: crate::conn::RequestId,
+        (d, ctx): (Dispatched, Context),
+    ) {
+        let mut response = d.response;
+        let oneway = ctx.is_oneway();
+        if !oneway {
+            for h in self.hooks() {
+                h.pre_write_response(&ctx, &mut response);
+            }
+        }
+        // Only fails for a closed connection or a request answered already (the latter
+        // cannot happen here: each request is served once).
+        let _ = conn.respond(now, id, response);
+        if !oneway {
+            for h in self.hooks() {
+                h.post_write_response(&ctx);
+            }
+        }
+        if d.close {
+            conn.close(now, crate::conn::CloseMode::Flush);
+        }
     }
 
     /// Run one request through post-read hooks, auth, lookup, pre-call hooks, the

@@ -9,7 +9,7 @@ use crate::executor::block_on;
 use crate::transport::{self, HandshakeError, Sock, tune_tcp};
 use bytes::Bytes;
 use rpcx_core::conn::{CloseMode, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent};
-use rpcx_core::service::{BoxFuture, Context, ContextParts, Dispatched, Peer, PushSink, Pusher};
+use rpcx_core::service::{Context, Dispatched, Peer, PushSink, Pusher, Serving};
 use rpcx_core::wire::Metadata;
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Poll, Waker};
@@ -136,7 +136,7 @@ pub(super) struct ServerExt {
 /// A handler that has to wait, for the worker pool.
 pub(super) struct Waiting {
     id: RequestId,
-    fut: BoxFuture<(Dispatched, Context)>,
+    fut: Serving,
 }
 
 pub(super) struct ServerState {
@@ -170,58 +170,25 @@ impl ServerState {
     }
 
     fn on_request(&mut self, req: rpcx_core::conn::Request, waiting: &mut Vec<Waiting>) {
-        let msg = req.message;
-        let ctx = Context::new(ContextParts {
-            service_path: msg.service_path,
-            service_method: msg.service_method,
-            serialize_type: msg.header.serialize_type(),
-            oneway: msg.header.is_oneway(),
-            metadata: msg.metadata,
-            deadline: req.deadline,
-            received_at: Instant::now(),
-            peer: self.peer.clone(),
-            pusher: self.pusher.clone(),
-        });
-        let router = self.ctx.router.clone();
-        let payload = msg.payload;
-        let mut fut: BoxFuture<(Dispatched, Context)> = Box::pin(async move {
-            let d = router.dispatch(ctx.clone(), payload).await;
-            (d, ctx)
-        });
+        let id = req.id;
+        let mut fut = self.ctx.router.serve(req, self.peer.clone(), self.pusher.clone());
         if self.ctx.opts.inline_handlers {
             // Fast path: a handler that finishes without waiting is answered here. One
             // that waits moves to a worker, whose `block_on` polls it again with a waker
             // that unparks that worker.
             let mut cx = std::task::Context::from_waker(Waker::noop());
-            if let Poll::Ready((d, ctx)) = fut.as_mut().poll(&mut cx) {
-                self.on_done(req.id, d, ctx);
+            if let Poll::Ready(served) = fut.as_mut().poll(&mut cx) {
+                self.on_done(id, served);
                 return;
             }
         }
-        waiting.push(Waiting { id: req.id, fut });
+        waiting.push(Waiting { id, fut });
     }
 
     /// Write a handler's response (after the pushes it queued, as Go does).
-    fn on_done(&mut self, id: RequestId, d: Dispatched, ctx: Context) {
+    fn on_done(&mut self, id: RequestId, served: (Dispatched, Context)) {
         self.take_pushes();
-        let mut response = d.response;
-        let oneway = ctx.is_oneway();
-        let hooks = self.ctx.router.hooks();
-        if !oneway {
-            for h in hooks {
-                h.pre_write_response(&ctx, &mut response);
-            }
-        }
-        let _ = self.conn.respond(Instant::now(), id, response);
-        if !oneway {
-            for h in hooks {
-                h.post_write_response(&ctx);
-            }
-        }
-        if d.close {
-            // Auth failure (or a hook asked): the response goes out, then the close.
-            self.conn.close(Instant::now(), CloseMode::Flush);
-        }
+        self.ctx.router.answer(&mut self.conn, Instant::now(), id, served);
     }
 }
 
@@ -295,8 +262,8 @@ impl Machine for ServerState {
         for Waiting { id, fut } in waiting {
             let engine = engine.clone();
             ext.pool.submit(Box::new(move || {
-                let (d, ctx) = block_on(fut);
-                engine.with(|m, _| m.on_done(id, d, ctx));
+                let served = block_on(fut);
+                engine.with(|m, _| m.on_done(id, served));
             }));
         }
     }
