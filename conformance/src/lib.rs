@@ -38,6 +38,8 @@ pub struct ServeOpts {
     pub read_timeout: Option<Duration>,
     /// Where to bind (default `tcp@127.0.0.1:0`).
     pub addr: Option<String>,
+    /// Requests in flight per connection (the runtime's default when `None`).
+    pub max_in_flight: Option<usize>,
 }
 
 /// Client options the scenarios need.

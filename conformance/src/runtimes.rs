@@ -81,6 +81,9 @@ impl ServerRt for Tokio {
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }
+        if let Some(n) = opts.max_in_flight {
+            s = s.max_in_flight(n);
+        }
         Box::new(TokioServer(
             tokio_rt().block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind"),
         ))
@@ -151,6 +154,9 @@ impl ServerRt for Std {
         let mut s = rpcx_std::Server::new(router);
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
+        }
+        if let Some(n) = opts.max_in_flight {
+            s = s.max_in_flight(n);
         }
         Box::new(StdServer(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")).expect("bind")))
     }
@@ -223,6 +229,9 @@ impl ServerRt for Smol {
         let mut s = rpcx_smol::Server::new(router);
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
+        }
+        if let Some(n) = opts.max_in_flight {
+            s = s.max_in_flight(n);
         }
         Box::new(SmolServer(smol::block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind")))
     }

@@ -219,3 +219,40 @@ pub fn in_process_memu(s: &dyn ServerRt, c: &dyn ClientRt) {
     assert_eq!(raw.expect("response").payload, pattern(3000));
     server.close();
 }
+
+/// A server at its in-flight limit stops reading: a peer that floods it with requests
+/// is pushed back by TCP (its writes block) instead of the server buffering everything.
+/// Server-only (a raw socket is the client).
+pub fn server_at_max_in_flight_pushes_back(s: &dyn ServerRt) {
+    use std::io::Write;
+    let started = Arc::new(AtomicUsize::new(0));
+    let opts = ServeOpts { max_in_flight: Some(1), ..Default::default() };
+    let server = s.serve(router_counting(false, started.clone()), opts);
+    let addr = server.address();
+    let frame = |method: &'static str, a: i64| {
+        let mut msg = rpcx_core::wire::Message::request(SerializeType::MSGPACK, 0, "Arith", method);
+        msg.payload = codec::to_payload(SerializeType::MSGPACK, &Args { a, b: 1 }).expect("encode").into();
+        let mut frame = Vec::new();
+        msg.encode(&Default::default(), &mut frame).expect("encode");
+        frame
+    };
+    let mut raw = std::net::TcpStream::connect(addr.trim_start_matches("tcp@")).expect("connect");
+    raw.write_all(&frame("Slow", 5_000)).expect("write");
+    until_started(&started, 1);
+    let mut flood = Vec::new();
+    while flood.len() < 1 << 20 {
+        flood.extend_from_slice(&frame("Mul", 7));
+    }
+    raw.set_write_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    let limit = 64usize << 20;
+    let mut sent = 0usize;
+    while sent < limit {
+        match raw.write(&flood) {
+            Ok(n) => sent += n,
+            Err(_) => break, // the write timed out: the server pushes back
+        }
+    }
+    assert!(sent < limit, "{}: the server kept reading ({sent} bytes) at its in-flight limit", s.name());
+    drop(raw);
+    server.close();
+}
