@@ -81,6 +81,12 @@ pub fn from_payload<T: DeserializeOwned>(st: SerializeType, payload: &[u8]) -> R
     if st == SerializeType::JSON { Ok(serde_json::from_slice(payload)?) } else { Ok(rmp_serde::from_slice(payload)?) }
 }
 
+/// A reply message's payload decoded by its own serialize type, with its metadata.
+pub fn decode_reply<T: DeserializeOwned>(msg: crate::wire::Message) -> Result<(T, crate::wire::Metadata), CodecError> {
+    let reply = from_payload(msg.header.serialize_type(), &msg.payload)?;
+    Ok((reply, msg.metadata))
+}
+
 /// Encode a protobuf message (`SerializeType::PROTOBUF`).
 #[cfg(feature = "protobuf")]
 pub fn to_proto<T: prost::Message>(value: &T) -> Vec<u8> {

@@ -41,3 +41,6 @@ pub mod govern;
 pub mod memu;
 pub mod service;
 pub mod wire;
+
+#[doc(hidden)]
+pub use bytes; // for `call_options_setters!`

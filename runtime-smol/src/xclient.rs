@@ -652,8 +652,7 @@ fn copy_dial_error(e: &Error) -> Error {
 
 fn decode<R: DeserializeOwned>(msg: Option<Message>) -> Result<(R, Metadata), Error> {
     let msg = msg.ok_or(Error::Shutdown)?;
-    let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
-    Ok((reply, msg.metadata))
+    Ok(codec::decode_reply(msg)?)
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

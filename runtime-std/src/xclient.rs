@@ -703,8 +703,7 @@ fn copy_dial_error(e: &Error) -> Error {
 
 fn decode_raw<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     let msg = msg.ok_or(Error::Shutdown)?;
-    let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
-    Ok((reply, msg.metadata))
+    Ok(codec::decode_reply(msg)?)
 }
 
 /// Starts one attempt on a connected client: `(client, channel for thread results,

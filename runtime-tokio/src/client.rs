@@ -5,7 +5,9 @@ use crate::transport::{self, Stream};
 use bytes::{Buf, Bytes, BytesMut};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
-use rpcx_core::conn::{CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, CloseMode};
+use rpcx_core::conn::{
+    CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, CloseMode,
+};
 use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
 use rustc_hash::FxHashMap;
 use serde::Serialize;
@@ -167,12 +169,13 @@ impl Client {
     pub fn request(&self, service: &str, method: &str) -> RequestBuilder<'_> {
         RequestBuilder {
             client: self,
-            service: Bytes::copy_from_slice(service.as_bytes()),
-            method: Bytes::copy_from_slice(method.as_bytes()),
-            metadata: Metadata::new(),
-            serialize_type: self.opts.serialize_type,
-            compress: self.opts.compress,
-            timeout: self.opts.call_timeout,
+            opts: CallOptions::new(
+                service,
+                method,
+                self.opts.serialize_type,
+                self.opts.compress,
+                self.opts.call_timeout,
+            ),
         }
     }
 
@@ -235,57 +238,14 @@ impl Client {
 #[must_use]
 pub struct RequestBuilder<'a> {
     client: &'a Client,
-    service: Bytes,
-    method: Bytes,
-    metadata: Metadata,
-    serialize_type: SerializeType,
-    compress: CompressType,
-    timeout: Option<Duration>,
+    opts: CallOptions,
 }
 
 impl RequestBuilder<'_> {
-    /// Add request metadata.
-    pub fn metadata(mut self, key: &str, value: &str) -> Self {
-        self.metadata.insert(Bytes::copy_from_slice(key.as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
-        self
-    }
-
-    /// Set all request metadata.
-    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
-        self.metadata = metadata;
-        self
-    }
-
-    /// Fail with a timeout after `d`; the server is told the deadline in
-    /// `__ServerTimeout`.
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
-        self
-    }
-
-    /// Serialize with this type instead of the client's default.
-    pub fn serialize_type(mut self, st: SerializeType) -> Self {
-        self.serialize_type = st;
-        self
-    }
-
-    /// Compress payloads over 1024 bytes with this type.
-    pub fn compress(mut self, ct: CompressType) -> Self {
-        self.compress = ct;
-        self
-    }
+    rpcx_core::call_options_setters!();
 
     fn spec(self, payload: Bytes, oneway: bool) -> CallSpec {
-        CallSpec {
-            service_path: self.service,
-            service_method: self.method,
-            metadata: self.metadata,
-            payload,
-            serialize_type: self.serialize_type,
-            compress: self.compress,
-            oneway,
-            deadline: self.timeout.map(|d| Instant::now() + d),
-        }
+        self.opts.into_spec(payload, oneway)
     }
 
     /// Call and decode the reply.
@@ -303,7 +263,7 @@ impl RequestBuilder<'_> {
 
     /// Start the call and return a handle to await later.
     pub async fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
-        let st = self.serialize_type;
+        let st = self.opts.serialize_type;
         let payload = Bytes::from(codec::to_payload(st, args)?);
         let client = self.client;
         let spec = self.spec(payload, false);
@@ -320,7 +280,7 @@ impl RequestBuilder<'_> {
 
     /// Send as a oneway request.
     pub async fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
-        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
         self.oneway_raw(payload).await
     }
 
@@ -351,8 +311,7 @@ impl<R: DeserializeOwned> PendingCall<R> {
     /// The reply and the response metadata.
     pub async fn await_with_metadata(self) -> Result<(R, Metadata), Error> {
         let msg = self.raw.await_raw().await?.ok_or(Error::Shutdown)?;
-        let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
-        Ok((reply, msg.metadata))
+        Ok(codec::decode_reply(msg)?)
     }
 }
 

@@ -174,8 +174,7 @@ impl XClient {
         let st = self.0.client_opts.serialize_type;
         let payload = Bytes::from(codec::to_payload(st, args)?);
         let msg = self.call_raw(method, st, payload, metadata, timeout, false).await?.ok_or(Error::Shutdown)?;
-        let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
-        Ok((reply, msg.metadata))
+        Ok(codec::decode_reply(msg)?)
     }
 
     /// Start a call in the background (Go's `XClient.Go`; the fail mode applies here too)

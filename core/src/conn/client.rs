@@ -91,6 +91,112 @@ impl CallSpec {
     }
 }
 
+/// A call being configured, before its payload: what every runtime's request builder
+/// collects (its setters come from [`call_options_setters!`](crate::call_options_setters)).
+/// [`into_spec`](Self::into_spec) makes the [`CallSpec`], counting the timeout from then.
+#[derive(Clone, Debug)]
+pub struct CallOptions {
+    /// Service path (service name).
+    pub service_path: Bytes,
+    /// Method name.
+    pub service_method: Bytes,
+    /// Request metadata.
+    pub metadata: Metadata,
+    /// How the payload is (to be) serialized.
+    pub serialize_type: SerializeType,
+    /// Compression for payloads over 1024 bytes.
+    pub compress: CompressType,
+    /// The call fails this long after it is made; the server is told the deadline.
+    pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// `service.method` with no metadata, the given defaults for the rest.
+    pub fn new(
+        service: &str,
+        method: &str,
+        serialize_type: SerializeType,
+        compress: CompressType,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            service_path: Bytes::copy_from_slice(service.as_bytes()),
+            service_method: Bytes::copy_from_slice(method.as_bytes()),
+            metadata: Metadata::new(),
+            serialize_type,
+            compress,
+            timeout,
+        }
+    }
+
+    /// The call with `payload` (already serialized with `serialize_type`), its deadline
+    /// `timeout` from now.
+    pub fn into_spec(self, payload: Bytes, oneway: bool) -> CallSpec {
+        CallSpec {
+            service_path: self.service_path,
+            service_method: self.service_method,
+            metadata: self.metadata,
+            payload,
+            serialize_type: self.serialize_type,
+            compress: self.compress,
+            oneway,
+            deadline: self.timeout.and_then(|d| Instant::now().checked_add(d)),
+        }
+    }
+
+    /// The call with `args` serialized by `serialize_type`.
+    pub fn encode<A: serde::Serialize + ?Sized>(
+        self,
+        args: &A,
+        oneway: bool,
+    ) -> Result<CallSpec, crate::codec::CodecError> {
+        let payload = Bytes::from(crate::codec::to_payload(self.serialize_type, args)?);
+        Ok(self.into_spec(payload, oneway))
+    }
+}
+
+/// The setters of a request builder that keeps its [`CallOptions`] in a field named
+/// `opts`: `metadata`, `with_metadata`, `timeout`, `serialize_type`, `compress`. Every
+/// runtime's `RequestBuilder` uses it, so they read and behave the same.
+#[macro_export]
+macro_rules! call_options_setters {
+    () => {
+        /// Add request metadata.
+        pub fn metadata(mut self, key: &str, value: &str) -> Self {
+            self.opts.metadata.insert(
+                $crate::bytes::Bytes::copy_from_slice(key.as_bytes()),
+                $crate::bytes::Bytes::copy_from_slice(value.as_bytes()),
+            );
+            self
+        }
+
+        /// Set all request metadata.
+        pub fn with_metadata(mut self, metadata: $crate::wire::Metadata) -> Self {
+            self.opts.metadata = metadata;
+            self
+        }
+
+        /// Fail with a timeout after `d`; the server is told the deadline in
+        /// `__ServerTimeout`.
+        pub fn timeout(mut self, d: ::std::time::Duration) -> Self {
+            self.opts.timeout = Some(d);
+            self
+        }
+
+        /// Serialize with this type instead of the client's default.
+        pub fn serialize_type(mut self, st: $crate::wire::SerializeType) -> Self {
+            self.opts.serialize_type = st;
+            self
+        }
+
+        /// Compress payloads over 1024 bytes with this type.
+        pub fn compress(mut self, ct: $crate::wire::CompressType) -> Self {
+            self.opts.compress = ct;
+            self
+        }
+    };
+}
+
 /// The connection refused a call; no event will follow for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

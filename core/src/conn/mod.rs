@@ -19,7 +19,8 @@ mod client;
 mod server;
 
 pub use client::{
-    CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats, RemoteError,
+    CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats,
+    RemoteError,
 };
 pub use server::{
     PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection, ServerEvent, ServerStats,

@@ -17,7 +17,7 @@ use crate::transport;
 use bytes::Bytes;
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
-use rpcx_core::conn::{CallError, CallSpec, ClientConfig, ClientConnection};
+use rpcx_core::conn::{CallError, CallOptions, CallSpec, ClientConfig, ClientConnection};
 use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -228,12 +228,7 @@ impl Client {
         let opts = &self.inner.opts;
         RequestBuilder {
             client: self,
-            service: Bytes::copy_from_slice(service.as_bytes()),
-            method: Bytes::copy_from_slice(method.as_bytes()),
-            metadata: Metadata::new(),
-            serialize_type: opts.serialize_type,
-            compress: opts.compress,
-            timeout: opts.call_timeout,
+            opts: CallOptions::new(service, method, opts.serialize_type, opts.compress, opts.call_timeout),
         }
     }
 
@@ -330,57 +325,14 @@ impl Client {
 #[must_use]
 pub struct RequestBuilder<'a> {
     client: &'a Client,
-    service: Bytes,
-    method: Bytes,
-    metadata: Metadata,
-    serialize_type: SerializeType,
-    compress: CompressType,
-    timeout: Option<Duration>,
+    opts: CallOptions,
 }
 
 impl RequestBuilder<'_> {
-    /// Add request metadata.
-    pub fn metadata(mut self, key: &str, value: &str) -> Self {
-        self.metadata.insert(Bytes::copy_from_slice(key.as_bytes()), Bytes::copy_from_slice(value.as_bytes()));
-        self
-    }
-
-    /// Set all request metadata.
-    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
-        self.metadata = metadata;
-        self
-    }
-
-    /// Fail with a timeout after `d` (counted from when the call is issued); the server
-    /// is told the deadline in `__ServerTimeout`.
-    pub fn timeout(mut self, d: Duration) -> Self {
-        self.timeout = Some(d);
-        self
-    }
-
-    /// Serialize with this type instead of the client's default.
-    pub fn serialize_type(mut self, st: SerializeType) -> Self {
-        self.serialize_type = st;
-        self
-    }
-
-    /// Compress payloads over 1024 bytes with this type.
-    pub fn compress(mut self, ct: CompressType) -> Self {
-        self.compress = ct;
-        self
-    }
+    rpcx_core::call_options_setters!();
 
     fn spec(self, payload: Bytes, oneway: bool) -> CallSpec {
-        CallSpec {
-            service_path: self.service,
-            service_method: self.method,
-            metadata: self.metadata,
-            payload,
-            serialize_type: self.serialize_type,
-            compress: self.compress,
-            oneway,
-            deadline: self.timeout.and_then(|d| Instant::now().checked_add(d)),
-        }
+        self.opts.into_spec(payload, oneway)
     }
 
     /// Call and decode the reply.
@@ -393,7 +345,7 @@ impl RequestBuilder<'_> {
         self,
         args: &A,
     ) -> Result<(R, Metadata), Error> {
-        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
         let client = self.client;
         let msg = client.send(self.spec(payload, false))?.ok_or(Error::Shutdown)?;
         decode_reply(msg)
@@ -401,7 +353,7 @@ impl RequestBuilder<'_> {
 
     /// Start the call and return a handle to wait on later.
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
-        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
         let client = self.client;
         let spec = self.spec(payload, false);
         let deadline = spec.deadline;
@@ -440,7 +392,7 @@ impl RequestBuilder<'_> {
 
     /// Send as a oneway request.
     pub fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
-        let payload = Bytes::from(codec::to_payload(self.serialize_type, args)?);
+        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
         self.oneway_raw(payload)
     }
 
@@ -466,8 +418,7 @@ fn wait_outcome(rx: &ReplyRx<Outcome>, deadline: Option<Instant>, engine: &Arc<C
 }
 
 fn decode_reply<R: DeserializeOwned>(msg: Message) -> Result<(R, Metadata), Error> {
-    let reply = codec::from_payload(msg.header.serialize_type(), &msg.payload)?;
-    Ok((reply, msg.metadata))
+    Ok(codec::decode_reply(msg)?)
 }
 
 /// A call started with [`Client::go`]: wait on it for the reply. Dropping it before the
