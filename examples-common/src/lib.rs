@@ -70,3 +70,27 @@ pub fn flag(name: &str, default: &str) -> String {
 pub fn secs_flag(name: &str, default: f64) -> Duration {
     Duration::from_secs_f64(flag(name, &default.to_string()).parse().unwrap_or(default))
 }
+
+/// A fresh self-signed certificate for `localhost`, as a rustls server config and a
+/// client config that trusts it (ring provider, like every runtime's `tls::provider`).
+/// For tests and examples; every runtime takes these rustls types as they are.
+pub fn self_signed_localhost_tls() -> (std::sync::Arc<rustls::ServerConfig>, std::sync::Arc<rustls::ClientConfig>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
+    let cert_der = cert.cert.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).expect("key");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der.clone()], key_der)
+        .expect("server config");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (std::sync::Arc::new(server), std::sync::Arc::new(client))
+}

@@ -150,28 +150,9 @@ fn unix_socket_round_trip() {
 #[test]
 fn tls_round_trip_with_a_generated_certificate() {
     bounded(|| {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert_der = cert.cert.der().clone();
-        let key_der = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-        let provider = rpcx_std::tls::provider();
-        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert_der.clone()], key_der)
-            .unwrap();
-        let server = Server::new(router()).tls(Arc::new(server_cfg)).bind("tcp@127.0.0.1:0").unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert_der).unwrap();
-        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let opts = ClientOptions {
-            tls: Some(rpcx_std::tls::TlsClient { config: Arc::new(client_cfg), server_name: "localhost".into() }),
-            ..Default::default()
-        };
+        let (server_cfg, client_tls) = tls_pair();
+        let server = Server::new(router()).tls(server_cfg).bind("tcp@127.0.0.1:0").unwrap();
+        let opts = ClientOptions { tls: Some(client_tls), ..Default::default() };
         let client = Client::connect(server.address(), opts).unwrap();
         let r: Reply = client.call("Arith", "Mul", &Args { A: 3, B: 5 }).unwrap();
         assert_eq!(r.C, 15);
@@ -763,24 +744,8 @@ fn the_first_call_on_each_of_many_fresh_connections_goes_out_at_once() {
 
 /// TLS configs for `localhost` with a fresh self-signed certificate.
 fn tls_pair() -> (Arc<rustls::ServerConfig>, rpcx_std::tls::TlsClient) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let cert_der = cert.cert.der().clone();
-    let key_der = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-    let provider = rpcx_std::tls::provider();
-    let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der.clone()], key_der)
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert_der).unwrap();
-    let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    (Arc::new(server_cfg), rpcx_std::tls::TlsClient { config: Arc::new(client_cfg), server_name: "localhost".into() })
+    let (server, client) = rpcx_examples_common::self_signed_localhost_tls();
+    (server, rpcx_std::tls::TlsClient { config: client, server_name: "localhost".into() })
 }
 
 /// Many large requests and responses at once overflow the socket buffers both ways, so

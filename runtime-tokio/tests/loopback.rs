@@ -105,26 +105,10 @@ async fn unix_socket_round_trip() {
 #[tokio::test]
 async fn tls_round_trip_with_a_generated_certificate() {
     bounded(async {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        let cert_der = cert.cert.der().clone();
-        let key_der = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
-        let provider = rpcx_tokio::tls::provider();
-        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert_der.clone()], key_der)
-            .unwrap();
-        let server = Server::new(router()).tls(Arc::new(server_cfg)).bind("tcp@127.0.0.1:0").await.unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert_der).unwrap();
-        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let (server_cfg, client_cfg) = rpcx_examples_common::self_signed_localhost_tls();
+        let server = Server::new(router()).tls(server_cfg).bind("tcp@127.0.0.1:0").await.unwrap();
         let opts = ClientOptions {
-            tls: Some(rpcx_tokio::tls::TlsClient { config: Arc::new(client_cfg), server_name: "localhost".into() }),
+            tls: Some(rpcx_tokio::tls::TlsClient { config: client_cfg, server_name: "localhost".into() }),
             ..Default::default()
         };
         let client = Client::connect(server.address(), opts).await.unwrap();
