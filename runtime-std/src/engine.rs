@@ -456,7 +456,7 @@ impl<M: Machine> Engine<M> {
                 self.aux_asleep.store(false, Ordering::SeqCst);
                 // Woken, most often, by a caller in the middle of a burst of calls: let
                 // it queue the rest, so they go out in one write (measured: std-go at
-                // 1 x 100 in scripts/load-compare.sh, median 0.72 -> 0.80 of tokio).
+                // 1 x 100 in scripts/load-compare.sh, median 0.72 -> 0.77 of tokio).
                 thread::yield_now();
             }
             g = self.lock();
