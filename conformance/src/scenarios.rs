@@ -256,3 +256,28 @@ pub fn server_at_max_in_flight_pushes_back(s: &dyn ServerRt) {
     drop(raw);
     server.close();
 }
+
+/// Closing a server does not wait for a peer that stopped reading: with responses stuck
+/// in a full socket (no write timeout set), `close` still returns promptly. Server-only
+/// (a raw socket is the client).
+pub fn server_close_does_not_wait_for_a_peer_that_stopped_reading(s: &dyn ServerRt) {
+    use std::io::Write;
+    let server = s.serve(router(false), ServeOpts::default());
+    let addr = server.address();
+    let mut msg = rpcx_core::wire::Message::request(SerializeType::NONE, 0, "Echo", "Raw");
+    msg.payload = vec![7u8; 1 << 20].into();
+    let mut frame = Vec::new();
+    msg.encode(&Default::default(), &mut frame).expect("encode");
+    let mut raw = std::net::TcpStream::connect(addr.trim_start_matches("tcp@")).expect("connect");
+    raw.set_write_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    // Requests whose echoes fill both directions' buffers; never read a byte back.
+    for _ in 0..64 {
+        if raw.write_all(&frame).is_err() {
+            break; // the server stopped reading too: both sides are full
+        }
+    }
+    let t0 = Instant::now();
+    server.close();
+    assert!(t0.elapsed() < Duration::from_secs(5), "{}: close waited {:?} for a stalled peer", s.name(), t0.elapsed());
+    drop(raw);
+}

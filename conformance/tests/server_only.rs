@@ -17,3 +17,18 @@ fn smol_server_at_max_in_flight_pushes_back() {
 fn std_server_at_max_in_flight_pushes_back() {
     scenarios::server_at_max_in_flight_pushes_back(&Std);
 }
+
+#[test]
+fn tokio_server_close_does_not_wait_for_a_peer_that_stopped_reading() {
+    scenarios::server_close_does_not_wait_for_a_peer_that_stopped_reading(&Tokio);
+}
+
+#[test]
+fn smol_server_close_does_not_wait_for_a_peer_that_stopped_reading() {
+    scenarios::server_close_does_not_wait_for_a_peer_that_stopped_reading(&Smol);
+}
+
+#[test]
+fn std_server_close_does_not_wait_for_a_peer_that_stopped_reading() {
+    scenarios::server_close_does_not_wait_for_a_peer_that_stopped_reading(&Std);
+}

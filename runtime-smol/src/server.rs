@@ -501,7 +501,10 @@ impl ConnDriver {
                     break;
                 }
             }
-            if self.conn.is_closed() && write_buf.is_empty() && !unflushed && !backlog {
+            // An immediate close does not wait for a peer to take what is unsent (it may
+            // never read again: shutdown must not hang on it).
+            let abandon = phase == Phase::Immediate;
+            if self.conn.is_closed() && ((write_buf.is_empty() && !unflushed) || abandon) && !backlog {
                 break;
             }
             if write_buf.is_empty() {

@@ -389,7 +389,10 @@ impl ConnDriver {
                     break;
                 }
             }
-            if self.conn.is_closed() && write_buf.is_empty() {
+            // An immediate close does not wait for a peer to take what is unsent (it may
+            // never read again: shutdown must not hang on it).
+            let abandon = *ctl.borrow() == Phase::Immediate;
+            if self.conn.is_closed() && (write_buf.is_empty() || abandon) {
                 break;
             }
             if write_buf.is_empty() {
@@ -447,7 +450,8 @@ impl ConnDriver {
                 }
             }
         }
-        let _ = wr.shutdown().await;
+        // Bounded: a TLS close_notify waits for room a peer that stopped reading never gives.
+        let _ = tokio::time::timeout(Duration::from_millis(200), wr.shutdown()).await;
     }
 
     fn apply_phase(&mut self, phase: Phase) {

@@ -7,6 +7,9 @@ use crate::compress::{Compressors, DecompressError};
 use bytes::{Buf, Bytes, BytesMut};
 use std::fmt;
 
+/// Most a frame's announced length makes the decoder reserve ahead of its bytes.
+const RESERVE_AHEAD: usize = 64 << 10;
+
 /// One of the four length-prefixed sections of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Section {
@@ -184,7 +187,9 @@ impl FrameDecoder {
         }
         let frame_len = PREFIX_LEN + total as usize;
         if src.len() < frame_len {
-            src.reserve(frame_len - src.len());
+            // Room for what is coming, but never more than RESERVE_AHEAD on the word of
+            // a 16-byte prefix: memory grows with the bytes that actually arrive.
+            src.reserve((frame_len - src.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
         Ok(Some(src.split_to(frame_len).freeze()))
