@@ -107,6 +107,14 @@ impl Rt {
         if x.address() < y.address() { (x, y) } else { (y, x) }
     }
 
+    /// The id a server answers `Who` with.
+    async fn id_of(&self, server: &ServerHandle) -> i64 {
+        let c = rpcx_smol::Client::connect(server.address(), self.client_opts()).await.unwrap();
+        let r: Reply = c.call("Arith", "Who", &Args { A: 0, B: 0 }).await.unwrap();
+        c.close().await;
+        r.C
+    }
+
     fn client_opts(&self) -> ClientOptions {
         ClientOptions { spawner: self.spawner.clone(), ..Default::default() }
     }
@@ -292,13 +300,15 @@ mod scenarios {
         let mut o = rt.opts(FailMode::Failbackup);
         o.fail.backup_latency = Duration::from_millis(20);
         let xc = XClient::new("Arith", Arc::new(d), o);
-        // `Slow` waits 300 ms on both; the backup copy goes to the other server after
-        // 20 ms, so the call ends well before 600 ms.
+        // The first server (round robin starts there) takes 1.5 s; the backup copy goes
+        // to the other one after 20 ms and answers at once. Without a backup the call
+        // would take 1.5 s and be answered by the first.
+        let (slow_id, fast_id) = (rt.id_of(&first).await, rt.id_of(&second).await);
         let t0 = Instant::now();
-        let r: Reply = xc.call("Slow", &Args { A: 300, B: 0 }).await.unwrap();
-        assert!(r.C == 1 || r.C == 2);
+        let r: Reply = xc.call("SlowOn", &Args { A: 1500, B: slow_id }).await.unwrap();
+        assert_eq!(r.C, fast_id, "the backup answered");
         let took = t0.elapsed();
-        assert!(took < Duration::from_millis(450), "{took:?}");
+        assert!(took < Duration::from_millis(1200), "{took:?}");
         // A fast answer needs no backup.
         let t0 = Instant::now();
         let r: Reply = xc.call("Mul", &Args { A: 6, B: 7 }).await.unwrap();

@@ -268,6 +268,12 @@ mod tests {
         for _ in 0..50 {
             started_rx.recv().unwrap();
         }
+        // Wait (bounded) until every caller sleeps, so the relay really has to wake them.
+        let t0 = Instant::now();
+        while !senders.iter().all(|tx| tx.slot.lock().asleep) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "callers did not go to sleep");
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let mut wakes = Wakes::default();
         for (i, tx) in senders.into_iter().enumerate() {
             tx.complete_later(i as u32 * 2, &mut wakes);

@@ -168,6 +168,14 @@ fn remote_errors_are_not_retried() {
 }
 
 /// Two servers, the slow one first in key order (round robin starts there).
+/// The id a server answers `Who` with.
+fn id_of(server: &ServerHandle) -> i64 {
+    let c = rpcx_std::Client::connect(server.address(), ClientOptions::default()).unwrap();
+    let r: Reply = c.call("Arith", "Who", &Args { A: 0, B: 0 }).unwrap();
+    c.close();
+    r.C
+}
+
 fn slow_first() -> (ServerHandle, ServerHandle) {
     let x = serve(1, "tcp@127.0.0.1:0");
     let y = serve(2, "tcp@127.0.0.1:0");
@@ -182,13 +190,15 @@ fn failbackup_takes_the_first_completion() {
         let mut o = opts(FailMode::Failbackup);
         o.fail.backup_latency = Duration::from_millis(20);
         let xc = XClient::new("Arith", Arc::new(d), o);
-        // `Slow` sleeps 300 ms on both; the backup copy goes to the other server after
-        // 20 ms, so the call ends well before 600 ms.
+        // The first server (round robin starts there) takes 1.5 s; the backup copy goes
+        // to the other one after 20 ms and answers at once. Without a backup the call
+        // would take 1.5 s and be answered by the first.
+        let (slow_id, fast_id) = (id_of(&first), id_of(&second));
         let t0 = Instant::now();
-        let r: Reply = xc.call("Slow", &Args { A: 300, B: 0 }).unwrap();
-        assert!(r.C == 1 || r.C == 2);
+        let r: Reply = xc.call("SlowOn", &Args { A: 1500, B: slow_id }).unwrap();
+        assert_eq!(r.C, fast_id, "the backup answered");
         let took = t0.elapsed();
-        assert!(took < Duration::from_millis(450), "{took:?}");
+        assert!(took < Duration::from_millis(1200), "{took:?}");
         // A fast answer needs no backup.
         let t0 = Instant::now();
         let r: Reply = xc.call("Mul", &Args { A: 6, B: 7 }).unwrap();

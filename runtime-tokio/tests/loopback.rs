@@ -251,9 +251,15 @@ async fn heartbeat_keeps_an_idle_connection_past_the_read_timeout() {
         let hb = ClientOptions { heartbeat_interval: Some(Duration::from_millis(50)), ..Default::default() };
         let with_hb = Client::connect(server.address(), hb).await.unwrap();
         let without = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Three read timeouts of idleness (a scenario sleep, not a wait for a result).
+        tokio::time::sleep(Duration::from_millis(900)).await;
         assert!(!with_hb.is_shutdown(), "heartbeats kept it alive");
-        assert!(without.is_shutdown(), "the idle one was closed by the read timeout");
+        // The idle one was closed by the read timeout: wait for the client to notice.
+        let t0 = Instant::now();
+        while !without.is_shutdown() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "the idle connection was not closed by the read timeout");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let r: Reply = with_hb.call("Arith", "Mul", &Args { A: 5, B: 5 }).await.unwrap();
         assert_eq!(r.C, 25);
         server.close().await;

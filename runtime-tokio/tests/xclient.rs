@@ -30,8 +30,22 @@ fn router(id: i64) -> Router {
             .method("Slow", move |_c: Context, a: Args| async move {
                 tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
                 Ok::<_, String>(Reply { C: id })
+            })
+            .method("SlowOn", move |_c: Context, a: Args| async move {
+                if a.B == id {
+                    tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
+                }
+                Ok::<_, String>(Reply { C: id })
             }),
     )
+}
+
+/// The id a server answers `Who` with.
+async fn id_of(server: &ServerHandle) -> i64 {
+    let c = rpcx_tokio::Client::connect(server.address(), Default::default()).await.unwrap();
+    let r: Reply = c.call("Arith", "Who", &Args { A: 0, B: 0 }).await.unwrap();
+    c.close().await;
+    r.C
 }
 
 async fn serve(id: i64, addr: &str) -> ServerHandle {
@@ -106,12 +120,14 @@ async fn failbackup_takes_the_first_completion() {
         let mut o = opts(FailMode::Failbackup);
         o.fail.backup_latency = Duration::from_millis(20);
         let xc = XClient::new("Arith", Arc::new(d), o);
-        // `Slow` sleeps 300 ms on both; the backup copy goes to the other server after
-        // 20 ms, so the call ends well before 600 ms.
+        // The first server (round robin starts there) takes 1.5 s; the backup copy goes
+        // to the other one after 20 ms and answers at once. Without a backup the call
+        // would take 1.5 s and be answered by the first.
+        let (slow_id, fast_id) = (id_of(first).await, id_of(second).await);
         let t0 = Instant::now();
-        let r: Reply = xc.call("Slow", &Args { A: 300, B: 0 }).await.unwrap();
-        assert!(r.C == 1 || r.C == 2);
-        assert!(t0.elapsed() < Duration::from_millis(600));
+        let r: Reply = xc.call("SlowOn", &Args { A: 1500, B: slow_id }).await.unwrap();
+        assert_eq!(r.C, fast_id, "the backup answered");
+        assert!(t0.elapsed() < Duration::from_millis(1200), "{:?}", t0.elapsed());
         slow.close().await;
         fast.close().await;
     })
@@ -258,7 +274,9 @@ async fn in_process_discovery_over_the_memu_transport() {
 }
 
 #[tokio::test]
-async fn weighted_latency_uses_connect_rtt() {
+/// The WeightedLatency selector works end to end with connect times fed from real
+/// dials (its weighting itself is tested in core's `govern_selectors`).
+async fn weighted_latency_selector_serves_calls_with_measured_connect_times() {
     bounded(async {
         let a = serve(1, "tcp@127.0.0.1:0").await;
         let b = serve(2, "tcp@127.0.0.1:0").await;
