@@ -85,6 +85,11 @@ enum Command {
 
 struct Shared {
     closing: AtomicBool,
+    /// A close asked for (0 none, 1 graceful, 2 immediate). It reaches the driver through
+    /// `close_wake` (capacity 1), not the command channel, so a full channel cannot hold
+    /// it up.
+    close_req: std::sync::atomic::AtomicU8,
+    close_wake: async_channel::Sender<()>,
     shutdown: AtomicBool,
     dropped_pushes: AtomicU64,
     pushes: Mutex<Option<async_channel::Receiver<Message>>>,
@@ -135,14 +140,24 @@ impl Client {
         let conn = ClientConnection::new(cfg, Instant::now());
         let (tx, rx) = async_channel::bounded(1024);
         let (push_tx, push_rx) = async_channel::bounded(opts.push_capacity.max(1));
+        let (close_wake, close_rx) = async_channel::bounded(1);
         let shared = Arc::new(Shared {
             closing: AtomicBool::new(false),
+            close_req: std::sync::atomic::AtomicU8::new(0),
+            close_wake,
             shutdown: AtomicBool::new(false),
             dropped_pushes: AtomicU64::new(0),
             pushes: Mutex::new(Some(push_rx)),
             remote,
         });
-        let driver = Driver { conn, rx: Box::pin(rx), push_tx, shared: shared.clone(), replies: FxHashMap::default() };
+        let driver = Driver {
+            conn,
+            rx: Box::pin(rx),
+            close_rx: Box::pin(close_rx),
+            push_tx,
+            shared: shared.clone(),
+            replies: FxHashMap::default(),
+        };
         opts.spawner.spawn(driver.run(stream));
         Client { tx, shared, opts: Arc::new(opts) }
     }
@@ -197,7 +212,16 @@ impl Client {
         if self.is_closing() {
             return Err(Error::Shutdown);
         }
-        self.tx.send(Command::Call(spec, tx)).await.map_err(|_| Error::Shutdown)?;
+        let deadline = spec.deadline;
+        let send = async { self.tx.send(Command::Call(spec, tx)).await.map_err(|_| Error::Shutdown) };
+        // A call waits for room in the command channel at most until its deadline.
+        match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                transport::timeout(left, Err(Error::Call(CallError::TimedOut)), send).await?
+            }
+            None => send.await?,
+        }
         Ok(RawPending(rx))
     }
 
@@ -215,14 +239,19 @@ impl Client {
     /// Close gracefully: no new calls; in-flight calls finish (or hit their deadline),
     /// then the connection closes.
     pub async fn close(&self) {
-        self.shared.closing.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Close(CloseMode::Graceful)).await;
+        self.request_close(1);
     }
 
     /// Close now: in-flight calls fail with "connection lost".
     pub async fn close_now(&self) {
+        self.request_close(2);
+    }
+
+    fn request_close(&self, level: u8) {
         self.shared.closing.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Close(CloseMode::Immediate)).await;
+        self.shared.close_req.fetch_max(level, Ordering::SeqCst);
+        // Full means a wake-up is already pending, which reads the flag.
+        let _ = self.shared.close_wake.try_send(());
     }
 
     /// Whether a close has started (or the connection has ended).
@@ -352,12 +381,14 @@ enum Wake {
     Flushed(io::Result<()>),
     Read(io::Result<usize>),
     Command(Option<Command>),
+    Close,
     Timer,
 }
 
 struct Driver {
     conn: ClientConnection,
     rx: Pin<Box<async_channel::Receiver<Command>>>,
+    close_rx: Pin<Box<async_channel::Receiver<()>>>,
     push_tx: async_channel::Sender<Message>,
     shared: Arc<Shared>,
     replies: FxHashMap<u64, Reply>,
@@ -391,13 +422,17 @@ impl Driver {
                 // A call may have been admitted after Unblocked: take its bytes.
                 while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
             }
-            if self.conn.is_closed() && write_buf.is_empty() && !unflushed {
+            // After `close_now`, unsent bytes are not waited for (the peer may never read).
+            let abandon = self.shared.close_req.load(Ordering::SeqCst) == 2;
+            if self.conn.is_closed() && ((write_buf.is_empty() && !unflushed) || abandon) {
                 break;
             }
             // Calls whose caller went away (future dropped) are cancelled by a sweep once a
             // second, so they never pile up in the in-flight table.
             let sweep = (!self.replies.is_empty()).then_some(sweep_at);
-            let deadline = [self.conn.poll_timeout(), sweep].into_iter().flatten().min();
+            // A call waiting for room fails at its deadline like any other.
+            let waiting = deferred.as_ref().and_then(|(spec, _)| spec.deadline);
+            let deadline = [self.conn.poll_timeout(), sweep, waiting].into_iter().flatten().min();
             // Re-arm only for an earlier deadline: each async-io timer change wakes the
             // reactor, and a timer left at a later instant only fires spuriously (which
             // `handle_timeout` tolerates) before being set again.
@@ -409,7 +444,11 @@ impl Driver {
             let take_commands = rx_open && deferred.is_none();
             let mut waited = false;
             let rx = &mut self.rx;
+            let close_rx = &mut self.close_rx;
             let wake = future::poll_fn(|cx| {
+                if let Poll::Ready(Some(())) = close_rx.as_mut().poll_next(cx) {
+                    return Poll::Ready(Wake::Close);
+                }
                 if !write_buf.is_empty() {
                     if let Poll::Ready(r) = io.poll_write(cx, &write_buf) {
                         return Poll::Ready(Wake::Wrote(r));
@@ -474,9 +513,24 @@ impl Driver {
                     rx_open = false;
                     self.conn.close(Instant::now(), CloseMode::Graceful);
                 }
+                Wake::Close => {
+                    let mode = match self.shared.close_req.load(Ordering::SeqCst) {
+                        2 => CloseMode::Immediate,
+                        _ => CloseMode::Graceful,
+                    };
+                    self.on_command(Command::Close(mode), &mut deferred);
+                    if let Some((_, reply)) = deferred.take() {
+                        let _ = reply.send(Err(Error::Shutdown));
+                    }
+                }
                 Wake::Timer => {
                     armed = None;
                     let now = Instant::now();
+                    if waiting.is_some_and(|d| now >= d) {
+                        if let Some((_, reply)) = deferred.take() {
+                            let _ = reply.send(Err(Error::Call(CallError::TimedOut)));
+                        }
+                    }
                     if now >= sweep_at {
                         sweep_at = now + SWEEP_INTERVAL;
                         self.cancel_abandoned(now);

@@ -162,6 +162,7 @@ on_both_executors!(
     ip_deny_list_closes_matching_connections,
     dropping_every_client_handle_closes_the_connection,
     a_long_batch_of_oneway_requests_is_all_handled,
+    calls_waiting_for_room_honour_their_deadline_and_close_now_gets_through,
 );
 
 /// The default spawner (async-global-executor) serves a program that runs inside
@@ -462,6 +463,43 @@ mod scenarios {
         assert_eq!(r.C, 4);
         drop(client);
         timeout(Duration::from_secs(2), rx.recv()).await.expect("connection closed").unwrap();
+        server.close().await;
+    }
+
+    /// A call waiting for room on a full connection (the server never answers the one
+    /// in flight) still fails at its deadline, callers queued behind it too, and
+    /// `close_now` is not held up by them.
+    pub(super) async fn calls_waiting_for_room_honour_their_deadline_and_close_now_gets_through(rt: Rt) {
+        let server = rt.server(router()).bind("tcp@127.0.0.1:0").await.unwrap();
+        let opts = ClientOptions {
+            connection: rpcx_smol::core::conn::ClientConfig { max_in_flight: 1, ..Default::default() },
+            ..rt.client_opts()
+        };
+        let client = Client::connect(server.address(), opts).await.unwrap();
+        let stuck = client.go::<_, Reply>("Arith", "Slow", &Args { A: 30_000, B: 0 }).await.unwrap();
+        let (done_tx, done_rx) = async_channel::unbounded();
+        for i in 0..2000 {
+            let c = client.clone();
+            let done = done_tx.clone();
+            rt.spawner.spawn(async move {
+                let t0 = Instant::now();
+                let r = c
+                    .request("Arith", "Mul")
+                    .timeout(Duration::from_millis(300))
+                    .call::<_, Reply>(&Args { A: i, B: 1 })
+                    .await;
+                let _ = done.send((r.map(|r| r.C), t0.elapsed())).await;
+            });
+        }
+        for _ in 0..2000 {
+            let (r, took) = done_rx.recv().await.unwrap();
+            assert!(matches!(r, Err(Error::Call(rpcx_smol::core::conn::CallError::TimedOut))), "{r:?}");
+            assert!(took < Duration::from_secs(5), "a waiting call took {took:?}");
+        }
+        let t0 = Instant::now();
+        client.close_now().await;
+        assert!(stuck.await.is_err());
+        assert!(t0.elapsed() < Duration::from_secs(5));
         server.close().await;
     }
 

@@ -78,6 +78,10 @@ enum Command {
 
 struct Shared {
     closing: AtomicBool,
+    /// A close asked for (0 none, 1 graceful, 2 immediate). It reaches the driver through
+    /// `close_wake`, not the command channel, so a full channel cannot hold it up.
+    close_req: std::sync::atomic::AtomicU8,
+    close_wake: tokio::sync::Notify,
     shutdown: AtomicBool,
     dropped_pushes: AtomicU64,
     pushes: Mutex<Option<mpsc::Receiver<Message>>>,
@@ -130,6 +134,8 @@ impl Client {
         let (push_tx, push_rx) = mpsc::channel(opts.push_capacity.max(1));
         let shared = Arc::new(Shared {
             closing: AtomicBool::new(false),
+            close_req: std::sync::atomic::AtomicU8::new(0),
+            close_wake: tokio::sync::Notify::new(),
             shutdown: AtomicBool::new(false),
             dropped_pushes: AtomicU64::new(0),
             pushes: Mutex::new(Some(push_rx)),
@@ -189,7 +195,14 @@ impl Client {
         if self.is_closing() {
             return Err(Error::Shutdown);
         }
-        self.tx.send(Command::Call(spec, tx)).await.map_err(|_| Error::Shutdown)?;
+        let deadline = spec.deadline;
+        let send = self.tx.send(Command::Call(spec, tx));
+        // A call waits for room in the command channel at most until its deadline.
+        let sent = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), send).await.map_err(|_| Error::Call(CallError::TimedOut))?,
+            None => send.await,
+        };
+        sent.map_err(|_| Error::Shutdown)?;
         Ok(RawPending(rx))
     }
 
@@ -207,14 +220,18 @@ impl Client {
     /// Close gracefully: no new calls; in-flight calls finish (or hit their deadline),
     /// then the connection closes.
     pub async fn close(&self) {
-        self.shared.closing.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Close(CloseMode::Graceful)).await;
+        self.request_close(1);
     }
 
     /// Close now: in-flight calls fail with "connection lost".
     pub async fn close_now(&self) {
+        self.request_close(2);
+    }
+
+    fn request_close(&self, level: u8) {
         self.shared.closing.store(true, Ordering::SeqCst);
-        let _ = self.tx.send(Command::Close(CloseMode::Immediate)).await;
+        self.shared.close_req.fetch_max(level, Ordering::SeqCst);
+        self.shared.close_wake.notify_one();
     }
 
     /// Whether a close has started (or the connection has ended).
@@ -363,13 +380,17 @@ impl Driver {
                 // A call may have been admitted after Unblocked: take its bytes.
                 while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
             }
-            if self.conn.is_closed() && write_buf.is_empty() {
+            // After `close_now`, unsent bytes are not waited for (the peer may never read).
+            let abandon = self.shared.close_req.load(Ordering::SeqCst) == 2;
+            if self.conn.is_closed() && (write_buf.is_empty() || abandon) {
                 break;
             }
             // Calls whose caller went away (future dropped) are cancelled by a sweep once a
             // second, so they never pile up in the in-flight table.
             let sweep = (!self.replies.is_empty()).then_some(sweep_at);
-            let deadline = [self.conn.poll_timeout(), sweep].into_iter().flatten().min();
+            // A call waiting for room fails at its deadline like any other.
+            let waiting = deferred.as_ref().and_then(|(spec, _)| spec.deadline);
+            let deadline = [self.conn.poll_timeout(), sweep, waiting].into_iter().flatten().min();
             if let Some(d) = deadline {
                 sleep.as_mut().reset(d.into());
             }
@@ -408,8 +429,23 @@ impl Driver {
                         self.conn.close(Instant::now(), CloseMode::Graceful);
                     }
                 },
+                _ = self.shared.close_wake.notified() => {
+                    let mode = match self.shared.close_req.load(Ordering::SeqCst) {
+                        2 => CloseMode::Immediate,
+                        _ => CloseMode::Graceful,
+                    };
+                    self.on_command(Command::Close(mode), &mut deferred);
+                    if let Some((_, reply)) = deferred.take() {
+                        let _ = reply.send(Err(Error::Shutdown));
+                    }
+                }
                 _ = &mut sleep, if deadline.is_some() => {
                     let now = Instant::now();
+                    if waiting.is_some_and(|d| now >= d) {
+                        if let Some((_, reply)) = deferred.take() {
+                            let _ = reply.send(Err(Error::Call(CallError::TimedOut)));
+                        }
+                    }
                     if now >= sweep_at {
                         sweep_at = now + SWEEP_INTERVAL;
                         self.cancel_abandoned(now);

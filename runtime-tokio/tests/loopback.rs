@@ -358,3 +358,43 @@ async fn in_process_memu_transport() {
     })
     .await;
 }
+
+/// A call waiting for room on a full connection (the server never answers the one in
+/// flight) still fails at its deadline, callers queued behind it too, and `close_now`
+/// is not held up by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_waiting_for_room_honour_their_deadline_and_close_now_gets_through() {
+    bounded(async {
+        let server = start(router()).await;
+        let opts = ClientOptions {
+            connection: rpcx_core::conn::ClientConfig { max_in_flight: 1, ..Default::default() },
+            ..Default::default()
+        };
+        let client = Client::connect(server.address(), opts).await.unwrap();
+        let stuck = client.go::<_, Reply>("Arith", "Slow", &Args { A: 30_000, B: 0 }).await.unwrap();
+        let mut waiting = Vec::new();
+        for i in 0..2000 {
+            let c = client.clone();
+            waiting.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let r = c
+                    .request("Arith", "Mul")
+                    .timeout(Duration::from_millis(300))
+                    .call::<_, Reply>(&Args { A: i, B: 1 })
+                    .await;
+                (r, t0.elapsed())
+            }));
+        }
+        for w in waiting {
+            let (r, took) = w.await.unwrap();
+            assert!(matches!(r, Err(Error::Call(rpcx_core::conn::CallError::TimedOut))), "{r:?}");
+            assert!(took < Duration::from_secs(5), "a waiting call took {took:?}");
+        }
+        let t0 = Instant::now();
+        client.close_now().await;
+        assert!(stuck.await.is_err());
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        server.close().await;
+    })
+    .await;
+}
