@@ -212,11 +212,26 @@ impl<M: Machine> Engine<M> {
     fn release(self: &Arc<Self>, g: Guard<'_, M>, after: M::After) {
         drop(g);
         M::after(self, after);
-        // Pairs with the fence in `Intake::push`: either we see its item, or its
-        // sender's `try_lock` sees the lock free.
-        fence(Ordering::SeqCst);
-        if M::has_pending(&self.ext) {
-            self.try_with(|m, _| m.take_pending());
+        // A loop, not recursion through `try_with`: under a steady stream of queued work
+        // this thread may win the lock many times in a row.
+        loop {
+            // Pairs with the fence in `Intake::push`: either we see its item, or its
+            // sender's `try_lock` sees the lock free.
+            fence(Ordering::SeqCst);
+            if !M::has_pending(&self.ext) {
+                return;
+            }
+            let mut g = match self.state.try_lock() {
+                Ok(g) => g,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                // Its holder takes the work on its way out.
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            g.m.take_pending();
+            let mut after = M::After::default();
+            let g = self.settle(g, &mut after, false);
+            drop(g);
+            M::after(self, after);
         }
     }
 
@@ -257,6 +272,12 @@ impl<M: Machine> Engine<M> {
             g.writing = true;
             drop(g);
             let res = if blocking { self.write_blocking(&buf) } else { self.sock.send_nowait(&buf) };
+            if blocking {
+                // The housekeeping thread may keep writing for a long time under load:
+                // wake the callers whose calls ended so far (oneways sent, calls failed)
+                // instead of holding them until it is done.
+                M::after(self, std::mem::take(after));
+            }
             g = self.lock();
             g.writing = false;
             match res {
