@@ -52,7 +52,7 @@ impl ServerCtl for TokioServer {
 
 struct TokioClient {
     client: rpcx_tokio::Client,
-    pushes: Mutex<Option<tokio::sync::mpsc::Receiver<Message>>>,
+    pushes: Mutex<Option<rpcx_tokio::PushReceiver>>,
 }
 
 impl ClientCtl for TokioClient {
@@ -199,7 +199,7 @@ impl ServerCtl for SmolServer {
 
 struct SmolClient {
     client: rpcx_smol::Client,
-    pushes: Option<async_channel::Receiver<Message>>,
+    pushes: Option<rpcx_smol::PushReceiver>,
 }
 
 impl ClientCtl for SmolClient {
@@ -208,7 +208,7 @@ impl ClientCtl for SmolClient {
     }
     fn next_push(&self, timeout: Duration) -> Option<Message> {
         let rx = self.pushes.as_ref()?;
-        smol::block_on(futures_lite::future::or(async { rx.recv().await.ok() }, async {
+        smol::block_on(futures_lite::future::or(async { rx.recv().await }, async {
             async_io::Timer::after(timeout).await;
             None
         }))

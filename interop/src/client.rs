@@ -323,7 +323,7 @@ impl Runtime {
                 let o = rpcx_smol::ClientOptions {
                     serialize_type: opts.serialize_type,
                     heartbeat_interval: opts.heartbeat_interval,
-                    spawner: smol_client_executor().spawner(),
+                    runtime: smol_client_executor().spawner(),
                     ..Default::default()
                 };
                 let client = smol::block_on(rpcx_smol::Client::connect(addr, o))?;
@@ -349,7 +349,7 @@ fn tokio_rt() -> &'static tokio::runtime::Runtime {
 
 struct TokioClient {
     client: rpcx_tokio::Client,
-    pushes: Mutex<Option<tokio::sync::mpsc::Receiver<Message>>>,
+    pushes: Mutex<Option<rpcx_tokio::PushReceiver>>,
 }
 
 impl RpcClient for TokioClient {
@@ -358,10 +358,10 @@ impl RpcClient for TokioClient {
     }
 
     fn next_push(&self, wait: Duration) -> Option<Message> {
-        let mut guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = guard.as_mut()?;
+        let guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+        let rx = guard.as_ref()?;
         if wait.is_zero() {
-            return rx.try_recv().ok();
+            return rx.try_recv();
         }
         tokio_rt().block_on(async { tokio::time::timeout(wait, rx.recv()).await.ok().flatten() })
     }
@@ -416,7 +416,7 @@ fn smol_client_executor() -> &'static SmolExecutor {
 
 struct SmolClient {
     client: rpcx_smol::Client,
-    pushes: Option<async_channel::Receiver<Message>>,
+    pushes: Option<rpcx_smol::PushReceiver>,
 }
 
 impl RpcClient for SmolClient {
@@ -427,9 +427,9 @@ impl RpcClient for SmolClient {
     fn next_push(&self, wait: Duration) -> Option<Message> {
         let rx = self.pushes.as_ref()?;
         if wait.is_zero() {
-            return rx.try_recv().ok();
+            return rx.try_recv();
         }
-        smol::block_on(timeout(wait, rx.recv())).and_then(Result::ok)
+        smol::block_on(timeout(wait, rx.recv())).flatten()
     }
 
     fn dropped_pushes(&self) -> u64 {

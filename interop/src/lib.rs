@@ -107,7 +107,7 @@ impl Handle {
             }
             Runtime::Smol => {
                 let ex = SmolExecutor::new("interop-smol-server", 4);
-                let bind = rpcx_smol::Server::new(router).spawner(ex.spawner()).bind(addr);
+                let bind = rpcx_smol::Server::new(router).runtime(ex.spawner()).bind(addr);
                 let handle = smol::block_on(smol_exec::timeout(Duration::from_secs(10), bind))
                     .unwrap_or_else(|| panic!("binding {addr} timed out"))
                     .unwrap_or_else(|e| panic!("bind {addr}: {e}"));

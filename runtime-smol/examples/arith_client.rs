@@ -70,7 +70,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let pushes = client.take_push_receiver().expect("first take");
     let reply: Reply = with_auth(client.request("Notify", "Subscribe")).call(&Args { a: 3, b: 0 }).await?;
     for _ in 0..reply.c {
-        let msg = common::timeout(Duration::from_secs(2), pushes.recv()).await.ok_or("no push within 2 s")??;
+        let msg = common::timeout(Duration::from_secs(2), pushes.recv()).await.flatten().ok_or("no push within 2 s")?;
         println!(
             "push {}.{}: {}",
             msg.service_path_str()?,

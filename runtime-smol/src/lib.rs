@@ -35,50 +35,58 @@
 //! # Ok(()) }) }
 //! ```
 //!
+//! ## Which runtime crate
+//!
+//! Pick `rpcx-smol` on smol or async-std, `rpcx-tokio` on tokio, `rpcx-std` for
+//! blocking code with no async runtime. This crate and `rpcx-tokio` are the same code
+//! (`rpcx-async`, written once over `futures-io`) with a different
+//! [`Runtime`](rpcx_async::Runtime) plugged in: here it is the [`Spawner`], with
+//! `async-io` for sockets and timers. Options, behaviour and errors are identical.
+//!
 //! ## Executors
 //!
 //! Sockets and timers come from `async-io`, whose reactor smol and async-std share, and
 //! every channel is runtime-neutral (`async-channel`, `futures-channel`), so the same
 //! futures run under `smol::block_on`, `async_std::task::block_on` or any executor.
 //! The crate spawns its background tasks (connection drivers, the accept loop, handlers
-//! that wait) through a [`Spawner`] in [`ClientOptions`] and [`ServerOptions`]. The
-//! default is the `async-global-executor` pool, which *is* async-std's executor and
-//! runs its own threads, so it also works from inside `smol::block_on`; smol users who
-//! want everything on their own `smol::Executor` pass a spawner for it.
-//!
-//! ## Many servers
-//!
-//! [`XClient`] calls one service path over the servers a discovery lists, with Go's
-//! fail modes, selectors, circuit breakers and Broadcast/Fork/Inform, executing the
-//! policies of [`rpcx_core::govern`]; it keeps one cached [`Client`] per server and
-//! races its attempts on the caller's task (no spawn per attempt), so it runs on any
-//! executor.
-//!
-//! ## The driver
-//!
-//! One task owns each connection and its whole stream (no split, no lock): it polls, in
-//! order, finished handlers (server), the socket write, the socket read, the command or
-//! push channel, the shutdown signals and one `async_io::Timer` re-armed only when the
-//! core's next deadline changes; every operation polled is cancel-safe. After each
-//! wake-up it drains the machine's transmits and events until both are empty (the
-//! server writes after at most 32 events, so responses leave while the rest of a large
-//! read batch is handled). A handler that finishes without waiting is answered inline,
-//! with no spawn. TCP and unix reads go by reactor readiness, so a driver woken for
-//! something else does not pay a failed read syscall.
+//! that wait) through the [`Spawner`] in [`ClientOptions::runtime`] and
+//! [`ServerOptions::runtime`]. The default is the `async-global-executor` pool, which
+//! *is* async-std's executor and runs its own threads, so it also works from inside
+//! `smol::block_on`; smol users who want everything on their own `smol::Executor` pass
+//! a spawner for it. TCP and unix reads go by reactor readiness ([`Ready`]), so a
+//! driver woken for something else does not pay a failed read syscall.
 
-mod client;
-mod error;
-mod server;
+mod runtime;
 mod spawn;
-pub mod tls;
-mod transport;
-pub mod xclient;
 
-pub use client::{Client, ClientOptions, PendingCall, RequestBuilder};
-pub use error::Error;
-pub use server::{Server, ServerHandle, ServerOptions};
+pub use runtime::{Ready, SmolTimer};
 pub use spawn::Spawner;
-pub use transport::Stream;
+
+/// An rpcx client over one multiplexed connection (see [`rpcx_async::Client`]).
+pub type Client = rpcx_async::Client<Spawner>;
+/// Client options (see [`rpcx_async::ClientOptions`]).
+pub type ClientOptions = rpcx_async::ClientOptions<Spawner>;
+/// A call being configured (see [`rpcx_async::RequestBuilder`]).
+pub type RequestBuilder<'a> = rpcx_async::RequestBuilder<'a, Spawner>;
+/// An rpcx server (see [`rpcx_async::Server`]).
+pub type Server = rpcx_async::Server<Spawner>;
+/// A running server (see [`rpcx_async::ServerHandle`]).
+pub type ServerHandle = rpcx_async::ServerHandle<Spawner>;
+/// Server options (see [`rpcx_async::ServerOptions`]).
+pub type ServerOptions = rpcx_async::ServerOptions<Spawner>;
+/// A connected stream of any transport (see [`rpcx_async::Stream`]).
+pub type Stream = rpcx_async::Stream<Spawner>;
+
+/// One service path over many servers (see [`rpcx_async::xclient`]).
+pub mod xclient {
+    pub use rpcx_async::xclient::{Receipt, XCall};
+    /// An XClient on smol / async-std (see [`rpcx_async::XClient`]).
+    pub type XClient = rpcx_async::XClient<super::Spawner>;
+    /// XClient options (see [`rpcx_async::XClientOptions`]).
+    pub type XClientOptions = rpcx_async::XClientOptions<super::Spawner>;
+}
+
+pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
 pub use xclient::{Receipt, XCall, XClient, XClientOptions};
 
 pub use rpcx_core as core;

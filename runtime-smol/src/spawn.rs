@@ -11,8 +11,9 @@ type Task = BoxFuture<()>;
 /// the server's accept loop, and each request whose handler has to wait.
 ///
 /// The crate never names an executor in its code paths; every spawn goes through the
-/// `Spawner` in [`ClientOptions`](crate::ClientOptions) or
-/// [`ServerOptions`](crate::ServerOptions). The default is
+/// `Spawner` in [`ClientOptions::runtime`](crate::ClientOptions) or
+/// [`ServerOptions::runtime`](crate::ServerOptions): the spawner *is* this crate's
+/// [`Runtime`](rpcx_async::Runtime). The default is
 /// [`Spawner::global`]: the `async-global-executor` thread pool, which is the very
 /// executor `async_std::task::spawn` uses, and which also serves programs inside
 /// `smol::block_on` (IO and timers come from `async-io`'s reactor, shared by smol and
@@ -52,7 +53,7 @@ impl Spawner {
     }
 
     /// Run an already boxed task in the background (no second allocation).
-    pub(crate) fn spawn_boxed(&self, task: Task) {
+    pub fn spawn_boxed(&self, task: Task) {
         (self.0)(task);
     }
 }

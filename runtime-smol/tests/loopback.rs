@@ -70,11 +70,11 @@ struct Rt {
 
 impl Rt {
     fn client_opts(&self) -> ClientOptions {
-        ClientOptions { spawner: self.spawner.clone(), ..Default::default() }
+        ClientOptions { runtime: self.spawner.clone(), ..Default::default() }
     }
 
     fn server(&self, router: Router) -> Server {
-        Server::new(router).spawner(self.spawner.clone())
+        Server::new(router).runtime(self.spawner.clone())
     }
 
     async fn start(&self, router: Router) -> ServerHandle {

@@ -85,7 +85,7 @@ struct Rt {
 
 impl Rt {
     async fn serve_seen(&self, id: i64, addr: &str, seen: Arc<Seen>) -> ServerHandle {
-        Server::new(router(id, seen)).spawner(self.spawner.clone()).bind(addr).await.unwrap()
+        Server::new(router(id, seen)).runtime(self.spawner.clone()).bind(addr).await.unwrap()
     }
 
     async fn serve(&self, id: i64, addr: &str) -> ServerHandle {
@@ -116,7 +116,7 @@ impl Rt {
     }
 
     fn client_opts(&self) -> ClientOptions {
-        ClientOptions { spawner: self.spawner.clone(), ..Default::default() }
+        ClientOptions { runtime: self.spawner.clone(), ..Default::default() }
     }
 
     /// XClient options whose connections (and `go` tasks) run on this executor.

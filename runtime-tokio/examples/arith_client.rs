@@ -64,7 +64,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("oneway sent");
 
     // Server push: the server pushes three ticks to this connection.
-    let mut pushes = client.take_push_receiver().expect("first take");
+    let pushes = client.take_push_receiver().expect("first take");
     let reply: Reply = with_auth(client.request("Notify", "Subscribe")).call(&Args { a: 3, b: 0 }).await?;
     for _ in 0..reply.c {
         let msg = tokio::time::timeout(Duration::from_secs(2), pushes.recv()).await?.ok_or("push channel closed")?;

@@ -34,19 +34,47 @@
 //! server.shutdown(std::time::Duration::from_secs(1)).await;
 //! # Ok(()) }
 //! ```
+//!
+//! ## Which runtime crate
+//!
+//! Pick `rpcx-tokio` when your program runs on tokio, `rpcx-smol` on smol or
+//! async-std, `rpcx-std` for blocking code with no async runtime at all. The first two
+//! are the same code (`rpcx-async`, written once over `futures-io`) with a different
+//! [`Runtime`](rpcx_async::Runtime) plugged in: this crate is that plug ([`Tokio`])
+//! and the names below, so behaviour, options and errors are identical across them.
+//! Tasks are spawned with `tokio::spawn`: create clients and servers inside a tokio
+//! runtime (multi-threaded for the best throughput).
 
-mod client;
-mod error;
-mod server;
-pub mod tls;
-mod transport;
-pub mod xclient;
+mod runtime;
 
-pub use client::{Client, ClientOptions, PendingCall, RequestBuilder};
-pub use error::Error;
-pub use server::{Server, ServerHandle, ServerOptions};
-pub use transport::Stream;
-pub use xclient::{Receipt, XClient, XClientOptions};
+pub use runtime::{Tokio, TokioTimer};
+
+/// An rpcx client over one multiplexed connection (see [`rpcx_async::Client`]).
+pub type Client = rpcx_async::Client<Tokio>;
+/// Client options (see [`rpcx_async::ClientOptions`]).
+pub type ClientOptions = rpcx_async::ClientOptions<Tokio>;
+/// A call being configured (see [`rpcx_async::RequestBuilder`]).
+pub type RequestBuilder<'a> = rpcx_async::RequestBuilder<'a, Tokio>;
+/// An rpcx server (see [`rpcx_async::Server`]).
+pub type Server = rpcx_async::Server<Tokio>;
+/// A running server (see [`rpcx_async::ServerHandle`]).
+pub type ServerHandle = rpcx_async::ServerHandle<Tokio>;
+/// Server options (see [`rpcx_async::ServerOptions`]).
+pub type ServerOptions = rpcx_async::ServerOptions<Tokio>;
+/// A connected stream of any transport (see [`rpcx_async::Stream`]).
+pub type Stream = rpcx_async::Stream<Tokio>;
+
+/// One service path over many servers (see [`rpcx_async::xclient`]).
+pub mod xclient {
+    pub use rpcx_async::xclient::{Receipt, XCall};
+    /// An XClient on tokio (see [`rpcx_async::XClient`]).
+    pub type XClient = rpcx_async::XClient<super::Tokio>;
+    /// XClient options (see [`rpcx_async::XClientOptions`]).
+    pub type XClientOptions = rpcx_async::XClientOptions<super::Tokio>;
+}
+
+pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
+pub use xclient::{Receipt, XCall, XClient, XClientOptions};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

@@ -229,7 +229,7 @@ async fn server_push_reaches_the_client() {
     bounded(async {
         let server = start(router()).await;
         let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
-        let mut rx = client.take_push_receiver().unwrap();
+        let rx = client.take_push_receiver().unwrap();
         assert!(client.take_push_receiver().is_none());
         let r: Reply = client.call("Arith", "Push", &Args { A: 3, B: 0 }).await.unwrap();
         assert_eq!(r.C, 3);

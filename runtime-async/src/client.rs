@@ -1,8 +1,9 @@
 //! The client: one multiplexed connection driven by one task.
 
+use crate::Error;
+use crate::queue;
+use crate::runtime::{Runtime, Timer, timeout};
 use crate::transport::{self, Stream};
-use crate::{Error, Spawner};
-use async_io::Timer;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_channel::oneshot;
 use futures_lite::{Stream as _, future};
@@ -25,10 +26,12 @@ use std::time::{Duration, Instant};
 
 /// Client options. Defaults follow Go's `client.DefaultOption`: MsgPack, no
 /// compression, 1 s connect timeout, heartbeat off (30 s max wait when on), TCP
-/// keepalive 1 min. The connection's driver task runs on [`Spawner::global`] unless
-/// another spawner is given.
+/// keepalive 1 min. The connection's driver task runs on [`runtime`](Self::runtime).
+///
+/// Heartbeat and idle settings live here only: the same fields of
+/// [`connection`](Self::connection) are overwritten by these.
 #[derive(Clone, Debug)]
-pub struct ClientOptions {
+pub struct ClientOptions<Rt: Runtime> {
     /// Serialize type for typed calls (Go's default: MsgPack).
     pub serialize_type: SerializeType,
     /// Compression for request payloads over 1024 bytes.
@@ -53,11 +56,11 @@ pub struct ClientOptions {
     pub push_capacity: usize,
     /// Connection-machine limits (frame size, in-flight calls, unsent bytes).
     pub connection: ClientConfig,
-    /// Runs the connection's driver task.
-    pub spawner: Spawner,
+    /// Runs the connection's driver task, its timers and its sockets.
+    pub runtime: Rt,
 }
 
-impl Default for ClientOptions {
+impl<Rt: Runtime> Default for ClientOptions<Rt> {
     fn default() -> Self {
         Self {
             serialize_type: SerializeType::MSGPACK,
@@ -71,17 +74,20 @@ impl Default for ClientOptions {
             tls: None,
             push_capacity: 1024,
             connection: ClientConfig::default(),
-            spawner: Spawner::default(),
+            runtime: Rt::default(),
         }
     }
 }
 
 type Reply = oneshot::Sender<Result<Option<Message>, Error>>;
 
-enum Command {
-    Call(CallSpec, Reply),
-    Close(CloseMode),
-}
+/// A call on its way to the driver; the permit is its place in the bounded queue,
+/// given back when the driver takes it.
+struct Command(CallSpec, Reply, async_lock::SemaphoreGuardArc);
+
+/// Calls queued between callers and the driver, at most (beyond it, callers wait, up to
+/// their deadline).
+const COMMAND_QUEUE: usize = 1024;
 
 struct Shared {
     closing: AtomicBool,
@@ -92,7 +98,11 @@ struct Shared {
     close_wake: async_channel::Sender<()>,
     shutdown: AtomicBool,
     dropped_pushes: AtomicU64,
-    pushes: Mutex<Option<async_channel::Receiver<Message>>>,
+    pushes: Mutex<Option<PushReceiver>>,
+    /// Room in the command queue.
+    room: Arc<async_lock::Semaphore>,
+    /// Closed (never sent on) when the driver has ended.
+    ended: async_channel::Receiver<()>,
     remote: String,
 }
 
@@ -100,54 +110,63 @@ struct Shared {
 /// the connection, and any number of tasks may call concurrently.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), rpcx_smol::Error> {
-/// use rpcx_smol::{Client, ClientOptions};
+/// # async fn f<R: rpcx_async::Runtime>() -> Result<(), rpcx_async::Error> {
+/// use rpcx_async::{Client, ClientOptions};
 /// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Args { A: i64, B: i64 }
 /// #[derive(serde::Deserialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
 ///
-/// let client = Client::connect("tcp@127.0.0.1:8972", ClientOptions::default()).await?;
+/// // `rpcx_tokio::Client` / `rpcx_smol::Client` name this type for their runtime.
+/// let client = Client::<R>::connect("tcp@127.0.0.1:8972", ClientOptions::default()).await?;
 /// let reply: Reply = client.call("Arith", "Mul", &Args { A: 10, B: 20 }).await?;
 /// assert_eq!(reply.C, 200);
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct Client {
+pub struct Client<Rt: Runtime> {
     tx: async_channel::Sender<Command>,
     shared: Arc<Shared>,
-    opts: Arc<ClientOptions>,
+    opts: Arc<ClientOptions<Rt>>,
 }
 
-impl std::fmt::Debug for Client {
+impl<Rt: Runtime> Clone for Client<Rt> {
+    fn clone(&self) -> Self {
+        Self { tx: self.tx.clone(), shared: self.shared.clone(), opts: self.opts.clone() }
+    }
+}
+
+impl<Rt: Runtime> std::fmt::Debug for Client<Rt> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("remote", &self.shared.remote).field("shutdown", &self.is_shutdown()).finish()
     }
 }
 
-impl Client {
-    /// Connect to `addr` (`tcp@host:port`, `host:port`, `unix@/path`).
-    pub async fn connect(addr: &str, opts: ClientOptions) -> Result<Client, Error> {
+impl<Rt: Runtime> Client<Rt> {
+    /// Connect to `addr` (`tcp@host:port`, `host:port`, `unix@/path`, `memu@name`).
+    pub async fn connect(addr: &str, opts: ClientOptions<Rt>) -> Result<Self, Error> {
         let server: ServerAddr = addr.parse()?;
         let stream = transport::dial(&server, &opts).await?;
         Ok(Self::over(stream, addr.to_owned(), opts))
     }
 
     /// Run a client over an already-connected stream (any transport).
-    pub fn over(stream: Stream, remote: String, opts: ClientOptions) -> Client {
+    pub fn over(stream: Stream<Rt>, remote: String, opts: ClientOptions<Rt>) -> Self {
         let mut cfg = opts.connection.clone();
         cfg.heartbeat_interval = opts.heartbeat_interval;
         cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
         cfg.idle_timeout = opts.idle_timeout;
         let conn = ClientConnection::new(cfg, Instant::now());
-        let (tx, rx) = async_channel::bounded(1024);
-        let (push_tx, push_rx) = async_channel::bounded(opts.push_capacity.max(1));
+        let (tx, rx) = async_channel::unbounded();
+        let (push_tx, push_rx) = queue::bounded(opts.push_capacity);
         let (close_wake, close_rx) = async_channel::bounded(1);
+        let (ended_tx, ended) = async_channel::bounded(1);
         let shared = Arc::new(Shared {
             closing: AtomicBool::new(false),
             close_req: std::sync::atomic::AtomicU8::new(0),
             close_wake,
             shutdown: AtomicBool::new(false),
             dropped_pushes: AtomicU64::new(0),
-            pushes: Mutex::new(Some(push_rx)),
+            pushes: Mutex::new(Some(PushReceiver(push_rx))),
+            room: Arc::new(async_lock::Semaphore::new(COMMAND_QUEUE)),
+            ended,
             remote,
         });
         let driver = Driver {
@@ -157,8 +176,12 @@ impl Client {
             push_tx,
             shared: shared.clone(),
             replies: FxHashMap::default(),
+            runtime: opts.runtime.clone(),
         };
-        opts.spawner.spawn(driver.run(stream));
+        opts.runtime.spawn(Box::pin(async move {
+            driver.run(stream).await;
+            drop(ended_tx);
+        }));
         Client { tx, shared, opts: Arc::new(opts) }
     }
 
@@ -189,7 +212,7 @@ impl Client {
     }
 
     /// A call with options: metadata, deadline, serialize type, compression.
-    pub fn request(&self, service: &str, method: &str) -> RequestBuilder<'_> {
+    pub fn request(&self, service: &str, method: &str) -> RequestBuilder<'_, Rt> {
         RequestBuilder {
             client: self,
             opts: CallOptions::new(
@@ -212,22 +235,28 @@ impl Client {
         if self.is_closing() {
             return Err(Error::Shutdown);
         }
-        let deadline = spec.deadline;
-        let send = async { self.tx.send(Command::Call(spec, tx)).await.map_err(|_| Error::Shutdown) };
-        // A call waits for room in the command channel at most until its deadline.
-        match deadline {
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                transport::timeout(left, Err(Error::Call(CallError::TimedOut)), send).await?
+        // A call waits for room in the command queue at most until its deadline.
+        let permit = match self.shared.room.try_acquire_arc() {
+            Some(p) => p,
+            None => {
+                let wait = async { Ok(self.shared.room.acquire_arc().await) };
+                match spec.deadline {
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        let rt = &self.opts.runtime;
+                        timeout(rt, left, Err(Error::Call(CallError::TimedOut)), wait).await?
+                    }
+                    None => wait.await?,
+                }
             }
-            None => send.await?,
-        }
+        };
+        self.tx.try_send(Command(spec, tx, permit)).map_err(|_| Error::Shutdown)?;
         Ok(RawPending(rx))
     }
 
     /// The server-push receiver (bounded; see [`ClientOptions::push_capacity`]). It can
     /// be taken once; later calls return `None`.
-    pub fn take_push_receiver(&self) -> Option<async_channel::Receiver<Message>> {
+    pub fn take_push_receiver(&self) -> Option<PushReceiver> {
         self.shared.pushes.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
@@ -237,14 +266,22 @@ impl Client {
     }
 
     /// Close gracefully: no new calls; in-flight calls finish (or hit their deadline),
-    /// then the connection closes.
+    /// then the connection closes. Resolves when the connection has ended.
     pub async fn close(&self) {
         self.request_close(1);
+        let _ = self.shared.ended.recv().await;
     }
 
-    /// Close now: in-flight calls fail with "connection lost".
+    /// Close now: in-flight calls fail with "connection lost". Resolves when the
+    /// connection has ended (unsent bytes are not waited for).
     pub async fn close_now(&self) {
         self.request_close(2);
+        let _ = self.shared.ended.recv().await;
+    }
+
+    /// Start a graceful close without waiting for it to end.
+    pub fn start_close(&self) {
+        self.request_close(1);
     }
 
     fn request_close(&self, level: u8) {
@@ -273,12 +310,12 @@ impl Client {
 /// A call being configured; finish with [`call`](Self::call), [`go`](Self::go),
 /// [`oneway`](Self::oneway) or [`call_with_metadata`](Self::call_with_metadata).
 #[must_use]
-pub struct RequestBuilder<'a> {
-    client: &'a Client,
+pub struct RequestBuilder<'a, Rt: Runtime> {
+    client: &'a Client<Rt>,
     opts: CallOptions,
 }
 
-impl RequestBuilder<'_> {
+impl<Rt: Runtime> RequestBuilder<'_, Rt> {
     rpcx_core::call_options_setters!();
 
     fn spec(self, payload: Bytes, oneway: bool) -> CallSpec {
@@ -361,6 +398,35 @@ impl<R: DeserializeOwned + Send + 'static> std::future::IntoFuture for PendingCa
     }
 }
 
+/// The server-push receiver of a [`Client`] (see [`Client::take_push_receiver`]):
+/// bounded by [`ClientOptions::push_capacity`], allocated as pushes arrive.
+pub struct PushReceiver(queue::Receiver<Message>);
+
+impl PushReceiver {
+    /// The next push; `None` once the connection has ended and every push was taken.
+    pub async fn recv(&self) -> Option<Message> {
+        self.0.recv().await
+    }
+
+    /// The next push if one is queued.
+    pub fn try_recv(&self) -> Option<Message> {
+        self.0.try_recv()
+    }
+}
+
+impl futures_lite::Stream for PushReceiver {
+    type Item = Message;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Option<Message>> {
+        self.get_mut().0.poll_recv(cx)
+    }
+}
+
+impl std::fmt::Debug for PushReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PushReceiver")
+    }
+}
+
 /// How often calls whose caller dropped the future are swept out.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -385,17 +451,18 @@ enum Wake {
     Timer,
 }
 
-struct Driver {
+struct Driver<Rt: Runtime> {
     conn: ClientConnection,
     rx: Pin<Box<async_channel::Receiver<Command>>>,
     close_rx: Pin<Box<async_channel::Receiver<()>>>,
-    push_tx: async_channel::Sender<Message>,
+    push_tx: queue::Sender<Message>,
     shared: Arc<Shared>,
     replies: FxHashMap<u64, Reply>,
+    runtime: Rt,
 }
 
-impl Driver {
-    async fn run(mut self, stream: Stream) {
+impl<Rt: Runtime> Driver<Rt> {
+    async fn run(mut self, stream: Stream<Rt>) {
         let mut read_buf = vec![0u8; READ_CHUNK];
         let mut write_buf = BytesMut::with_capacity(64 << 10);
         let mut io = transport::Io::new(stream);
@@ -404,7 +471,7 @@ impl Driver {
         let mut deferred: Option<(CallSpec, Reply)> = None;
         let mut rx_open = true;
         let mut sweep_at = Instant::now() + SWEEP_INTERVAL;
-        let mut timer = Timer::never();
+        let mut timer: Option<Rt::Timer> = None;
         let mut armed: Option<Instant> = None;
         let mut streak = 0u32;
         loop {
@@ -437,7 +504,10 @@ impl Driver {
             // reactor, and a timer left at a later instant only fires spuriously (which
             // `handle_timeout` tolerates) before being set again.
             if let Some(d) = deadline.filter(|&d| armed.is_none_or(|a| d < a)) {
-                timer.set_at(d);
+                match timer.as_mut() {
+                    Some(t) => t.reset(d),
+                    None => timer = Some(self.runtime.timer(d)),
+                }
                 armed = Some(d);
             }
             let want_read = self.conn.wants_read();
@@ -468,8 +538,10 @@ impl Driver {
                         return Poll::Ready(Wake::Command(cmd));
                     }
                 }
-                if armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                if let (Some(_), Some(t)) = (armed, timer.as_mut()) {
+                    if t.poll_expired(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
                 }
                 waited = true;
                 Poll::Pending
@@ -518,7 +590,8 @@ impl Driver {
                         2 => CloseMode::Immediate,
                         _ => CloseMode::Graceful,
                     };
-                    self.on_command(Command::Close(mode), &mut deferred);
+                    self.shared.closing.store(true, Ordering::SeqCst);
+                    self.conn.close(Instant::now(), mode);
                     if let Some((_, reply)) = deferred.take() {
                         let _ = reply.send(Err(Error::Shutdown));
                     }
@@ -545,16 +618,14 @@ impl Driver {
             }
         }
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        let _ = transport::timeout(Duration::from_secs(1), Ok(()), io.close()).await;
+        let _ = timeout(&self.runtime, Duration::from_secs(1), Ok(()), io.close()).await;
         // Fail whatever is still queued.
         if let Some((_, reply)) = deferred {
             let _ = reply.send(Err(Error::Shutdown));
         }
         self.rx.close();
-        while let Ok(cmd) = self.rx.try_recv() {
-            if let Command::Call(_, reply) = cmd {
-                let _ = reply.send(Err(Error::Shutdown));
-            }
+        while let Ok(Command(_, reply, _)) = self.rx.try_recv() {
+            let _ = reply.send(Err(Error::Shutdown));
         }
     }
 
@@ -567,13 +638,8 @@ impl Driver {
     }
 
     fn on_command(&mut self, cmd: Command, deferred: &mut Option<(CallSpec, Reply)>) {
-        match cmd {
-            Command::Call(spec, reply) => self.start_call(spec, reply, deferred),
-            Command::Close(mode) => {
-                self.shared.closing.store(true, Ordering::SeqCst);
-                self.conn.close(Instant::now(), mode);
-            }
-        }
+        let Command(spec, reply, _room) = cmd;
+        self.start_call(spec, reply, deferred);
     }
 
     fn start_call(&mut self, spec: CallSpec, reply: Reply, deferred: &mut Option<(CallSpec, Reply)>) {

@@ -1,34 +1,46 @@
 //! Transports: TCP, unix sockets and TLS over TCP, behind one stream type.
 
+use crate::runtime::{Runtime, timeout};
 use crate::{ClientOptions, Error};
-use async_io::{Async, Timer};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use rpcx_core::addr::ServerAddr;
 use std::io;
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-/// A connected byte stream of any supported transport.
+/// A connected byte stream of any supported transport, on runtime `R`.
 ///
-/// The driver owns it whole and polls reads and writes on it in turn, so no transport
-/// needs a split (and no lock is taken per read or write).
-#[derive(Debug)]
+/// The connection driver owns it whole and polls reads and writes on it in turn, so no
+/// transport needs a split (and no lock is taken per read or write).
 #[non_exhaustive]
-pub enum Stream {
+pub enum Stream<R: Runtime> {
     /// Plain TCP.
-    Tcp(Async<TcpStream>),
+    Tcp(R::Tcp),
     /// Unix domain socket.
     #[cfg(unix)]
-    Unix(Async<std::os::unix::net::UnixStream>),
+    Unix(R::Unix),
     /// TLS client side.
-    ClientTls(Box<futures_rustls::client::TlsStream<Async<TcpStream>>>),
+    ClientTls(Box<futures_rustls::client::TlsStream<R::Tcp>>),
     /// TLS server side.
-    ServerTls(Box<futures_rustls::server::TlsStream<Async<TcpStream>>>),
+    ServerTls(Box<futures_rustls::server::TlsStream<R::Tcp>>),
 }
 
-impl Stream {
+impl<R: Runtime> std::fmt::Debug for Stream<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Stream::Tcp(_) => "tcp",
+            #[cfg(unix)]
+            Stream::Unix(_) => "unix",
+            Stream::ClientTls(_) => "tls-client",
+            Stream::ServerTls(_) => "tls-server",
+        };
+        f.debug_tuple("Stream").field(&kind).finish()
+    }
+}
+
+impl<R: Runtime> Stream<R> {
     /// Whether a write can leave bytes buffered inside the stream (TLS records), so the
     /// driver must flush once its own buffer is empty.
     pub(crate) fn buffers_writes(&self) -> bool {
@@ -48,13 +60,13 @@ macro_rules! delegate {
     };
 }
 
-impl AsyncRead for Stream {
+impl<R: Runtime> AsyncRead for Stream<R> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         delegate!(self, poll_read(cx, buf))
     }
 }
 
-impl AsyncWrite for Stream {
+impl<R: Runtime> AsyncWrite for Stream<R> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         delegate!(self, poll_write(cx, buf))
     }
@@ -67,21 +79,20 @@ impl AsyncWrite for Stream {
 }
 
 /// TCP_NODELAY and keepalive, as Go's client and server set them.
-pub(crate) fn tune_tcp(s: &TcpStream, keepalive: Option<Duration>) {
-    let _ = s.set_nodelay(true);
+pub(crate) fn tune_tcp(s: socket2::SockRef<'_>, keepalive: Option<Duration>) {
+    let _ = s.set_tcp_nodelay(true);
     if let Some(period) = keepalive {
         let ka = socket2::TcpKeepalive::new().with_time(period);
-        let _ = socket2::SockRef::from(s).set_tcp_keepalive(&ka);
+        let _ = s.set_tcp_keepalive(&ka);
     }
 }
 
-/// Resolve `host:port`; name lookups (which block) run on the `blocking` thread pool.
-pub(crate) async fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
+/// Resolve `host:port`: literal addresses without a lookup, names through the runtime.
+pub(crate) async fn resolve<R: Runtime>(rt: &R, addr: &str) -> io::Result<Vec<SocketAddr>> {
     if let Ok(a) = addr.parse::<SocketAddr>() {
         return Ok(vec![a]);
     }
-    let addr = addr.to_owned();
-    let addrs: Vec<SocketAddr> = blocking::unblock(move || addr.to_socket_addrs().map(Iterator::collect)).await?;
+    let addrs = rt.resolve(addr).await?;
     if addrs.is_empty() {
         return Err(io::Error::new(io::ErrorKind::NotFound, "address resolved to nothing"));
     }
@@ -89,10 +100,10 @@ pub(crate) async fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
 }
 
 /// Connect to the first address of `addr` that accepts.
-async fn connect_tcp(addr: &str) -> io::Result<Async<TcpStream>> {
+async fn connect_tcp<R: Runtime>(rt: &R, addr: &str) -> io::Result<R::Tcp> {
     let mut last = None;
-    for a in resolve(addr).await? {
-        match Async::<TcpStream>::connect(a).await {
+    for a in resolve(rt, addr).await? {
+        match rt.connect_tcp(a).await {
             Ok(s) => return Ok(s),
             Err(e) => last = Some(e),
         }
@@ -100,22 +111,14 @@ async fn connect_tcp(addr: &str) -> io::Result<Async<TcpStream>> {
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
-/// Run `fut`, or give up with `on_timeout` after `d`.
-pub(crate) async fn timeout<T>(d: Duration, on_timeout: T, fut: impl Future<Output = T>) -> T {
-    futures_lite::future::or(fut, async {
-        Timer::after(d).await;
-        on_timeout
-    })
-    .await
-}
-
 /// Dial `addr` within the connect timeout.
-pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stream, Error> {
+pub(crate) async fn dial<R: Runtime>(addr: &ServerAddr, opts: &ClientOptions<R>) -> Result<Stream<R>, Error> {
+    let rt = &opts.runtime;
     let connect = async {
         match addr {
             ServerAddr::Tcp(a) => {
-                let s = connect_tcp(a).await.map_err(Error::Connect)?;
-                tune_tcp(s.get_ref(), opts.tcp_keepalive);
+                let s = connect_tcp(rt, a).await.map_err(Error::Connect)?;
+                tune_tcp(R::tcp_socket(&s), opts.tcp_keepalive);
                 match &opts.tls {
                     None => Ok(Stream::Tcp(s)),
                     Some(tls) => {
@@ -129,7 +132,7 @@ pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stre
             }
             #[cfg(unix)]
             ServerAddr::Unix(p) => {
-                Async::<std::os::unix::net::UnixStream>::connect(p).await.map(Stream::Unix).map_err(Error::Connect)
+                rt.connect_unix(std::path::Path::new(p)).await.map(Stream::Unix).map_err(Error::Connect)
             }
             #[cfg(not(unix))]
             ServerAddr::Unix(_) => Err(Error::Connect(io::Error::new(
@@ -150,7 +153,7 @@ pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stre
                 if !accept(theirs) {
                     return Err(refused());
                 }
-                Async::new(ours).map(Stream::Unix).map_err(Error::Connect)
+                rt.unix_from_std(ours).map(Stream::Unix).map_err(Error::Connect)
             }
             #[cfg(not(unix))]
             ServerAddr::Memory(_) => Err(Error::Connect(io::Error::new(
@@ -159,32 +162,21 @@ pub(crate) async fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Stre
             ))),
         }
     };
-    timeout(opts.connect_timeout, Err(Error::ConnectTimeout), connect).await
+    timeout(rt, opts.connect_timeout, Err(Error::ConnectTimeout), connect).await
 }
 
-/// A [`Stream`] as its driver uses it. Plain TCP and unix sockets read through
-/// `async-io` readiness: the read syscall is only tried after the reactor reported
-/// the socket readable, and a read that did not fill the buffer is taken to have
-/// drained it (the next poll re-registers interest, and the kernel reports data that
-/// arrived meanwhile at once). `Async::poll_read` instead tries the syscall on every
-/// poll, which costs a failed `recvfrom` each time the driver wakes for anything else.
-pub(crate) struct Io {
-    stream: Stream,
-    readable: bool,
+/// A [`Stream`] as a driver uses it: reads, writes, flushes and a bounded close.
+pub(crate) struct Io<R: Runtime> {
+    stream: Stream<R>,
 }
 
-impl Io {
-    pub(crate) fn new(stream: Stream) -> Self {
-        Self { stream, readable: true }
+impl<R: Runtime> Io<R> {
+    pub(crate) fn new(stream: Stream<R>) -> Self {
+        Self { stream }
     }
 
     pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        match &mut self.stream {
-            Stream::Tcp(s) => poll_read_ready(s, &mut self.readable, cx, buf),
-            #[cfg(unix)]
-            Stream::Unix(s) => poll_read_ready(s, &mut self.readable, cx, buf),
-            other => Pin::new(other).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 
     pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -204,30 +196,17 @@ impl Io {
     }
 }
 
-fn poll_read_ready<T>(
-    s: &Async<T>,
-    readable: &mut bool,
-    cx: &mut Context<'_>,
-    buf: &mut [u8],
-) -> Poll<io::Result<usize>>
-where
-    for<'a> &'a T: io::Read,
-{
-    loop {
-        if !*readable {
-            std::task::ready!(s.poll_readable(cx))?;
-            *readable = true;
-        }
-        match io::Read::read(&mut s.get_ref(), buf) {
-            Ok(n) => {
-                if n < buf.len() {
-                    *readable = false;
-                }
-                return Poll::Ready(Ok(n));
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => *readable = false,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    }
+/// Listen backlog of TCP listeners (tokio's default; std's `bind` would give 128).
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+/// A std TCP listener bound to `addr` with [`LISTEN_BACKLOG`], non-blocking, for a
+/// runtime to adopt (`SO_REUSEADDR` on unix, as Go and tokio set it).
+pub fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }

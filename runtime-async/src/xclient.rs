@@ -6,9 +6,9 @@
 //! ## How attempts run
 //!
 //! The caller's task drives the plan. Each attempt (dial if needed, then send) is a
-//! future kept in a small local set that the caller polls together with one
-//! `async_io::Timer` for the plan's next wake-up: nothing is spawned per attempt, so the
-//! same code runs under smol, async-std or any executor. An attempt the plan abandons
+//! future kept in a small local set that the caller polls together with one runtime
+//! timer for the plan's next wake-up: nothing is spawned per attempt, so the same code
+//! runs on every runtime. An attempt the plan abandons
 //! (a Failbackup loser, a Fork's slower servers, whatever is left at the deadline) is
 //! simply dropped: a dial in progress stops, and a call already handed to its
 //! connection has its reply slot dropped, which the connection's sweep (once a second)
@@ -20,9 +20,10 @@
 //! use dials afresh. A transport failure drops the connection (it is redialed on next
 //! use), and a server that leaves discovery has its connection closed.
 //!
-//! [`XClient::go`] runs the call on a task of the connection options'
-//! [`Spawner`](crate::Spawner) and returns an [`XCall`] to await.
+//! [`XClient::go`] runs the call on a task of the connection options' runtime and
+//! returns an [`XCall`] to await.
 
+use crate::runtime::{Runtime, TimerFuture};
 use crate::{Client, ClientOptions, Error};
 use bytes::Bytes;
 use futures_channel::oneshot;
@@ -47,8 +48,8 @@ use std::time::{Duration, Instant};
 
 /// XClient options. Defaults follow Go: Failover, RoundRobin, 3 retries, 10 ms backup
 /// latency, 1-minute bound on Broadcast/Fork/Inform, no breaker. The same names and
-/// defaults as `rpcx-tokio`'s `XClientOptions`.
-pub struct XClientOptions {
+/// defaults on every runtime.
+pub struct XClientOptions<Rt: Runtime> {
     /// Fail mode.
     pub fail_mode: FailMode,
     /// Selector (default RoundRobin). Use [`select_mode`](Self::select_mode) for Go's
@@ -56,8 +57,8 @@ pub struct XClientOptions {
     pub selector: Box<dyn Selector>,
     /// Retries, retry interval, backup latency.
     pub fail: FailOptions,
-    /// Options for each server connection (serialize type, TLS, heartbeat, spawner, ...).
-    pub client: ClientOptions,
+    /// Options for each server connection (serialize type, TLS, heartbeat, runtime, ...).
+    pub client: ClientOptions<Rt>,
     /// `__AUTH` token sent with every call.
     pub auth: Option<String>,
     /// Keep only servers of this group (metadata `group`).
@@ -74,7 +75,7 @@ pub struct XClientOptions {
     pub hooks: Vec<Arc<dyn ClientHooks>>,
 }
 
-impl Default for XClientOptions {
+impl<Rt: Runtime> Default for XClientOptions<Rt> {
     fn default() -> Self {
         Self {
             fail_mode: FailMode::Failover,
@@ -92,7 +93,7 @@ impl Default for XClientOptions {
     }
 }
 
-impl std::fmt::Debug for XClientOptions {
+impl<Rt: Runtime> std::fmt::Debug for XClientOptions<Rt> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XClientOptions")
             .field("fail_mode", &self.fail_mode)
@@ -108,7 +109,7 @@ impl std::fmt::Debug for XClientOptions {
     }
 }
 
-impl XClientOptions {
+impl<Rt: Runtime> XClientOptions<Rt> {
     /// Set the selector from Go's select mode number.
     pub fn select_mode(mut self, mode: SelectMode) -> Self {
         if let Some(s) = mode.build() {
@@ -133,14 +134,14 @@ struct State {
     sticky: Option<ServerKey>,
 }
 
-struct Inner {
+struct Inner<Rt: Runtime> {
     service_path: String,
     discovery: Arc<dyn Discovery>,
     state: Mutex<State>,
-    conns: Mutex<HashMap<ServerKey, Arc<Slot>>>,
+    conns: Mutex<HashMap<ServerKey, Arc<Slot<Rt>>>>,
     fail_mode: FailMode,
     fail: FailOptions,
-    client_opts: ClientOptions,
+    client_opts: ClientOptions<Rt>,
     auth: Option<String>,
     sticky: bool,
     gather_timeout: Duration,
@@ -150,14 +151,19 @@ struct Inner {
 /// The cached connection to one server: the first user dials, the others meanwhile wait
 /// on the cell and share the result, success or failure. If the dialing attempt is
 /// abandoned, a waiting one takes over the dial.
-#[derive(Default)]
-struct Slot {
-    cell: async_lock::OnceCell<Result<Client, Error>>,
+struct Slot<Rt: Runtime> {
+    cell: async_lock::OnceCell<Result<Client<Rt>, Error>>,
 }
 
-impl Slot {
+impl<Rt: Runtime> Default for Slot<Rt> {
+    fn default() -> Self {
+        Self { cell: async_lock::OnceCell::new() }
+    }
+}
+
+impl<Rt: Runtime> Slot<Rt> {
     /// The client, if the dial finished and the connection is not closing.
-    fn live(&self) -> Option<&Client> {
+    fn live(&self) -> Option<&Client<Rt>> {
         match self.cell.get() {
             Some(Ok(c)) if !c.is_closing() => Some(c),
             _ => None,
@@ -169,25 +175,30 @@ impl Slot {
 /// multiplexed connection per server (dialed lazily, concurrent dials de-duplicated,
 /// dropped on transport errors and redialed on next use, closed when its server leaves
 /// discovery), fail modes, selectors, circuit breakers, Broadcast/Fork/Inform. Cheap to
-/// clone; its futures are `Send`, and they run on any executor (smol, async-std, ...).
+/// clone; its futures are `Send`.
 ///
 /// ```no_run
-/// # async fn f() -> Result<(), rpcx_smol::Error> {
-/// use rpcx_smol::xclient::{XClient, XClientOptions};
-/// use rpcx_smol::core::govern::{Instance, MultiDiscovery};
+/// # async fn f<R: rpcx_async::Runtime>() -> Result<(), rpcx_async::Error> {
+/// use rpcx_async::xclient::{XClient, XClientOptions};
+/// use rpcx_core::govern::{Instance, MultiDiscovery};
 /// use std::sync::Arc;
 /// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Args { A: i64, B: i64 }
 /// #[derive(serde::Deserialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
 ///
 /// let d = MultiDiscovery::new([Instance::new("tcp@127.0.0.1:8972", ""), Instance::new("tcp@127.0.0.1:8973", "")]);
-/// let xc = XClient::new("Arith", Arc::new(d), XClientOptions::default());
+/// let xc = XClient::<R>::new("Arith", Arc::new(d), XClientOptions::default());
 /// let reply: Reply = xc.call("Mul", &Args { A: 10, B: 20 }).await?;
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
-pub struct XClient(Arc<Inner>);
+pub struct XClient<Rt: Runtime>(Arc<Inner<Rt>>);
 
-impl std::fmt::Debug for XClient {
+impl<Rt: Runtime> Clone for XClient<Rt> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<Rt: Runtime> std::fmt::Debug for XClient<Rt> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XClient").field("service_path", &self.0.service_path).finish_non_exhaustive()
     }
@@ -198,15 +209,15 @@ type RawResult = Result<Option<Message>, Error>;
 
 /// One attempt's ending: its server, the connection it used (to drop exactly that one),
 /// and its result.
-struct Ended {
+struct Ended<Rt: Runtime> {
     server: ServerKey,
-    slot: Option<Arc<Slot>>,
+    slot: Option<Arc<Slot<Rt>>>,
     result: RawResult,
 }
 
-impl XClient {
+impl<Rt: Runtime> XClient<Rt> {
     /// An XClient for `service_path`.
-    pub fn new(service_path: &str, discovery: Arc<dyn Discovery>, opts: XClientOptions) -> Self {
+    pub fn new(service_path: &str, discovery: Arc<dyn Discovery>, opts: XClientOptions<Rt>) -> Self {
         let mut filter = ServerFilter::new();
         if let Some(g) = &opts.group {
             filter = filter.group(g);
@@ -252,10 +263,9 @@ impl XClient {
     }
 
     /// Start a call in the background (Go's `XClient.Go`; the fail mode applies here
-    /// too, as in `rpcx-tokio`) on the connection options' spawner, and await the
-    /// returned [`XCall`] later. The arguments are serialized before this returns.
-    /// Dropping the `XCall` cancels the call (like a `smol::Task`); [`XCall::detach`]
-    /// lets it run to its end unobserved.
+    /// too) on the connection options' runtime, and await the returned [`XCall`]
+    /// later. The arguments are serialized before this returns. Dropping the `XCall`
+    /// cancels the call; [`XCall::detach`] lets it run to its end unobserved.
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(
         &self,
         method: &str,
@@ -268,7 +278,7 @@ impl XClient {
         let (mut tx, rx) = oneshot::channel();
         let detached = Arc::new(AtomicBool::new(false));
         let keep_going = detached.clone();
-        self.0.client_opts.spawner.spawn(async move {
+        self.0.client_opts.runtime.spawn(Box::pin(async move {
             let call = async {
                 let msg = this.call_raw(&method, st, payload, Metadata::new(), None, false).await?;
                 decode(msg).map(|(r, _)| r)
@@ -289,7 +299,7 @@ impl XClient {
             if let Some(r) = res {
                 let _ = tx.send(r);
             }
-        });
+        }));
         Ok(XCall { rx: Some(rx), ready: None, detached })
     }
 
@@ -363,7 +373,7 @@ impl XClient {
         v
     }
 
-    fn conns(&self) -> MutexGuard<'_, HashMap<ServerKey, Arc<Slot>>> {
+    fn conns(&self) -> MutexGuard<'_, HashMap<ServerKey, Arc<Slot<Rt>>>> {
         self.0.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -411,8 +421,8 @@ impl XClient {
         let deadline = timeout.or(self.0.client_opts.call_timeout).and_then(|d| Instant::now().checked_add(d));
         let spec = self.spec(method, st, payload, md, deadline, oneway);
         let mut plan = Plan::new(self.0.fail_mode, FailOptions { deadline, ..self.0.fail });
-        let mut running: Racing<'_, Ended> = Racing::default();
-        let mut results: HashMap<u32, Ended> = HashMap::new();
+        let mut running: Racing<'_, Ended<Rt>, Rt> = Racing::new(&self.0.client_opts.runtime);
+        let mut results: HashMap<u32, Ended<Rt>> = HashMap::new();
         self.refresh();
         let outcome = loop {
             let now = Instant::now();
@@ -491,7 +501,7 @@ impl XClient {
         let deadline = now.checked_add(self.0.gather_timeout);
         let spec = self.spec(method, st, payload, Metadata::new(), deadline, false);
         let mut g: Gather<RawResult> = Gather::new(mode, servers.clone(), now, self.0.gather_timeout);
-        let mut running: Racing<'_, Ended> = Racing::default();
+        let mut running: Racing<'_, Ended<Rt>, Rt> = Racing::new(&self.0.client_opts.runtime);
         for (i, server) in servers.into_iter().enumerate() {
             running.push(i as u32, self.attempt(server, spec.clone()));
         }
@@ -558,7 +568,7 @@ impl XClient {
         st.balancer.select(now, &mut ctx)
     }
 
-    fn after_attempt(&self, now: Instant, ended: &Ended, o: Outcome) {
+    fn after_attempt(&self, now: Instant, ended: &Ended<Rt>, o: Outcome) {
         self.state().balancer.record(now, &ended.server, o);
         if o.drops_connection() {
             self.drop_conn(&ended.server, ended.slot.as_ref());
@@ -567,7 +577,7 @@ impl XClient {
 
     /// Forget and close the cached connection to `server`; with `only`, only if it is
     /// still that one (not a fresh connection another call already redialed).
-    fn drop_conn(&self, server: &ServerKey, only: Option<&Arc<Slot>>) {
+    fn drop_conn(&self, server: &ServerKey, only: Option<&Arc<Slot<Rt>>>) {
         let slot = {
             let mut conns = self.conns();
             match (conns.get(server), only) {
@@ -577,12 +587,12 @@ impl XClient {
         };
         if let Some(Ok(client)) = slot.as_ref().and_then(|s| s.cell.get()) {
             let client = client.clone();
-            self.0.client_opts.spawner.spawn(async move { client.close().await });
+            self.0.client_opts.runtime.spawn(Box::pin(async move { client.close().await }));
         }
     }
 
     /// Remove `slot` from the map if it is still `server`'s.
-    fn forget(&self, server: &ServerKey, slot: &Arc<Slot>) {
+    fn forget(&self, server: &ServerKey, slot: &Arc<Slot<Rt>>) {
         let mut conns = self.conns();
         if conns.get(server).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             conns.remove(server);
@@ -591,7 +601,7 @@ impl XClient {
 
     /// The cached connection to `server`, dialing once if needed (or sharing the dial
     /// another attempt started).
-    async fn client_for(&self, server: &ServerKey) -> Result<(Arc<Slot>, Client), Error> {
+    async fn client_for(&self, server: &ServerKey) -> Result<(Arc<Slot<Rt>>, Client<Rt>), Error> {
         for _ in 0..2 {
             let slot = self.conns().entry(server.clone()).or_default().clone();
             let res = slot
@@ -626,7 +636,7 @@ impl XClient {
     }
 
     /// One attempt: get the connection (dialing if needed) and send.
-    async fn attempt(&self, server: ServerKey, spec: CallSpec) -> Ended {
+    async fn attempt(&self, server: ServerKey, spec: CallSpec) -> Ended<Rt> {
         match self.client_for(&server).await {
             Ok((slot, client)) => {
                 let result = client.send(spec).await;
@@ -659,17 +669,16 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The attempts of one plan or gather, raced on the caller's task. Dropping one (or
 /// the set) cancels it.
-struct Racing<'a, T> {
+struct Racing<'a, T, Rt: Runtime> {
     futs: Vec<(u32, BoxFuture<'a, T>)>,
+    runtime: &'a Rt,
 }
 
-impl<T> Default for Racing<'_, T> {
-    fn default() -> Self {
-        Racing { futs: Vec::new() }
+impl<'a, T, Rt: Runtime> Racing<'a, T, Rt> {
+    fn new(runtime: &'a Rt) -> Self {
+        Racing { futs: Vec::new(), runtime }
     }
-}
 
-impl<'a, T> Racing<'a, T> {
     fn push(&mut self, id: u32, fut: impl Future<Output = T> + Send + 'a) {
         self.futs.push((id, Box::pin(fut)));
     }
@@ -685,7 +694,7 @@ impl<'a, T> Racing<'a, T> {
         if self.futs.is_empty() && until.is_none() {
             return None;
         }
-        let mut timer = until.map(async_io::Timer::at);
+        let mut timer = until.map(|at| TimerFuture(self.runtime.timer(at)));
         future::poll_fn(|cx| {
             for i in 0..self.futs.len() {
                 if let Poll::Ready(v) = self.futs[i].1.as_mut().poll(cx) {
@@ -703,7 +712,7 @@ impl<'a, T> Racing<'a, T> {
 }
 
 /// A call started with [`XClient::go`]: await it for the result. The call runs on a
-/// task of the connection options' spawner, through the fail mode. Dropping the handle
+/// task of the connection options' runtime, through the fail mode. Dropping the handle
 /// cancels the call, unless it was [detached](Self::detach).
 #[must_use = "dropping an XCall cancels the call; await it or detach it"]
 pub struct XCall<R> {

@@ -1,10 +1,10 @@
 //! The server: an accept loop, one task per connection driving a `ServerConnection`,
 //! and a task for each request whose handler has to wait.
 
-use crate::Spawner;
 use crate::client::YIELD_AFTER;
+use crate::queue;
+use crate::runtime::{Runtime, Timer, sleep_until, timeout};
 use crate::transport::{self, Stream, tune_tcp};
-use async_io::{Async, Timer};
 use async_lock::Semaphore;
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{Stream as _, future};
@@ -12,9 +12,8 @@ use rpcx_core::addr::ServerAddr;
 use rpcx_core::conn::{CloseMode, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent};
 use rpcx_core::service::{Context, Dispatched, Peer, PushSink, Pusher, Router};
 use rpcx_core::wire::Metadata;
-use std::future::Future;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -22,9 +21,10 @@ use std::time::{Duration, Instant};
 
 /// Server options. Defaults: no read/write timeout (as Go), 32 MiB frames, 10 000
 /// connections, 1024 requests in flight per connection, TCP keepalive 3 min (Go's
-/// server default), 10 s TLS handshake timeout, tasks on [`Spawner::global`].
+/// server default), 10 s TLS handshake timeout, tasks on the default
+/// [`runtime`](Self::runtime).
 #[derive(Clone, Debug)]
-pub struct ServerOptions {
+pub struct ServerOptions<R: Runtime> {
     /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
     pub read_timeout: Option<Duration>,
     /// Close a connection whose writes make no progress for this long.
@@ -42,10 +42,10 @@ pub struct ServerOptions {
     /// TCP keepalive period for accepted connections.
     pub tcp_keepalive: Option<Duration>,
     /// Runs the accept loop, the connection drivers and handlers that wait.
-    pub spawner: Spawner,
+    pub runtime: R,
 }
 
-impl Default for ServerOptions {
+impl<R: Runtime> Default for ServerOptions<R> {
     fn default() -> Self {
         Self {
             read_timeout: None,
@@ -56,7 +56,7 @@ impl Default for ServerOptions {
             tls: None,
             tls_handshake_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(180)),
-            spawner: Spawner::default(),
+            runtime: R::default(),
         }
     }
 }
@@ -65,32 +65,34 @@ impl Default for ServerOptions {
 /// [`ServerHandle`].
 ///
 /// ```no_run
-/// # async fn f() -> std::io::Result<()> {
-/// use rpcx_smol::{Server, service::{Context, Router, Service}};
+/// # async fn f<R: rpcx_async::Runtime>() -> std::io::Result<()> {
+/// use rpcx_async::Server;
+/// use rpcx_core::service::{Context, Router, Service};
 /// #[derive(serde::Deserialize)] #[allow(non_snake_case)] struct Args { A: i64, B: i64 }
 /// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
 ///
 /// let router = Router::new().service(Service::new("Arith")
 ///     .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) }));
-/// let server = Server::new(router).bind("tcp@127.0.0.1:8972").await?;
+/// // `rpcx_tokio::Server` / `rpcx_smol::Server` name this type for their runtime.
+/// let server = Server::<R>::new(router).bind("tcp@127.0.0.1:8972").await?;
 /// println!("listening on {}", server.address());
 /// server.wait().await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub struct Server {
+pub struct Server<R: Runtime> {
     router: Router,
-    opts: ServerOptions,
+    opts: ServerOptions<R>,
 }
 
-impl Server {
+impl<R: Runtime> Server<R> {
     /// A server for `router` with default options.
     pub fn new(router: Router) -> Self {
         Self { router, opts: ServerOptions::default() }
     }
 
     /// Replace all options.
-    pub fn options(mut self, opts: ServerOptions) -> Self {
+    pub fn options(mut self, opts: ServerOptions<R>) -> Self {
         self.opts = opts;
         self
     }
@@ -131,26 +133,27 @@ impl Server {
         self
     }
 
-    /// Run the server's tasks with this spawner.
-    pub fn spawner(mut self, spawner: Spawner) -> Self {
-        self.opts.spawner = spawner;
+    /// Run the server's tasks, timers and sockets on this runtime.
+    pub fn runtime(mut self, runtime: R) -> Self {
+        self.opts.runtime = runtime;
         self
     }
 
     /// Bind `addr` (`tcp@host:port`, `host:port`, `unix@/path`; port 0 picks one) and
     /// start serving in the background.
-    pub async fn bind(self, addr: &str) -> io::Result<ServerHandle> {
+    pub async fn bind(self, addr: &str) -> io::Result<ServerHandle<R>> {
         let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let rt = self.opts.runtime.clone();
         let (listener, local_addr, address) = match &parsed {
             ServerAddr::Tcp(a) => {
-                let l = bind_tcp(a).await?;
-                let local = l.get_ref().local_addr()?;
+                let l = bind_tcp(&rt, a).await?;
+                let local = R::tcp_local_addr(&l)?;
                 (Listener::Tcp(l), Some(local), format!("tcp@{local}"))
             }
             #[cfg(unix)]
             ServerAddr::Unix(p) => {
                 let _ = std::fs::remove_file(p);
-                let l = Async::<std::os::unix::net::UnixListener>::bind(p)?;
+                let l = rt.bind_unix(std::path::Path::new(p))?;
                 (Listener::Unix(l), None, parsed.to_string())
             }
             #[cfg(not(unix))]
@@ -178,19 +181,18 @@ impl Server {
         // The accept loop holds sender clones so that dropping the handle does not read as
         // a shutdown; only `close()` on a sender ends the phase.
         let keep = (graceful.clone(), immediate.clone(), done_tx);
-        let spawner = self.opts.spawner.clone();
-        spawner.spawn(async move {
+        rt.spawn(Box::pin(async move {
             accept_loop(listener, self, ctl).await;
             drop(keep);
-        });
-        Ok(ServerHandle { address, local_addr, graceful, immediate, done })
+        }));
+        Ok(ServerHandle { address, local_addr, graceful, immediate, done, runtime: rt })
     }
 }
 
-async fn bind_tcp(addr: &str) -> io::Result<Async<TcpListener>> {
+async fn bind_tcp<R: Runtime>(rt: &R, addr: &str) -> io::Result<R::TcpListener> {
     let mut last = None;
-    for a in transport::resolve(addr).await? {
-        match Async::<TcpListener>::bind(a) {
+    for a in transport::resolve(rt, addr).await? {
+        match rt.bind_tcp(a) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
@@ -206,10 +208,10 @@ struct Ctl {
     immediate: async_channel::Receiver<()>,
 }
 
-enum Listener {
-    Tcp(Async<TcpListener>),
+enum Listener<R: Runtime> {
+    Tcp(R::TcpListener),
     #[cfg(unix)]
-    Unix(Async<std::os::unix::net::UnixListener>),
+    Unix(R::UnixListener),
     /// In-process (`memu@name`): connections arrive on a channel; the registration frees
     /// the name when the listener is dropped.
     #[cfg(unix)]
@@ -221,17 +223,19 @@ enum Listener {
 }
 
 /// A running server: its address, and graceful or immediate shutdown. Dropping it
-/// leaves the server running in the background.
+/// leaves the server running in the background (use [`wait`](Self::wait) to serve
+/// until shut down, or [`shutdown`](Self::shutdown) / [`close`](Self::close)).
 #[derive(Debug)]
-pub struct ServerHandle {
+pub struct ServerHandle<R: Runtime> {
     address: String,
     local_addr: Option<SocketAddr>,
     graceful: async_channel::Sender<()>,
     immediate: async_channel::Sender<()>,
     done: async_channel::Receiver<()>,
+    runtime: R,
 }
 
-impl ServerHandle {
+impl<R: Runtime> ServerHandle<R> {
     /// The bound address in rpcx form (`tcp@127.0.0.1:40123`, `unix@/path`).
     pub fn address(&self) -> &str {
         &self.address
@@ -247,7 +251,7 @@ impl ServerHandle {
     /// is closed immediately. Returns when every connection has ended.
     pub async fn shutdown(self, grace: Duration) {
         self.graceful.close();
-        let finished = transport::timeout(grace, false, async {
+        let finished = timeout(&self.runtime, grace, false, async {
             let _ = self.done.recv().await;
             true
         })
@@ -271,7 +275,7 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: Listener, server: Server, ctl: Ctl) {
+async fn accept_loop<R: Runtime>(listener: Listener<R>, server: Server<R>, ctl: Ctl) {
     let limit = Arc::new(Semaphore::new(server.opts.max_connections));
     // A wait group: every connection task holds a sender; `recv` fails once all are gone.
     let (conns, all_done) = async_channel::bounded::<()>(1);
@@ -279,7 +283,8 @@ async fn accept_loop(listener: Listener, server: Server, ctl: Ctl) {
         let Some(permit) = future::or(async { Some(limit.acquire_arc().await) }, stopped(&ctl)).await else {
             break;
         };
-        let Some(accepted) = future::or(async { Some(accept(&listener).await) }, stopped(&ctl)).await else {
+        let rt = &server.opts.runtime;
+        let Some(accepted) = future::or(async { Some(accept(rt, &listener).await) }, stopped(&ctl)).await else {
             break;
         };
         match accepted {
@@ -287,15 +292,15 @@ async fn accept_loop(listener: Listener, server: Server, ctl: Ctl) {
                 let server = server.clone();
                 let ctl = ctl.clone();
                 let conns = conns.clone();
-                let spawner = server.opts.spawner.clone();
-                spawner.spawn(async move {
+                let rt = server.opts.runtime.clone();
+                rt.spawn(Box::pin(async move {
                     serve_conn(stream, peer, server, ctl).await;
                     drop((permit, conns));
-                });
+                }));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                Timer::after(Duration::from_millis(10)).await;
+                sleep_until(&server.opts.runtime, Instant::now() + Duration::from_millis(10)).await;
             }
         }
     }
@@ -310,22 +315,22 @@ async fn stopped<T>(ctl: &Ctl) -> Option<T> {
     None
 }
 
-async fn accept(l: &Listener) -> io::Result<(Stream, Peer)> {
+async fn accept<R: Runtime>(rt: &R, l: &Listener<R>) -> io::Result<(Stream<R>, Peer)> {
     match l {
         Listener::Tcp(l) => {
-            let (s, a) = l.accept().await?;
+            let (s, a) = R::accept_tcp(l).await?;
             Ok((Stream::Tcp(s), Peer::from(a)))
         }
         #[cfg(unix)]
         Listener::Unix(l) => {
-            let (s, a) = l.accept().await?;
-            let name = a.as_pathname().map(|p| p.display().to_string()).unwrap_or_else(|| "unix".to_owned());
+            let (s, path) = R::accept_unix(l).await?;
+            let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "unix".to_owned());
             Ok((Stream::Unix(s), Peer::named(name)))
         }
         #[cfg(unix)]
         Listener::Memory { rx, name, .. } => {
             let s = rx.recv().await.map_err(|_| io::Error::other("in-process listener closed"))?;
-            Ok((Stream::Unix(Async::new(s)?), Peer::named(name.clone())))
+            Ok((Stream::Unix(rt.unix_from_std(s)?), Peer::named(name.clone())))
         }
     }
 }
@@ -337,7 +342,7 @@ struct PushCmd {
     payload: Bytes,
 }
 
-struct ConnPusher(async_channel::Sender<PushCmd>);
+struct ConnPusher(queue::Sender<PushCmd>);
 
 impl PushSink for ConnPusher {
     fn push(
@@ -348,13 +353,13 @@ impl PushSink for ConnPusher {
         payload: Bytes,
     ) -> Result<(), PushError> {
         self.0.try_send(PushCmd { service_path, service_method, metadata, payload }).map_err(|e| match e {
-            async_channel::TrySendError::Full(_) => PushError::Blocked,
-            async_channel::TrySendError::Closed(_) => PushError::Closed,
+            queue::TrySendError::Full(_) => PushError::Blocked,
+            queue::TrySendError::Closed(_) => PushError::Closed,
         })
     }
 }
 
-async fn serve_conn(stream: Stream, peer: Peer, server: Server, ctl: Ctl) {
+async fn serve_conn<R: Runtime>(stream: Stream<R>, peer: Peer, server: Server<R>, ctl: Ctl) {
     let peer = Arc::new(peer);
     let hooks = server.router.hooks().to_vec();
     if !hooks.iter().all(|h| h.conn_accepted(&peer)) {
@@ -362,13 +367,14 @@ async fn serve_conn(stream: Stream, peer: Peer, server: Server, ctl: Ctl) {
     }
     let stream = match (stream, &server.opts.tls) {
         (Stream::Tcp(s), tls) => {
-            tune_tcp(s.get_ref(), server.opts.tcp_keepalive);
+            tune_tcp(R::tcp_socket(&s), server.opts.tcp_keepalive);
             match tls {
                 None => Stream::Tcp(s),
                 Some(cfg) => {
                     let acceptor = futures_rustls::TlsAcceptor::from(cfg.clone());
                     let handshake = async { Some(acceptor.accept(s).await) };
-                    match transport::timeout(server.opts.tls_handshake_timeout, None, handshake).await {
+                    let rt = &server.opts.runtime;
+                    match timeout(rt, server.opts.tls_handshake_timeout, None, handshake).await {
                         Some(Ok(tls)) => Stream::ServerTls(Box::new(tls)),
                         Some(Err(e)) => {
                             tracing::debug!(peer = %peer.addr, error = %e, "tls handshake failed");
@@ -401,6 +407,9 @@ const EVENTS_PER_WRITE: usize = 32;
 /// Upper bound on bytes taken from the machine before writing.
 const WRITE_HIGH_WATER: usize = 256 << 10;
 
+/// Pushes queued by handlers for one connection before `push` reports `Blocked`.
+const PUSH_QUEUE: usize = 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Phase {
     Running,
@@ -421,20 +430,20 @@ enum Wake {
     Backlog,
 }
 
-struct ConnDriver {
+struct ConnDriver<R: Runtime> {
     conn: ServerConnection,
     peer: Arc<Peer>,
     router: Router,
-    spawner: Spawner,
+    runtime: R,
     write_timeout: Option<Duration>,
     done_tx: async_channel::Sender<Done>,
     done_rx: Pin<Box<async_channel::Receiver<Done>>>,
     pusher: Pusher,
-    push_rx: Pin<Box<async_channel::Receiver<PushCmd>>>,
+    push_rx: queue::Receiver<PushCmd>,
 }
 
-impl ConnDriver {
-    fn new(peer: Arc<Peer>, server: Server) -> Self {
+impl<R: Runtime> ConnDriver<R> {
+    fn new(peer: Arc<Peer>, server: Server<R>) -> Self {
         let mut cfg = ServerConfig {
             max_in_flight: server.opts.max_in_flight,
             read_timeout: server.opts.read_timeout,
@@ -444,28 +453,28 @@ impl ConnDriver {
         cfg.decoder.max_decompressed_len = server.opts.max_message_len;
         cfg.encoder.max_message_len = server.opts.max_message_len;
         let (done_tx, done_rx) = async_channel::unbounded();
-        let (push_tx, push_rx) = async_channel::bounded(1024);
+        let (push_tx, push_rx) = queue::bounded(PUSH_QUEUE);
         Self {
             conn: ServerConnection::new(cfg, Instant::now()),
             peer,
             router: server.router,
-            spawner: server.opts.spawner,
+            runtime: server.opts.runtime,
             write_timeout: server.opts.write_timeout,
             done_tx,
             done_rx: Box::pin(done_rx),
             pusher: Pusher::new(Arc::new(ConnPusher(push_tx))),
-            push_rx: Box::pin(push_rx),
+            push_rx,
         }
     }
 
-    async fn run(mut self, stream: Stream, ctl: Ctl) {
+    async fn run(mut self, stream: Stream<R>, ctl: Ctl) {
         let mut read_buf = vec![0u8; crate::client::READ_CHUNK];
         let mut write_buf = BytesMut::with_capacity(64 << 10);
         let mut io = transport::Io::new(stream);
         let buffers_writes = io.buffers_writes();
         let mut unflushed = false;
         let mut write_stalled_since: Option<Instant> = None;
-        let mut timer = Timer::never();
+        let mut timer: Option<R::Timer> = None;
         let mut armed: Option<Instant> = None;
         let mut streak = 0u32;
         let mut phase = Phase::Running;
@@ -519,12 +528,16 @@ impl ConnDriver {
             // reactor, and a timer left at a later instant only fires spuriously (which
             // `handle_timeout` tolerates) before being set again.
             if let Some(d) = deadline.filter(|&d| armed.is_none_or(|a| d < a)) {
-                timer.set_at(d);
+                match timer.as_mut() {
+                    Some(t) => t.reset(d),
+                    None => timer = Some(self.runtime.timer(d)),
+                }
                 armed = Some(d);
             }
             let want_read = self.conn.wants_read();
             let mut waited = false;
             let (done_rx, push_rx) = (&mut self.done_rx, &mut self.push_rx);
+            let timer = &mut timer;
             let wake = future::poll_fn(|cx| {
                 if let Poll::Ready(Some(d)) = done_rx.as_mut().poll_next(cx) {
                     return Poll::Ready(Wake::Done(d));
@@ -543,7 +556,7 @@ impl ConnDriver {
                         return Poll::Ready(Wake::Read(r));
                     }
                 }
-                if let Poll::Ready(Some(p)) = push_rx.as_mut().poll_next(cx) {
+                if let Poll::Ready(Some(p)) = push_rx.poll_recv(cx) {
                     return Poll::Ready(Wake::Push(p));
                 }
                 // The control channels are never sent on; `None` means the phase began.
@@ -553,8 +566,10 @@ impl ConnDriver {
                 if phase < Phase::Graceful && graceful.as_mut().poll_next(cx).is_ready() {
                     return Poll::Ready(Wake::Phase(Phase::Graceful));
                 }
-                if armed.is_some() && Pin::new(&mut timer).poll(cx).is_ready() {
-                    return Poll::Ready(Wake::Timer);
+                if let (Some(_), Some(t)) = (armed, timer.as_mut()) {
+                    if t.poll_expired(cx).is_ready() {
+                        return Poll::Ready(Wake::Timer);
+                    }
                 }
                 if backlog {
                     return Poll::Ready(Wake::Backlog);
@@ -614,7 +629,7 @@ impl ConnDriver {
             }
         }
         let close = self.write_timeout.unwrap_or(Duration::from_secs(1));
-        let _ = transport::timeout(close, Ok(()), io.close()).await;
+        let _ = timeout(&self.runtime, close, Ok(()), io.close()).await;
     }
 
     fn apply_phase(&mut self, phase: &mut Phase, to: Phase) {
@@ -639,7 +654,7 @@ impl ConnDriver {
                     Poll::Ready(served) => self.on_done(id, served),
                     Poll::Pending => {
                         let done = self.done_tx.clone();
-                        self.spawner.spawn_boxed(Box::pin(async move {
+                        self.runtime.spawn(Box::pin(async move {
                             let served = fut.await;
                             let _ = done.send((id, served)).await;
                         }));
@@ -667,7 +682,7 @@ impl ConnDriver {
     fn on_done(&mut self, id: RequestId, served: (Dispatched, Context)) {
         // Pushes a handler queued before it returned go out before its response (Go
         // writes them synchronously from the handler).
-        while let Ok(p) = self.push_rx.try_recv() {
+        while let Some(p) = self.push_rx.try_recv() {
             self.apply_push(p);
         }
         self.router.answer(&mut self.conn, Instant::now(), id, served);

@@ -1,4 +1,4 @@
-//! TLS settings (rustls).
+//! TLS settings (rustls, through futures-rustls).
 
 use std::sync::Arc;
 
@@ -18,7 +18,8 @@ impl std::fmt::Debug for TlsClient {
 }
 
 /// The rustls crypto provider this crate is built with (ring), for building configs:
-/// `rustls::ClientConfig::builder_with_provider(rpcx_tokio::tls::provider())`.
+/// `rustls::ClientConfig::builder_with_provider(rpcx_tokio::tls::provider())` (every
+/// runtime crate re-exports this module).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
