@@ -319,7 +319,7 @@ impl<Rt: Runtime> RequestBuilder<'_, Rt> {
     rpcx_core::call_options_setters!();
 
     fn spec(self, payload: Bytes, oneway: bool) -> CallSpec {
-        self.opts.into_spec(payload, oneway)
+        self.opts.into_spec(Instant::now(), payload, oneway)
     }
 
     /// Call and decode the reply.

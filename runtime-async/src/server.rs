@@ -645,7 +645,7 @@ impl<R: Runtime> ConnDriver<R> {
         match ev {
             ServerEvent::Request(req) => {
                 let id = req.id;
-                let mut fut = self.router.serve(req, self.peer.clone(), self.pusher.clone());
+                let mut fut = self.router.serve(Instant::now(), req, self.peer.clone(), self.pusher.clone());
                 // Fast path: a handler that finishes without waiting is answered right
                 // here, with no task spawn and no channel hop. One that waits moves to a
                 // task of its own (polled again there, so it registers that task's waker).

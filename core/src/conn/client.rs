@@ -93,7 +93,8 @@ impl CallSpec {
 
 /// A call being configured, before its payload: what every runtime's request builder
 /// collects (its setters come from [`call_options_setters!`](crate::call_options_setters)).
-/// [`into_spec`](Self::into_spec) makes the [`CallSpec`], counting the timeout from then.
+/// [`into_spec`](Self::into_spec) makes the [`CallSpec`], counting the timeout from the
+/// `now` it is given (the core reads no clock).
 #[derive(Clone, Debug)]
 pub struct CallOptions {
     /// Service path (service name).
@@ -130,8 +131,8 @@ impl CallOptions {
     }
 
     /// The call with `payload` (already serialized with `serialize_type`), its deadline
-    /// `timeout` from now.
-    pub fn into_spec(self, payload: Bytes, oneway: bool) -> CallSpec {
+    /// `timeout` after `now`.
+    pub fn into_spec(self, now: Instant, payload: Bytes, oneway: bool) -> CallSpec {
         CallSpec {
             service_path: self.service_path,
             service_method: self.service_method,
@@ -140,18 +141,20 @@ impl CallOptions {
             serialize_type: self.serialize_type,
             compress: self.compress,
             oneway,
-            deadline: self.timeout.and_then(|d| Instant::now().checked_add(d)),
+            deadline: self.timeout.and_then(|d| now.checked_add(d)),
         }
     }
 
-    /// The call with `args` serialized by `serialize_type`.
+    /// The call with `args` serialized by `serialize_type`, its deadline `timeout` after
+    /// `now`.
     pub fn encode<A: serde::Serialize + ?Sized>(
         self,
+        now: Instant,
         args: &A,
         oneway: bool,
     ) -> Result<CallSpec, crate::codec::CodecError> {
         let payload = Bytes::from(crate::codec::to_payload(self.serialize_type, args)?);
-        Ok(self.into_spec(payload, oneway))
+        Ok(self.into_spec(now, payload, oneway))
     }
 }
 

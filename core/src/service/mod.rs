@@ -361,11 +361,17 @@ impl Router {
         self.services.get(service).is_some_and(|s| s.methods.contains_key(method))
     }
 
-    /// The future that serves `req` from a connection with `peer`: its [`Context`]
-    /// (metadata, deadline, pusher) and [`dispatch`](Self::dispatch). A runtime polls it
-    /// (once inline, then on a task or worker if it waits) and gives the outcome to
-    /// [`answer`](Self::answer).
-    pub fn serve(&self, req: crate::conn::Request, peer: Arc<Peer>, pusher: Pusher) -> Serving {
+    /// The future that serves `req`, received at `now` from a connection with `peer`:
+    /// its [`Context`] (metadata, deadline, pusher) and [`dispatch`](Self::dispatch). A
+    /// runtime polls it (once inline, then on a task or worker if it waits) and gives
+    /// the outcome to [`answer`](Self::answer).
+    pub fn serve(
+        &self,
+        now: std::time::Instant,
+        req: crate::conn::Request,
+        peer: Arc<Peer>,
+        pusher: Pusher,
+    ) -> Serving {
         let msg = req.message;
         let ctx = Context::new(ContextParts {
             service_path: msg.service_path,
@@ -374,7 +380,7 @@ impl Router {
             oneway: msg.header.is_oneway(),
             metadata: msg.metadata,
             deadline: req.deadline,
-            received_at: std::time::Instant::now(),
+            received_at: now,
             peer,
             pusher,
         });

@@ -171,7 +171,7 @@ impl ServerState {
 
     fn on_request(&mut self, req: rpcx_core::conn::Request, waiting: &mut Vec<Waiting>) {
         let id = req.id;
-        let mut fut = self.ctx.router.serve(req, self.peer.clone(), self.pusher.clone());
+        let mut fut = self.ctx.router.serve(Instant::now(), req, self.peer.clone(), self.pusher.clone());
         if self.ctx.opts.inline_handlers {
             // Fast path: a handler that finishes without waiting is answered here. One
             // that waits moves to a worker, whose `block_on` polls it again with a waker
