@@ -433,9 +433,6 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Upper bound on bytes taken from the machine before writing.
 const WRITE_HIGH_WATER: usize = 256 << 10;
 
-/// Bytes read per `poll_read`.
-pub(crate) const READ_CHUNK: usize = 64 << 10;
-
 /// Wake-ups handled back to back before the driver yields to its executor (smol and
 /// async-std have no preemption budget: a driver whose socket is always ready would
 /// otherwise keep its thread).
@@ -463,8 +460,7 @@ struct Driver<Rt: Runtime> {
 
 impl<Rt: Runtime> Driver<Rt> {
     async fn run(mut self, stream: Stream<Rt>) {
-        let mut read_buf = vec![0u8; READ_CHUNK];
-        let mut write_buf = BytesMut::with_capacity(64 << 10);
+        let mut write_buf = BytesMut::new();
         let mut io = transport::Io::new(stream);
         let buffers_writes = io.buffers_writes();
         let mut unflushed = false;
@@ -529,7 +525,7 @@ impl<Rt: Runtime> Driver<Rt> {
                     }
                 }
                 if want_read {
-                    if let Poll::Ready(r) = io.poll_read(cx, &mut read_buf) {
+                    if let Poll::Ready(r) = io.poll_read(cx) {
                         return Poll::Ready(Wake::Read(r));
                     }
                 }
@@ -565,7 +561,7 @@ impl<Rt: Runtime> Driver<Rt> {
                     }
                 }
                 Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
-                Wake::Read(Ok(n)) => self.conn.handle_input(Instant::now(), &read_buf[..n]),
+                Wake::Read(Ok(n)) => transport::take_read(n, |bytes| self.conn.handle_input(Instant::now(), bytes)),
                 Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
                 Wake::Command(Some(cmd)) => {
                     self.on_command(cmd, &mut deferred);

@@ -372,7 +372,8 @@ async fn serve_conn<R: Runtime>(stream: Stream<R>, peer: Peer, server: Server<R>
                 None => Stream::Tcp(s),
                 Some(cfg) => {
                     let acceptor = futures_rustls::TlsAcceptor::from(cfg.clone());
-                    let handshake = async { Some(acceptor.accept(s).await) };
+                    // Boxed: the handshake state is large, and only TLS connections need it.
+                    let handshake = async { Some(Box::pin(acceptor.accept(s)).await) };
                     let rt = &server.opts.runtime;
                     match timeout(rt, server.opts.tls_handshake_timeout, None, handshake).await {
                         Some(Ok(tls)) => Stream::ServerTls(Box::new(tls)),
@@ -468,8 +469,7 @@ impl<R: Runtime> ConnDriver<R> {
     }
 
     async fn run(mut self, stream: Stream<R>, ctl: Ctl) {
-        let mut read_buf = vec![0u8; crate::client::READ_CHUNK];
-        let mut write_buf = BytesMut::with_capacity(64 << 10);
+        let mut write_buf = BytesMut::new();
         let mut io = transport::Io::new(stream);
         let buffers_writes = io.buffers_writes();
         let mut unflushed = false;
@@ -552,7 +552,7 @@ impl<R: Runtime> ConnDriver<R> {
                     }
                 }
                 if want_read {
-                    if let Poll::Ready(r) = io.poll_read(cx, &mut read_buf) {
+                    if let Poll::Ready(r) = io.poll_read(cx) {
                         return Poll::Ready(Wake::Read(r));
                     }
                 }
@@ -603,7 +603,7 @@ impl<R: Runtime> ConnDriver<R> {
                     }
                 }
                 Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
-                Wake::Read(Ok(n)) => self.conn.handle_input(Instant::now(), &read_buf[..n]),
+                Wake::Read(Ok(n)) => transport::take_read(n, |bytes| self.conn.handle_input(Instant::now(), bytes)),
                 Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
                 Wake::Push(p) => self.apply_push(p),
                 Wake::Phase(p) => self.apply_phase(&mut phase, p),

@@ -165,6 +165,16 @@ pub(crate) async fn dial<R: Runtime>(addr: &ServerAddr, opts: &ClientOptions<R>)
     timeout(rt, opts.connect_timeout, Err(Error::ConnectTimeout), connect).await
 }
 
+/// Bytes read per `poll_read`.
+const READ_CHUNK: usize = 64 << 10;
+
+thread_local! {
+    /// The read buffer of every driver polled on this thread. A driver reads into it
+    /// and hands the bytes to its machine (which keeps what it needs) before it next
+    /// yields, so no connection owns a read buffer: an idle one costs none.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// A [`Stream`] as a driver uses it: reads, writes, flushes and a bounded close.
 pub(crate) struct Io<R: Runtime> {
     stream: Stream<R>,
@@ -175,8 +185,16 @@ impl<R: Runtime> Io<R> {
         Self { stream }
     }
 
-    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+    /// Read into this thread's scratch buffer; on `Ready(Ok(n))` the caller must take
+    /// the bytes with [`take_read`] before it yields (no `.await` in between).
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        SCRATCH.with(|s| {
+            let mut buf = s.borrow_mut();
+            if buf.len() < READ_CHUNK {
+                buf.resize(READ_CHUNK, 0);
+            }
+            Pin::new(&mut self.stream).poll_read(cx, &mut buf[..])
+        })
     }
 
     pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -194,6 +212,11 @@ impl<R: Runtime> Io<R> {
     pub(crate) fn buffers_writes(&self) -> bool {
         self.stream.buffers_writes()
     }
+}
+
+/// Give the `n` bytes the last [`Io::poll_read`] on this thread read to `f`.
+pub(crate) fn take_read<T>(n: usize, f: impl FnOnce(&[u8]) -> T) -> T {
+    SCRATCH.with(|s| f(&s.borrow()[..n]))
 }
 
 /// Listen backlog of TCP listeners (tokio's default; std's `bind` would give 128).
