@@ -56,6 +56,9 @@ enum Server {
     Hangs,
 }
 
+/// When an attempt ends, and how.
+type End = (Instant, Result<String, Error>);
+
 /// The simulated world around one governor.
 struct Sim {
     now: Instant,
@@ -93,7 +96,7 @@ impl Sim {
 
     /// Resolve a `Connect` to the attempt's scheduled end: `(due, result)`, or `None`
     /// for a server that hangs.
-    fn start(&mut self, server: &ServerKey, mut conn: Connect<Conn>) -> Option<(Instant, Result<String, Error>)> {
+    fn start(&mut self, server: &ServerKey, mut conn: Connect<Conn>) -> Option<End> {
         loop {
             conn = match conn {
                 Connect::Ready(c) => {
@@ -126,7 +129,7 @@ impl Sim {
     /// Drive one call to its end, checking the contract at every step.
     fn call(&mut self, method: &str, timeout: Option<Duration>) -> Result<String, Error> {
         let mut run: CallRun<String> = self.gov.call(self.now, method, timeout)?;
-        let mut pending: Vec<(AttemptId, Option<(Instant, Result<String, Error>)>)> = Vec::new();
+        let mut pending: Vec<(AttemptId, Option<End>)> = Vec::new();
         for _ in 0..1000 {
             let step = run.poll(&mut self.gov, self.now);
             self.drain_retired();
