@@ -558,3 +558,85 @@ fn servers_killed_and_restarted_while_calling() {
         a2.close();
     });
 }
+
+/// `go`'s handle: dropping it cancels the call (its in-flight slot is freed, so the
+/// next call on a one-call connection is not held up), `detach` lets it run to its end,
+/// retries included, with nobody waiting.
+#[test]
+fn dropping_an_xcall_cancels_it_and_detach_lets_it_finish() {
+    bounded(|| {
+        let seen: Arc<Seen> = Arc::default();
+        let a = serve_seen(1, "tcp@127.0.0.1:0", seen.clone());
+        let one_in_flight =
+            ClientOptions { connection: ClientConfig { max_in_flight: 1, ..Default::default() }, ..Default::default() };
+        let d = Arc::new(MultiDiscovery::new([Instance::new(a.address(), "")]));
+        let xc = XClient::new("Arith", d, XClientOptions { client: one_in_flight, ..Default::default() });
+        xc.call::<_, Reply>("Mul", &Args { A: 1, B: 1 }).unwrap(); // connected
+        let slow = xc.go::<_, Reply>("Slow", &Args { A: 3000, B: 0 }).unwrap();
+        drop(slow);
+        // Within the client's sweep (≤ 1 s) the dropped call is cancelled; had it kept
+        // its slot, this call would wait the 3 s.
+        let t0 = Instant::now();
+        assert_eq!(xc.call::<_, Reply>("Mul", &Args { A: 2, B: 3 }).unwrap().C, 6);
+        assert!(t0.elapsed() < Duration::from_millis(1500), "the dropped call held its slot: {:?}", t0.elapsed());
+
+        // Detached calls run to their end; with a dead server in the list half of them
+        // need a Failover retry, which the detached call makes on its own.
+        let d = MultiDiscovery::new([Instance::new(dead_addr().as_str(), ""), Instance::new(a.address(), "")]);
+        let xc = XClient::new("Arith", Arc::new(d), XClientOptions::default());
+        for _ in 0..4 {
+            xc.go::<_, Reply>("Note", &Args { A: 0, B: 0 }).unwrap().detach();
+        }
+        let t0 = Instant::now();
+        while seen.oneway.load(Ordering::SeqCst) < 4 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "detached calls arrive");
+            thread::sleep(Duration::from_millis(5));
+        }
+        a.close();
+    });
+}
+
+/// A listener whose accept queue is full: connecting to it hangs (the SYN is dropped)
+/// until the dialer's connect timeout. Keep the returned values alive.
+fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let mut held = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+        held.push(s);
+        assert!(held.len() < 10_000, "the accept queue never filled");
+    }
+    (l, held, format!("tcp@{addr}"))
+}
+
+/// Concurrent first calls to a server whose dial fails share one dial and its failure:
+/// every caller gets the dial's error, and exactly one dial was made.
+#[test]
+fn concurrent_first_calls_share_a_failed_dial() {
+    bounded(|| {
+        let (_l, _held, addr) = black_hole();
+        let hooks = Arc::new(CountingHooks::default());
+        let d = MultiDiscovery::new([Instance::new(addr.as_str(), "")]);
+        let mut o = XClientOptions { fail_mode: FailMode::Failfast, hooks: vec![hooks.clone()], ..Default::default() };
+        o.client.connect_timeout = Duration::from_millis(500);
+        let xc = XClient::new("Arith", Arc::new(d), o);
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (xc, barrier) = (xc.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    xc.call::<_, Reply>("Mul", &Args { A: 1, B: 1 }).unwrap_err()
+                })
+            })
+            .collect();
+        for t in threads {
+            let err = t.join().unwrap();
+            assert!(matches!(err, Error::ConnectTimeout), "{err:?}");
+        }
+        assert_eq!(hooks.create_failed.load(Ordering::SeqCst), 1, "one dial for 16 callers");
+        // The failure is not kept: the next call dials again.
+        assert!(matches!(xc.call::<_, Reply>("Mul", &Args { A: 1, B: 1 }), Err(Error::ConnectTimeout)));
+        assert_eq!(hooks.create_failed.load(Ordering::SeqCst), 2);
+    });
+}

@@ -2,8 +2,10 @@
 
 use super::discovery::ServerKey;
 
-/// Hooks around an `XClient`'s calls. Every method has a no-op default. They run on the
-/// caller's task and must not block.
+/// Hooks around an `XClient`'s calls. Every method has a no-op default. They run inside
+/// the [`Governor`](super::Governor)'s steps, on the caller's task and under whatever
+/// lock the runtime keeps the governor in: they must not block, nor call back into the
+/// same `XClient`.
 pub trait ClientHooks: Send + Sync + 'static {
     /// Before a call (each fail-mode attempt counts once as one call). `Err(text)` aborts
     /// the call with that text.

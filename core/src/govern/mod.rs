@@ -17,6 +17,10 @@
 //! * [`Balancer`]: discovery → filter → breakers → selector, for one `XClient`.
 //! * [`Outcome`]: one attempt's ending, with which are retried, drop the cached
 //!   connection, or count for breakers.
+//! * [`Governor`]: all of the above for one `XClient`, as a stepping machine: per call a
+//!   [`CallRun`] (fail modes, sticky, hooks) or a [`GatherRun`] (fan-out and its folds),
+//!   plus the connection cache's dial state. A runtime only starts attempts, waits and
+//!   reports; see [`Governor`] for the drive contract.
 //!
 //! One call, as a runtime executes it:
 //!
@@ -65,9 +69,11 @@ mod balancer;
 mod breaker;
 mod discovery;
 mod failmode;
+mod governor;
 mod hash;
 mod hooks;
 mod outcome;
+mod run;
 mod selector;
 
 pub use aggregate::{DEFAULT_GATHER_TIMEOUT, EntryResult, Gather, GatherEntry, GatherMode, GatherReport, GatherStep};
@@ -78,9 +84,11 @@ pub use discovery::{
     PeerDiscovery, ServerFilter, ServerKey, Snapshot, SubscriptionId,
 };
 pub use failmode::{Action, AttemptId, FailMode, FailOptions, Failure, Finish, Plan, Success};
+pub use governor::{ConnHandle, Connect, DialTicket, Governor, GovernorOptions};
 pub use hash::{COMPACT_KEY_MULTIPLIER, fnv1a64, go_hash_key, jump};
 pub use hooks::ClientHooks;
 pub use outcome::Outcome;
+pub use run::{CallRun, GatherRun, Receipt, Start, Step};
 pub use selector::{
     Closest, ConsistentHash, EARTH_RADIUS_M, HashKeyFn, RandomSelector, RoundRobin, SelectContext, SelectMode,
     Selector, WeightedLatency, WeightedRoundRobin, calculate_weight, haversine_m,
