@@ -318,7 +318,10 @@ mod tests {
         assert_eq!(mp::<Plain>(&[0x81, 0xa1, b'B', 0x07]).unwrap(), ab(0, 7));
         assert_eq!(mp::<Plain>(&[0x80]).unwrap(), ab(0, 0));
         let n: Nested = json("{}").unwrap();
-        assert_eq!(n, Nested { Name: String::new(), Inner: ab(0, 0), List: vec![], Opt: None, Flag: false, Ratio: 0.0 });
+        assert_eq!(
+            n,
+            Nested { Name: String::new(), Inner: ab(0, 0), List: vec![], Opt: None, Flag: false, Ratio: 0.0 }
+        );
         // Strict mode keeps serde's rule.
         let e = from_payload_strict::<Plain>(SerializeType::JSON, br#"{"A":128}"#).unwrap_err();
         assert!(e.to_string().contains("missing field `B`"), "{e}");

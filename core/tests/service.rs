@@ -158,9 +158,8 @@ fn not_found_texts_echo_name_bytes_exactly() {
     let d = block_on(r.dispatch(ctx_bytes(b"Arith", b"M\xffl"), Bytes::from_static(b"{}")));
     assert_eq!(d.response.error.as_deref(), Some(&b"rpcx: can't find method M\xffl"[..]));
     // A name that decodes lossily to a registered one does not match it.
-    let r = Router::new().service(Service::new("\u{fffd}").raw_method("Raw", |_c: Context, p: Bytes| async move {
-        Ok::<_, String>(p)
-    }));
+    let r = Router::new()
+        .service(Service::new("\u{fffd}").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) }));
     let d = block_on(r.dispatch(ctx_bytes(b"\xff", b"Raw"), Bytes::new()));
     assert_eq!(d.response.error.as_deref(), Some(&b"rpcx: can't find service \xff"[..]));
 }
@@ -168,10 +167,9 @@ fn not_found_texts_echo_name_bytes_exactly() {
 #[test]
 fn typed_methods_decode_as_go_unless_strict() {
     let go = router();
-    for (st, body) in [
-        (SerializeType::JSON, &br#"{"a":6}trailing"#[..]),
-        (SerializeType::MSGPACK, &[0x81, 0xa1, b'A', 0x06][..]),
-    ] {
+    for (st, body) in
+        [(SerializeType::JSON, &br#"{"a":6}trailing"#[..]), (SerializeType::MSGPACK, &[0x81, 0xa1, b'A', 0x06][..])]
+    {
         let d = run(&go, "Echo", "Meta", st, Bytes::copy_from_slice(body));
         assert_eq!(d.response.error, None);
         assert_eq!(codec::from_payload::<Reply>(st, &d.response.payload).unwrap(), Reply { C: 6 });
@@ -188,10 +186,11 @@ fn typed_methods_decode_as_go_unless_strict() {
     // Protobuf methods: a wrong wire type is an unknown field (Go mode) or an error (strict).
     let d = run(&go, "ProtoArith", "Mul", SerializeType::PROTOBUF, &[0x0a, 0x01, 0x05, 0x10, 0x03][..]);
     assert_eq!((d.response.error, codec::from_proto::<ProtoReply>(&d.response.payload).unwrap().c), (None, 0));
-    let strict = Router::new().service(Service::new("P").strict_decoding().proto_method(
-        "Mul",
-        |_c: Context, a: ProtoArgs| async move { Ok::<_, String>(ProtoReply { c: a.a * a.b }) },
-    ));
+    let strict =
+        Router::new()
+            .service(Service::new("P").strict_decoding().proto_method("Mul", |_c: Context, a: ProtoArgs| async move {
+                Ok::<_, String>(ProtoReply { c: a.a * a.b })
+            }));
     assert!(run(&strict, "P", "Mul", SerializeType::PROTOBUF, &[0x0a, 0x01, 0x05][..]).response.error.is_some());
 }
 

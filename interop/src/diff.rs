@@ -48,7 +48,7 @@ impl Rng {
         Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -56,7 +56,7 @@ impl Rng {
     }
     /// Uniform in `0..n` (`n > 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
     /// True with probability `p` percent.
     pub fn pct(&mut self, p: usize) -> bool {
@@ -71,8 +71,8 @@ impl Rng {
             0 => 0,
             1 => self.below(20) as i64 - 10,
             2 => self.below(300) as i64 - 150,
-            3 => (self.next() as i64) >> 33,
-            4 => self.next() as i64,
+            3 => (self.next_u64() as i64) >> 33,
+            4 => self.next_u64() as i64,
             _ => *self.pick(&[i64::MAX, i64::MIN, 127, 128, -32, -33, 255, 256, 65535, 65536]),
         }
     }
@@ -139,7 +139,7 @@ pub fn generate(seed: u64, n: usize) -> Vec<Stream> {
                 steps.push(Step::Send(m));
             }
         }
-        streams.push(Stream { steps, chunk_seed: rng.next(), auth, ends_in_auth_failure: fail });
+        streams.push(Stream { steps, chunk_seed: rng.next_u64(), auth, ends_in_auth_failure: fail });
     }
     streams
 }
@@ -573,7 +573,9 @@ pub fn run_stream(addr: &str, stream: &Stream) -> Outcome {
     out.closed = eof;
     let _ = sock.shutdown(Shutdown::Both);
     let _ = reading.join();
-    out.pushes.sort_by(|a, b| (&a.path, &a.method, &a.metadata, &a.payload).cmp(&(&b.path, &b.method, &b.metadata, &b.payload)));
+    out.pushes.sort_by(|a, b| {
+        (&a.path, &a.method, &a.metadata, &a.payload).cmp(&(&b.path, &b.method, &b.metadata, &b.payload))
+    });
     out
 }
 
@@ -646,7 +648,8 @@ const RUST_CODEC_TEXTS: &[&str] = &[
 ];
 
 /// Error texts of the services and the framework, which must match byte for byte.
-const CONTRACT_TEXTS: &[&str] = &["rpcx: ", "intentional error", "push: ", "auth failed", "slow: ", "can not find codec"];
+const CONTRACT_TEXTS: &[&str] =
+    &["rpcx: ", "intentional error", "push: ", "auth failed", "slow: ", "can not find codec"];
 
 fn is_codec_text(go: &[u8], rust: &[u8]) -> bool {
     RUST_CODEC_TEXTS.iter().any(|p| rust.starts_with(p.as_bytes()))
@@ -710,8 +713,7 @@ pub fn compare(label: &str, stream: &Stream, go: &Outcome, rust: &Outcome) -> Re
         }
         let (mut g, mut s) = (g.clone(), s.clone());
         let mut used = Vec::new();
-        let both_errors =
-            g.header().status() == MessageStatus::ERROR && s.header().status() == MessageStatus::ERROR;
+        let both_errors = g.header().status() == MessageStatus::ERROR && s.header().status() == MessageStatus::ERROR;
         if both_errors && let (Some(ge), Some(se)) = (g.error().cloned(), s.error().cloned()) {
             if ge != se && is_codec_text(&ge, &se) {
                 for a in [&mut g, &mut s] {

@@ -152,8 +152,9 @@ pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounte
         .method("Add", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A.wrapping_add(a.B) }) })
         .method("Error", |_: Context, a: Args| async move { Err::<Reply, _>(error_text(a.A)) })
         .method("Slow", slow);
-    let proto = Service::new("ProtoArith")
-        .method_with_proto("Mul", |_: Context, a: ProtoArgs| async move { Ok::<_, String>(ProtoReply { c: a.a.wrapping_mul(a.b) }) });
+    let proto = Service::new("ProtoArith").method_with_proto("Mul", |_: Context, a: ProtoArgs| async move {
+        Ok::<_, String>(ProtoReply { c: a.a.wrapping_mul(a.b) })
+    });
     let echo = Service::new("Echo")
         .method("Meta", |ctx: Context, a: Args| async move {
             for (k, v) in ctx.metadata().iter() {

@@ -14,9 +14,8 @@ const REQUESTS: usize = 3000;
 #[test]
 fn go_and_rust_servers_answer_alike() {
     let seed = std::env::var("RPCX_DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(19);
-    let report = run_bounded("the differential test", Duration::from_secs(120), move || {
-        diff::differential(seed, REQUESTS)
-    });
+    let report =
+        run_bounded("the differential test", Duration::from_secs(120), move || diff::differential(seed, REQUESTS));
     eprintln!("{report}");
     assert!(report.undocumented.is_empty(), "undocumented differences from Go:\n{report}");
     // Three runtimes, every request sent to each; most answers are compared.
