@@ -608,7 +608,7 @@ fn read_frames(mut sock: TcpStream, tx: mpsc::Sender<Result<Message, String>>) {
 /// Tallies of one comparison run.
 #[derive(Debug, Default)]
 pub struct Report {
-    /// Requests sent to each server.
+    /// Requests sent to the Rust servers (each also sent to the Go server).
     pub requests: usize,
     /// Answers (responses, heartbeat echoes) compared.
     pub answers_compared: usize,
@@ -791,7 +791,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} requests sent per server, {} answers and {} pushes compared: {} identical",
+            "{} requests sent to Rust servers (each also to Go), {} answers and {} pushes compared: {} identical",
             self.requests, self.answers_compared, self.pushes_compared, self.identical
         )?;
         for (name, why) in DOCUMENTED {
