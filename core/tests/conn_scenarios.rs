@@ -438,3 +438,39 @@ fn server_flush_close_sends_the_queued_error_then_closes() {
         matches!(&p.client_events[..], [ClientEvent::Failed { seq, error: CallError::Remote(e) }] if *seq == a && e.text == "auth failed")
     );
 }
+
+/// Go echoes a heartbeat with every header bit, the compress flag included: a gzip
+/// payload that inflates to nothing comes back flagged, as a gzip of nothing.
+#[test]
+fn heartbeat_echo_keeps_the_compress_flag() {
+    use rpcx_core::compress::{Compressor, Gzip};
+    use rpcx_core::conn::{ServerConfig, ServerConnection};
+    use rpcx_core::wire::{FrameDecoder, Header, Message, MessageType};
+    let now = std::time::Instant::now();
+    let mut server = ServerConnection::new(ServerConfig::default(), now);
+    let mut empty_gz = Vec::new();
+    Gzip::default().compress(b"", &mut empty_gz).unwrap();
+    let mut header = Header::request(SerializeType::MSGPACK, 77);
+    header.set_heartbeat(true);
+    header.set_oneway(true);
+    header.set_compress_type(CompressType::GZIP);
+    let hb = Message {
+        header,
+        service_path: Bytes::new(),
+        service_method: Bytes::new(),
+        metadata: Default::default(),
+        payload: Bytes::from(empty_gz),
+    };
+    let mut frame = Vec::new();
+    hb.encode_raw(1 << 20, &mut frame).unwrap();
+    server.handle_input(now, &frame);
+    let mut out = bytes::BytesMut::new();
+    while server.poll_transmit(&mut out).is_some() {}
+    let echo = FrameDecoder::new(Default::default()).decode_raw(&mut out).unwrap().expect("an echo");
+    assert_eq!(echo.header.message_type(), MessageType::Response);
+    assert!(echo.header.is_heartbeat() && echo.header.is_oneway());
+    assert_eq!(echo.header.compress_type(), CompressType::GZIP);
+    assert_eq!(echo.header.seq(), 77);
+    assert!(!echo.payload.is_empty(), "a gzip of nothing, not an empty payload");
+    assert!(Gzip::default().decompress(&echo.payload, 16).unwrap().is_empty());
+}

@@ -5,7 +5,9 @@
 use rpcx_core::service::{Context, Router, Service};
 use std::time::Duration;
 
-/// Go's `Args{A, B int}`; also a protobuf message (fields 1 and 2).
+/// Go's `Args{A, B int}`; also a protobuf message (fields 1 and 2). Typed handlers
+/// decode it as Go does (`rpcx_core::codec::Decoding::Go`): a missing field is zero,
+/// JSON keys match in any case, the last duplicate wins; no `#[serde(default)]` needed.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize, serde::Deserialize)]
 pub struct Args {
     /// `A`.
@@ -30,8 +32,12 @@ pub struct Reply {
 /// `Arith.Mul`, `Arith.Add`, and `Notify.Subscribe` (pushes `A` messages to the caller).
 pub fn router(auth: Option<String>) -> Router {
     let arith = Service::new("Arith")
-        .method_with_proto("Mul", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
-        .method_with_proto("Add", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a + a.b }) });
+        .method_with_proto("Mul", |_ctx: Context, a: Args| async move {
+            Ok::<_, String>(Reply { c: a.a.wrapping_mul(a.b) })
+        })
+        .method_with_proto("Add", |_ctx: Context, a: Args| async move {
+            Ok::<_, String>(Reply { c: a.a.wrapping_add(a.b) })
+        });
     let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
         for i in 1..=a.a {
             ctx.pusher().push("Notify", "Tick", Default::default(), format!("tick {i}")).map_err(|e| e.to_string())?;
@@ -44,7 +50,7 @@ pub fn router(auth: Option<String>) -> Router {
                 ctx.set_response_metadata(k.clone(), v.clone());
             }
         }
-        Ok::<_, String>(Reply { c: a.a + a.b })
+        Ok::<_, String>(Reply { c: a.a.wrapping_add(a.b) })
     });
     let router = Router::new().service(arith).service(notify).service(echo);
     match auth {

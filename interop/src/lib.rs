@@ -9,12 +9,15 @@
 //! * [`RustServer`]: a Rust server on one [`Runtime`] (tokio, std or smol), for the Go
 //!   driver and the Rust clients to talk to.
 //! * [`smol_exec`]: the `smol::Executor`s the `rpcx-smol` servers and clients run on.
+//! * [`diff`]: the differential test (random request streams to the Go server and to
+//!   every Rust server, answers compared by seq).
 //! * [`client`]: one blocking facade ([`RpcClient`]) over every runtime's client, so the
 //!   Rust-client checks are written once and run with every runtime.
 //!
 //! The tests never skip: without a `go` toolchain they fail with a message saying so.
 
 pub mod client;
+pub mod diff;
 pub mod go;
 pub mod services;
 pub mod smol_exec;

@@ -2,10 +2,10 @@
 //!
 //! | Service.Method | behaviour |
 //! |---|---|
-//! | `Arith.Mul` / `Arith.Add` | `Reply{C: A*B}` / `Reply{C: A+B}` |
+//! | `Arith.Mul` / `Arith.Add` | `Reply{C: A*B}` / `Reply{C: A+B}` (wrapping, as Go's `int`) |
 //! | `Arith.Error` | error `intentional error A=<A>` |
 //! | `Arith.Slow` | waits `A` ms, or until the handler deadline (`__ServerTimeout`): then error `slow: context done` |
-//! | `ProtoArith.Mul` | prost [`ProtoArgs`] → [`ProtoReply`] |
+//! | `ProtoArith.Mul` | [`ProtoArgs`] → [`ProtoReply`]: prost for Protobuf, serde for JSON and MsgPack (as the Go server) |
 //! | `Echo.Meta` | `Reply{C: A+B}`, request metadata not starting with `__` copied to the response |
 //! | `Echo.Raw` | raw payload echo |
 //! | `Echo.Deadline` | remaining ms of the handler deadline, or `-1` |
@@ -34,7 +34,9 @@ pub fn error_text(a: i64) -> String {
 }
 
 /// Request of `Arith.*`, `Echo.Meta`, `Echo.Deadline`, `Push.Me`, `Stats.Heartbeats`
-/// (Go `struct { A int; B int }`; field names are the wire names).
+/// (Go `struct { A int; B int }`; field names are the wire names). Decoded as Go does
+/// (`rpcx_core::codec::Decoding::Go`), so missing fields are zero even without the
+/// `#[serde(default)]`s, which keep strict decoding Go-like too.
 #[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[allow(non_snake_case)]
 pub struct Args {
@@ -55,22 +57,26 @@ pub struct Reply {
     pub C: i64,
 }
 
-/// `rpcxinterop.ProtoArgs` (`interop/go/proto/arith.proto`).
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+/// `rpcxinterop.ProtoArgs` (`interop/go/proto/arith.proto`). Also a serde type with
+/// the Go field names: the Go server decodes JSON and MsgPack into the same struct.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
 pub struct ProtoArgs {
     /// Field 1.
     #[prost(int64, tag = "1")]
+    #[serde(rename = "A")]
     pub a: i64,
     /// Field 2.
     #[prost(int64, tag = "2")]
+    #[serde(rename = "B")]
     pub b: i64,
 }
 
 /// `rpcxinterop.ProtoReply`.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message, Serialize, Deserialize)]
 pub struct ProtoReply {
     /// Field 1.
     #[prost(int64, tag = "1")]
+    #[serde(rename = "C")]
     pub c: i64,
 }
 
@@ -142,12 +148,13 @@ pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounte
     let counter = Arc::new(HeartbeatCounter::default());
     let stats = counter.clone();
     let arith = Service::new("Arith")
-        .method("Mul", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
-        .method("Add", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A + a.B }) })
+        .method("Mul", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A.wrapping_mul(a.B) }) })
+        .method("Add", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A.wrapping_add(a.B) }) })
         .method("Error", |_: Context, a: Args| async move { Err::<Reply, _>(error_text(a.A)) })
         .method("Slow", slow);
-    let proto = Service::new("ProtoArith")
-        .proto_method("Mul", |_: Context, a: ProtoArgs| async move { Ok::<_, String>(ProtoReply { c: a.a * a.b }) });
+    let proto = Service::new("ProtoArith").method_with_proto("Mul", |_: Context, a: ProtoArgs| async move {
+        Ok::<_, String>(ProtoReply { c: a.a.wrapping_mul(a.b) })
+    });
     let echo = Service::new("Echo")
         .method("Meta", |ctx: Context, a: Args| async move {
             for (k, v) in ctx.metadata().iter() {
@@ -155,7 +162,7 @@ pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounte
                     ctx.set_response_metadata(k.clone(), v.clone());
                 }
             }
-            Ok::<_, String>(Reply { C: a.A + a.B })
+            Ok::<_, String>(Reply { C: a.A.wrapping_add(a.B) })
         })
         .raw_method("Raw", |_: Context, payload: Bytes| async move { Ok::<_, Infallible>(payload) })
         .method("Deadline", |ctx: Context, _: Args| async move {

@@ -78,8 +78,9 @@ pub struct Response {
     /// The serialized reply (with the request's serialize type). Go sends the reply
     /// even alongside an error when a method returned both.
     pub payload: Bytes,
-    /// An error: the response gets the Error status and `__rpcx_error__ = error`.
-    pub error: Option<String>,
+    /// An error: the response gets the Error status and `__rpcx_error__ = error`. The
+    /// text is bytes, as in Go (an error can echo a name that is not UTF-8).
+    pub error: Option<Bytes>,
 }
 
 impl Response {
@@ -89,7 +90,7 @@ impl Response {
     }
 
     /// An error response with an empty payload.
-    pub fn error(text: impl Into<String>) -> Self {
+    pub fn error(text: impl Into<Bytes>) -> Self {
         Self { metadata: Metadata::new(), payload: Bytes::new(), error: Some(text.into()) }
     }
 }
@@ -535,7 +536,7 @@ fn build_response(p: Pending, r: Response) -> Message {
     let mut metadata = r.metadata;
     if let Some(text) = r.error {
         header.set_status(MessageStatus::ERROR);
-        metadata.insert(SERVICE_ERROR_KEY, Bytes::from(text));
+        metadata.insert(SERVICE_ERROR_KEY, text);
     }
     Message { header, service_path: p.path, service_method: p.method, metadata, payload: r.payload }
 }

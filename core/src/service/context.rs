@@ -187,12 +187,23 @@ impl Context {
         &self.0.peer
     }
 
-    /// Service path as UTF-8 (lossy).
+    /// Service path as it arrived (names are bytes on the wire; Go's error texts echo
+    /// them exactly).
+    pub fn service_path_bytes(&self) -> &Bytes {
+        &self.0.service_path
+    }
+
+    /// Method as it arrived.
+    pub fn service_method_bytes(&self) -> &Bytes {
+        &self.0.service_method
+    }
+
+    /// Service path as UTF-8 (lossy: for display; see [`service_path_bytes`](Self::service_path_bytes)).
     pub fn service_path(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.0.service_path)
     }
 
-    /// Method as UTF-8 (lossy).
+    /// Method as UTF-8 (lossy: for display; see [`service_method_bytes`](Self::service_method_bytes)).
     pub fn service_method(&self) -> std::borrow::Cow<'_, str> {
         String::from_utf8_lossy(&self.0.service_method)
     }

@@ -27,7 +27,7 @@ pub mod hooks;
 pub use context::{Context, ContextParts, Peer, PushSink, Pusher};
 pub use hooks::{IpFilter, RateLimiter, Rejection, ServerHooks};
 
-use crate::codec::{self, CodecError};
+use crate::codec::{self, CodecError, Decoding};
 use crate::conn::Response;
 use crate::wire::SerializeType;
 use bytes::Bytes;
@@ -74,7 +74,7 @@ fn codec_error(e: CodecError) -> String {
 }
 
 /// Decode `A` with serde, run `f`, encode the reply with the same serialize type.
-fn serde_handler<A, R, E, Fut, F>(f: F) -> Arc<dyn Handler>
+fn serde_handler<A, R, E, Fut, F>(decoding: Decoding, f: F) -> Arc<dyn Handler>
 where
     F: Fn(Context, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -84,7 +84,7 @@ where
 {
     Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
         let st = ctx.serialize_type();
-        let args = match codec::from_payload::<A>(st, &payload) {
+        let args = match codec::from_payload_with::<A>(st, &payload, decoding) {
             Ok(a) => a,
             Err(e) => return Box::pin(std::future::ready(Err(codec_error(e)))),
         };
@@ -97,7 +97,7 @@ where
 }
 
 #[cfg(feature = "protobuf")]
-fn proto_handler<A, R, E, Fut, F>(f: F) -> Arc<dyn Handler>
+fn proto_handler<A, R, E, Fut, F>(decoding: Decoding, f: F) -> Arc<dyn Handler>
 where
     F: Fn(Context, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -110,7 +110,7 @@ where
             let e = format!("method expects Protobuf payloads, got serialize type {:?}", ctx.serialize_type());
             return Box::pin(std::future::ready(Err(e)));
         }
-        let args = match codec::from_proto::<A>(&payload) {
+        let args = match codec::from_proto_with::<A>(&payload, decoding) {
             Ok(a) => a,
             Err(e) => return Box::pin(std::future::ready(Err(codec_error(e)))),
         };
@@ -124,7 +124,7 @@ where
 
 /// Serde for JSON/MsgPack requests, prost for Protobuf requests.
 #[cfg(feature = "protobuf")]
-fn any_handler<A, R, E, Fut, F>(f: F) -> Arc<dyn Handler>
+fn any_handler<A, R, E, Fut, F>(decoding: Decoding, f: F) -> Arc<dyn Handler>
 where
     F: Fn(Context, A) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R, E>> + Send + 'static,
@@ -133,11 +133,11 @@ where
     E: Display + Send + 'static,
 {
     let f = Arc::new(f);
-    let serde = serde_handler({
+    let serde = serde_handler(decoding, {
         let f = f.clone();
         move |c, a| f(c, a)
     });
-    let proto = proto_handler(move |c, a| f(c, a));
+    let proto = proto_handler(decoding, move |c, a| f(c, a));
     Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
         if ctx.serialize_type() == SerializeType::PROTOBUF {
             proto.call(ctx, payload)
@@ -164,6 +164,7 @@ where
 pub struct Service {
     name: String,
     methods: HashMap<String, Arc<dyn Handler>>,
+    decoding: Decoding,
 }
 
 impl std::fmt::Debug for Service {
@@ -177,7 +178,20 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// An empty service called `name` (the rpcx service path).
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), methods: HashMap::new() }
+        Self { name: name.into(), methods: HashMap::new(), decoding: Decoding::Go }
+    }
+
+    /// Decode the arguments of the typed methods added after this call with serde's and
+    /// prost's own rules ([`Decoding::Strict`]) instead of Go's (the default; see
+    /// [`codec`](crate::codec)).
+    pub fn strict_decoding(self) -> Self {
+        self.decoding(Decoding::Strict)
+    }
+
+    /// Decode the arguments of the typed methods added after this call in `decoding`.
+    pub fn decoding(mut self, decoding: Decoding) -> Self {
+        self.decoding = decoding;
+        self
     }
 
     /// The service path.
@@ -195,7 +209,7 @@ impl Service {
         R: Serialize + Send + 'static,
         E: Display + Send + 'static,
     {
-        self.methods.insert(name.into(), serde_handler(f));
+        self.methods.insert(name.into(), serde_handler(self.decoding, f));
         self
     }
 
@@ -209,7 +223,7 @@ impl Service {
         R: prost::Message + Send + 'static,
         E: Display + Send + 'static,
     {
-        self.methods.insert(name.into(), proto_handler(f));
+        self.methods.insert(name.into(), proto_handler(self.decoding, f));
         self
     }
 
@@ -224,7 +238,7 @@ impl Service {
         R: Serialize + prost::Message + Send + 'static,
         E: Display + Send + 'static,
     {
-        self.methods.insert(name.into(), any_handler(f));
+        self.methods.insert(name.into(), any_handler(self.decoding, f));
         self
     }
 
@@ -443,15 +457,18 @@ impl Router {
                 }
             }
         }
-        let path = ctx.service_path().into_owned();
-        let method = ctx.service_method().into_owned();
-        let handler = match self.services.get(&path) {
-            None => return self.finish(&ctx, Err(format!("rpcx: can't find service {path}"))),
-            Some(s) => match s.methods.get(&method) {
-                None => return self.finish(&ctx, Err(format!("rpcx: can't find method {method}"))),
+        // Names are bytes: look them up as UTF-8 (no registered name is anything else)
+        // and echo them exactly in Go's error texts.
+        let path = std::str::from_utf8(ctx.service_path_bytes()).ok();
+        let method = std::str::from_utf8(ctx.service_method_bytes()).ok();
+        let handler = match path.and_then(|p| self.services.get(p)) {
+            None => return self.not_found(&ctx, b"rpcx: can't find service ", ctx.service_path_bytes()),
+            Some(s) => match method.and_then(|m| s.methods.get(m)) {
+                None => return self.not_found(&ctx, b"rpcx: can't find method ", ctx.service_method_bytes()),
                 Some(h) => h.clone(),
             },
         };
+        let method = method.unwrap_or_default();
         for h in self.hooks.iter() {
             if let Err(text) = h.pre_call(&ctx) {
                 return self.finish(&ctx, Err(text));
@@ -464,6 +481,19 @@ impl Router {
         self.finish(&ctx, result)
     }
 
+    /// Go's "can't find" error with the name's exact bytes. Hooks see the text
+    /// decoded lossily; if they leave it as it is, the exact bytes go out.
+    fn not_found(&self, ctx: &Context, prefix: &[u8], name: &[u8]) -> Dispatched {
+        let mut exact = prefix.to_vec();
+        exact.extend_from_slice(name);
+        let lossy = String::from_utf8_lossy(&exact).into_owned();
+        let mut d = self.finish(ctx, Err(lossy.clone()));
+        if d.response.error.as_deref() == Some(lossy.as_bytes()) {
+            d.response.error = Some(Bytes::from(exact));
+        }
+        d
+    }
+
     fn finish(&self, ctx: &Context, mut result: Result<Bytes, String>) -> Dispatched {
         for h in self.hooks.iter() {
             h.post_call(ctx, &mut result);
@@ -471,7 +501,7 @@ impl Router {
         let metadata = ctx.take_response_metadata();
         let response = match result {
             Ok(payload) => Response { metadata, payload, error: None },
-            Err(text) => Response { metadata, payload: Bytes::new(), error: Some(text) },
+            Err(text) => Response { metadata, payload: Bytes::new(), error: Some(Bytes::from(text)) },
         };
         Dispatched { response, close: false }
     }

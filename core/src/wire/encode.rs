@@ -123,15 +123,15 @@ impl Message {
     /// Append this message's frame to `buf`, compressing the payload as the header's
     /// compress type says. Returns the number of bytes written.
     ///
-    /// The output is byte-for-byte what Go's `Message.Encode` writes (metadata in
-    /// insertion order), with two deliberate differences that keep the stream valid:
-    /// an empty payload is never flagged as compressed (the flag is cleared), and an
-    /// unknown compress type is an error rather than a silently cleared flag or a
-    /// half-written frame. On error nothing is appended.
+    /// The output is what Go's `Message.Encode` writes (metadata in insertion order);
+    /// a flagged empty payload is compressed too (gzip of nothing, as Go's heartbeat
+    /// echo sends it). One deliberate difference: an unknown compress type is an error
+    /// rather than a silently cleared flag or a half-written frame. On error nothing is
+    /// appended.
     pub fn encode<B: EncodeBuf>(&self, cfg: &EncoderConfig, buf: &mut B) -> Result<usize, EncodeError> {
         let ct = self.header.compress_type();
-        if ct == CompressType::NONE || self.payload.is_empty() {
-            return self.encode_with(ct == CompressType::NONE, cfg.max_message_len, buf);
+        if ct == CompressType::NONE {
+            return self.encode_with(cfg.max_message_len, buf);
         }
         let c = cfg.compressors.get(ct).ok_or(CompressError::Unsupported(ct.bits()))?;
         let start = buf.len();
@@ -167,7 +167,7 @@ impl Message {
     /// exactly as it is (no compression, even if the compress bits are set). For
     /// relaying an already-compressed payload and for round-trip checks.
     pub fn encode_raw<B: EncodeBuf>(&self, max_message_len: usize, buf: &mut B) -> Result<usize, EncodeError> {
-        self.encode_with(true, max_message_len, buf)
+        self.encode_with(max_message_len, buf)
     }
 
     /// `totalLen` of the uncompressed frame (the frame is 16 bytes longer).
@@ -178,16 +178,8 @@ impl Message {
             + self.payload.len() as u64
     }
 
-    fn encode_with<B: EncodeBuf>(
-        &self,
-        keep_compress_bits: bool,
-        max: usize,
-        buf: &mut B,
-    ) -> Result<usize, EncodeError> {
-        let mut header = self.header;
-        if !keep_compress_bits {
-            header.set_compress_type(CompressType::NONE);
-        }
+    fn encode_with<B: EncodeBuf>(&self, max: usize, buf: &mut B) -> Result<usize, EncodeError> {
+        let header = self.header;
         section_len(Section::Payload, self.payload.len())?;
         let total = self.encoded_total_len();
         if total > max as u64 {
