@@ -1,7 +1,7 @@
-//! `XClient`: one service path over many servers, executing the core's governance
-//! plans (selection, fail modes, fan-out, breakers) on any executor. No selection or
-//! retry logic lives here: this file only dials, sends, waits and reports results to
-//! the core's [`Plan`] and [`Gather`].
+//! `XClient`: one service path over many servers. Every policy decision (selection,
+//! sticky, fail modes, breakers, hooks, discovery, dial sharing, Broadcast/Fork/Inform
+//! and their folds) is the core's [`Governor`]; this file only dials, sends, waits and
+//! reports each attempt's result to the governor's [`CallRun`] / [`GatherRun`].
 //!
 //! ## How attempts run
 //!
@@ -10,15 +10,16 @@
 //! timer for the plan's next wake-up: nothing is spawned per attempt, so the same code
 //! runs on every runtime. An attempt the plan abandons
 //! (a Failbackup loser, a Fork's slower servers, whatever is left at the deadline) is
-//! simply dropped: a dial in progress stops, and a call already handed to its
-//! connection has its reply slot dropped, which the connection's sweep (once a second)
-//! turns into a cancellation that frees its in-flight slot.
+//! simply dropped: a dial in progress stops (and hands the dial to a waiter), and a
+//! call already handed to its connection has its reply slot dropped, which the
+//! connection's sweep (once a second) turns into a cancellation that frees its
+//! in-flight slot.
 //!
-//! Connections: one cached [`Client`] per server, dialed on first use. Concurrent
-//! first uses of a server share one dial (an `async_lock::OnceCell` per server); a
-//! failed dial is shared with those waiting on it too, and then forgotten, so the next
-//! use dials afresh. A transport failure drops the connection (it is redialed on next
-//! use), and a server that leaves discovery has its connection closed.
+//! Connections: one cached [`Client`] per server, dialed on first use; the governor
+//! keeps the cache. Concurrent first uses of a server share one dial and its outcome,
+//! success or failure (a failed dial is then forgotten, so the next use dials afresh).
+//! A transport failure drops exactly the connection it happened on, and a server that
+//! leaves discovery has its connection closed.
 //!
 //! [`XClient::go`] runs the call on a task of the connection options' runtime and
 //! returns an [`XCall`] to await.
@@ -29,16 +30,15 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::future;
 use rpcx_core::codec;
-use rpcx_core::conn::{CallError, CallSpec};
+use rpcx_core::conn::CallSpec;
 use rpcx_core::govern::{
-    Action, AttemptId, Balancer, BreakerConfig, BreakerSet, ClientHooks, DEFAULT_GATHER_TIMEOUT, Discovery,
-    EntryResult, FailMode, FailOptions, Failure, Gather, GatherMode, GatherStep, Outcome, Plan, RoundRobin,
-    SelectContext, SelectMode, Selector, ServerFilter, ServerKey, SplitMix64,
+    AttemptId, BreakerConfig, CallRun, ClientHooks, ConnHandle, Connect, DEFAULT_GATHER_TIMEOUT, DialTicket, Discovery,
+    FailMode, FailOptions, GatherMode, GatherRun, Governor, GovernorOptions, RoundRobin, SelectMode, Selector,
+    ServerKey, Step,
 };
 use rpcx_core::wire::{AUTH_KEY, Message, Metadata, SerializeType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -119,56 +119,22 @@ impl<Rt: Runtime> XClientOptions<Rt> {
     }
 }
 
-/// One server's answer in an [`XClient::inform`].
-#[derive(Debug)]
-pub struct Receipt<R> {
-    /// The server (`network@addr`).
-    pub server: ServerKey,
-    /// Its own result.
-    pub result: Result<R, Error>,
-}
+pub use rpcx_core::govern::Receipt;
 
-struct State {
-    balancer: Balancer,
-    rng: SplitMix64,
-    sticky: Option<ServerKey>,
+impl<Rt: Runtime> ConnHandle for Client<Rt> {
+    fn is_usable(&self) -> bool {
+        !self.is_closing()
+    }
 }
 
 struct Inner<Rt: Runtime> {
     service_path: String,
-    discovery: Arc<dyn Discovery>,
-    state: Mutex<State>,
-    conns: Mutex<HashMap<ServerKey, Arc<Slot<Rt>>>>,
-    fail_mode: FailMode,
-    fail: FailOptions,
+    gov: Mutex<Governor<Client<Rt>>>,
+    /// Notified after every dial reports or is abandoned, for attempts waiting on
+    /// another attempt's dial to the same server.
+    dialed: event_listener::Event,
     client_opts: ClientOptions<Rt>,
     auth: Option<String>,
-    sticky: bool,
-    gather_timeout: Duration,
-    hooks: Vec<Arc<dyn ClientHooks>>,
-}
-
-/// The cached connection to one server: the first user dials, the others meanwhile wait
-/// on the cell and share the result, success or failure. If the dialing attempt is
-/// abandoned, a waiting one takes over the dial.
-struct Slot<Rt: Runtime> {
-    cell: async_lock::OnceCell<Result<Client<Rt>, Error>>,
-}
-
-impl<Rt: Runtime> Default for Slot<Rt> {
-    fn default() -> Self {
-        Self { cell: async_lock::OnceCell::new() }
-    }
-}
-
-impl<Rt: Runtime> Slot<Rt> {
-    /// The client, if the dial finished and the connection is not closing.
-    fn live(&self) -> Option<&Client<Rt>> {
-        match self.cell.get() {
-            Some(Ok(c)) if !c.is_closing() => Some(c),
-            _ => None,
-        }
-    }
 }
 
 /// A client for one service path over the servers a [`Discovery`] provides: one cached
@@ -204,52 +170,44 @@ impl<Rt: Runtime> std::fmt::Debug for XClient<Rt> {
     }
 }
 
-/// A raw attempt result: the response (`None` for oneway) or why it failed.
-type RawResult = Result<Option<Message>, Error>;
-
-/// One attempt's ending: its server, the connection it used (to drop exactly that one),
-/// and its result.
-struct Ended<Rt: Runtime> {
-    server: ServerKey,
-    slot: Option<Arc<Slot<Rt>>>,
-    result: RawResult,
-}
+type CallResult<R> = Result<(R, Metadata), Error>;
 
 impl<Rt: Runtime> XClient<Rt> {
     /// An XClient for `service_path`.
     pub fn new(service_path: &str, discovery: Arc<dyn Discovery>, opts: XClientOptions<Rt>) -> Self {
-        let mut filter = ServerFilter::new();
-        if let Some(g) = &opts.group {
-            filter = filter.group(g);
-        }
-        let mut balancer = Balancer::new(opts.selector).with_filter(filter);
-        if let Some(b) = opts.breaker {
-            balancer = balancer.with_breakers(BreakerSet::new(b));
-        }
-        XClient(Arc::new(Inner {
-            service_path: service_path.to_owned(),
-            discovery,
-            state: Mutex::new(State { balancer, rng: SplitMix64::new(opts.seed), sticky: None }),
-            conns: Mutex::new(HashMap::new()),
+        let policy = GovernorOptions {
             fail_mode: opts.fail_mode,
+            selector: opts.selector,
             fail: opts.fail,
-            client_opts: opts.client,
-            auth: opts.auth,
+            group: opts.group,
+            breaker: opts.breaker,
             sticky: opts.sticky,
             gather_timeout: opts.gather_timeout,
+            seed: opts.seed,
             hooks: opts.hooks,
+        };
+        XClient(Arc::new(Inner {
+            service_path: service_path.to_owned(),
+            gov: Mutex::new(Governor::new(service_path, discovery, policy)),
+            dialed: event_listener::Event::new(),
+            client_opts: opts.client,
+            auth: opts.auth,
         }))
     }
 
     /// Call `method` with the fail mode, decoding the reply.
-    pub async fn call<A: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
+    pub async fn call<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
         self.call_with(method, args, Metadata::new(), None).await.map(|(r, _)| r)
     }
 
     /// Call with request metadata and an optional timeout (sent as `__ServerTimeout`;
     /// default [`ClientOptions::call_timeout`]); returns the reply and the response
     /// metadata.
-    pub async fn call_with<A: Serialize + ?Sized, R: DeserializeOwned>(
+    pub async fn call_with<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
         &self,
         method: &str,
         args: &A,
@@ -258,8 +216,7 @@ impl<Rt: Runtime> XClient<Rt> {
     ) -> Result<(R, Metadata), Error> {
         let st = self.0.client_opts.serialize_type;
         let payload = Bytes::from(codec::to_payload(st, args)?);
-        let msg = self.call_raw(method, st, payload, metadata, timeout, false).await?;
-        decode(msg)
+        self.run_call(method, st, payload, metadata, timeout, false, decode::<R>).await
     }
 
     /// Start a call in the background (Go's `XClient.Go`; the fail mode applies here
@@ -280,8 +237,8 @@ impl<Rt: Runtime> XClient<Rt> {
         let keep_going = detached.clone();
         self.0.client_opts.runtime.spawn(Box::pin(async move {
             let call = async {
-                let msg = this.call_raw(&method, st, payload, Metadata::new(), None, false).await?;
-                decode(msg).map(|(r, _)| r)
+                let r = this.run_call(&method, st, payload, Metadata::new(), None, false, decode::<R>).await;
+                r.map(|(r, _)| r)
             };
             let mut call = std::pin::pin!(call);
             // Run until the call ends, or until the handle is dropped (not detached):
@@ -308,77 +265,76 @@ impl<Rt: Runtime> XClient<Rt> {
     pub async fn oneshot<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<(), Error> {
         let st = self.0.client_opts.serialize_type;
         let payload = Bytes::from(codec::to_payload(st, args)?);
-        self.call_raw(method, st, payload, Metadata::new(), None, true).await.map(|_| ())
+        self.run_call(method, st, payload, Metadata::new(), None, true, |_| Ok(())).await
     }
 
     /// Send every server the call; succeed only if all succeed (returning one reply).
     /// Every server is waited for (bounded by the gather timeout), so no call is left
     /// running unreported; the error is the first failure's (in server key order).
-    pub async fn broadcast<A: Serialize + ?Sized, R: DeserializeOwned>(
+    pub async fn broadcast<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
         &self,
         method: &str,
         args: &A,
     ) -> Result<R, Error> {
-        let receipts = self.gather(GatherMode::Broadcast, method, args).await?;
-        let mut first_ok = None;
-        for r in receipts {
-            match r.result {
-                Ok(v) => first_ok = first_ok.or(Some(v)),
-                Err(e) => return Err(e),
-            }
-        }
-        first_ok.ok_or(Error::NoServer)
+        self.gather::<A, R>(GatherMode::Broadcast, method, args).await?.into_broadcast().map(|(r, _)| r)
     }
 
     /// Send every server the call; the first success wins (the others are cancelled).
     /// Fails only if every server fails (with the last error in server key order).
-    pub async fn fork<A: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
-        let receipts = self.gather(GatherMode::Fork, method, args).await?;
-        let mut last_err = Error::NoServer;
-        for r in receipts {
-            match r.result {
-                Ok(v) => return Ok(v),
-                Err(e) => last_err = e,
-            }
-        }
-        Err(last_err)
+    pub async fn fork<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, Error> {
+        self.gather::<A, R>(GatherMode::Fork, method, args).await?.into_fork().map(|(r, _)| r)
     }
 
     /// Send every server the call and return each one's own result (a server that
     /// could not be dialed has its dial error; one cut off by the gather timeout, a
     /// timeout).
-    pub async fn inform<A: Serialize + ?Sized, R: DeserializeOwned>(
+    pub async fn inform<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
         &self,
         method: &str,
         args: &A,
     ) -> Result<Vec<Receipt<R>>, Error> {
-        self.gather(GatherMode::Inform, method, args).await
+        let receipts = self.gather::<A, R>(GatherMode::Inform, method, args).await?.into_receipts();
+        Ok(receipts.into_iter().map(|r| Receipt { server: r.server, result: r.result.map(|(r, _)| r) }).collect())
     }
 
     /// Close every cached connection gracefully (their in-flight calls finish first).
     /// A later call dials again.
     pub async fn close(&self) {
-        let slots: Vec<_> = self.conns().drain().map(|(_, s)| s).collect();
-        for s in slots {
-            if let Some(Ok(c)) = s.cell.get() {
-                c.close().await;
-            }
+        let conns = self.gov().take_connections();
+        for c in conns {
+            c.close().await;
         }
     }
 
     /// Servers currently connected (for observability and tests), sorted.
     pub fn connected(&self) -> Vec<ServerKey> {
-        let mut v: Vec<_> = self.conns().iter().filter(|(_, s)| s.live().is_some()).map(|(k, _)| k.clone()).collect();
-        v.sort();
-        v
+        self.gov().connected()
     }
 
-    fn conns(&self) -> MutexGuard<'_, HashMap<ServerKey, Arc<Slot<Rt>>>> {
-        self.0.conns.lock().unwrap_or_else(|p| p.into_inner())
+    fn gov(&self) -> MutexGuard<'_, Governor<Client<Rt>>> {
+        self.0.gov.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.0.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Run `f` on the governor, then close the connections it retired (outside the
+    /// lock, on tasks of their own).
+    fn with_gov<O>(&self, f: impl FnOnce(&mut Governor<Client<Rt>>) -> O) -> O {
+        let mut retired = Vec::new();
+        let out = {
+            let mut g = self.gov();
+            let out = f(&mut g);
+            while let Some(c) = g.poll_retired() {
+                retired.push(c);
+            }
+            out
+        };
+        for c in retired {
+            self.0.client_opts.runtime.spawn(Box::pin(async move { c.close().await }));
+        }
+        out
     }
 
     fn spec(
@@ -405,8 +361,9 @@ impl<Rt: Runtime> XClient<Rt> {
         }
     }
 
-    /// Execute the fail-mode plan for one call.
-    async fn call_raw(
+    /// One call through the fail mode: the governor's run, its attempts raced here.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_call<T: Send>(
         &self,
         method: &str,
         st: SerializeType,
@@ -414,253 +371,117 @@ impl<Rt: Runtime> XClient<Rt> {
         md: Metadata,
         timeout: Option<Duration>,
         oneway: bool,
-    ) -> RawResult {
-        for h in &self.0.hooks {
-            h.pre_call(&self.0.service_path, method).map_err(Error::Hook)?;
+        decode: fn(Option<Message>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let timeout = timeout.or(self.0.client_opts.call_timeout);
+        let mut run: CallRun<T> = self.with_gov(|g| g.call(Instant::now(), method, timeout))?;
+        let spec = self.spec(method, st, payload, md, run.deadline(), oneway);
+        let mut racing = Racing::new(&self.0.client_opts.runtime);
+        loop {
+            match self.with_gov(|g| run.poll(g, Instant::now())) {
+                Step::Start(s) => racing.push(s.attempt.0, self.attempt(s.server, s.conn, spec.clone(), decode)),
+                Step::Wait { until } => {
+                    if let Some((id, r)) = racing.next(until).await {
+                        self.with_gov(|g| run.report(g, Instant::now(), AttemptId(id), r));
+                    }
+                }
+                Step::Done => break,
+            }
         }
-        let deadline = timeout.or(self.0.client_opts.call_timeout).and_then(|d| Instant::now().checked_add(d));
-        let spec = self.spec(method, st, payload, md, deadline, oneway);
-        let mut plan = Plan::new(self.0.fail_mode, FailOptions { deadline, ..self.0.fail });
-        let mut running: Racing<'_, Ended<Rt>, Rt> = Racing::new(&self.0.client_opts.runtime);
-        let mut results: HashMap<u32, Ended<Rt>> = HashMap::new();
-        self.refresh();
-        let outcome = loop {
-            let now = Instant::now();
-            match plan.next(now) {
-                Action::Select => {
-                    let pick = self.select(now, method);
-                    plan.on_selected(now, pick);
-                }
-                Action::Send { attempt, server } => {
-                    if !self.state().balancer.admit(now, &server) {
-                        plan.on_result(now, attempt, Outcome::Unavailable);
-                        continue;
-                    }
-                    running.push(attempt.0, self.attempt(server, spec.clone()));
-                }
-                Action::Wait { until } => match running.next(until).await {
-                    Some((id, ended)) => {
-                        let now = Instant::now();
-                        let o = Outcome::of(&ended.result);
-                        self.after_attempt(now, &ended, o);
-                        results.insert(id, ended);
-                        plan.on_result(now, AttemptId(id), o);
-                    }
-                    // The plan waits with nothing running and no wake-up time: it could
-                    // never end. Its contract rules this out; do not hang if it happens.
-                    None if until.is_none() => break Err(Failure::NoServer),
-                    None => {}
-                },
-                Action::Done(finish) => {
-                    for a in finish.abandon {
-                        running.cancel(a.0);
-                    }
-                    break finish.result;
-                }
-            }
-        };
-        drop(running); // cancels whatever is still running
-        let (server, result) = match outcome {
-            Ok(s) => {
-                let result = results.remove(&s.attempt.0).map_or(Err(Error::NoServer), |e| e.result);
-                if self.0.sticky && result.is_ok() {
-                    self.state().sticky = Some(s.server.clone());
-                }
-                (Some(s.server), result)
-            }
-            Err(Failure::NoServer) => (None, Err(Error::NoServer)),
-            Err(Failure::DeadlineExceeded) => (None, Err(Error::Call(CallError::TimedOut))),
-            Err(Failure::Attempt { attempt, server, .. }) => {
-                // No result is kept for an attempt refused locally (breaker, left discovery).
-                let r = results.remove(&attempt.0).map_or(Err(Error::NoServer), |e| e.result);
-                (Some(server), r)
-            }
-            Err(_) => (None, Err(Error::NoServer)),
-        };
-        for h in &self.0.hooks {
-            let text = result.as_ref().err().map(|e| e.to_string());
-            h.post_call(&self.0.service_path, method, server.as_ref(), text.as_deref());
-        }
-        result
+        drop(racing); // cancels whatever is still running
+        run.take_result().unwrap_or(Err(Error::Shutdown))
     }
 
-    async fn gather<A: Serialize + ?Sized, R: DeserializeOwned>(
+    /// Broadcast/Fork/Inform: one attempt per server, folded by the governor's run.
+    async fn gather<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
         &self,
         mode: GatherMode,
         method: &str,
         args: &A,
-    ) -> Result<Vec<Receipt<R>>, Error> {
+    ) -> Result<GatherRun<(R, Metadata)>, Error> {
         let st = self.0.client_opts.serialize_type;
         let payload = Bytes::from(codec::to_payload(st, args)?);
-        self.refresh();
-        let now = Instant::now();
-        let servers = self.state().balancer.fan_out(now);
-        if servers.is_empty() {
-            return Err(Error::NoServer);
-        }
-        let deadline = now.checked_add(self.0.gather_timeout);
-        let spec = self.spec(method, st, payload, Metadata::new(), deadline, false);
-        let mut g: Gather<RawResult> = Gather::new(mode, servers.clone(), now, self.0.gather_timeout);
-        let mut running: Racing<'_, Ended<Rt>, Rt> = Racing::new(&self.0.client_opts.runtime);
-        for (i, server) in servers.into_iter().enumerate() {
-            running.push(i as u32, self.attempt(server, spec.clone()));
-        }
+        let mut run = self.with_gov(|g| g.gather(Instant::now(), mode))?;
+        let spec = self.spec(method, st, payload, Metadata::new(), Some(run.deadline()), false);
+        let mut racing = Racing::new(&self.0.client_opts.runtime);
         loop {
-            match g.next(Instant::now()) {
-                GatherStep::Wait { until } => {
-                    if let Some((i, ended)) = running.next(Some(until)).await {
-                        let now = Instant::now();
-                        let o = Outcome::of(&ended.result);
-                        self.after_attempt(now, &ended, o);
-                        g.on_result(now, i as usize, o, ended.result);
+            match self.with_gov(|g| run.poll(g, Instant::now())) {
+                Step::Start(s) => {
+                    racing.push(s.attempt.0, self.attempt(s.server, s.conn, spec.clone(), decode::<R>));
+                }
+                Step::Wait { until } => {
+                    if let Some((id, r)) = racing.next(until).await {
+                        self.with_gov(|g| run.report(g, Instant::now(), AttemptId(id), r));
                     }
                 }
-                GatherStep::Done { abandon } => {
-                    for i in abandon {
-                        running.cancel(i as u32);
-                    }
-                    break;
-                }
+                Step::Done => break,
             }
         }
-        drop(running);
-        Ok(g.into_report()
-            .entries
-            .into_iter()
-            .map(|e| {
-                let result = match e.result {
-                    EntryResult::Done { value, .. } => value.and_then(decode).map(|(r, _)| r),
-                    EntryResult::TimedOut => Err(Error::Call(CallError::TimedOut)),
-                    EntryResult::Abandoned => Err(Error::Call(CallError::Cancelled)),
-                };
-                Receipt { server: e.server, result }
-            })
-            .collect())
+        drop(racing);
+        Ok(run)
     }
 
-    /// Follow discovery: resync the balancer when the version changed, and close
-    /// connections to servers that left.
-    fn refresh(&self) {
-        let mut st = self.state();
-        if st.balancer.refresh(&*self.0.discovery) {
-            let gone: Vec<ServerKey> = self.conns().keys().filter(|k| !st.balancer.contains(k)).cloned().collect();
-            drop(st);
-            for k in gone {
-                self.drop_conn(&k, None);
-            }
-        }
+    /// One attempt: get its connection (dialing, or waiting for another attempt's
+    /// dial, as the governor says), send, decode.
+    async fn attempt<T>(
+        &self,
+        server: ServerKey,
+        conn: Connect<Client<Rt>>,
+        spec: CallSpec,
+        decode: fn(Option<Message>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let client = self.resolve(&server, conn).await?;
+        decode(client.send(spec).await?)
     }
 
-    fn select(&self, now: Instant, method: &str) -> Option<ServerKey> {
-        self.refresh();
-        let mut guard = self.state();
-        let st = &mut *guard;
-        if self.0.sticky {
-            if let Some(k) = &st.sticky {
-                let alive = st.balancer.contains(k) && self.conns().get(k).is_some_and(|s| s.live().is_some());
-                if alive {
-                    return Some(k.clone());
-                }
-                st.sticky = None;
-            }
-        }
-        let mut ctx = SelectContext::new(&self.0.service_path, method, &mut st.rng);
-        st.balancer.select(now, &mut ctx)
-    }
-
-    fn after_attempt(&self, now: Instant, ended: &Ended<Rt>, o: Outcome) {
-        self.state().balancer.record(now, &ended.server, o);
-        if o.drops_connection() {
-            self.drop_conn(&ended.server, ended.slot.as_ref());
-        }
-    }
-
-    /// Forget and close the cached connection to `server`; with `only`, only if it is
-    /// still that one (not a fresh connection another call already redialed).
-    fn drop_conn(&self, server: &ServerKey, only: Option<&Arc<Slot<Rt>>>) {
-        let slot = {
-            let mut conns = self.conns();
-            match (conns.get(server), only) {
-                (Some(s), Some(o)) if !Arc::ptr_eq(s, o) => None,
-                _ => conns.remove(server),
-            }
-        };
-        if let Some(Ok(client)) = slot.as_ref().and_then(|s| s.cell.get()) {
-            let client = client.clone();
-            self.0.client_opts.runtime.spawn(Box::pin(async move { client.close().await }));
-        }
-    }
-
-    /// Remove `slot` from the map if it is still `server`'s.
-    fn forget(&self, server: &ServerKey, slot: &Arc<Slot<Rt>>) {
-        let mut conns = self.conns();
-        if conns.get(server).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            conns.remove(server);
-        }
-    }
-
-    /// The cached connection to `server`, dialing once if needed (or sharing the dial
-    /// another attempt started).
-    async fn client_for(&self, server: &ServerKey) -> Result<(Arc<Slot<Rt>>, Client<Rt>), Error> {
-        for _ in 0..2 {
-            let slot = self.conns().entry(server.clone()).or_default().clone();
-            let res = slot
-                .cell
-                .get_or_init(|| async {
-                    let t0 = Instant::now();
+    async fn resolve(&self, server: &ServerKey, mut conn: Connect<Client<Rt>>) -> Result<Client<Rt>, Error> {
+        loop {
+            conn = match conn {
+                Connect::Ready(c) => return Ok(c),
+                Connect::Failed(e) => return Err(e),
+                Connect::Dial(ticket) => {
+                    // Dropped before the dial ends (the attempt was abandoned): a waiter
+                    // takes the dial over.
+                    let mut guard = AbandonDial { xc: self, server, ticket: Some(ticket) };
                     let res = Client::connect(server.as_str(), self.0.client_opts.clone()).await;
-                    // The connect time is the RTT sample for latency-weighted selection
-                    // (no ICMP privileges needed); a failed dial is a failed measurement.
-                    let rtt = res.as_ref().ok().map(|_| t0.elapsed());
-                    self.state().balancer.observe_rtt(server, rtt);
-                    match &res {
-                        Ok(_) => self.0.hooks.iter().for_each(|h| h.conn_created(server)),
-                        Err(e) => {
-                            // Those waiting on this dial share its error; the next use dials afresh.
-                            self.forget(server, &slot);
-                            let text = e.to_string();
-                            self.0.hooks.iter().for_each(|h| h.conn_create_failed(server, &text));
+                    guard.ticket = None;
+                    let next = self.with_gov(|g| g.on_dialed(Instant::now(), server, ticket, res));
+                    self.0.dialed.notify(usize::MAX);
+                    next
+                }
+                Connect::Wait(ticket) => {
+                    loop {
+                        // Listen before looking, so a dial that ends in between still wakes us.
+                        let listener = self.0.dialed.listen();
+                        if !self.gov().is_dialing(server, ticket) {
+                            break;
                         }
+                        listener.await;
                     }
-                    res
-                })
-                .await;
-            match res {
-                Ok(c) if !c.is_closing() => return Ok((slot.clone(), c.clone())),
-                Err(e) => return Err(copy_dial_error(e)),
-                // A dead cached connection: forget it (if nobody replaced it yet), redial.
-                Ok(_) => self.forget(server, &slot),
-            }
-        }
-        Err(Error::Shutdown)
-    }
-
-    /// One attempt: get the connection (dialing if needed) and send.
-    async fn attempt(&self, server: ServerKey, spec: CallSpec) -> Ended<Rt> {
-        match self.client_for(&server).await {
-            Ok((slot, client)) => {
-                let result = client.send(spec).await;
-                Ended { server, slot: Some(slot), result }
-            }
-            Err(e) => Ended { server, slot: None, result: Err(e) },
+                    self.with_gov(|g| g.dial_status(Instant::now(), server, ticket))
+                }
+            };
         }
     }
 }
 
-/// A copy of a dial error for every attempt that shared the dial (`Error` is not
-/// `Clone`).
-fn copy_dial_error(e: &Error) -> Error {
-    match e {
-        Error::Addr(a) => Error::Addr(a.clone()),
-        Error::Connect(io) => Error::Connect(std::io::Error::new(io.kind(), io.to_string())),
-        Error::ConnectTimeout => Error::ConnectTimeout,
-        Error::Tls(s) => Error::Tls(s.clone()),
-        Error::Shutdown => Error::Shutdown,
-        other => Error::Connect(std::io::Error::other(other.to_string())),
+/// Hands an unfinished dial back to the governor when its attempt is dropped.
+struct AbandonDial<'a, Rt: Runtime> {
+    xc: &'a XClient<Rt>,
+    server: &'a ServerKey,
+    ticket: Option<DialTicket>,
+}
+
+impl<Rt: Runtime> Drop for AbandonDial<'_, Rt> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.xc.with_gov(|g| g.abandon_dial(self.server, ticket));
+            self.xc.0.dialed.notify(usize::MAX);
+        }
     }
 }
 
-fn decode<R: DeserializeOwned>(msg: Option<Message>) -> Result<(R, Metadata), Error> {
+fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     let msg = msg.ok_or(Error::Shutdown)?;
     Ok(codec::decode_reply(msg)?)
 }
@@ -681,11 +502,6 @@ impl<'a, T, Rt: Runtime> Racing<'a, T, Rt> {
 
     fn push(&mut self, id: u32, fut: impl Future<Output = T> + Send + 'a) {
         self.futs.push((id, Box::pin(fut)));
-    }
-
-    /// Abandon attempt `id`: drop its future.
-    fn cancel(&mut self, id: u32) {
-        self.futs.retain(|(i, _)| *i != id);
     }
 
     /// The next attempt to end, or `None` once `until` passes (at once with nothing

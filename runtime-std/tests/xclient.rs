@@ -317,7 +317,7 @@ fn broadcast_fork_inform() {
                 Err(e) => assert!(e.is_timeout(), "{e:?}"),
             }
         }
-        assert_eq!(receipts.iter().filter(|r| r.result.is_err()).count(), 1);
+        assert_eq!(receipts.iter().filter(|r| r.result.is_err()).count(), 1, "{receipts:?}");
         close_all(servers);
     });
 }

@@ -158,6 +158,11 @@ impl<T> Attempts<T> {
                     };
                     if let Some((id, result)) = self.next(until, run.waits_for_all()) {
                         self.xc.with_gov(|g| run.report(g, Instant::now(), id, result));
+                        // A blocking wait may end at the deadline: the results that came
+                        // in meanwhile count before the run is polled past it.
+                        while let Some((id, result)) = self.next(Some(Instant::now()), false) {
+                            self.xc.with_gov(|g| run.report(g, Instant::now(), id, result));
+                        }
                     }
                 }
             }
