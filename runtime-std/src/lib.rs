@@ -60,7 +60,7 @@
 //! that awaits a tokio timer or tokio IO does not work here. Waiting on anything that
 //! wakes the future's waker from another thread does.
 //!
-//! A handler that does not wait is answered on its connection's driver thread; one that
+//! A handler that does not wait is answered on its connection's reader thread; one that
 //! blocks the thread (blocking IO, `std::thread::sleep`) therefore stalls its
 //! connection: set [`ServerOptions::inline_handlers`] to `false` for such services.
 //!

@@ -1,4 +1,5 @@
-//! A one-shot reply slot between the client's driver thread and a blocked caller.
+//! A one-shot reply slot between the thread that completes a call (the connection's
+//! reader or housekeeping thread) and a blocked caller.
 //!
 //! Waking a sleeping thread is a syscall that costs the waker microseconds. When a batch
 //! of responses arrives, the driver would pay that once per caller, serially, and it is

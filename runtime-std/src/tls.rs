@@ -1,4 +1,4 @@
-//! TLS settings (rustls). The driver thread runs the rustls state machine itself
+//! TLS settings (rustls). The thread that drives the connection runs the rustls state machine itself
 //! (`read_tls`/`process_new_packets`/`write_tls`), so the reader thread only moves raw
 //! bytes and no lock is shared between the two directions.
 

@@ -2,7 +2,7 @@
 //!
 //! A frame is a 12-byte [`Header`], a `u32` total length, then four length-prefixed
 //! sections (service path, service method, metadata, payload), all big-endian.
-//! See `docs/protocol.md` section 1 for the byte layout.
+//! See `docs/protocol.md` (in the repository) section 1 for the byte layout.
 
 mod decode;
 mod encode;

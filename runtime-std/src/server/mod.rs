@@ -1,8 +1,8 @@
-//! The blocking server: an accept thread, one driver thread (plus a reader thread) per
-//! connection driving a `ServerConnection`, and a bounded worker pool for handlers that
-//! wait.
+//! The blocking server: an accept thread, per connection a reader and a housekeeping
+//! thread sharing its `ServerConnection` behind a lock (see `engine.rs`), and a bounded
+//! worker pool for handlers that wait.
 //!
-//! A handler future is first polled once on the connection's driver thread: if it is
+//! A handler future is first polled once on the connection's reader thread: if it is
 //! ready (it did not wait on anything), it is answered right there, with no thread hop.
 //! Otherwise it moves to a worker thread, which runs it with
 //! [`block_on`](crate::block_on) (parking until its waker is woken) and sends the result
@@ -51,7 +51,7 @@ pub struct ServerOptions {
     /// started on demand). A handler occupies a worker for as long as it waits, so this
     /// bounds how many waiting handlers make progress at once; the rest queue.
     pub workers: usize,
-    /// Poll each handler once on the connection's driver thread and answer it there if
+    /// Poll each handler once on the connection's reader thread and answer it there if
     /// it is ready (the fast path). Turn off when handlers block the thread (blocking IO,
     /// `std::thread::sleep`) so that they always run on a worker and never stall their
     /// connection.
