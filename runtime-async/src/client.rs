@@ -10,10 +10,10 @@ use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
 use rpcx_core::conn::{
-    CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, CloseMode,
+    CallError, CallOptions, CallSpec, ClientConfig, ClientSession, CloseMode, Outcome, PushSink, ReplySlot,
+    SessionConfig,
 };
 use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
-use rustc_hash::FxHashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -92,10 +92,13 @@ const COMMAND_QUEUE: usize = 1024;
 struct Shared {
     closing: AtomicBool,
     /// A close asked for (0 none, 1 graceful, 2 immediate). It reaches the driver through
-    /// `close_wake` (capacity 1), not the command channel, so a full channel cannot hold
+    /// `signal` (capacity 1), not the command channel, so a full channel cannot hold
     /// it up.
     close_req: std::sync::atomic::AtomicU8,
-    close_wake: async_channel::Sender<()>,
+    /// A caller dropped a call before it ended: the driver cancels it at once.
+    abandoned: AtomicBool,
+    /// Wakes the driver for `close_req` and `abandoned`.
+    signal: async_channel::Sender<()>,
     shutdown: AtomicBool,
     dropped_pushes: AtomicU64,
     pushes: Mutex<Option<PushReceiver>>,
@@ -153,15 +156,18 @@ impl<Rt: Runtime> Client<Rt> {
         cfg.heartbeat_interval = opts.heartbeat_interval;
         cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
         cfg.idle_timeout = opts.idle_timeout;
-        let conn = ClientConnection::new(cfg, Instant::now());
-        let (tx, rx) = async_channel::unbounded();
         let (push_tx, push_rx) = queue::bounded(opts.push_capacity);
-        let (close_wake, close_rx) = async_channel::bounded(1);
+        // One call waits for room in the session; the rest wait in the command queue.
+        let config = SessionConfig { connection: cfg, max_deferred: 1, ..SessionConfig::default() };
+        let session = ClientSession::new(config, push_tx, Instant::now());
+        let (tx, rx) = async_channel::unbounded();
+        let (signal, signal_rx) = async_channel::bounded(1);
         let (ended_tx, ended) = async_channel::bounded(1);
         let shared = Arc::new(Shared {
             closing: AtomicBool::new(false),
             close_req: std::sync::atomic::AtomicU8::new(0),
-            close_wake,
+            abandoned: AtomicBool::new(false),
+            signal,
             shutdown: AtomicBool::new(false),
             dropped_pushes: AtomicU64::new(0),
             pushes: Mutex::new(Some(PushReceiver(push_rx))),
@@ -170,12 +176,10 @@ impl<Rt: Runtime> Client<Rt> {
             remote,
         });
         let driver = Driver {
-            conn,
+            session,
             rx: Box::pin(rx),
-            close_rx: Box::pin(close_rx),
-            push_tx,
+            signal_rx: Box::pin(signal_rx),
             shared: shared.clone(),
-            replies: FxHashMap::default(),
             runtime: opts.runtime.clone(),
         };
         opts.runtime.spawn(Box::pin(async move {
@@ -251,7 +255,7 @@ impl<Rt: Runtime> Client<Rt> {
             }
         };
         self.tx.try_send(Command(spec, tx, permit)).map_err(|_| Error::Shutdown)?;
-        Ok(RawPending(rx))
+        Ok(RawPending { rx: Some(rx), shared: self.shared.clone() })
     }
 
     /// The server-push receiver (bounded; see [`ClientOptions::push_capacity`]). It can
@@ -288,7 +292,7 @@ impl<Rt: Runtime> Client<Rt> {
         self.shared.closing.store(true, Ordering::SeqCst);
         self.shared.close_req.fetch_max(level, Ordering::SeqCst);
         // Full means a wake-up is already pending, which reads the flag.
-        let _ = self.shared.close_wake.try_send(());
+        let _ = self.shared.signal.try_send(());
     }
 
     /// Whether a close has started (or the connection has ended).
@@ -366,11 +370,31 @@ impl<Rt: Runtime> RequestBuilder<'_, Rt> {
     }
 }
 
-struct RawPending(oneshot::Receiver<Result<Option<Message>, Error>>);
+/// A started call's reply. Dropped before the reply came, it tells the driver, which
+/// cancels the call at once (freeing its room in the connection).
+struct RawPending {
+    rx: Option<oneshot::Receiver<Outcome>>,
+    shared: Arc<Shared>,
+}
 
 impl RawPending {
-    async fn await_raw(self) -> Result<Option<Message>, Error> {
-        self.0.await.map_err(|_| Error::Shutdown)?
+    async fn await_raw(mut self) -> Outcome {
+        let rx = self.rx.as_mut().ok_or(Error::Shutdown)?;
+        let out = rx.await.map_err(|_| Error::Shutdown)?;
+        self.rx = None;
+        out
+    }
+}
+
+impl Drop for RawPending {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            // `Ok(None)`: the call is still running and its caller is gone.
+            if let Ok(None) = rx.try_recv() {
+                self.shared.abandoned.store(true, Ordering::SeqCst);
+                let _ = self.shared.signal.try_send(());
+            }
+        }
     }
 }
 
@@ -427,8 +451,20 @@ impl std::fmt::Debug for PushReceiver {
     }
 }
 
-/// How often calls whose caller dropped the future are swept out.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// A caller's reply channel, as the session keeps it.
+struct Slot(Reply);
+
+impl ReplySlot for Slot {
+    fn is_abandoned(&self) -> bool {
+        self.0.is_canceled()
+    }
+}
+
+impl PushSink for queue::Sender<Message> {
+    fn offer(&mut self, push: Message) -> bool {
+        self.try_send(push).is_ok()
+    }
+}
 
 /// Upper bound on bytes taken from the machine before writing.
 const WRITE_HIGH_WATER: usize = 256 << 10;
@@ -444,17 +480,15 @@ enum Wake {
     Flushed(io::Result<()>),
     Read(io::Result<usize>),
     Command(Option<Command>),
-    Close,
+    Signal,
     Timer,
 }
 
 struct Driver<Rt: Runtime> {
-    conn: ClientConnection,
+    session: ClientSession<Slot, queue::Sender<Message>>,
     rx: Pin<Box<async_channel::Receiver<Command>>>,
-    close_rx: Pin<Box<async_channel::Receiver<()>>>,
-    push_tx: queue::Sender<Message>,
+    signal_rx: Pin<Box<async_channel::Receiver<()>>>,
     shared: Arc<Shared>,
-    replies: FxHashMap<u64, Reply>,
     runtime: Rt,
 }
 
@@ -464,56 +498,42 @@ impl<Rt: Runtime> Driver<Rt> {
         let mut io = transport::Io::new(stream);
         let buffers_writes = io.buffers_writes();
         let mut unflushed = false;
-        let mut deferred: Option<(CallSpec, Reply)> = None;
         let mut rx_open = true;
-        let mut sweep_at = Instant::now() + SWEEP_INTERVAL;
         let mut timer: Option<Rt::Timer> = None;
         let mut armed: Option<Instant> = None;
         let mut streak = 0u32;
         loop {
-            while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
-            while let Some(ev) = self.conn.poll_event() {
-                if let ClientEvent::Unblocked = ev {
-                    if let Some((spec, reply)) = deferred.take() {
-                        self.start_call(spec, reply, &mut deferred);
-                    }
-                } else {
-                    self.on_event(ev);
+            while write_buf.len() < WRITE_HIGH_WATER && self.session.poll_transmit(&mut write_buf).is_some() {}
+            self.complete();
+            if self.session.is_closing() && !self.shared.closing.swap(true, Ordering::SeqCst) {
+                if let Some(reason) = self.session.lost() {
+                    tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");
                 }
-            }
-            if !self.conn.is_closed() {
-                // A call may have been admitted after Unblocked: take its bytes.
-                while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
             }
             // After `close_now`, unsent bytes are not waited for (the peer may never read).
             let abandon = self.shared.close_req.load(Ordering::SeqCst) == 2;
-            if self.conn.is_closed() && ((write_buf.is_empty() && !unflushed) || abandon) {
+            if self.session.is_closed() && ((write_buf.is_empty() && !unflushed) || abandon) {
                 break;
             }
-            // Calls whose caller went away (future dropped) are cancelled by a sweep once a
-            // second, so they never pile up in the in-flight table.
-            let sweep = (!self.replies.is_empty()).then_some(sweep_at);
-            // A call waiting for room fails at its deadline like any other.
-            let waiting = deferred.as_ref().and_then(|(spec, _)| spec.deadline);
-            let deadline = [self.conn.poll_timeout(), sweep, waiting].into_iter().flatten().min();
             // Re-arm only for an earlier deadline: each async-io timer change wakes the
             // reactor, and a timer left at a later instant only fires spuriously (which
             // `handle_timeout` tolerates) before being set again.
-            if let Some(d) = deadline.filter(|&d| armed.is_none_or(|a| d < a)) {
+            if let Some(d) = self.session.poll_timeout().filter(|&d| armed.is_none_or(|a| d < a)) {
                 match timer.as_mut() {
                     Some(t) => t.reset(d),
                     None => timer = Some(self.runtime.timer(d)),
                 }
                 armed = Some(d);
             }
-            let want_read = self.conn.wants_read();
-            let take_commands = rx_open && deferred.is_none();
+            let want_read = self.session.wants_read();
+            // While calls wait for room, the rest wait in the queue (callers feel it).
+            let take_commands = rx_open && !self.session.is_blocked();
             let mut waited = false;
             let rx = &mut self.rx;
-            let close_rx = &mut self.close_rx;
+            let signal_rx = &mut self.signal_rx;
             let wake = future::poll_fn(|cx| {
-                if let Poll::Ready(Some(())) = close_rx.as_mut().poll_next(cx) {
-                    return Poll::Ready(Wake::Close);
+                if let Poll::Ready(Some(())) = signal_rx.as_mut().poll_next(cx) {
+                    return Poll::Ready(Wake::Signal);
                 }
                 if !write_buf.is_empty() {
                     if let Poll::Ready(r) = io.poll_write(cx, &write_buf) {
@@ -543,6 +563,7 @@ impl<Rt: Runtime> Driver<Rt> {
                 Poll::Pending
             })
             .await;
+            let now = Instant::now();
             match wake {
                 Wake::Wrote(Ok(n)) if n > 0 => {
                     write_buf.advance(n);
@@ -552,26 +573,26 @@ impl<Rt: Runtime> Driver<Rt> {
                     let e = r.err().unwrap_or_else(|| io::ErrorKind::WriteZero.into());
                     write_buf.clear();
                     unflushed = false;
-                    self.conn.abort(Instant::now(), e.to_string());
+                    self.session.abort(now, e.to_string());
                 }
                 Wake::Flushed(r) => {
                     unflushed = false;
                     if let Err(e) = r {
-                        self.conn.abort(Instant::now(), e.to_string());
+                        self.session.abort(now, e.to_string());
                     }
                 }
-                Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
-                Wake::Read(Ok(n)) => transport::take_read(n, |bytes| self.conn.handle_input(Instant::now(), bytes)),
-                Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
-                Wake::Command(Some(cmd)) => {
-                    self.on_command(cmd, &mut deferred);
-                    // Take a batch of queued commands in one wake-up.
+                Wake::Read(Ok(0)) => self.session.handle_eof(now),
+                Wake::Read(Ok(n)) => transport::take_read(n, |bytes| self.session.handle_input(now, bytes)),
+                Wake::Read(Err(e)) => self.session.abort(now, e.to_string()),
+                Wake::Command(Some(Command(spec, reply, _room))) => {
+                    self.session.call(now, spec, Slot(reply));
+                    // Take a batch of queued calls in one wake-up.
                     for _ in 0..256 {
-                        if deferred.is_some() {
+                        if self.session.is_blocked() {
                             break;
                         }
                         match self.rx.try_recv() {
-                            Ok(cmd) => self.on_command(cmd, &mut deferred),
+                            Ok(Command(spec, reply, _room)) => self.session.call(now, spec, Slot(reply)),
                             Err(_) => break,
                         }
                     }
@@ -579,32 +600,22 @@ impl<Rt: Runtime> Driver<Rt> {
                 Wake::Command(None) => {
                     // Every Client handle is gone: close gracefully.
                     rx_open = false;
-                    self.conn.close(Instant::now(), CloseMode::Graceful);
+                    self.session.close(now, CloseMode::Graceful);
                 }
-                Wake::Close => {
-                    let mode = match self.shared.close_req.load(Ordering::SeqCst) {
-                        2 => CloseMode::Immediate,
-                        _ => CloseMode::Graceful,
-                    };
-                    self.shared.closing.store(true, Ordering::SeqCst);
-                    self.conn.close(Instant::now(), mode);
-                    if let Some((_, reply)) = deferred.take() {
-                        let _ = reply.send(Err(Error::Shutdown));
+                Wake::Signal => {
+                    // A caller dropped its call: cancel it now, freeing its room.
+                    if self.shared.abandoned.swap(false, Ordering::SeqCst) {
+                        self.session.sweep(now);
+                    }
+                    match self.shared.close_req.load(Ordering::SeqCst) {
+                        2 => self.session.close(now, CloseMode::Immediate),
+                        1 => self.session.close(now, CloseMode::Graceful),
+                        _ => {}
                     }
                 }
                 Wake::Timer => {
                     armed = None;
-                    let now = Instant::now();
-                    if waiting.is_some_and(|d| now >= d) {
-                        if let Some((_, reply)) = deferred.take() {
-                            let _ = reply.send(Err(Error::Call(CallError::TimedOut)));
-                        }
-                    }
-                    if now >= sweep_at {
-                        sweep_at = now + SWEEP_INTERVAL;
-                        self.cancel_abandoned(now);
-                    }
-                    self.conn.handle_timeout(now);
+                    self.session.handle_timeout(now);
                 }
             }
             streak = if waited { 0 } else { streak + 1 };
@@ -614,77 +625,22 @@ impl<Rt: Runtime> Driver<Rt> {
             }
         }
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.closing.store(true, Ordering::SeqCst);
         let _ = timeout(&self.runtime, Duration::from_secs(1), Ok(()), io.close()).await;
-        // Fail whatever is still queued.
-        if let Some((_, reply)) = deferred {
-            let _ = reply.send(Err(Error::Shutdown));
-        }
+        // Fail whatever is still held or queued.
+        self.session.finish();
+        self.complete();
         self.rx.close();
         while let Ok(Command(_, reply, _)) = self.rx.try_recv() {
             let _ = reply.send(Err(Error::Shutdown));
         }
     }
 
-    fn cancel_abandoned(&mut self, now: Instant) {
-        let abandoned: Vec<u64> = self.replies.iter().filter(|(_, r)| r.is_canceled()).map(|(s, _)| *s).collect();
-        for seq in abandoned {
-            self.replies.remove(&seq);
-            self.conn.cancel(now, seq);
+    /// Hand finished calls to their callers.
+    fn complete(&mut self) {
+        while let Some((Slot(reply), outcome)) = self.session.poll_completion() {
+            let _ = reply.send(outcome);
         }
-    }
-
-    fn on_command(&mut self, cmd: Command, deferred: &mut Option<(CallSpec, Reply)>) {
-        let Command(spec, reply, _room) = cmd;
-        self.start_call(spec, reply, deferred);
-    }
-
-    fn start_call(&mut self, spec: CallSpec, reply: Reply, deferred: &mut Option<(CallSpec, Reply)>) {
-        if !self.conn.is_closing() && !self.conn.poll_ready() {
-            *deferred = Some((spec, reply));
-            return;
-        }
-        match self.conn.call(Instant::now(), spec) {
-            Ok(seq) => {
-                self.replies.insert(seq, reply);
-            }
-            Err(CallRejected::Closing) | Err(CallRejected::Closed(_)) => {
-                let _ = reply.send(Err(Error::Shutdown));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(Error::Rejected(e)));
-            }
-        }
-    }
-
-    fn on_event(&mut self, ev: ClientEvent) {
-        match ev {
-            ClientEvent::Response { seq, response } => {
-                if let Some(r) = self.replies.remove(&seq) {
-                    let _ = r.send(Ok(Some(response)));
-                }
-            }
-            ClientEvent::Sent { seq } => {
-                if let Some(r) = self.replies.remove(&seq) {
-                    let _ = r.send(Ok(None));
-                }
-            }
-            ClientEvent::Failed { seq, error } => {
-                if let Some(r) = self.replies.remove(&seq) {
-                    let _ = r.send(Err(Error::Call(error)));
-                }
-            }
-            ClientEvent::Push(msg) => {
-                let dropped = self.push_tx.try_send(msg).is_err();
-                self.shared.dropped_pushes.fetch_add(u64::from(dropped), Ordering::Relaxed);
-            }
-            ClientEvent::ConnectionLost(reason) => {
-                tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");
-                self.shared.closing.store(true, Ordering::SeqCst);
-                for (_, r) in self.replies.drain() {
-                    let _ = r.send(Err(Error::Call(CallError::ConnectionLost(reason.clone()))));
-                }
-            }
-            _ => {}
-        }
+        self.shared.dropped_pushes.store(self.session.dropped_pushes(), Ordering::Relaxed);
     }
 }

@@ -17,6 +17,7 @@
 
 mod client;
 mod server;
+mod session;
 
 pub use client::{
     CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats,
@@ -25,6 +26,7 @@ pub use client::{
 pub use server::{
     PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection, ServerEvent, ServerStats,
 };
+pub use session::{ClientSession, Outcome, PushSink, ReplySlot, SessionConfig};
 
 use crate::wire::DecodeError;
 
