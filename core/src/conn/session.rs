@@ -22,6 +22,12 @@ pub trait ReplySlot {
     /// Whether the caller stopped waiting (its end was dropped). Such calls are
     /// cancelled by [`ClientSession::sweep`], which frees their in-flight room.
     fn is_abandoned(&self) -> bool;
+
+    /// The call was given `seq` (it is in flight now). A runtime whose callers cancel by
+    /// seq ([`ClientSession::cancel`]) records it here; the default does nothing.
+    fn started(&self, seq: u64) {
+        let _ = seq;
+    }
 }
 
 /// Where server pushes go (a bounded queue the application reads).
@@ -302,6 +308,7 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
         }
         match self.conn.call(self.now, spec) {
             Ok(seq) => {
+                slot.started(seq);
                 self.slots.insert(seq, slot);
             }
             Err(CallRejected::Closing) | Err(CallRejected::Closed(_)) => {

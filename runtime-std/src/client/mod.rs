@@ -17,7 +17,7 @@ use crate::transport;
 use bytes::Bytes;
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
-use rpcx_core::conn::{CallError, CallOptions, CallSpec, ClientConfig, ClientConnection};
+use rpcx_core::conn::{CallError, CallOptions, CallSpec, ClientConfig};
 use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -178,8 +178,7 @@ impl Client {
             remote,
         });
         let intake = Arc::new(state::CallIntake::new(state::INTAKE_CAPACITY));
-        let conn = ClientConnection::new(cfg, Instant::now());
-        let machine = state::ClientState::new(conn, push_tx, shared.clone(), intake.clone());
+        let machine = state::ClientState::new(cfg, push_tx, shared.clone(), intake.clone());
         let engine = Engine::new(sock, tls, machine, intake).map_err(Error::Connect)?;
         engine.spawn_reader("rpcx-client-reader").map_err(Error::Connect)?;
         let housekeeping = engine.clone();

@@ -1,18 +1,17 @@
-//! The client's side of the [engine](crate::engine): the `ClientConnection` and the
-//! callers' reply slots, driven by the callers themselves (calls, cancels, closes), the
-//! reader thread (responses) and the housekeeping thread (deadlines, heartbeats).
+//! The client's side of the [engine](crate::engine): the core's `ClientSession` (the
+//! connection machine and the callers' reply slots), driven by the callers themselves
+//! (calls, cancels, closes), the reader thread (responses) and the housekeeping thread
+//! (deadlines, heartbeats).
 
 use super::{Outcome, Reply, Shared};
 use crate::Error;
 use crate::engine::{Engine, Intake, Machine};
-use crate::reply::{self, ReplyRx, Wakes};
-use rpcx_core::conn::{CallError, CallRejected, CallSpec, ClientConnection, ClientEvent, CloseMode};
+use crate::reply::{self, ReplyRx, ReplyTx, Wakes};
+use rpcx_core::conn::{CallSpec, ClientConfig, ClientSession, CloseMode, PushSink, ReplySlot, SessionConfig};
 use rpcx_core::wire::Message;
-use rustc_hash::FxHashMap;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 /// Calls queued by callers and not yet taken into the machine.
@@ -22,49 +21,60 @@ pub(super) const INTAKE_CAPACITY: usize = 4096;
 pub(super) type CallIntake = Intake<(CallSpec, Reply)>;
 
 /// Calls held while the connection is blocked (in-flight or unsent-bytes limit); more
-/// are refused with [`CallRejected::Blocked`].
+/// are refused with `CallRejected::Blocked`.
 const MAX_DEFERRED: usize = 4096;
 
+impl ReplySlot for Reply {
+    fn is_abandoned(&self) -> bool {
+        ReplyTx::is_abandoned(self)
+    }
+    fn started(&self, seq: u64) {
+        self.set_seq(seq);
+    }
+}
+
+/// The push receiver's sending end; `None` once the connection ended (which
+/// disconnects the receiver).
+pub(super) struct Pushes(Option<SyncSender<Message>>);
+
+impl PushSink for Pushes {
+    fn offer(&mut self, push: Message) -> bool {
+        self.0.as_ref().is_some_and(|tx| tx.try_send(push).is_ok())
+    }
+}
+
 pub(super) struct ClientState {
-    conn: ClientConnection,
-    replies: FxHashMap<u64, Reply>,
-    /// Calls waiting for room (the machine said it is blocked), in arrival order.
-    deferred: VecDeque<(CallSpec, Reply)>,
-    /// Dropped when the connection ends, which disconnects the push receiver.
-    push_tx: Option<SyncSender<Message>>,
+    session: ClientSession<Reply, Pushes>,
     shared: Arc<Shared>,
     intake: Arc<CallIntake>,
 }
 
 impl ClientState {
     pub(super) fn new(
-        conn: ClientConnection,
+        config: ClientConfig,
         push_tx: SyncSender<Message>,
         shared: Arc<Shared>,
         intake: Arc<CallIntake>,
     ) -> Self {
-        Self { conn, replies: FxHashMap::default(), deferred: VecDeque::new(), push_tx: Some(push_tx), shared, intake }
+        let config = SessionConfig { connection: config, max_deferred: MAX_DEFERRED, ..SessionConfig::default() };
+        let session = ClientSession::new(config, Pushes(Some(push_tx)), Instant::now());
+        Self { session, shared, intake }
     }
 
     /// Take the calls callers queued, in order. A call whose caller already gave up
     /// is dropped here.
     pub(super) fn take_intake(&mut self) {
+        let now = Instant::now();
         for (spec, reply) in self.intake.take() {
             if !reply.is_abandoned() {
-                self.call(spec, reply);
+                self.session.call(now, spec, reply);
             }
         }
     }
 
     /// Start a call, or hold it while the connection is blocked.
     pub(super) fn call(&mut self, spec: CallSpec, reply: Reply) {
-        if self.deferred.is_empty() {
-            self.start_call(spec, reply);
-        } else if self.deferred.len() < MAX_DEFERRED {
-            self.deferred.push_back((spec, reply));
-        } else {
-            reply.complete(Err(Error::Rejected(CallRejected::Blocked)));
-        }
+        self.session.call(Instant::now(), spec, reply);
     }
 
     /// Give up on the call whose caller holds `rx` (it went away or timed out): cancel
@@ -72,12 +82,8 @@ impl ClientState {
     pub(super) fn withdraw(&mut self, rx: &ReplyRx<Outcome>) {
         self.take_intake();
         match rx.seq() {
-            Some(seq) => {
-                if self.replies.remove(&seq).is_some() {
-                    self.conn.cancel(Instant::now(), seq);
-                }
-            }
-            None => self.deferred.retain(|(_, reply)| !reply.is_for(rx)),
+            Some(seq) => drop(self.session.cancel(Instant::now(), seq)),
+            None => drop(self.session.withdraw(|reply| reply.is_for(rx))),
         }
     }
 
@@ -85,45 +91,17 @@ impl ClientState {
     pub(super) fn close(&mut self) {
         // Calls queued before the close go out first.
         self.take_intake();
-        if self.shared.aborting.load(Ordering::SeqCst) {
-            if !self.conn.is_closed() {
-                self.conn.close(Instant::now(), CloseMode::Immediate);
-            }
-        } else if !self.conn.is_closing() {
-            self.conn.close(Instant::now(), CloseMode::Graceful);
-        }
-        for (_, reply) in self.deferred.drain(..) {
-            reply.complete(Err(Error::Shutdown));
-        }
+        let mode = if self.shared.aborting.load(Ordering::SeqCst) { CloseMode::Immediate } else { CloseMode::Graceful };
+        self.session.close(Instant::now(), mode);
     }
 
     /// The connection is over and its socket closed: nothing may wait any longer.
     pub(super) fn finish(&mut self) {
-        self.push_tx = None;
+        self.session.pushes_mut().0 = None;
         for (_, reply) in self.intake.close() {
             reply.complete(Err(Error::Shutdown));
         }
-        for (_, reply) in self.deferred.drain(..) {
-            reply.complete(Err(Error::Shutdown));
-        }
-        for (_, reply) in self.replies.drain() {
-            reply.complete(Err(Error::Shutdown));
-        }
-    }
-
-    fn start_call(&mut self, spec: CallSpec, reply: Reply) {
-        if !self.conn.is_closing() && !self.conn.poll_ready() {
-            self.deferred.push_back((spec, reply));
-            return;
-        }
-        match self.conn.call(Instant::now(), spec) {
-            Ok(seq) => {
-                reply.set_seq(seq);
-                self.replies.insert(seq, reply);
-            }
-            Err(CallRejected::Closing) | Err(CallRejected::Closed(_)) => reply.complete(Err(Error::Shutdown)),
-            Err(e) => reply.complete(Err(Error::Rejected(e))),
-        }
+        self.session.finish();
     }
 }
 
@@ -132,83 +110,39 @@ impl Machine for ClientState {
     type Ext = Arc<CallIntake>;
 
     fn input(&mut self, now: Instant, plain: &[u8]) {
-        self.conn.handle_input(now, plain);
+        self.session.handle_input(now, plain);
     }
 
     fn eof(&mut self, now: Instant) {
-        self.conn.handle_eof(now);
+        self.session.handle_eof(now);
     }
 
     fn abort(&mut self, now: Instant, reason: String) {
-        self.conn.abort(now, reason);
+        self.session.abort(now, reason);
     }
 
     fn timeout(&mut self, now: Instant) {
-        if self.deferred.iter().any(|(s, _)| s.deadline.is_some_and(|d| d <= now)) {
-            let (expired, kept) = std::mem::take(&mut self.deferred)
-                .into_iter()
-                .partition::<VecDeque<_>, _>(|(s, _)| s.deadline.is_some_and(|d| d <= now));
-            self.deferred = kept;
-            for (_, reply) in expired {
-                reply.complete(Err(Error::Call(CallError::TimedOut)));
-            }
-        }
-        self.conn.handle_timeout(now);
+        self.session.handle_timeout(now);
     }
 
     fn next_timeout(&self) -> Option<Instant> {
-        let deferred = self.deferred.iter().filter_map(|(s, _)| s.deadline).min();
-        [self.conn.poll_timeout(), deferred].into_iter().flatten().min()
+        self.session.poll_timeout()
     }
 
     fn transmit(&mut self, buf: &mut Vec<u8>) -> bool {
-        self.conn.poll_transmit(buf).is_some()
+        self.session.poll_transmit(buf).is_some()
     }
 
     /// Finished calls are filled and their callers queued in `wakes` (woken once the
     /// lock is released).
     fn events(&mut self, wakes: &mut Wakes<Outcome>) {
-        while let Some(ev) = self.conn.poll_event() {
-            match ev {
-                ClientEvent::Response { seq, response } => {
-                    if let Some(r) = self.replies.remove(&seq) {
-                        r.complete_later(Ok(Some(response)), wakes);
-                    }
-                }
-                ClientEvent::Sent { seq } => {
-                    if let Some(r) = self.replies.remove(&seq) {
-                        r.complete_later(Ok(None), wakes);
-                    }
-                }
-                ClientEvent::Failed { seq, error } => {
-                    if let Some(r) = self.replies.remove(&seq) {
-                        r.complete_later(Err(Error::Call(error)), wakes);
-                    }
-                }
-                ClientEvent::Push(msg) => {
-                    // Overflow policy: drop the newest push and count it.
-                    let sent = self.push_tx.as_ref().map(|tx| tx.try_send(msg));
-                    if let None | Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) = sent {
-                        self.shared.dropped_pushes.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                ClientEvent::Unblocked => {
-                    while !self.deferred.is_empty() && (self.conn.is_closing() || self.conn.poll_ready()) {
-                        let (spec, reply) = self.deferred.pop_front().expect("not empty");
-                        self.start_call(spec, reply);
-                    }
-                }
-                ClientEvent::ConnectionLost(reason) => {
-                    tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");
-                    self.shared.closing.store(true, Ordering::SeqCst);
-                    for (_, r) in self.replies.drain() {
-                        r.complete_later(Err(Error::Call(CallError::ConnectionLost(reason.clone()))), wakes);
-                    }
-                    for (_, r) in self.deferred.drain(..) {
-                        r.complete_later(Err(Error::Call(CallError::ConnectionLost(reason.clone()))), wakes);
-                    }
-                }
-                _ => {}
+        while let Some((reply, outcome)) = self.session.poll_completion() {
+            reply.complete_later(outcome, wakes);
+        }
+        self.shared.dropped_pushes.store(self.session.dropped_pushes(), Ordering::Relaxed);
+        if self.session.is_closing() && !self.shared.closing.swap(true, Ordering::SeqCst) {
+            if let Some(reason) = self.session.lost() {
+                tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");
             }
         }
     }
@@ -218,16 +152,16 @@ impl Machine for ClientState {
     }
 
     fn wants_read(&self) -> bool {
-        self.conn.wants_read()
+        self.session.wants_read()
     }
 
     fn is_closed(&self) -> bool {
-        self.conn.is_closed()
+        self.session.is_closed()
     }
 
     fn stalled(&mut self, _now: Instant, _stalled: Duration) -> Result<(), String> {
         // `close_now` gives up on a peer that does not read.
-        if self.conn.is_closed() || self.shared.aborting.load(Ordering::SeqCst) {
+        if self.session.is_closed() || self.shared.aborting.load(Ordering::SeqCst) {
             Err("connection closed while writing".into())
         } else {
             Ok(())
