@@ -96,7 +96,7 @@ impl ClientRt for Tokio {
     }
     fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
         let o = rpcx_tokio::ClientOptions {
-            heartbeat_interval: opts.heartbeat,
+            connection: rpcx_core::conn::ClientConfig { heartbeat_interval: opts.heartbeat, ..Default::default() },
             compress: opts.compress.unwrap_or_default(),
             ..Default::default()
         };
@@ -127,7 +127,7 @@ impl ServerCtl for StdServer {
 
 struct StdClient {
     client: rpcx_std::Client,
-    pushes: Mutex<Option<std::sync::mpsc::Receiver<Message>>>,
+    pushes: Mutex<Option<rpcx_std::PushReceiver>>,
 }
 
 impl ClientCtl for StdClient {
@@ -136,7 +136,7 @@ impl ClientCtl for StdClient {
     }
     fn next_push(&self, timeout: Duration) -> Option<Message> {
         let guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref()?.recv_timeout(timeout).ok()
+        guard.as_ref()?.recv_timeout(timeout)
     }
     fn is_shutdown(&self) -> bool {
         self.client.is_shutdown()
@@ -168,7 +168,7 @@ impl ClientRt for Std {
     }
     fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
         let o = rpcx_std::ClientOptions {
-            heartbeat_interval: opts.heartbeat,
+            connection: rpcx_core::conn::ClientConfig { heartbeat_interval: opts.heartbeat, ..Default::default() },
             compress: opts.compress.unwrap_or_default(),
             ..Default::default()
         };
@@ -243,7 +243,7 @@ impl ClientRt for Smol {
     }
     fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
         let o = rpcx_smol::ClientOptions {
-            heartbeat_interval: opts.heartbeat,
+            connection: rpcx_core::conn::ClientConfig { heartbeat_interval: opts.heartbeat, ..Default::default() },
             compress: opts.compress.unwrap_or_default(),
             ..Default::default()
         };

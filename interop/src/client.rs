@@ -302,7 +302,10 @@ impl Runtime {
             Runtime::Tokio => {
                 let o = rpcx_tokio::ClientOptions {
                     serialize_type: opts.serialize_type,
-                    heartbeat_interval: opts.heartbeat_interval,
+                    connection: rpcx_core::conn::ClientConfig {
+                        heartbeat_interval: opts.heartbeat_interval,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 let client = tokio_rt().block_on(rpcx_tokio::Client::connect(addr, o))?;
@@ -312,7 +315,10 @@ impl Runtime {
             Runtime::Std => {
                 let o = rpcx_std::ClientOptions {
                     serialize_type: opts.serialize_type,
-                    heartbeat_interval: opts.heartbeat_interval,
+                    connection: rpcx_core::conn::ClientConfig {
+                        heartbeat_interval: opts.heartbeat_interval,
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 let client = rpcx_std::Client::connect(addr, o)?;
@@ -322,7 +328,10 @@ impl Runtime {
             Runtime::Smol => {
                 let o = rpcx_smol::ClientOptions {
                     serialize_type: opts.serialize_type,
-                    heartbeat_interval: opts.heartbeat_interval,
+                    connection: rpcx_core::conn::ClientConfig {
+                        heartbeat_interval: opts.heartbeat_interval,
+                        ..Default::default()
+                    },
                     runtime: smol_client_executor().spawner(),
                     ..Default::default()
                 };
@@ -381,7 +390,7 @@ impl RpcClient for TokioClient {
 
 struct StdClient {
     client: rpcx_std::Client,
-    pushes: Mutex<Option<std::sync::mpsc::Receiver<Message>>>,
+    pushes: Mutex<Option<rpcx_std::PushReceiver>>,
 }
 
 impl RpcClient for StdClient {
@@ -392,7 +401,7 @@ impl RpcClient for StdClient {
     fn next_push(&self, wait: Duration) -> Option<Message> {
         let guard = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
         let rx = guard.as_ref()?;
-        if wait.is_zero() { rx.try_recv().ok() } else { rx.recv_timeout(wait).ok() }
+        if wait.is_zero() { rx.try_recv() } else { rx.recv_timeout(wait) }
     }
 
     fn dropped_pushes(&self) -> u64 {

@@ -10,8 +10,8 @@ use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
 use rpcx_core::conn::{
-    CallError, CallOptions, CallSpec, ClientConfig, ClientSession, CloseMode, Outcome, PushSink, ReplySlot,
-    SessionConfig,
+    CallError, CallOptions, CallSpec, ClientConfig, ClientSession, ClientStats, CloseMode, Outcome, PushSink,
+    ReplySlot, SessionConfig,
 };
 use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
 use serde::Serialize;
@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 /// compression, 1 s connect timeout, heartbeat off (30 s max wait when on), TCP
 /// keepalive 1 min. The connection's driver task runs on [`runtime`](Self::runtime).
 ///
-/// Heartbeat and idle settings live here only: the same fields of
-/// [`connection`](Self::connection) are overwritten by these.
+/// Each setting has one place: heartbeat and idle timeout are fields of
+/// [`connection`](Self::connection) (the core's `ClientConfig`), set most easily with
+/// [`heartbeat`](Self::heartbeat), [`max_wait_for_heartbeat`](Self::max_wait_for_heartbeat)
+/// and [`idle_timeout`](Self::idle_timeout).
 #[derive(Clone, Debug)]
 pub struct ClientOptions<Rt: Runtime> {
     /// Serialize type for typed calls (Go's default: MsgPack).
@@ -40,12 +42,6 @@ pub struct ClientOptions<Rt: Runtime> {
     pub connect_timeout: Duration,
     /// Default per-call timeout (none by default; Go relies on the caller's context).
     pub call_timeout: Option<Duration>,
-    /// Heartbeat interval (off by default).
-    pub heartbeat_interval: Option<Duration>,
-    /// Close the connection when a heartbeat is not answered within this (Go: 30 s).
-    pub max_wait_for_heartbeat: Duration,
-    /// Close the connection after this long without traffic (off by default).
-    pub idle_timeout: Option<Duration>,
     /// TCP keepalive period (Go: 1 min); `None` disables keepalive.
     pub tcp_keepalive: Option<Duration>,
     /// TLS settings; `None` for plain TCP.
@@ -54,7 +50,8 @@ pub struct ClientOptions<Rt: Runtime> {
     /// and counted ([`Client::dropped_pushes`]); the connection is never stalled by a
     /// slow push consumer (Go drops them too, #583).
     pub push_capacity: usize,
-    /// Connection-machine limits (frame size, in-flight calls, unsent bytes).
+    /// The connection machine's settings: frame limits, in-flight calls, unsent bytes,
+    /// heartbeat and idle timeout.
     pub connection: ClientConfig,
     /// Runs the connection's driver task, its timers and its sockets.
     pub runtime: Rt,
@@ -67,15 +64,33 @@ impl<Rt: Runtime> Default for ClientOptions<Rt> {
             compress: CompressType::NONE,
             connect_timeout: Duration::from_secs(1),
             call_timeout: None,
-            heartbeat_interval: None,
-            max_wait_for_heartbeat: Duration::from_secs(30),
-            idle_timeout: None,
             tcp_keepalive: Some(Duration::from_secs(60)),
             tls: None,
             push_capacity: 1024,
             connection: ClientConfig::default(),
             runtime: Rt::default(),
         }
+    }
+}
+
+impl<Rt: Runtime> ClientOptions<Rt> {
+    /// Send a heartbeat every `interval` (Go's `Heartbeat` + `HeartbeatInterval`); sets
+    /// [`connection`](Self::connection)`.heartbeat_interval`.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.connection.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// Close the connection when a heartbeat is not answered within `d` (Go: 30 s).
+    pub fn max_wait_for_heartbeat(mut self, d: Duration) -> Self {
+        self.connection.max_wait_for_heartbeat = d;
+        self
+    }
+
+    /// Close the connection after `d` without traffic.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.connection.idle_timeout = Some(d);
+        self
     }
 }
 
@@ -104,6 +119,8 @@ struct Shared {
     pushes: Mutex<Option<PushReceiver>>,
     /// Room in the command queue.
     room: Arc<async_lock::Semaphore>,
+    /// The connection machine's counters, as of the driver's last wake-up.
+    stats: Mutex<ClientStats>,
     /// Closed (never sent on) when the driver has ended.
     ended: async_channel::Receiver<()>,
     remote: String,
@@ -152,10 +169,7 @@ impl<Rt: Runtime> Client<Rt> {
 
     /// Run a client over an already-connected stream (any transport).
     pub fn over(stream: Stream<Rt>, remote: String, opts: ClientOptions<Rt>) -> Self {
-        let mut cfg = opts.connection.clone();
-        cfg.heartbeat_interval = opts.heartbeat_interval;
-        cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
-        cfg.idle_timeout = opts.idle_timeout;
+        let cfg = opts.connection.clone();
         let (push_tx, push_rx) = queue::bounded(opts.push_capacity);
         // One call waits for room in the session; the rest wait in the command queue.
         let config = SessionConfig { connection: cfg, max_deferred: 1, ..SessionConfig::default() };
@@ -172,6 +186,7 @@ impl<Rt: Runtime> Client<Rt> {
             dropped_pushes: AtomicU64::new(0),
             pushes: Mutex::new(Some(PushReceiver(push_rx))),
             room: Arc::new(async_lock::Semaphore::new(COMMAND_QUEUE)),
+            stats: Mutex::new(ClientStats::default()),
             ended,
             remote,
         });
@@ -262,6 +277,12 @@ impl<Rt: Runtime> Client<Rt> {
     /// be taken once; later calls return `None`.
     pub fn take_push_receiver(&self) -> Option<PushReceiver> {
         self.shared.pushes.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The connection's counters (calls, responses, bytes, heartbeats), as of the
+    /// driver's latest turn.
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Pushes dropped because the receiver was full.
@@ -642,5 +663,9 @@ impl<Rt: Runtime> Driver<Rt> {
             let _ = reply.send(outcome);
         }
         self.shared.dropped_pushes.store(self.session.dropped_pushes(), Ordering::Relaxed);
+        // Never waits: a reader holding the lock only delays the copy to the next turn.
+        if let Ok(mut stats) = self.shared.stats.try_lock() {
+            stats.clone_from(self.session.stats());
+        }
     }
 }

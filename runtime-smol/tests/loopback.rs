@@ -370,7 +370,7 @@ mod scenarios {
     pub(super) async fn heartbeat_keeps_an_idle_connection_past_the_read_timeout(rt: Rt) {
         let server =
             rt.server(router()).read_timeout(Duration::from_millis(300)).bind("tcp@127.0.0.1:0").await.unwrap();
-        let hb = ClientOptions { heartbeat_interval: Some(Duration::from_millis(50)), ..rt.client_opts() };
+        let hb = rt.client_opts().heartbeat(Duration::from_millis(50));
         let with_hb = Client::connect(server.address(), hb).await.unwrap();
         let without = Client::connect(server.address(), rt.client_opts()).await.unwrap();
         // Three read timeouts of idleness (a scenario sleep, not a wait for a result).

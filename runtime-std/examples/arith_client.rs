@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pushes = client.take_push_receiver().expect("first take");
     let reply: Reply = with_auth(client.request("Notify", "Subscribe")).call(&Args { a: 3, b: 0 })?;
     for _ in 0..reply.c {
-        let msg = pushes.recv_timeout(Duration::from_secs(2))?;
+        let msg = pushes.recv_timeout(Duration::from_secs(2)).ok_or("no push within 2 s")?;
         println!(
             "push {}.{}: {}",
             msg.service_path_str()?,

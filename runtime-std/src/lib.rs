@@ -101,7 +101,7 @@ pub mod tls;
 mod transport;
 pub mod xclient;
 
-pub use client::{Client, ClientOptions, PendingCall, RequestBuilder};
+pub use client::{Client, ClientOptions, PendingCall, PushReceiver, RequestBuilder};
 pub use error::Error;
 pub use executor::block_on;
 pub use server::{Server, ServerHandle, ServerOptions};

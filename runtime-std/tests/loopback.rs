@@ -288,8 +288,10 @@ fn server_push_reaches_the_client() {
         }
         assert_eq!(client.dropped_pushes(), 0);
         server.close();
-        // The receiver disconnects when the connection ends.
-        assert_eq!(rx.recv_timeout(Duration::from_secs(2)), Err(RecvTimeoutError::Disconnected));
+        // The receiver ends when the connection ends (well before the 30 s bound).
+        let t0 = Instant::now();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)), None);
+        assert!(t0.elapsed() < Duration::from_secs(10), "ended, not timed out: {:?}", t0.elapsed());
     });
 }
 
@@ -304,7 +306,7 @@ fn a_full_push_receiver_drops_the_newest_pushes_and_counts_them() {
         eventually(Duration::from_secs(2), "three pushes dropped", || client.dropped_pushes() == 3);
         assert_eq!(rx.recv().unwrap().payload, "push-0".as_bytes(), "the oldest are kept");
         assert_eq!(rx.recv().unwrap().payload, "push-1".as_bytes());
-        assert!(rx.try_recv().is_err());
+        assert!(rx.try_recv().is_none());
         // The connection is not stalled by the full receiver.
         let r: Reply = client.call("Arith", "Mul", &Args { A: 3, B: 3 }).unwrap();
         assert_eq!(r.C, 9);
@@ -317,7 +319,7 @@ fn heartbeat_keeps_an_idle_connection_past_the_read_timeout() {
     bounded(|| {
         let read_timeout = Duration::from_millis(300);
         let server = Server::new(router()).read_timeout(read_timeout).bind("tcp@127.0.0.1:0").unwrap();
-        let hb = ClientOptions { heartbeat_interval: Some(Duration::from_millis(50)), ..Default::default() };
+        let hb = ClientOptions::default().heartbeat(Duration::from_millis(50));
         let t0 = Instant::now();
         let with_hb = Client::connect(server.address(), hb).unwrap();
         let without = Client::connect(server.address(), ClientOptions::default()).unwrap();
@@ -492,7 +494,7 @@ fn connection_and_response_hooks_run() {
     bounded(|| {
         let hooks = Arc::new(Counting::default());
         let server = start(router().hook(hooks.clone()));
-        let opts = ClientOptions { heartbeat_interval: Some(Duration::from_millis(20)), ..Default::default() };
+        let opts = ClientOptions::default().heartbeat(Duration::from_millis(20));
         let client = Client::connect(server.address(), opts).unwrap();
         let (r, meta): (Reply, _) = client.request("Arith", "Mul").call_with_metadata(&Args { A: 2, B: 5 }).unwrap();
         assert_eq!(r.C, 10);

@@ -248,7 +248,7 @@ async fn heartbeat_keeps_an_idle_connection_past_the_read_timeout() {
     bounded(async {
         let server =
             Server::new(router()).read_timeout(Duration::from_millis(300)).bind("tcp@127.0.0.1:0").await.unwrap();
-        let hb = ClientOptions { heartbeat_interval: Some(Duration::from_millis(50)), ..Default::default() };
+        let hb = ClientOptions::default().heartbeat(Duration::from_millis(50));
         let with_hb = Client::connect(server.address(), hb).await.unwrap();
         let without = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
         // Three read timeouts of idleness (a scenario sleep, not a wait for a result).

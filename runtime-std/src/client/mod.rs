@@ -39,12 +39,6 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Default per-call timeout (none by default; Go relies on the caller's context).
     pub call_timeout: Option<Duration>,
-    /// Heartbeat interval (off by default).
-    pub heartbeat_interval: Option<Duration>,
-    /// Close the connection when a heartbeat is not answered within this (Go: 30 s).
-    pub max_wait_for_heartbeat: Duration,
-    /// Close the connection after this long without traffic (off by default).
-    pub idle_timeout: Option<Duration>,
     /// TCP keepalive period (Go: 1 min); `None` disables keepalive.
     pub tcp_keepalive: Option<Duration>,
     /// TLS settings; `None` for plain TCP.
@@ -53,7 +47,9 @@ pub struct ClientOptions {
     /// full, the newest push is dropped and counted ([`Client::dropped_pushes`]): the
     /// connection is never stalled by a slow push consumer (Go drops them too, #583).
     pub push_capacity: usize,
-    /// Connection-machine limits (frame size, in-flight calls, unsent bytes).
+    /// The connection machine's settings: frame limits, in-flight calls, unsent bytes,
+    /// heartbeat and idle timeout (one place for each; see
+    /// [`heartbeat`](Self::heartbeat) and [`idle_timeout`](Self::idle_timeout)).
     pub connection: ClientConfig,
 }
 
@@ -64,14 +60,32 @@ impl Default for ClientOptions {
             compress: CompressType::NONE,
             connect_timeout: Duration::from_secs(1),
             call_timeout: None,
-            heartbeat_interval: None,
-            max_wait_for_heartbeat: Duration::from_secs(30),
-            idle_timeout: None,
             tcp_keepalive: Some(Duration::from_secs(60)),
             tls: None,
             push_capacity: 1024,
             connection: ClientConfig::default(),
         }
+    }
+}
+
+impl ClientOptions {
+    /// Send a heartbeat every `interval` (Go's `Heartbeat` + `HeartbeatInterval`); sets
+    /// [`connection`](Self::connection)`.heartbeat_interval`.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.connection.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// Close the connection when a heartbeat is not answered within `d` (Go: 30 s).
+    pub fn max_wait_for_heartbeat(mut self, d: Duration) -> Self {
+        self.connection.max_wait_for_heartbeat = d;
+        self
+    }
+
+    /// Close the connection after `d` without traffic.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.connection.idle_timeout = Some(d);
+        self
     }
 }
 
@@ -162,10 +176,7 @@ impl Client {
 
     fn start_driver(dialed: transport::Dialed, remote: String, opts: ClientOptions) -> Result<Client, Error> {
         let (sock, tls) = dialed;
-        let mut cfg = opts.connection.clone();
-        cfg.heartbeat_interval = opts.heartbeat_interval;
-        cfg.max_wait_for_heartbeat = opts.max_wait_for_heartbeat;
-        cfg.idle_timeout = opts.idle_timeout;
+        let cfg = opts.connection.clone();
         let (push_tx, push_rx) = mpsc::sync_channel(opts.push_capacity.max(1));
         let shared = Arc::new(Shared {
             closing: AtomicBool::new(false),
@@ -260,12 +271,16 @@ impl Client {
         Ok(rx)
     }
 
-    /// The server-push receiver, a bounded `std::sync::mpsc` channel (see
-    /// [`ClientOptions::push_capacity`]; when it is full the newest push is dropped and
-    /// counted). It can be taken once; later calls return `None`. It disconnects when
-    /// the connection ends.
-    pub fn take_push_receiver(&self) -> Option<Receiver<Message>> {
-        self.inner.shared.pushes.lock().unwrap_or_else(|p| p.into_inner()).take()
+    /// The connection's counters (calls, responses, bytes, heartbeats).
+    pub fn stats(&self) -> rpcx_core::conn::ClientStats {
+        self.inner.engine.with(|m, _| m.stats())
+    }
+
+    /// The server-push receiver, bounded by [`ClientOptions::push_capacity`] (when it
+    /// is full the newest push is dropped and counted). It can be taken once; later
+    /// calls return `None`. It ends when the connection ends.
+    pub fn take_push_receiver(&self) -> Option<PushReceiver> {
+        self.inner.shared.pushes.lock().unwrap_or_else(|p| p.into_inner()).take().map(PushReceiver)
     }
 
     /// Pushes dropped because the receiver was full (or had been dropped).
@@ -478,5 +493,34 @@ impl<R> Drop for PendingCall<R> {
 impl<R> std::fmt::Debug for PendingCall<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PendingCall").field("seq", &self.rx.seq()).field("ready", &self.rx.is_ready()).finish()
+    }
+}
+
+/// The server-push receiver of a [`Client`] (see [`Client::take_push_receiver`]).
+#[derive(Debug)]
+pub struct PushReceiver(Receiver<Message>);
+
+impl PushReceiver {
+    /// The next push, blocking; `None` once the connection has ended and every push
+    /// was taken.
+    pub fn recv(&self) -> Option<Message> {
+        self.0.recv().ok()
+    }
+
+    /// The next push, blocking at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Message> {
+        self.0.recv_timeout(timeout).ok()
+    }
+
+    /// The next push if one is queued.
+    pub fn try_recv(&self) -> Option<Message> {
+        self.0.try_recv().ok()
+    }
+}
+
+impl Iterator for PushReceiver {
+    type Item = Message;
+    fn next(&mut self) -> Option<Message> {
+        self.recv()
     }
 }

@@ -7,7 +7,9 @@ use super::{Outcome, Reply, Shared};
 use crate::Error;
 use crate::engine::{Engine, Intake, Machine};
 use crate::reply::{self, ReplyRx, ReplyTx, Wakes};
-use rpcx_core::conn::{CallSpec, ClientConfig, ClientSession, CloseMode, PushSink, ReplySlot, SessionConfig};
+use rpcx_core::conn::{
+    CallSpec, ClientConfig, ClientSession, ClientStats, CloseMode, PushSink, ReplySlot, SessionConfig,
+};
 use rpcx_core::wire::Message;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -93,6 +95,11 @@ impl ClientState {
         self.take_intake();
         let mode = if self.shared.aborting.load(Ordering::SeqCst) { CloseMode::Immediate } else { CloseMode::Graceful };
         self.session.close(Instant::now(), mode);
+    }
+
+    /// The connection machine's counters.
+    pub(super) fn stats(&self) -> ClientStats {
+        self.session.stats().clone()
     }
 
     /// The connection is over and its socket closed: nothing may wait any longer.
