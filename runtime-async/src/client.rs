@@ -659,13 +659,14 @@ impl<Rt: Runtime> Driver<Rt> {
 
     /// Hand finished calls to their callers.
     fn complete(&mut self) {
-        while let Some((Slot(reply), outcome)) = self.session.poll_completion() {
-            let _ = reply.send(outcome);
-        }
+        // Counters first, so a caller woken below sees its call counted. Never waits: a
+        // reader holding the lock only delays the copy to the next turn.
         self.shared.dropped_pushes.store(self.session.dropped_pushes(), Ordering::Relaxed);
-        // Never waits: a reader holding the lock only delays the copy to the next turn.
         if let Ok(mut stats) = self.shared.stats.try_lock() {
             stats.clone_from(self.session.stats());
+        }
+        while let Some((Slot(reply), outcome)) = self.session.poll_completion() {
+            let _ = reply.send(outcome);
         }
     }
 }

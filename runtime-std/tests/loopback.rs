@@ -799,3 +799,21 @@ fn many_large_concurrent_echoes_arrive_intact_over_tcp_and_tls() {
         tls.close();
     });
 }
+
+#[test]
+fn stats_count_calls_and_frames() {
+    bounded(|| {
+        let server = start(router());
+        let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
+        assert_eq!(client.stats().calls, 0);
+        for i in 0..3 {
+            let r: Reply = client.call("Arith", "Mul", &Args { A: i, B: 2 }).unwrap();
+            assert_eq!(r.C, i * 2);
+        }
+        let s = client.stats();
+        assert_eq!(s.calls, 3, "{s:?}");
+        assert_eq!(s.frames_in, 3, "{s:?}");
+        assert_eq!(s.frames_out, 3, "{s:?}");
+        server.close();
+    });
+}

@@ -398,3 +398,22 @@ async fn calls_waiting_for_room_honour_their_deadline_and_close_now_gets_through
     })
     .await;
 }
+
+#[tokio::test]
+async fn stats_count_calls_and_frames() {
+    bounded(async {
+        let server = start(router()).await;
+        let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
+        assert_eq!(client.stats().calls, 0);
+        for i in 0..3 {
+            let r: Reply = client.call("Arith", "Mul", &Args { A: i, B: 2 }).await.unwrap();
+            assert_eq!(r.C, i * 2);
+        }
+        let s = client.stats();
+        assert_eq!(s.calls, 3, "{s:?}");
+        assert_eq!(s.frames_in, 3, "{s:?}");
+        assert_eq!(s.frames_out, 3, "{s:?}");
+        server.close().await;
+    })
+    .await;
+}
