@@ -35,6 +35,18 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Which runtime crate
+//!
+//! Pick `rpcx-std` for blocking programs with no async runtime (a thread per caller,
+//! or a few threads with many calls in flight through [`Client::go`]); pick
+//! `rpcx-tokio` or `rpcx-smol` inside an async program (they are one code base,
+//! `rpcx-async`, and scale to more connections per thread). All three share the core:
+//! the same [`ClientSession`](rpcx_core::conn::ClientSession) keeps every client's
+//! calls, the same [`Governor`](rpcx_core::govern::Governor) decides every XClient
+//! call, the same [`service::Router`] serves every request, so behaviour, options and
+//! errors match across them (the conformance suite runs every client against every
+//! server).
+//!
 //! ## Threads
 //!
 //! No connection has a driver thread: its machine sits behind a lock, and the thread
