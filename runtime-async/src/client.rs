@@ -411,7 +411,10 @@ impl Drop for RawPending {
     fn drop(&mut self) {
         if let Some(mut rx) = self.rx.take() {
             // `Ok(None)`: the call is still running and its caller is gone.
-            if let Ok(None) = rx.try_recv() {
+            let running = matches!(rx.try_recv(), Ok(None));
+            // Dropped before the driver is told, so its sweep sees the slot abandoned.
+            drop(rx);
+            if running {
                 self.shared.abandoned.store(true, Ordering::SeqCst);
                 let _ = self.shared.signal.try_send(());
             }
@@ -605,15 +608,15 @@ impl<Rt: Runtime> Driver<Rt> {
                 Wake::Read(Ok(0)) => self.session.handle_eof(now),
                 Wake::Read(Ok(n)) => transport::take_read(n, |bytes| self.session.handle_input(now, bytes)),
                 Wake::Read(Err(e)) => self.session.abort(now, e.to_string()),
-                Wake::Command(Some(Command(spec, reply, _room))) => {
-                    self.session.call(now, spec, Slot(reply));
+                Wake::Command(Some(cmd)) => {
+                    self.take(now, cmd);
                     // Take a batch of queued calls in one wake-up.
                     for _ in 0..256 {
                         if self.session.is_blocked() {
                             break;
                         }
                         match self.rx.try_recv() {
-                            Ok(Command(spec, reply, _room)) => self.session.call(now, spec, Slot(reply)),
+                            Ok(cmd) => self.take(now, cmd),
                             Err(_) => break,
                         }
                     }
@@ -654,6 +657,13 @@ impl<Rt: Runtime> Driver<Rt> {
         self.rx.close();
         while let Ok(Command(_, reply, _)) = self.rx.try_recv() {
             let _ = reply.send(Err(Error::Shutdown));
+        }
+    }
+
+    /// Start a queued call, unless its caller already went away.
+    fn take(&mut self, now: Instant, Command(spec, reply, _room): Command) {
+        if !reply.is_canceled() {
+            self.session.call(now, spec, Slot(reply));
         }
     }
 
