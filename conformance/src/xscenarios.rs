@@ -255,6 +255,13 @@ pub fn sticky_is_recorded_only_on_ok(s: &dyn ServerRt, x: &dyn XClientRt) {
 /// With every server refusing connections and no timeout, each fail mode ends promptly
 /// with the dial's error (the plan never waits with nothing running and no deadline),
 /// through `call` and through `go`; once discovery lists a live server, calls succeed.
+///
+/// What this pins is the runtimes' side: every failed dial is reported to the run, and
+/// a retry interval with nothing in flight is slept out, never waited on forever
+/// (checked: a runtime that parks an attempt whose dial failed fails it). The core's
+/// own guard (`CallRun::poll` ends a run asked to wait with nothing running and no
+/// deadline) is not reachable from outside, since the fail-mode plan already ends
+/// when nothing is in flight; the core tests cover it.
 pub fn plan_ends_promptly_when_every_server_refuses(s: &dyn ServerRt, x: &dyn XClientRt) {
     let dead = vec![dead_addr(), dead_addr()];
     let interval = FailOptions { retry_interval: Duration::from_millis(20), ..Default::default() };

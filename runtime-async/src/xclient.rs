@@ -307,10 +307,12 @@ impl<Rt: Runtime> XClient<Rt> {
         Ok(receipts.into_iter().map(|r| Receipt { server: r.server, result: r.result.map(|(r, _)| r) }).collect())
     }
 
-    /// Close every cached connection gracefully (their in-flight calls finish first).
-    /// A later call dials again.
+    /// Close every cached connection gracefully (their in-flight calls finish first);
+    /// resolves when all have ended (they close at the same time). A later call dials
+    /// again.
     pub async fn close(&self) {
         let conns = self.gov().take_connections();
+        conns.iter().for_each(Client::start_close);
         for c in conns {
             c.close().await;
         }
