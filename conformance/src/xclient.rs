@@ -100,6 +100,8 @@ pub enum XFail {
     ConnectTimeout,
     /// No server to call.
     NoServer,
+    /// A `pre_call` hook refused the call, with its text.
+    Hook(String),
     /// The connection ended under the call.
     Lost,
     /// The facade's own wait limit passed (`XCallCtl::wait`).
@@ -117,6 +119,7 @@ fn xfail(e: Error) -> XFail {
         Error::Connect(_) => XFail::Connect,
         Error::ConnectTimeout => XFail::ConnectTimeout,
         Error::NoServer => XFail::NoServer,
+        Error::Hook(t) => XFail::Hook(t),
         e => XFail::Other(e.to_string()),
     }
 }

@@ -79,6 +79,15 @@ struct DialHooks {
     failed: AtomicUsize,
 }
 
+/// Refuses every call of `X.Forbidden`.
+struct Refuse;
+
+impl ClientHooks for Refuse {
+    fn pre_call(&self, _service_path: &str, method: &str) -> Result<(), String> {
+        if method == "Forbidden" { Err("forbidden by hook".into()) } else { Ok(()) }
+    }
+}
+
 impl ClientHooks for DialHooks {
     fn conn_created(&self, _server: &ServerKey) {
         self.created.fetch_add(1, Ordering::SeqCst);
@@ -90,11 +99,12 @@ impl ClientHooks for DialHooks {
 
 /// The request builder's options reach the server the same way on every runtime:
 /// metadata both ways, the timeout as `__ServerTimeout`, the serialize type, a raw
-/// payload unchanged, gzip over 1024 bytes, oneway.
+/// payload unchanged, gzip over 1024 bytes, oneway, `go`; a `pre_call` hook's refusal
+/// is `go`'s own error (the hooks run before `go` returns, on every runtime).
 pub fn request_builder_options_reach_the_server(s: &dyn ServerRt, x: &dyn XClientRt) {
     let gate = Arc::new(Gate::default());
     let server = serve(s, 1, &gate);
-    let xc = x.xclient(&[server.address()], XOpts::default());
+    let xc = x.xclient(&[server.address()], XOpts { hooks: vec![Arc::new(Refuse)], ..Default::default() });
 
     let m = xc.call(XReq::args("Meta", &args()).metadata("k1", "v1").metadata("k2", "v2")).expect("Meta");
     assert_eq!(reply(&m).c, 3);
@@ -131,6 +141,9 @@ pub fn request_builder_options_reach_the_server(s: &dyn ServerRt, x: &dyn XClien
     until(&gate.notes, 3, "oneway requests arrive");
     let call = xc.go(XReq::args("Who", &args()).timeout(Duration::from_secs(2))).expect("go");
     assert_eq!(who(call.wait(Duration::from_secs(5))), 1);
+    let refused = xc.go(XReq::args("Forbidden", &args()));
+    assert_eq!(refused.err(), Some(XFail::Hook("forbidden by hook".into())), "go returns the hook's refusal");
+    assert_eq!(xc.call(XReq::args("Forbidden", &args())).unwrap_err(), XFail::Hook("forbidden by hook".into()));
     xc.close();
     server.close();
 }
