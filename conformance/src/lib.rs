@@ -3,6 +3,9 @@
 //! [`ClientRt`], so the same checks run for tokio->tokio, std->tokio, tokio->std, ...
 //! (see `tests/matrix.rs`; all nine pairs of tokio, smol and std).
 //!
+//! The XClient scenarios ([`xscenarios`]) take a server runtime and an XClient runtime
+//! behind [`xclient::XClientRt`] the same way (`tests/xclient.rs`, nine pairs).
+//!
 //! The services ([`services::router`]) are runtime-neutral: the one that waits uses a
 //! timer thread rather than any runtime's timer, so a service written once serves on
 //! every runtime.
@@ -11,6 +14,8 @@
 pub mod runtimes;
 pub mod scenarios;
 pub mod services;
+pub mod xclient;
+pub mod xscenarios;
 
 use bytes::Bytes;
 use rpcx_core::conn::CallSpec;

@@ -22,7 +22,7 @@ fn fail_of(call: Option<&CallError>, shutdown: bool, text: String) -> Fail {
 /// rpcx-tokio, on a shared multi-thread runtime.
 pub struct Tokio;
 
-fn tokio_rt() -> &'static tokio::runtime::Runtime {
+pub(crate) fn tokio_rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")

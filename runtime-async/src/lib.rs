@@ -40,4 +40,4 @@ pub use rpcx_core::error::Error;
 pub use runtime::{Runtime, Timer};
 pub use server::{Server, ServerHandle, ServerOptions};
 pub use transport::{LISTEN_BACKLOG, Stream, listen_tcp};
-pub use xclient::{Receipt, XCall, XClient, XClientOptions};
+pub use xclient::{Receipt, XCall, XClient, XClientOptions, XRequestBuilder};

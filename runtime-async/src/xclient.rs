@@ -21,8 +21,13 @@
 //! A transport failure drops exactly the connection it happened on, and a server that
 //! leaves discovery has its connection closed.
 //!
-//! [`XClient::go`] runs the call on a task of the connection options' runtime and
-//! returns an [`XCall`] to await.
+//! Every call goes through [`XClient::request`], the same request builder as
+//! [`Client::request`] (the core's [`CallOptions`] and its setters): metadata,
+//! timeout, serialize type, compression, raw payloads, oneway, `go`. `call`, `call_with`,
+//! `go` and `oneshot` are shorthands for it.
+//!
+//! [`XRequestBuilder::go`] runs the call on a task of the connection options' runtime
+//! and returns an [`XCall`] to await.
 
 use crate::runtime::{Runtime, TimerFuture};
 use crate::{Client, ClientOptions, Error};
@@ -30,13 +35,13 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use futures_lite::future;
 use rpcx_core::codec;
-use rpcx_core::conn::CallSpec;
+use rpcx_core::conn::{CallOptions, CallSpec};
 use rpcx_core::govern::{
     AttemptId, BreakerConfig, CallRun, ClientHooks, ConnHandle, Connect, DEFAULT_GATHER_TIMEOUT, DialTicket, Discovery,
     FailMode, FailOptions, GatherMode, GatherRun, Governor, GovernorOptions, RoundRobin, SelectMode, Selector,
     ServerKey, Step,
 };
-use rpcx_core::wire::{AUTH_KEY, Message, Metadata, SerializeType};
+use rpcx_core::wire::{AUTH_KEY, Message, Metadata};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::future::Future;
@@ -195,18 +200,51 @@ impl<Rt: Runtime> XClient<Rt> {
         }))
     }
 
-    /// Call `method` with the fail mode, decoding the reply.
+    /// A call of `method` through the fail mode, to configure before it is made: the
+    /// same builder as [`Client::request`] (metadata, timeout, serialize type,
+    /// compression), finished by [`call`](XRequestBuilder::call),
+    /// [`call_with_metadata`](XRequestBuilder::call_with_metadata),
+    /// [`call_raw`](XRequestBuilder::call_raw), [`oneway`](XRequestBuilder::oneway),
+    /// [`oneway_raw`](XRequestBuilder::oneway_raw), [`go`](XRequestBuilder::go) or
+    /// [`go_raw`](XRequestBuilder::go_raw). Defaults come from the connection options
+    /// ([`ClientOptions::serialize_type`], [`ClientOptions::compress`],
+    /// [`ClientOptions::call_timeout`]).
+    ///
+    /// ```no_run
+    /// # async fn f<R: rpcx_async::Runtime>(xc: rpcx_async::XClient<R>) -> Result<(), rpcx_async::Error> {
+    /// use rpcx_core::wire::SerializeType;
+    /// use std::time::Duration;
+    /// let reply = xc
+    ///     .request("Echo")
+    ///     .metadata("trace", "42")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .serialize_type(SerializeType::NONE)
+    ///     .call_raw(&b"raw bytes"[..])
+    ///     .await?;
+    /// assert_eq!(reply.payload.as_ref(), b"raw bytes");
+    /// # Ok(()) }
+    /// ```
+    pub fn request(&self, method: &str) -> XRequestBuilder<'_, Rt> {
+        let o = &self.0.client_opts;
+        XRequestBuilder {
+            xc: self,
+            opts: CallOptions::new(&self.0.service_path, method, o.serialize_type, o.compress, o.call_timeout),
+        }
+    }
+
+    /// Call `method` with the fail mode, decoding the reply
+    /// (`self.request(method).call(args)`).
     pub async fn call<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
         &self,
         method: &str,
         args: &A,
     ) -> Result<R, Error> {
-        self.call_with(method, args, Metadata::new(), None).await.map(|(r, _)| r)
+        self.request(method).call(args).await
     }
 
     /// Call with request metadata and an optional timeout (sent as `__ServerTimeout`;
     /// default [`ClientOptions::call_timeout`]); returns the reply and the response
-    /// metadata.
+    /// metadata. A shorthand for [`request`](Self::request).
     pub async fn call_with<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
         &self,
         method: &str,
@@ -214,58 +252,26 @@ impl<Rt: Runtime> XClient<Rt> {
         metadata: Metadata,
         timeout: Option<Duration>,
     ) -> Result<(R, Metadata), Error> {
-        let st = self.0.client_opts.serialize_type;
-        let payload = Bytes::from(codec::to_payload(st, args)?);
-        self.run_call(method, st, payload, metadata, timeout, false, decode::<R>).await
+        let mut b = self.request(method).with_metadata(metadata);
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        b.call_with_metadata(args).await
     }
 
-    /// Start a call in the background (Go's `XClient.Go`; the fail mode applies here
-    /// too) on the connection options' runtime, and await the returned [`XCall`]
-    /// later. The arguments are serialized before this returns. Dropping the `XCall`
-    /// cancels the call; [`XCall::detach`] lets it run to its end unobserved.
+    /// Start a call in the background (Go's `XClient.Go`; see [`XRequestBuilder::go`]).
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(
         &self,
         method: &str,
         args: &A,
     ) -> Result<XCall<R>, Error> {
-        let st = self.0.client_opts.serialize_type;
-        let payload = Bytes::from(codec::to_payload(st, args)?);
-        let this = self.clone();
-        let method = method.to_owned();
-        let (mut tx, rx) = oneshot::channel();
-        let detached = Arc::new(AtomicBool::new(false));
-        let keep_going = detached.clone();
-        self.0.client_opts.runtime.spawn(Box::pin(async move {
-            let call = async {
-                let r = this.run_call(&method, st, payload, Metadata::new(), None, false, decode::<R>).await;
-                r.map(|(r, _)| r)
-            };
-            let mut call = std::pin::pin!(call);
-            // Run until the call ends, or until the handle is dropped (not detached):
-            // then dropping `call` cancels whatever it has in flight.
-            let res = future::poll_fn(|cx| {
-                if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                    return Poll::Ready(Some(r));
-                }
-                if !keep_going.load(Ordering::SeqCst) && tx.poll_canceled(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await;
-            if let Some(r) = res {
-                let _ = tx.send(r);
-            }
-        }));
-        Ok(XCall { rx: Some(rx), ready: None, detached })
+        self.request(method).go(args)
     }
 
     /// Send a oneway request (Go's `Oneshot`) through the fail mode: returns once it is
-    /// written.
+    /// written (`self.request(method).oneway(args)`).
     pub async fn oneshot<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<(), Error> {
-        let st = self.0.client_opts.serialize_type;
-        let payload = Bytes::from(codec::to_payload(st, args)?);
-        self.run_call(method, st, payload, Metadata::new(), None, true, |_| Ok(())).await
+        self.request(method).oneway(args).await
     }
 
     /// Send every server the call; succeed only if all succeed (returning one reply).
@@ -301,10 +307,12 @@ impl<Rt: Runtime> XClient<Rt> {
         Ok(receipts.into_iter().map(|r| Receipt { server: r.server, result: r.result.map(|(r, _)| r) }).collect())
     }
 
-    /// Close every cached connection gracefully (their in-flight calls finish first).
-    /// A later call dials again.
+    /// Close every cached connection gracefully (their in-flight calls finish first);
+    /// resolves when all have ended (they close at the same time). A later call dials
+    /// again.
     pub async fn close(&self) {
         let conns = self.gov().take_connections();
+        conns.iter().for_each(Client::start_close);
         for c in conns {
             c.close().await;
         }
@@ -337,45 +345,28 @@ impl<Rt: Runtime> XClient<Rt> {
         out
     }
 
-    fn spec(
-        &self,
-        method: &str,
-        st: SerializeType,
-        payload: Bytes,
-        mut md: Metadata,
-        deadline: Option<Instant>,
-        oneway: bool,
-    ) -> CallSpec {
+    /// Start the governor's run of one call (the `pre_call` hooks run here) and make
+    /// the request every attempt sends: the run's deadline, the auth token.
+    fn begin<T>(&self, opts: CallOptions, payload: Bytes, oneway: bool) -> Result<(CallRun<T>, CallSpec), Error> {
+        let now = Instant::now();
+        // The builder made the method from a `&str`.
+        let method = std::str::from_utf8(&opts.service_method).unwrap_or_default();
+        let run: CallRun<T> = self.with_gov(|g| g.call(now, method, opts.timeout))?;
+        let mut spec = opts.into_spec(now, payload, oneway);
+        spec.deadline = run.deadline();
         if let Some(token) = &self.0.auth {
-            md.insert(AUTH_KEY, Bytes::copy_from_slice(token.as_bytes()));
+            spec.metadata.insert(AUTH_KEY, Bytes::copy_from_slice(token.as_bytes()));
         }
-        CallSpec {
-            service_path: Bytes::copy_from_slice(self.0.service_path.as_bytes()),
-            service_method: Bytes::copy_from_slice(method.as_bytes()),
-            metadata: md,
-            payload,
-            serialize_type: st,
-            compress: self.0.client_opts.compress,
-            oneway,
-            deadline,
-        }
+        Ok((run, spec))
     }
 
-    /// One call through the fail mode: the governor's run, its attempts raced here.
-    #[allow(clippy::too_many_arguments)]
-    async fn run_call<T: Send>(
+    /// Drive one call's run to its end: its attempts raced here, each reported.
+    async fn drive<T: Send>(
         &self,
-        method: &str,
-        st: SerializeType,
-        payload: Bytes,
-        md: Metadata,
-        timeout: Option<Duration>,
-        oneway: bool,
+        mut run: CallRun<T>,
+        spec: CallSpec,
         decode: fn(Option<Message>) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let timeout = timeout.or(self.0.client_opts.call_timeout);
-        let mut run: CallRun<T> = self.with_gov(|g| g.call(Instant::now(), method, timeout))?;
-        let spec = self.spec(method, st, payload, md, run.deadline(), oneway);
         let mut racing = Racing::new(&self.0.client_opts.runtime);
         loop {
             match self.with_gov(|g| run.poll(g, Instant::now())) {
@@ -402,7 +393,12 @@ impl<Rt: Runtime> XClient<Rt> {
         let st = self.0.client_opts.serialize_type;
         let payload = Bytes::from(codec::to_payload(st, args)?);
         let mut run = self.with_gov(|g| g.gather(Instant::now(), mode))?;
-        let spec = self.spec(method, st, payload, Metadata::new(), Some(run.deadline()), false);
+        let mut opts = CallOptions::new(&self.0.service_path, method, st, self.0.client_opts.compress, None);
+        if let Some(token) = &self.0.auth {
+            opts.metadata.insert(AUTH_KEY, Bytes::copy_from_slice(token.as_bytes()));
+        }
+        let mut spec = opts.into_spec(Instant::now(), payload, false);
+        spec.deadline = Some(run.deadline());
         let mut racing = Racing::new(&self.0.client_opts.runtime);
         loop {
             match self.with_gov(|g| run.poll(g, Instant::now())) {
@@ -484,6 +480,135 @@ impl<Rt: Runtime> Drop for AbandonDial<'_, Rt> {
 fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     let msg = msg.ok_or(Error::Shutdown)?;
     Ok(codec::decode_reply(msg)?)
+}
+
+fn decode_value<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
+    decode(msg).map(|(r, _)| r)
+}
+
+/// A raw call's reply, as it came.
+fn raw(msg: Option<Message>) -> Result<Message, Error> {
+    msg.ok_or(Error::Shutdown)
+}
+
+/// A oneway call has no reply.
+fn sent(_: Option<Message>) -> Result<(), Error> {
+    Ok(())
+}
+
+/// A call through an [`XClient`] being configured ([`XClient::request`]): the same
+/// setters as [`Client::request`]'s builder (`metadata`, `with_metadata`, `timeout`,
+/// `serialize_type`, `compress`), then one finisher. Every finisher goes through the
+/// fail mode; the timeout bounds the whole call (every attempt and retry) and reaches
+/// each server as `__ServerTimeout`. Raw payloads are sent as given (their serialize
+/// type is the builder's), never re-serialized.
+#[must_use]
+pub struct XRequestBuilder<'a, Rt: Runtime> {
+    xc: &'a XClient<Rt>,
+    opts: CallOptions,
+}
+
+impl<Rt: Runtime> std::fmt::Debug for XRequestBuilder<'_, Rt> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XRequestBuilder").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
+    rpcx_core::call_options_setters!();
+
+    fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Bytes, Error> {
+        Ok(Bytes::from(codec::to_payload(self.opts.serialize_type, args)?))
+    }
+
+    async fn run<T: Send>(
+        self,
+        payload: Bytes,
+        oneway: bool,
+        decode: fn(Option<Message>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (run, spec) = self.xc.begin(self.opts, payload, oneway)?;
+        self.xc.drive(run, spec, decode).await
+    }
+
+    /// Call and decode the reply.
+    pub async fn call<A: Serialize + ?Sized, R: DeserializeOwned + Send>(self, args: &A) -> Result<R, Error> {
+        Ok(self.call_with_metadata(args).await?.0)
+    }
+
+    /// Call and return the reply with the response metadata.
+    pub async fn call_with_metadata<A: Serialize + ?Sized, R: DeserializeOwned + Send>(
+        self,
+        args: &A,
+    ) -> Result<(R, Metadata), Error> {
+        let payload = self.encode(args)?;
+        self.run(payload, false, decode::<R>).await
+    }
+
+    /// Call with an already-serialized payload and return the raw response.
+    pub async fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
+        self.run(payload.into(), false, raw).await
+    }
+
+    /// Send as a oneway request (Go's `Oneshot`): returns once it is written.
+    pub async fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
+        let payload = self.encode(args)?;
+        self.run(payload, true, sent).await
+    }
+
+    /// Send an already-serialized payload as a oneway request.
+    pub async fn oneway_raw(self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.run(payload.into(), true, sent).await
+    }
+
+    /// Start the call in the background (Go's `XClient.Go`) on a task of the connection
+    /// options' runtime, and await the returned [`XCall`] later. The arguments are
+    /// serialized and the `pre_call` hooks run before this returns (a refusal is this
+    /// `Err`), the timeout counts from here. Dropping the `XCall` cancels the call;
+    /// [`XCall::detach`] lets it run to its end unobserved.
+    pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(self, args: &A) -> Result<XCall<R>, Error> {
+        let payload = self.encode(args)?;
+        self.spawn(payload, decode_value::<R>)
+    }
+
+    /// [`go`](Self::go) with an already-serialized payload; the `XCall` gives the raw
+    /// response.
+    pub fn go_raw(self, payload: impl Into<Bytes>) -> Result<XCall<Message>, Error> {
+        self.spawn(payload.into(), raw)
+    }
+
+    fn spawn<T: Send + 'static>(
+        self,
+        payload: Bytes,
+        decode: fn(Option<Message>) -> Result<T, Error>,
+    ) -> Result<XCall<T>, Error> {
+        let this = self.xc.clone();
+        let (run, spec) = this.begin(self.opts, payload, false)?;
+        let (mut tx, rx) = oneshot::channel();
+        let detached = Arc::new(AtomicBool::new(false));
+        let keep_going = detached.clone();
+        let runtime = this.0.client_opts.runtime.clone();
+        runtime.spawn(Box::pin(async move {
+            let call = this.drive(run, spec, decode);
+            let mut call = std::pin::pin!(call);
+            // Run until the call ends, or until the handle is dropped (not detached):
+            // then dropping `call` cancels whatever it has in flight.
+            let res = future::poll_fn(|cx| {
+                if let Poll::Ready(r) = call.as_mut().poll(cx) {
+                    return Poll::Ready(Some(r));
+                }
+                if !keep_going.load(Ordering::SeqCst) && tx.poll_canceled(cx).is_ready() {
+                    return Poll::Ready(None);
+                }
+                Poll::Pending
+            })
+            .await;
+            if let Some(r) = res {
+                let _ = tx.send(r);
+            }
+        }));
+        Ok(XCall { rx: Some(rx), ready: None, detached })
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -117,7 +117,7 @@ pub use client::{Client, ClientOptions, PendingCall, PushReceiver, RequestBuilde
 pub use error::Error;
 pub use executor::block_on;
 pub use server::{Server, ServerHandle, ServerOptions};
-pub use xclient::{Receipt, XCall, XClient, XClientOptions};
+pub use xclient::{Receipt, XCall, XClient, XClientOptions, XRequestBuilder};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

@@ -10,7 +10,12 @@
 //! black-holed server never holds up the plan (Failbackup's copy still leaves on time,
 //! and the caller's deadline still ends the call).
 //!
-//! [`XClient::go`] starts the call on the calling thread and returns an [`XCall`]
+//! Every call goes through [`XClient::request`], the same request builder as
+//! [`Client::request`] (the core's [`CallOptions`] and its setters): metadata,
+//! timeout, serialize type, compression, raw payloads, oneway, `go`. `call`, `call_with`,
+//! `go` and `oneshot` are shorthands for it.
+//!
+//! [`XRequestBuilder::go`] starts the call on the calling thread and returns an [`XCall`]
 //! without a thread of its own: its first attempt is in flight when `go` returns, and
 //! its connection completes it. Like a future, the rest of the plan (a Failover retry,
 //! Failbackup's copy) runs on the thread that waits on the `XCall` (or checks
@@ -23,7 +28,7 @@ use crate::{Client, ClientOptions, Error};
 use bytes::Bytes;
 use drive::{Attempts, Fan, Request};
 use rpcx_core::codec;
-use rpcx_core::conn::CallError;
+use rpcx_core::conn::{CallError, CallOptions};
 use rpcx_core::govern::{
     BreakerConfig, CallRun, ClientHooks, ConnHandle, DEFAULT_GATHER_TIMEOUT, Discovery, FailMode, FailOptions,
     GatherMode, Governor, GovernorOptions, RoundRobin, SelectMode, Selector, ServerKey,
@@ -178,14 +183,46 @@ impl XClient {
         }))
     }
 
-    /// Call `method` with the fail mode, decoding the reply. Blocks until it ends.
+    /// A call of `method` through the fail mode, to configure before it is made: the
+    /// same builder as [`Client::request`] (metadata, timeout, serialize type,
+    /// compression), finished by [`call`](XRequestBuilder::call),
+    /// [`call_with_metadata`](XRequestBuilder::call_with_metadata),
+    /// [`call_raw`](XRequestBuilder::call_raw), [`oneway`](XRequestBuilder::oneway),
+    /// [`oneway_raw`](XRequestBuilder::oneway_raw), [`go`](XRequestBuilder::go) or
+    /// [`go_raw`](XRequestBuilder::go_raw). Defaults come from the connection options
+    /// ([`ClientOptions::serialize_type`], [`ClientOptions::compress`],
+    /// [`ClientOptions::call_timeout`]).
+    ///
+    /// ```no_run
+    /// # fn f(xc: rpcx_std::XClient) -> Result<(), rpcx_std::Error> {
+    /// use rpcx_std::SerializeType;
+    /// use std::time::Duration;
+    /// let reply = xc
+    ///     .request("Echo")
+    ///     .metadata("trace", "42")
+    ///     .timeout(Duration::from_secs(2))
+    ///     .serialize_type(SerializeType::NONE)
+    ///     .call_raw(&b"raw bytes"[..])?;
+    /// assert_eq!(reply.payload.as_ref(), b"raw bytes");
+    /// # Ok(()) }
+    /// ```
+    pub fn request(&self, method: &str) -> XRequestBuilder<'_> {
+        let o = &self.0.client_opts;
+        XRequestBuilder {
+            xc: self,
+            opts: CallOptions::new(&self.0.service_path, method, o.serialize_type, o.compress, o.call_timeout),
+        }
+    }
+
+    /// Call `method` with the fail mode, decoding the reply. Blocks until it ends
+    /// (`self.request(method).call(args)`).
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
-        self.call_with(method, args, Metadata::new(), None).map(|(r, _)| r)
+        self.request(method).call(args)
     }
 
     /// Call with request metadata and an optional timeout (sent as `__ServerTimeout`;
     /// default [`ClientOptions::call_timeout`]); returns the reply and the response
-    /// metadata.
+    /// metadata. A shorthand for [`request`](Self::request).
     pub fn call_with<A: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         method: &str,
@@ -193,31 +230,26 @@ impl XClient {
         metadata: Metadata,
         timeout: Option<Duration>,
     ) -> Result<(R, Metadata), Error> {
-        let mut call = self.start(method, args, metadata, timeout, false, decode::<R>)?;
-        call.attempts.drive(&mut call.run, true, None);
-        call.run.take_result().unwrap_or(Err(Error::Shutdown))
+        let mut b = self.request(method).with_metadata(metadata);
+        if let Some(t) = timeout {
+            b = b.timeout(t);
+        }
+        b.call_with_metadata(args)
     }
 
-    /// Start a call (Go's `XClient.Go`; the fail mode applies here too) and wait on the
-    /// returned [`XCall`] later. The arguments are serialized and the first attempt is
-    /// started before this returns. Dropping the `XCall` cancels the call;
-    /// [`XCall::detach`] lets it run to its end unobserved.
+    /// Start a call (Go's `XClient.Go`; see [`XRequestBuilder::go`]).
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(
         &self,
         method: &str,
         args: &A,
     ) -> Result<XCall<R>, Error> {
-        let mut call = self.start(method, args, Metadata::new(), None, false, decode::<R>)?;
-        call.attempts.drive(&mut call.run, false, None);
-        Ok(XCall { call: Mutex::new(call) })
+        self.request(method).go(args)
     }
 
     /// Send a oneway request (Go's `Oneshot`) through the fail mode: returns once it is
-    /// written.
+    /// written (`self.request(method).oneway(args)`).
     pub fn oneshot<A: Serialize + ?Sized>(&self, method: &str, args: &A) -> Result<(), Error> {
-        let mut call = self.start(method, args, Metadata::new(), None, true, |_| Ok(()))?;
-        call.attempts.drive(&mut call.run, true, None);
-        call.run.take_result().unwrap_or(Err(Error::Shutdown))
+        self.request(method).oneway(args)
     }
 
     /// Send every server the call; succeed only if all succeed (returning one reply).
@@ -281,43 +313,35 @@ impl XClient {
         out
     }
 
-    fn request<A: Serialize + ?Sized>(
-        &self,
-        method: &str,
-        args: &A,
-        mut metadata: Metadata,
-        deadline: Option<Instant>,
-        oneway: bool,
-    ) -> Result<Request, Error> {
-        let st = self.0.client_opts.serialize_type;
-        let payload = Bytes::from(codec::to_payload(st, args)?);
+    /// The request every attempt sends, with the auth token.
+    fn request_of(&self, opts: CallOptions, payload: Bytes, deadline: Option<Instant>, oneway: bool) -> Request {
+        let mut metadata = opts.metadata;
         if let Some(token) = &self.0.auth {
             metadata.insert(AUTH_KEY, Bytes::copy_from_slice(token.as_bytes()));
         }
-        Ok(Request {
-            method: method.to_owned(),
+        Request {
+            // The builder made the method from a `&str`.
+            method: std::str::from_utf8(&opts.service_method).unwrap_or_default().to_owned(),
             metadata,
             payload,
-            serialize_type: st,
-            compress: self.0.client_opts.compress,
+            serialize_type: opts.serialize_type,
+            compress: opts.compress,
             oneway,
             deadline,
-        })
+        }
     }
 
-    /// A call's run and attempts, nothing started yet.
-    fn start<A: Serialize + ?Sized, T>(
+    /// A call's run (the `pre_call` hooks run here) and attempts, nothing started yet.
+    fn start<T>(
         &self,
-        method: &str,
-        args: &A,
-        metadata: Metadata,
-        timeout: Option<Duration>,
+        opts: CallOptions,
+        payload: Bytes,
         oneway: bool,
         decode: fn(Option<Message>) -> Result<T, Error>,
     ) -> Result<Pending<T>, Error> {
-        let timeout = timeout.or(self.0.client_opts.call_timeout);
-        let run: CallRun<T> = self.with_gov(|g| g.call(Instant::now(), method, timeout))?;
-        let req = self.request(method, args, metadata, run.deadline(), oneway)?;
+        let method = std::str::from_utf8(&opts.service_method).unwrap_or_default();
+        let run: CallRun<T> = self.with_gov(|g| g.call(Instant::now(), method, opts.timeout))?;
+        let req = self.request_of(opts, payload, run.deadline(), oneway);
         Ok(Pending { run, attempts: Attempts::new(self.clone(), req, decode) })
     }
 
@@ -327,8 +351,11 @@ impl XClient {
         method: &str,
         args: &A,
     ) -> Result<rpcx_core::govern::GatherRun<(R, Metadata)>, Error> {
+        let o = &self.0.client_opts;
+        let payload = Bytes::from(codec::to_payload(o.serialize_type, args)?);
         let run = self.with_gov(|g| g.gather(Instant::now(), mode))?;
-        let req = self.request(method, args, Metadata::new(), Some(run.deadline()), false)?;
+        let opts = CallOptions::new(&self.0.service_path, method, o.serialize_type, o.compress, None);
+        let req = self.request_of(opts, payload, Some(run.deadline()), false);
         let mut fan = Fan(run, mode != GatherMode::Fork);
         Attempts::new(self.clone(), req, decode::<R>).drive(&mut fan, true, None);
         Ok(fan.0)
@@ -338,6 +365,108 @@ impl XClient {
 fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     let msg = msg.ok_or(Error::Shutdown)?;
     Ok(codec::decode_reply(msg)?)
+}
+
+fn decode_value<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
+    decode(msg).map(|(r, _)| r)
+}
+
+/// A raw call's reply, as it came.
+fn raw(msg: Option<Message>) -> Result<Message, Error> {
+    msg.ok_or(Error::Shutdown)
+}
+
+/// A oneway call has no reply.
+fn sent(_: Option<Message>) -> Result<(), Error> {
+    Ok(())
+}
+
+/// A call through an [`XClient`] being configured ([`XClient::request`]): the same
+/// setters as [`Client::request`]'s builder (`metadata`, `with_metadata`, `timeout`,
+/// `serialize_type`, `compress`), then one finisher. Every finisher goes through the
+/// fail mode; the timeout bounds the whole call (every attempt and retry) and reaches
+/// each server as `__ServerTimeout`. Raw payloads are sent as given (their serialize
+/// type is the builder's), never re-serialized.
+#[must_use]
+pub struct XRequestBuilder<'a> {
+    xc: &'a XClient,
+    opts: CallOptions,
+}
+
+impl std::fmt::Debug for XRequestBuilder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XRequestBuilder").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl XRequestBuilder<'_> {
+    rpcx_core::call_options_setters!();
+
+    fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Bytes, Error> {
+        Ok(Bytes::from(codec::to_payload(self.opts.serialize_type, args)?))
+    }
+
+    fn run<T>(self, payload: Bytes, oneway: bool, decode: fn(Option<Message>) -> Result<T, Error>) -> Result<T, Error> {
+        let mut call = self.xc.start(self.opts, payload, oneway, decode)?;
+        call.attempts.drive(&mut call.run, true, None);
+        call.run.take_result().unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Call and decode the reply. Blocks until the call ends.
+    pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<R, Error> {
+        Ok(self.call_with_metadata(args)?.0)
+    }
+
+    /// Call and return the reply with the response metadata.
+    pub fn call_with_metadata<A: Serialize + ?Sized, R: DeserializeOwned>(
+        self,
+        args: &A,
+    ) -> Result<(R, Metadata), Error> {
+        let payload = self.encode(args)?;
+        self.run(payload, false, decode::<R>)
+    }
+
+    /// Call with an already-serialized payload and return the raw response.
+    pub fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
+        self.run(payload.into(), false, raw)
+    }
+
+    /// Send as a oneway request (Go's `Oneshot`): returns once it is written.
+    pub fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
+        let payload = self.encode(args)?;
+        self.run(payload, true, sent)
+    }
+
+    /// Send an already-serialized payload as a oneway request.
+    pub fn oneway_raw(self, payload: impl Into<Bytes>) -> Result<(), Error> {
+        self.run(payload.into(), true, sent)
+    }
+
+    /// Start the call (Go's `XClient.Go`) and wait on the returned [`XCall`] later. The
+    /// arguments are serialized, the `pre_call` hooks run (a refusal is this `Err`) and
+    /// the first attempt is started before this returns; the timeout counts from here.
+    /// Dropping the `XCall` cancels the call; [`XCall::detach`] lets it run to its end
+    /// unobserved.
+    pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(self, args: &A) -> Result<XCall<R>, Error> {
+        let payload = self.encode(args)?;
+        self.start(payload, decode_value::<R>)
+    }
+
+    /// [`go`](Self::go) with an already-serialized payload; the `XCall` gives the raw
+    /// response.
+    pub fn go_raw(self, payload: impl Into<Bytes>) -> Result<XCall<Message>, Error> {
+        self.start(payload.into(), raw)
+    }
+
+    fn start<T: Send + 'static>(
+        self,
+        payload: Bytes,
+        decode: fn(Option<Message>) -> Result<T, Error>,
+    ) -> Result<XCall<T>, Error> {
+        let mut call = self.xc.start(self.opts, payload, false, decode)?;
+        call.attempts.drive(&mut call.run, false, None);
+        Ok(XCall { call: Mutex::new(call) })
+    }
 }
 
 /// A call in progress: its run and its attempts.
@@ -362,18 +491,18 @@ impl<T> Pending<T> {
 /// [detached](Self::detach).
 #[must_use = "dropping an XCall cancels the call; wait on it or detach it"]
 pub struct XCall<R> {
-    call: Mutex<Pending<(R, Metadata)>>,
+    call: Mutex<Pending<R>>,
 }
 
 impl<R: Send + 'static> XCall<R> {
-    fn lock(&self) -> MutexGuard<'_, Pending<(R, Metadata)>> {
+    fn lock(&self) -> MutexGuard<'_, Pending<R>> {
         self.call.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Block until the call ends.
     pub fn wait(self) -> Result<R, Error> {
         let mut call = self.call.into_inner().unwrap_or_else(|p| p.into_inner());
-        call.drive(true, None).unwrap_or(Err(Error::Shutdown)).map(|(r, _)| r)
+        call.drive(true, None).unwrap_or(Err(Error::Shutdown))
     }
 
     /// Block at most `timeout`; then give up with [`CallError::TimedOut`], cancelling
@@ -382,7 +511,7 @@ impl<R: Send + 'static> XCall<R> {
         let limit = Instant::now().checked_add(timeout);
         let mut call = self.call.into_inner().unwrap_or_else(|p| p.into_inner());
         match call.drive(true, limit) {
-            Some(r) => r.map(|(r, _)| r),
+            Some(r) => r,
             None => Err(Error::Call(CallError::TimedOut)),
         }
     }

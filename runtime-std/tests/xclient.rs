@@ -640,3 +640,40 @@ fn concurrent_first_calls_share_a_failed_dial() {
         assert_eq!(hooks.create_failed.load(Ordering::SeqCst), 2);
     });
 }
+
+/// The typed finishers of `XClient::request`: a serialize type of the builder's own
+/// (the reply comes back in it), a timeout shorter than the handler, `go` through the
+/// builder, typed `oneway`, `go_raw` with an already-serialized payload, and a
+/// `pre_call` refusal returned by `go` itself.
+#[test]
+fn request_builder_typed_finishers() {
+    bounded(|| {
+        let seen: Arc<Seen> = Arc::default();
+        let a = serve_seen(1, "tcp@127.0.0.1:0", seen.clone());
+        let d = MultiDiscovery::new([Instance::new(a.address(), "")]);
+        let hooks = Arc::new(CountingHooks::default());
+        let xc = XClient::new("Arith", Arc::new(d), XClientOptions { hooks: vec![hooks], ..Default::default() });
+        let st = rpcx_std::SerializeType::JSON;
+        let (r, md): (Reply, Metadata) =
+            xc.request("Who").serialize_type(st).metadata("k", "v").call_with_metadata(&Args { A: 6, B: 7 }).unwrap();
+        assert_eq!((r.C, md.get_str("server").unwrap()), (1, Some("1")));
+        let err = xc.request("Slow").timeout(Duration::from_millis(50)).call::<_, Reply>(&Args { A: 500, B: 0 });
+        assert!(err.unwrap_err().is_timeout());
+        let call = xc.request("Mul").timeout(Duration::from_secs(2)).go::<_, Reply>(&Args { A: 3, B: 3 }).unwrap();
+        assert_eq!(call.wait().unwrap().C, 9);
+        xc.request("Note").oneway(&Args { A: 1, B: 1 }).unwrap();
+        let payload = rpcx_std::core::codec::to_payload(st, &Args { A: 2, B: 5 }).unwrap();
+        let msg = xc.request("Mul").serialize_type(st).go_raw(payload).unwrap().wait().unwrap();
+        assert_eq!(msg.header.serialize_type(), st);
+        assert_eq!(rpcx_std::core::codec::from_payload::<Reply>(st, &msg.payload).unwrap().C, 10);
+        let refused = xc.request("Forbidden").go::<_, Reply>(&Args { A: 0, B: 0 });
+        assert!(matches!(refused, Err(Error::Hook(_))), "{refused:?}");
+        let t0 = Instant::now();
+        while seen.oneway.load(Ordering::SeqCst) < 1 {
+            assert!(t0.elapsed() < Duration::from_secs(5), "the oneway request arrives");
+            thread::sleep(Duration::from_millis(5));
+        }
+        xc.close();
+        a.close();
+    });
+}

@@ -71,10 +71,12 @@ pub mod xclient {
     pub type XClient = rpcx_async::XClient<super::Tokio>;
     /// XClient options (see [`rpcx_async::XClientOptions`]).
     pub type XClientOptions = rpcx_async::XClientOptions<super::Tokio>;
+    /// A call through an XClient being configured (see [`rpcx_async::XRequestBuilder`]).
+    pub type XRequestBuilder<'a> = rpcx_async::XRequestBuilder<'a, super::Tokio>;
 }
 
 pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
-pub use xclient::{Receipt, XCall, XClient, XClientOptions};
+pub use xclient::{Receipt, XCall, XClient, XClientOptions, XRequestBuilder};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

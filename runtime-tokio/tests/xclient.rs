@@ -293,3 +293,41 @@ async fn weighted_latency_selector_serves_calls_with_measured_connect_times() {
     })
     .await;
 }
+
+/// The typed finishers of `XClient::request`: a serialize type of the builder's own
+/// (the reply comes back in it), a timeout shorter than the handler, `go` through the
+/// builder, typed `oneway`, and `go_raw` with an already-serialized payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_builder_typed_finishers() {
+    bounded(async {
+        let a = serve(1, "tcp@127.0.0.1:0").await;
+        let d = MultiDiscovery::new([Instance::new(a.address(), "")]);
+        let xc = XClient::new("Arith", Arc::new(d), XClientOptions::default());
+        let st = rpcx_core::wire::SerializeType::JSON;
+        let (r, _md): (Reply, _) = xc
+            .request("Mul")
+            .serialize_type(st)
+            .metadata("k", "v")
+            .call_with_metadata(&Args { A: 6, B: 7 })
+            .await
+            .unwrap();
+        assert_eq!(r.C, 42);
+        let err = xc
+            .request("Slow")
+            .timeout(Duration::from_millis(50))
+            .call::<_, Reply>(&Args { A: 2000, B: 0 })
+            .await
+            .unwrap_err();
+        assert!(err.is_timeout(), "{err:?}");
+        let call = xc.request("Mul").timeout(Duration::from_secs(2)).go::<_, Reply>(&Args { A: 3, B: 3 }).unwrap();
+        assert_eq!(call.await.unwrap().C, 9);
+        xc.request("Mul").oneway(&Args { A: 1, B: 1 }).await.unwrap();
+        let payload = rpcx_core::codec::to_payload(st, &Args { A: 2, B: 5 }).unwrap();
+        let msg = xc.request("Mul").serialize_type(st).go_raw(payload).unwrap().await.unwrap();
+        assert_eq!(msg.header.serialize_type(), st);
+        assert_eq!(rpcx_core::codec::from_payload::<Reply>(st, &msg.payload).unwrap().C, 10);
+        xc.close().await;
+        a.close().await;
+    })
+    .await;
+}

@@ -1,0 +1,311 @@
+//! XClient scenarios: each takes a server runtime and an XClient runtime, and pins a
+//! behaviour that used to differ between runtimes and is now decided by the core's
+//! `Governor` (see ARCHITECTURE.md, "XClient"). Run for all nine pairs by
+//! `tests/xclient.rs`.
+//!
+//! Not here: "a winning attempt without a stored result returns an error, never
+//! panics". The governor's `CallRun` keeps every attempt's result itself and the
+//! runtimes only report results into it, so no runtime and no server can make a
+//! winner without a result from outside; the guard (`CallRun::finish` falls back to an
+//! error) is covered by the core's simulated tests in `core/tests/govern_governor.rs`.
+
+use crate::services::{Args, Reply};
+use crate::xclient::{Gate, XClientRt, XFail, XOpts, XReq, router};
+use crate::{ServeOpts, ServerCtl, ServerRt, pattern};
+use rpcx_core::codec;
+use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, ServerKey};
+use rpcx_core::wire::{CompressType, Message, SerializeType};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn serve(s: &dyn ServerRt, id: i64, gate: &Arc<Gate>) -> Box<dyn ServerCtl> {
+    s.serve(router(id, gate.clone()), ServeOpts::default())
+}
+
+fn reply(m: &Message) -> Reply {
+    codec::from_payload(m.header.serialize_type(), &m.payload).expect("decode reply")
+}
+
+fn who(m: Result<Message, XFail>) -> i64 {
+    reply(&m.expect("X.Who")).c
+}
+
+fn args() -> Args {
+    Args { a: 1, b: 2 }
+}
+
+/// A loopback address nobody listens on (connecting is refused at once).
+fn dead_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("tcp@{}", l.local_addr().expect("addr"))
+}
+
+/// A listener whose accept queue is full: connecting to it hangs (the SYN is dropped)
+/// until the dialer's connect timeout. Keep the returned values alive.
+fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let mut held = Vec::new();
+    while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+        held.push(s);
+        assert!(held.len() < 10_000, "the accept queue never filled");
+    }
+    (l, held, format!("tcp@{addr}"))
+}
+
+/// Run `f` on a thread; its result, or a panic if it takes longer than `limit`.
+fn within<T: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit).unwrap_or_else(|_| panic!("{what}: no result within {limit:?}"))
+}
+
+/// Wait (bounded) until `counter` reaches `n`.
+fn until(counter: &AtomicUsize, n: usize, what: &str) {
+    let t0 = Instant::now();
+    while counter.load(Ordering::SeqCst) < n {
+        assert!(t0.elapsed() < Duration::from_secs(5), "{what}: {} of {n}", counter.load(Ordering::SeqCst));
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[derive(Default)]
+struct DialHooks {
+    created: AtomicUsize,
+    failed: AtomicUsize,
+}
+
+/// Refuses every call of `X.Forbidden`.
+struct Refuse;
+
+impl ClientHooks for Refuse {
+    fn pre_call(&self, _service_path: &str, method: &str) -> Result<(), String> {
+        if method == "Forbidden" { Err("forbidden by hook".into()) } else { Ok(()) }
+    }
+}
+
+impl ClientHooks for DialHooks {
+    fn conn_created(&self, _server: &ServerKey) {
+        self.created.fetch_add(1, Ordering::SeqCst);
+    }
+    fn conn_create_failed(&self, _server: &ServerKey, _error: &str) {
+        self.failed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The request builder's options reach the server the same way on every runtime:
+/// metadata both ways, the timeout as `__ServerTimeout`, the serialize type, a raw
+/// payload unchanged, gzip over 1024 bytes, oneway, `go`; a `pre_call` hook's refusal
+/// is `go`'s own error (the hooks run before `go` returns, on every runtime).
+pub fn request_builder_options_reach_the_server(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let server = serve(s, 1, &gate);
+    let xc = x.xclient(&[server.address()], XOpts { hooks: vec![Arc::new(Refuse)], ..Default::default() });
+
+    let m = xc.call(XReq::args("Meta", &args()).metadata("k1", "v1").metadata("k2", "v2")).expect("Meta");
+    assert_eq!(reply(&m).c, 3);
+    assert_eq!(m.metadata.get_str("k1").unwrap(), Some("v1"));
+    assert_eq!(m.metadata.get_str("k2").unwrap(), Some("v2"));
+
+    let m = xc.call(XReq::args("Deadline", &args()).timeout(Duration::from_secs(3))).expect("Deadline");
+    let ms = reply(&m).c;
+    assert!((2000..=3000).contains(&ms), "the handler saw {ms} ms left");
+    assert_eq!(reply(&xc.call(XReq::args("Deadline", &args())).expect("Deadline")).c, -1, "no timeout set");
+
+    let json = codec::to_payload(SerializeType::JSON, &args()).expect("encode");
+    let m = xc.call(XReq::raw("Meta", SerializeType::JSON, json.into())).expect("Meta in JSON");
+    assert_eq!(m.header.serialize_type(), SerializeType::JSON);
+    assert_eq!(reply(&m).c, 3);
+
+    let raw = bytes::Bytes::from_static(b"\x00\x01not msgpack\xff");
+    let m = xc.call(XReq::raw("Raw", SerializeType::NONE, raw.clone())).expect("Raw");
+    assert_eq!(m.payload, raw, "a raw payload is sent as given");
+
+    for n in [100, 5000] {
+        let m = xc.call(XReq::raw("Raw", SerializeType::NONE, pattern(n)).compress(CompressType::GZIP)).expect("Raw");
+        assert_eq!(m.payload, pattern(n));
+        let want = if n > 1024 { CompressType::GZIP } else { CompressType::NONE };
+        assert_eq!(m.header.compress_type(), want, "response compression for {n} bytes");
+    }
+
+    let m = xc.call(XReq::args("Slow?", &args()).timeout(Duration::from_secs(2))).unwrap_err();
+    assert_eq!(m, XFail::Remote("rpcx: can't find method Slow?".into()));
+
+    for _ in 0..3 {
+        xc.oneway(XReq::args("Note", &args())).expect("oneway");
+    }
+    until(&gate.notes, 3, "oneway requests arrive");
+    let call = xc.go(XReq::args("Who", &args()).timeout(Duration::from_secs(2))).expect("go");
+    assert_eq!(who(call.wait(Duration::from_secs(5))), 1);
+    let refused = xc.go(XReq::args("Forbidden", &args()));
+    assert_eq!(refused.err(), Some(XFail::Hook("forbidden by hook".into())), "go returns the hook's refusal");
+    assert_eq!(xc.call(XReq::args("Forbidden", &args())).unwrap_err(), XFail::Hook("forbidden by hook".into()));
+    xc.close();
+    server.close();
+}
+
+/// `go`'s `XCall`: dropping it cancels the call (the connection's in-flight slot is
+/// freed, and the rest of its plan never runs); `detach` lets it run to its end.
+pub fn dropped_xcall_cancels_and_detached_runs_to_its_end(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let server = serve(s, 1, &gate);
+    let addr = [server.address()];
+
+    // One call in flight per connection: a dropped call that kept its slot would hold
+    // up the next call until that call's timeout.
+    let one = x.xclient(&addr, XOpts { fail_mode: FailMode::Failfast, max_in_flight: Some(1), ..Default::default() });
+    assert_eq!(who(one.call(XReq::args("Who", &args()))), 1); // connected
+    gate.arm();
+    let held = one.go(XReq::args("Hold", &args())).expect("go");
+    until(&gate.started, 1, "the held call reached its handler");
+    drop(held);
+    let t0 = Instant::now();
+    let next = one.call(XReq::args("Who", &args()).timeout(Duration::from_secs(4)));
+    assert_eq!(who(next), 1, "the dropped call's slot was freed (the held handler still runs)");
+    assert!(t0.elapsed() < Duration::from_secs(3), "slot freed after {:?}", t0.elapsed());
+
+    // Failbackup sends a copy after 300 ms without an answer. A dropped call never
+    // sends it; a detached one does, and the copy's handler runs to its end.
+    let backup = FailOptions { backup_latency: Duration::from_millis(300), ..Default::default() };
+    let xc = x.xclient(&addr, XOpts { fail_mode: FailMode::Failbackup, fail: backup, ..Default::default() });
+    assert_eq!(who(xc.call(XReq::args("Who", &args()))), 1); // connected
+    gate.arm();
+    let dropped = xc.go(XReq::args("Hold", &args())).expect("go");
+    until(&gate.started, 2, "the primary reached its handler");
+    drop(dropped);
+    thread::sleep(Duration::from_millis(900));
+    assert_eq!(gate.started.load(Ordering::SeqCst), 2, "a dropped XCall's backup copy was sent");
+
+    let finished = gate.finished.load(Ordering::SeqCst);
+    gate.arm();
+    let detached = xc.go(XReq::args("Hold", &args())).expect("go");
+    until(&gate.started, 3, "the primary reached its handler");
+    detached.detach();
+    until(&gate.finished, finished + 1, "the detached call's backup copy ran to its end");
+    assert_eq!(gate.started.load(Ordering::SeqCst), 4);
+
+    gate.release();
+    one.close();
+    xc.close();
+    server.close();
+}
+
+/// Concurrent first calls to one server share one dial and its outcome: a failed dial
+/// (a server whose accept queue is full, so the dial times out) fails every caller
+/// with the dial's error and is dialed once, then forgotten (the next call dials
+/// again); a good dial is made once and serves every caller.
+pub fn concurrent_first_dials_share_one_dial(s: &dyn ServerRt, x: &dyn XClientRt) {
+    const CALLERS: usize = 8;
+    let first_calls = |xc: Arc<dyn crate::xclient::XClientCtl>| {
+        let barrier = Arc::new(Barrier::new(CALLERS));
+        let threads: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (xc, barrier) = (xc.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    xc.call(XReq::args("Who", &args()))
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("caller")).collect::<Vec<_>>()
+    };
+
+    let (_listener, _held, hole) = black_hole();
+    let hooks = Arc::new(DialHooks::default());
+    let opts = XOpts {
+        fail_mode: FailMode::Failfast,
+        connect_timeout: Some(Duration::from_millis(500)),
+        hooks: vec![hooks.clone()],
+        ..Default::default()
+    };
+    let xc = x.xclient(&[hole], opts);
+    let results = within(Duration::from_secs(10), "first calls to a black hole", move || first_calls(xc.clone()));
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap_err(), &XFail::ConnectTimeout);
+    }
+    assert_eq!(hooks.failed.load(Ordering::SeqCst), 1, "one dial for {CALLERS} concurrent first calls");
+    assert_eq!(hooks.created.load(Ordering::SeqCst), 0);
+
+    let gate = Arc::new(Gate::default());
+    let server = serve(s, 1, &gate);
+    let hooks = Arc::new(DialHooks::default());
+    let xc = x.xclient(&[server.address()], XOpts { hooks: vec![hooks.clone()], ..Default::default() });
+    let x2 = xc.clone();
+    let results = within(Duration::from_secs(10), "first calls to a server", move || first_calls(x2));
+    for r in results {
+        assert_eq!(who(r), 1);
+    }
+    assert_eq!(hooks.created.load(Ordering::SeqCst), 1, "one dial for {CALLERS} concurrent first calls");
+    assert_eq!(hooks.failed.load(Ordering::SeqCst), 0);
+    xc.close();
+    server.close();
+}
+
+/// Sticky records the server of an `Ok` call only: a remote error from the first
+/// candidate does not make it sticky (round robin moves on), a success does.
+pub fn sticky_is_recorded_only_on_ok(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let servers = [serve(s, 1, &gate), serve(s, 2, &gate)];
+    let addrs: Vec<String> = servers.iter().map(|s| s.address()).collect();
+    let xc = x.xclient(&addrs, XOpts { sticky: true, ..Default::default() });
+    let failed_on = match xc.call(XReq::args("Fail", &args())) {
+        Err(XFail::Remote(t)) => t.trim_start_matches("fail on ").parse::<i64>().expect("server id"),
+        other => panic!("X.Fail: {other:?}"),
+    };
+    let next = who(xc.call(XReq::args("Who", &args())));
+    assert_ne!(next, failed_on, "the server that answered an error became sticky");
+    for _ in 0..5 {
+        assert_eq!(who(xc.call(XReq::args("Who", &args()))), next, "the server of the Ok call is sticky");
+    }
+    xc.close();
+    servers.into_iter().for_each(|s| s.close());
+}
+
+/// With every server refusing connections and no timeout, each fail mode ends promptly
+/// with the dial's error (the plan never waits with nothing running and no deadline),
+/// through `call` and through `go`; once discovery lists a live server, calls succeed.
+///
+/// What this pins is the runtimes' side: every failed dial is reported to the run, and
+/// a retry interval with nothing in flight is slept out, never waited on forever
+/// (checked: a runtime that parks an attempt whose dial failed fails it). The core's
+/// own guard (`CallRun::poll` ends a run asked to wait with nothing running and no
+/// deadline) is not reachable from outside, since the fail-mode plan already ends
+/// when nothing is in flight; the core tests cover it.
+pub fn plan_ends_promptly_when_every_server_refuses(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let dead = vec![dead_addr(), dead_addr()];
+    let interval = FailOptions { retry_interval: Duration::from_millis(20), ..Default::default() };
+    let modes = [
+        (FailMode::Failover, FailOptions::default()),
+        (FailMode::Failover, interval),
+        (FailMode::Failtry, interval),
+        (FailMode::Failfast, FailOptions::default()),
+        (FailMode::Failbackup, FailOptions::default()),
+    ];
+    for (mode, fail) in modes {
+        let xc = x.xclient(&dead, XOpts { fail_mode: mode, fail, ..Default::default() });
+        let x2 = xc.clone();
+        let t0 = Instant::now();
+        let r = within(Duration::from_secs(5), &format!("{mode:?} call"), move || x2.call(XReq::args("Who", &args())));
+        assert_eq!(r.unwrap_err(), XFail::Connect, "{mode:?}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "{mode:?} took {:?}", t0.elapsed());
+        let x2 = xc.clone();
+        let r = within(Duration::from_secs(5), &format!("{mode:?} go"), move || {
+            x2.go(XReq::args("Who", &args())).expect("go").wait(Duration::from_secs(4))
+        });
+        assert_eq!(r.unwrap_err(), XFail::Connect, "{mode:?} through go");
+    }
+
+    let gate = Arc::new(Gate::default());
+    let server = serve(s, 7, &gate);
+    let xc = x.xclient(&dead, XOpts::default());
+    assert_eq!(xc.call(XReq::args("Who", &args())).unwrap_err(), XFail::Connect);
+    xc.update(&[server.address()]);
+    assert_eq!(who(xc.call(XReq::args("Who", &args()))), 7);
+    assert_eq!(xc.connected(), vec![server.address()]);
+    xc.close();
+    server.close();
+}
