@@ -161,7 +161,15 @@ pub fn from_payload_with<T: DeserializeOwned>(
 /// A reply message's payload decoded by its own serialize type (as Go does), with its
 /// metadata.
 pub fn decode_reply<T: DeserializeOwned>(msg: crate::wire::Message) -> Result<(T, crate::wire::Metadata), CodecError> {
-    let reply = from_payload(msg.header.serialize_type(), &msg.payload)?;
+    decode_reply_with(msg, Decoding::Go)
+}
+
+/// [`decode_reply`] in the given decoding mode.
+pub fn decode_reply_with<T: DeserializeOwned>(
+    msg: crate::wire::Message,
+    decoding: Decoding,
+) -> Result<(T, crate::wire::Metadata), CodecError> {
+    let reply = from_payload_with(msg.header.serialize_type(), &msg.payload, decoding)?;
     Ok((reply, msg.metadata))
 }
 

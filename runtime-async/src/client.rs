@@ -360,14 +360,25 @@ impl<Rt: Runtime> RequestBuilder<'_, Rt> {
         self.go(args).await?.await_with_metadata().await
     }
 
+    /// Start a call with an already-serialized payload and return a handle whose
+    /// [`PendingCall::await_raw`] gives the raw response.
+    pub async fn go_raw(self, payload: impl Into<Bytes>) -> Result<PendingCall<Message>, Error> {
+        let decoding = self.opts.decoding;
+        let client = self.client;
+        let spec = self.spec(payload.into(), false);
+        let raw = client.start(spec).await?;
+        Ok(PendingCall { raw, decoding, _reply: std::marker::PhantomData })
+    }
+
     /// Start the call and return a handle to await later.
     pub async fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
         let st = self.opts.serialize_type;
+        let decoding = self.opts.decoding;
         let payload = Bytes::from(codec::to_payload(st, args)?);
         let client = self.client;
         let spec = self.spec(payload, false);
         let raw = client.start(spec).await?;
-        Ok(PendingCall { raw, _reply: std::marker::PhantomData })
+        Ok(PendingCall { raw, decoding, _reply: std::marker::PhantomData })
     }
 
     /// Call with an already-serialized payload and return the raw response.
@@ -426,14 +437,24 @@ impl Drop for RawPending {
 #[must_use = "a started call's reply is lost unless awaited"]
 pub struct PendingCall<R> {
     raw: RawPending,
+    decoding: codec::Decoding,
     _reply: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> PendingCall<R> {
     /// The reply and the response metadata.
     pub async fn await_with_metadata(self) -> Result<(R, Metadata), Error> {
+        let decoding = self.decoding;
         let msg = self.raw.await_raw().await?.ok_or(Error::Shutdown)?;
-        Ok(codec::decode_reply(msg)?)
+        Ok(codec::decode_reply_with(msg, decoding)?)
+    }
+}
+
+impl<R> PendingCall<R> {
+    /// The raw response message, undecoded (for calls started with
+    /// [`RequestBuilder::go_raw`], or to read a typed call's payload yourself).
+    pub async fn await_raw(self) -> Result<Message, Error> {
+        self.raw.await_raw().await?.ok_or(Error::Shutdown)
     }
 }
 

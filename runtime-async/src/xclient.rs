@@ -351,7 +351,7 @@ impl<Rt: Runtime> XClient<Rt> {
         let now = Instant::now();
         // The builder made the method from a `&str`.
         let method = std::str::from_utf8(&opts.service_method).unwrap_or_default();
-        let run: CallRun<T> = self.with_gov(|g| g.call(now, method, opts.timeout))?;
+        let run: CallRun<T> = self.with_gov(|g| g.call_until(method, opts.deadline_at(now)))?;
         let mut spec = opts.into_spec(now, payload, oneway);
         spec.deadline = run.deadline();
         if let Some(token) = &self.0.auth {
@@ -482,8 +482,33 @@ fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     Ok(codec::decode_reply(msg)?)
 }
 
+fn decode_strict<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
+    let msg = msg.ok_or(Error::Shutdown)?;
+    Ok(codec::decode_reply_with(msg, codec::Decoding::Strict)?)
+}
+
 fn decode_value<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
     decode(msg).map(|(r, _)| r)
+}
+
+fn decode_value_strict<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
+    decode_strict(msg).map(|(r, _)| r)
+}
+
+/// The reply decoder for a call's decoding mode.
+fn decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> CallResult<R> {
+    match d {
+        codec::Decoding::Strict => decode_strict::<R>,
+        _ => decode::<R>,
+    }
+}
+
+/// [`decoder`] for the reply alone.
+fn value_decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> Result<R, Error> {
+    match d {
+        codec::Decoding::Strict => decode_value_strict::<R>,
+        _ => decode_value::<R>,
+    }
 }
 
 /// A raw call's reply, as it came.
@@ -542,7 +567,11 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
         args: &A,
     ) -> Result<(R, Metadata), Error> {
         let payload = self.encode(args)?;
-        self.run(payload, false, decode::<R>).await
+        {
+            let d = decoder::<R>(self.opts.decoding);
+            self.run(payload, false, d)
+        }
+        .await
     }
 
     /// Call with an already-serialized payload and return the raw response.
@@ -568,7 +597,10 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
     /// [`XCall::detach`] lets it run to its end unobserved.
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(self, args: &A) -> Result<XCall<R>, Error> {
         let payload = self.encode(args)?;
-        self.spawn(payload, decode_value::<R>)
+        {
+            let d = value_decoder::<R>(self.opts.decoding);
+            self.spawn(payload, d)
+        }
     }
 
     /// [`go`](Self::go) with an already-serialized payload; the `XCall` gives the raw

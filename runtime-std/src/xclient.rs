@@ -340,7 +340,7 @@ impl XClient {
         decode: fn(Option<Message>) -> Result<T, Error>,
     ) -> Result<Pending<T>, Error> {
         let method = std::str::from_utf8(&opts.service_method).unwrap_or_default();
-        let run: CallRun<T> = self.with_gov(|g| g.call(Instant::now(), method, opts.timeout))?;
+        let run: CallRun<T> = self.with_gov(|g| g.call_until(method, opts.deadline_at(Instant::now())))?;
         let req = self.request_of(opts, payload, run.deadline(), oneway);
         Ok(Pending { run, attempts: Attempts::new(self.clone(), req, decode) })
     }
@@ -367,8 +367,33 @@ fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
     Ok(codec::decode_reply(msg)?)
 }
 
+fn decode_strict<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
+    let msg = msg.ok_or(Error::Shutdown)?;
+    Ok(codec::decode_reply_with(msg, codec::Decoding::Strict)?)
+}
+
 fn decode_value<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
     decode(msg).map(|(r, _)| r)
+}
+
+fn decode_value_strict<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
+    decode_strict(msg).map(|(r, _)| r)
+}
+
+/// The reply decoder for a call's decoding mode.
+fn decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> CallResult<R> {
+    match d {
+        codec::Decoding::Strict => decode_strict::<R>,
+        _ => decode::<R>,
+    }
+}
+
+/// [`decoder`] for the reply alone.
+fn value_decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> Result<R, Error> {
+    match d {
+        codec::Decoding::Strict => decode_value_strict::<R>,
+        _ => decode_value::<R>,
+    }
 }
 
 /// A raw call's reply, as it came.
@@ -423,7 +448,10 @@ impl XRequestBuilder<'_> {
         args: &A,
     ) -> Result<(R, Metadata), Error> {
         let payload = self.encode(args)?;
-        self.run(payload, false, decode::<R>)
+        {
+            let d = decoder::<R>(self.opts.decoding);
+            self.run(payload, false, d)
+        }
     }
 
     /// Call with an already-serialized payload and return the raw response.
@@ -449,7 +477,10 @@ impl XRequestBuilder<'_> {
     /// unobserved.
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(self, args: &A) -> Result<XCall<R>, Error> {
         let payload = self.encode(args)?;
-        self.start(payload, decode_value::<R>)
+        {
+            let d = value_decoder::<R>(self.opts.decoding);
+            self.start(payload, d)
+        }
     }
 
     /// [`go`](Self::go) with an already-serialized payload; the `XCall` gives the raw

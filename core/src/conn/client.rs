@@ -109,6 +109,10 @@ pub struct CallOptions {
     pub compress: CompressType,
     /// The call fails this long after it is made; the server is told the deadline.
     pub timeout: Option<Duration>,
+    /// The call fails at this instant (the earlier of this and `timeout` wins).
+    pub deadline: Option<Instant>,
+    /// How the reply is decoded: Go's rules (the default) or serde's.
+    pub decoding: crate::codec::Decoding,
 }
 
 impl CallOptions {
@@ -127,12 +131,25 @@ impl CallOptions {
             serialize_type,
             compress,
             timeout,
+            deadline: None,
+            decoding: crate::codec::Decoding::default(),
+        }
+    }
+
+    /// The call's deadline if it is made at `now`: the earlier of `deadline` and
+    /// `timeout` after `now`.
+    pub fn deadline_at(&self, now: Instant) -> Option<Instant> {
+        let by_timeout = self.timeout.and_then(|d| now.checked_add(d));
+        match (self.deadline, by_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
     /// The call with `payload` (already serialized with `serialize_type`), its deadline
     /// `timeout` after `now`.
     pub fn into_spec(self, now: Instant, payload: Bytes, oneway: bool) -> CallSpec {
+        let deadline = self.deadline_at(now);
         CallSpec {
             service_path: self.service_path,
             service_method: self.service_method,
@@ -141,7 +158,7 @@ impl CallOptions {
             serialize_type: self.serialize_type,
             compress: self.compress,
             oneway,
-            deadline: self.timeout.and_then(|d| now.checked_add(d)),
+            deadline,
         }
     }
 
@@ -159,8 +176,9 @@ impl CallOptions {
 }
 
 /// The setters of a request builder that keeps its [`CallOptions`] in a field named
-/// `opts`: `metadata`, `with_metadata`, `timeout`, `serialize_type`, `compress`. Every
-/// runtime's `RequestBuilder` uses it, so they read and behave the same.
+/// `opts`: `metadata`, `with_metadata`, `timeout`, `deadline`, `serialize_type`,
+/// `compress`, `decoding`. Every runtime's `RequestBuilder` and `XRequestBuilder` use
+/// it, so they read and behave the same.
 #[macro_export]
 macro_rules! call_options_setters {
     () => {
@@ -183,6 +201,22 @@ macro_rules! call_options_setters {
         /// `__ServerTimeout`.
         pub fn timeout(mut self, d: ::std::time::Duration) -> Self {
             self.opts.timeout = Some(d);
+            self
+        }
+
+        /// Fail with a timeout at `at` (with [`timeout`](Self::timeout) too, the earlier
+        /// wins); the server is told the deadline in `__ServerTimeout`. A handler passes
+        /// its own caller's deadline on with `.deadline(ctx.deadline())`-style code, so a
+        /// chain of services honours the first caller's bound.
+        pub fn deadline(mut self, at: ::std::time::Instant) -> Self {
+            self.opts.deadline = Some(at);
+            self
+        }
+
+        /// Decode the reply with serde's own rules instead of Go's (missing fields,
+        /// key case, nulls, duplicates and trailing bytes are then errors).
+        pub fn strict_decoding(mut self) -> Self {
+            self.opts.decoding = $crate::codec::Decoding::Strict;
             self
         }
 

@@ -242,11 +242,15 @@ impl<C: ConnHandle> Governor<C> {
     /// deadline without one; see [`CallRun::deadline`]): runs the `pre_call` hooks (a
     /// refusal is `Err(Error::Hook)`) and follows discovery.
     pub fn call<T>(&mut self, now: Instant, method: &str, timeout: Option<Duration>) -> Result<CallRun<T>, Error> {
+        self.call_until(method, timeout.and_then(|t| now.checked_add(t)))
+    }
+
+    /// [`call`](Self::call) with an absolute deadline (none: unbounded).
+    pub fn call_until<T>(&mut self, method: &str, deadline: Option<Instant>) -> Result<CallRun<T>, Error> {
         for h in &self.hooks {
             h.pre_call(&self.service_path, method).map_err(Error::Hook)?;
         }
         self.refresh();
-        let deadline = timeout.and_then(|t| now.checked_add(t));
         Ok(CallRun::new(method, self.fail_mode, FailOptions { deadline, ..self.fail }))
     }
 

@@ -360,19 +360,22 @@ impl RequestBuilder<'_> {
         args: &A,
     ) -> Result<(R, Metadata), Error> {
         let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
+        let decoding = self.opts.decoding;
         let client = self.client;
         let msg = client.send(self.spec(payload, false))?.ok_or(Error::Shutdown)?;
-        decode_reply(msg)
+        decode_reply(msg, decoding)
     }
 
     /// Start the call and return a handle to wait on later.
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
         let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
+        let decoding = self.opts.decoding;
         let client = self.client;
         let spec = self.spec(payload, false);
         let deadline = spec.deadline;
         let rx = client.start(spec)?;
-        Ok(PendingCall { rx, deadline, engine: client.inner.engine.clone(), _reply: std::marker::PhantomData })
+        let engine = client.inner.engine.clone();
+        Ok(PendingCall { rx, deadline, decoding, engine, _reply: std::marker::PhantomData })
     }
 
     /// Call with an already-serialized payload and return the raw response.
@@ -397,11 +400,13 @@ impl RequestBuilder<'_> {
     /// # Ok(()) }
     /// ```
     pub fn go_raw(self, payload: impl Into<Bytes>) -> Result<PendingCall<Message>, Error> {
+        let decoding = self.opts.decoding;
         let client = self.client;
         let spec = self.spec(payload.into(), false);
         let deadline = spec.deadline;
         let rx = client.start(spec)?;
-        Ok(PendingCall { rx, deadline, engine: client.inner.engine.clone(), _reply: std::marker::PhantomData })
+        let engine = client.inner.engine.clone();
+        Ok(PendingCall { rx, deadline, decoding, engine, _reply: std::marker::PhantomData })
     }
 
     /// Send as a oneway request.
@@ -431,8 +436,8 @@ fn wait_outcome(rx: &ReplyRx<Outcome>, deadline: Option<Instant>, engine: &Arc<C
     }
 }
 
-fn decode_reply<R: DeserializeOwned>(msg: Message) -> Result<(R, Metadata), Error> {
-    Ok(codec::decode_reply(msg)?)
+fn decode_reply<R: DeserializeOwned>(msg: Message, decoding: codec::Decoding) -> Result<(R, Metadata), Error> {
+    Ok(codec::decode_reply_with(msg, decoding)?)
 }
 
 /// A call started with [`Client::go`]: wait on it for the reply. Dropping it before the
@@ -441,6 +446,7 @@ fn decode_reply<R: DeserializeOwned>(msg: Message) -> Result<(R, Metadata), Erro
 pub struct PendingCall<R> {
     rx: ReplyRx<Outcome>,
     deadline: Option<Instant>,
+    decoding: codec::Decoding,
     engine: Arc<ClientEngine>,
     _reply: std::marker::PhantomData<fn() -> R>,
 }
@@ -454,14 +460,14 @@ impl<R: DeserializeOwned> PendingCall<R> {
     /// Block until the reply arrives; return it with the response metadata.
     pub fn wait_with_metadata(self) -> Result<(R, Metadata), Error> {
         let msg = wait_outcome(&self.rx, self.deadline, &self.engine)?.ok_or(Error::Shutdown)?;
-        decode_reply(msg)
+        decode_reply(msg, self.decoding)
     }
 
     /// Block at most `timeout`; on timeout the call is cancelled and this returns
     /// [`CallError::TimedOut`].
     pub fn wait_timeout(self, timeout: Duration) -> Result<R, Error> {
         match self.rx.wait_timeout(timeout) {
-            Some(outcome) => Ok(decode_reply(outcome?.ok_or(Error::Shutdown)?)?.0),
+            Some(outcome) => Ok(decode_reply(outcome?.ok_or(Error::Shutdown)?, self.decoding)?.0),
             None => Err(Error::Call(CallError::TimedOut)),
         }
     }
