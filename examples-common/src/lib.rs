@@ -72,6 +72,15 @@ pub fn flag(name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_owned())
 }
 
+/// `--threads N` for the servers: `None` when absent or 0 (the runtime's own default),
+/// an `InvalidInput` error when it is not a number.
+pub fn threads_flag() -> std::io::Result<Option<usize>> {
+    let v = flag("--threads", "0");
+    let n: usize =
+        v.parse().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("--threads {v}: {e}")))?;
+    Ok(Some(n).filter(|&n| n > 0))
+}
+
 /// Seconds as a `Duration`, from a flag.
 pub fn secs_flag(name: &str, default: f64) -> Duration {
     Duration::from_secs_f64(flag(name, &default.to_string()).parse().unwrap_or(default))

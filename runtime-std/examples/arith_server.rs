@@ -3,8 +3,12 @@
 //! `Echo.Meta` (metadata round trip); interoperable with Go's examples.
 //!
 //! ```text
-//! cargo run -p rpcx-std --example arith_server -- --addr localhost:8972 [--auth TOKEN]
+//! cargo run -p rpcx-std --example arith_server -- --addr localhost:8972 [--auth TOKEN] [--threads N]
 //! ```
+//!
+//! `--threads N`: the worker pool for handlers that wait (`ServerOptions::workers`,
+//! default 64). There is no runtime to size: every connection has its own reader and
+//! housekeeping threads, and handlers that do not wait (`Arith.*`) run on the reader.
 #![allow(clippy::print_stdout)]
 
 mod common;
@@ -12,7 +16,11 @@ mod common;
 fn main() -> std::io::Result<()> {
     let addr = common::flag("--addr", "localhost:8972");
     let auth = Some(common::flag("--auth", "")).filter(|t| !t.is_empty());
-    let server = rpcx_std::Server::new(common::router(auth)).bind(&addr)?;
+    let mut server = rpcx_std::Server::new(common::router(auth));
+    if let Some(n) = common::threads_flag()? {
+        server = server.workers(n);
+    }
+    let server = server.bind(&addr)?;
     println!("arith_server listening on {}", server.address());
     server.wait();
     Ok(())
