@@ -79,6 +79,17 @@ pub(crate) trait Machine: Send + Sized + 'static {
     fn direct_writes(&self) -> bool {
         true
     }
+    /// Whether [`events`](Self::events) stopped with events left so that the output
+    /// so far is written first (the server's per-write budget); the engine writes, then
+    /// handles events again.
+    fn backlog(&self) -> bool {
+        false
+    }
+    /// How long closing the socket may wait for the peer to take the TLS
+    /// `close_notify` (zero: one non-blocking attempt).
+    fn close_linger(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Do the collected work, unlocked.
     fn after(engine: &Arc<Engine<Self>>, after: Self::After);
 }
@@ -267,6 +278,9 @@ impl<M: Machine> Engine<M> {
             };
             if buf.is_empty() {
                 g.out = buf;
+                if g.m.backlog() {
+                    continue;
+                }
                 break;
             }
             g.writing = true;
@@ -486,10 +500,11 @@ impl<M: Machine> Engine<M> {
         self.close_socket();
     }
 
-    /// A TLS close_notify (best effort), shut the socket (which ends the reader's read),
-    /// and wait for the reader.
+    /// A TLS close_notify (best effort, waiting at most [`Machine::close_linger`]), shut
+    /// the socket (which ends the reader's read), and wait for the reader.
     fn close_socket(&self) {
         let mut g = self.lock();
+        let linger = g.m.close_linger();
         let mut bye = Vec::new();
         if let Some(tls) = &mut g.tls {
             tls.send_close_notify();
@@ -501,13 +516,30 @@ impl<M: Machine> Engine<M> {
         }
         drop(g);
         if !bye.is_empty() {
-            let _ = self.sock.send_nowait(&bye);
+            self.send_bounded(&bye, linger);
         }
         self.sock.shutdown(std::net::Shutdown::Both);
         let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = reader {
             if r.thread().id() != thread::current().id() {
                 let _ = r.join();
+            }
+        }
+    }
+}
+
+impl<M: Machine> Engine<M> {
+    /// Send `buf` unless that takes longer than `limit` (zero: one non-blocking try).
+    fn send_bounded(&self, buf: &[u8], limit: Duration) {
+        let Ok(mut off) = self.sock.send_nowait(buf) else { return };
+        let deadline = Instant::now() + limit;
+        while off < buf.len() && Instant::now() < deadline {
+            match self.sock.write_blocking(&buf[off..]) {
+                Ok(0) => return,
+                Ok(n) => off += n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }
@@ -522,7 +554,8 @@ impl<M: Machine> Locked<M> {
         loop {
             let before = buf.len();
             self.fill(buf);
-            if buf.len() == before || buf.len() >= WRITE_HIGH_WATER {
+            // A backlog is handled after this output is written.
+            if buf.len() == before || buf.len() >= WRITE_HIGH_WATER || self.m.backlog() {
                 return;
             }
             self.m.take_pending();
