@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 
 /// Bytes taken from the machine per write.
 const WRITE_HIGH_WATER: usize = 256 << 10;
-/// Size of the reader's buffer.
+/// Size of the reader's buffer once a read has filled a smaller one.
 const READ_BUF_LEN: usize = 64 << 10;
+/// Size of the reader's first buffer (an idle connection keeps only this).
+const READ_BUF_FIRST: usize = 4 << 10;
 /// Stack of reader threads: a server's reader runs handlers that finish without
 /// waiting, so it gets the size of a normal thread.
 const READER_STACK: usize = 2 << 20;
@@ -151,7 +153,7 @@ impl<M: Machine> Engine<M> {
             tls,
             writing: false,
             handoff: None,
-            out: Vec::with_capacity(64 << 10),
+            out: Vec::new(),
             plain: Vec::new(),
             aux_waiting: false,
             aux_until: None,
@@ -367,7 +369,7 @@ impl<M: Machine> Engine<M> {
 
     fn read_loop(self: Arc<Self>) {
         let _ = self.reader_thread.set(thread::current());
-        let mut buf = vec![0u8; READ_BUF_LEN];
+        let mut buf = vec![0u8; READ_BUF_FIRST];
         // Bytes that arrived along with the TLS handshake.
         self.feed(&[], false);
         loop {
@@ -381,6 +383,9 @@ impl<M: Machine> Engine<M> {
                 None => {
                     if self.feed(&buf[..n], true) {
                         return;
+                    }
+                    if n == buf.len() && buf.len() < READ_BUF_LEN {
+                        buf.resize(READ_BUF_LEN, 0);
                     }
                 }
                 Some(failure) => {
