@@ -99,7 +99,7 @@ fn gate_router(gate: Arc<Gate>) -> Router {
 pub fn server_writes_responses_while_a_pipelined_batch_is_handled(s: &dyn ServerRt) {
     const N: usize = 128;
     const GATE_AT: usize = 100;
-    assert!(GATE_AT >= 3 * EVENTS_PER_WRITE, "the gate must come after several write budgets");
+    const { assert!(GATE_AT >= 3 * EVENTS_PER_WRITE, "the gate must come after several write budgets") };
     let gate = Arc::new(Gate::default());
     let server = s.serve(gate_router(gate.clone()), ServeOpts::default());
     let mut raw = connect(&server.address());

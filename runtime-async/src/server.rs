@@ -390,9 +390,14 @@ struct ConnTask<R: Runtime> {
     _slot: (SemaphoreGuardArc, async_channel::Sender<()>),
 }
 
+/// A TLS handshake under its timeout; `None` when it failed or timed out.
+type Handshake<R> = Pin<Box<dyn Future<Output = Option<Stream<R>>> + Send>>;
+
+// `Serve` is the task's state for its whole life; the rare handshake is boxed instead.
+#[allow(clippy::large_enum_variant)]
 enum Stage<R: Runtime> {
     /// Boxed: the handshake state is large, and only TLS connections need it.
-    Handshake(Box<(Pin<Box<dyn Future<Output = Option<Stream<R>>> + Send>>, Option<Session>)>),
+    Handshake(Box<(Handshake<R>, Option<Session>)>),
     Serve(Driver<R>),
     Done,
 }

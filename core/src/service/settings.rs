@@ -69,8 +69,7 @@ macro_rules! server_settings_setters {
         }
 
         /// Close a connection whose writes make no progress for this long (also the
-        /// bound on flushing a closing connection, see
-        /// [`ServerSettings::close_linger`]($crate::service::ServerSettings::close_linger)).
+        /// bound on flushing a closing connection: `ServerSettings::close_linger`).
         pub fn write_timeout(mut self, d: ::std::time::Duration) -> Self {
             self.$($path).+.write_timeout = Some(d);
             self
