@@ -13,6 +13,7 @@
 
 pub mod runtimes;
 pub mod scenarios;
+pub mod server_scenarios;
 pub mod services;
 pub mod xclient;
 pub mod xscenarios;
@@ -45,6 +46,8 @@ pub struct ServeOpts {
     pub addr: Option<String>,
     /// Requests in flight per connection (the runtime's default when `None`).
     pub max_in_flight: Option<usize>,
+    /// Serve TLS with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Client options the scenarios need.
@@ -59,6 +62,10 @@ pub trait ServerCtl: Send {
     fn address(&self) -> String;
     fn shutdown(self: Box<Self>, grace: Duration);
     fn close(self: Box<Self>);
+    /// The server's counters (`None` for a runtime that has none).
+    fn stats(&self) -> Option<rpcx_core::service::ServerTotals> {
+        None
+    }
 }
 
 /// A connected client, whatever the runtime.

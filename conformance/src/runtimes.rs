@@ -42,6 +42,9 @@ impl ServerCtl for TokioServer {
     fn address(&self) -> String {
         self.0.address().to_owned()
     }
+    fn stats(&self) -> Option<rpcx_core::service::ServerTotals> {
+        Some(self.0.stats())
+    }
     fn shutdown(self: Box<Self>, grace: Duration) {
         tokio_rt().block_on(self.0.shutdown(grace));
     }
@@ -84,6 +87,9 @@ impl ServerRt for Tokio {
         if let Some(n) = opts.max_in_flight {
             s = s.max_in_flight(n);
         }
+        if let Some(tls) = opts.tls {
+            s = s.tls(tls);
+        }
         Box::new(TokioServer(
             tokio_rt().block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind"),
         ))
@@ -116,6 +122,9 @@ struct StdServer(rpcx_std::ServerHandle);
 impl ServerCtl for StdServer {
     fn address(&self) -> String {
         self.0.address().to_owned()
+    }
+    fn stats(&self) -> Option<rpcx_core::service::ServerTotals> {
+        Some(self.0.stats())
     }
     fn shutdown(self: Box<Self>, grace: Duration) {
         self.0.shutdown(grace);
@@ -158,6 +167,9 @@ impl ServerRt for Std {
         if let Some(n) = opts.max_in_flight {
             s = s.max_in_flight(n);
         }
+        if let Some(tls) = opts.tls {
+            s = s.tls(tls);
+        }
         Box::new(StdServer(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")).expect("bind")))
     }
 }
@@ -188,6 +200,9 @@ struct SmolServer(rpcx_smol::ServerHandle);
 impl ServerCtl for SmolServer {
     fn address(&self) -> String {
         self.0.address().to_owned()
+    }
+    fn stats(&self) -> Option<rpcx_core::service::ServerTotals> {
+        Some(self.0.stats())
     }
     fn shutdown(self: Box<Self>, grace: Duration) {
         smol::block_on(self.0.shutdown(grace));
@@ -232,6 +247,9 @@ impl ServerRt for Smol {
         }
         if let Some(n) = opts.max_in_flight {
             s = s.max_in_flight(n);
+        }
+        if let Some(tls) = opts.tls {
+            s = s.tls(tls);
         }
         Box::new(SmolServer(smol::block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind")))
     }

@@ -1,68 +1,52 @@
-//! The server: an accept loop, one task per connection driving a `ServerConnection`,
-//! and a task for each request whose handler has to wait.
+//! The server: an accept loop, one task per connection driving a `ServerConnection`
+//! through the core's [`Session`], and a task for each request whose handler has to
+//! wait.
 
 use crate::client::YIELD_AFTER;
 use crate::queue;
 use crate::runtime::{Runtime, Timer, sleep_until, timeout};
 use crate::transport::{self, Stream, tune_tcp};
-use async_lock::Semaphore;
+use async_lock::{Semaphore, SemaphoreGuardArc};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
-use rpcx_core::conn::{CloseMode, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent};
-use rpcx_core::service::{Context, Dispatched, Peer, PushSink, Pusher, Router};
+use rpcx_core::conn::{CloseMode, PushError, ServerConnection};
+use rpcx_core::service::{
+    Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, Served, ServerSettings, ServerTotals,
+    Session, Waiting,
+};
 use rpcx_core::wire::Metadata;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Server options. Defaults: no read/write timeout (as Go), 32 MiB frames, 10 000
-/// connections, 1024 requests in flight per connection, TCP keepalive 3 min (Go's
-/// server default), 10 s TLS handshake timeout, tasks on the default
-/// [`runtime`](Self::runtime).
+/// Server options: the [`ServerSettings`] every runtime shares (defaults there: no
+/// read/write timeout, as Go; 32 MiB frames, 10 000 connections, 1024 requests in flight
+/// per connection, TCP keepalive 3 min, 10 s TLS handshake timeout), TLS, and the
+/// [`runtime`](Self::runtime) that runs the tasks (its default).
 #[derive(Clone, Debug)]
 pub struct ServerOptions<R: Runtime> {
-    /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
-    pub read_timeout: Option<Duration>,
-    /// Close a connection whose writes make no progress for this long.
-    pub write_timeout: Option<Duration>,
-    /// Largest frame accepted or sent (`totalLen`).
-    pub max_message_len: usize,
-    /// Most connections served at once; further accepts wait for a free slot.
-    pub max_connections: usize,
-    /// Most requests in flight per connection before reading pauses.
-    pub max_in_flight: usize,
+    /// The settings shared with every runtime's server.
+    pub settings: ServerSettings,
     /// TLS: serve TLS on TCP listeners when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// TLS handshake timeout.
-    pub tls_handshake_timeout: Duration,
-    /// TCP keepalive period for accepted connections.
-    pub tcp_keepalive: Option<Duration>,
     /// Runs the accept loop, the connection drivers and handlers that wait.
     pub runtime: R,
 }
 
 impl<R: Runtime> Default for ServerOptions<R> {
     fn default() -> Self {
-        Self {
-            read_timeout: None,
-            write_timeout: None,
-            max_message_len: rpcx_core::wire::DEFAULT_MAX_MESSAGE_LEN,
-            max_connections: 10_000,
-            max_in_flight: 1024,
-            tls: None,
-            tls_handshake_timeout: Duration::from_secs(10),
-            tcp_keepalive: Some(Duration::from_secs(180)),
-            runtime: R::default(),
-        }
+        Self { settings: ServerSettings::default(), tls: None, runtime: R::default() }
     }
 }
 
 /// An rpcx server: a [`Router`] plus options. Bind it to get a running
-/// [`ServerHandle`].
+/// [`ServerHandle`]. Every [`ServerSettings`] knob has a builder method here.
 ///
 /// ```no_run
 /// # async fn f<R: rpcx_async::Runtime>() -> std::io::Result<()> {
@@ -74,7 +58,7 @@ impl<R: Runtime> Default for ServerOptions<R> {
 /// let router = Router::new().service(Service::new("Arith")
 ///     .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) }));
 /// // `rpcx_tokio::Server` / `rpcx_smol::Server` name this type for their runtime.
-/// let server = Server::<R>::new(router).bind("tcp@127.0.0.1:8972").await?;
+/// let server = Server::<R>::new(router).max_in_flight(256).bind("tcp@127.0.0.1:8972").await?;
 /// println!("listening on {}", server.address());
 /// server.wait().await;
 /// # Ok(()) }
@@ -97,35 +81,7 @@ impl<R: Runtime> Server<R> {
         self
     }
 
-    /// Set the read (idle) timeout.
-    pub fn read_timeout(mut self, d: Duration) -> Self {
-        self.opts.read_timeout = Some(d);
-        self
-    }
-
-    /// Set the write timeout.
-    pub fn write_timeout(mut self, d: Duration) -> Self {
-        self.opts.write_timeout = Some(d);
-        self
-    }
-
-    /// Set the largest frame.
-    pub fn max_message_len(mut self, n: usize) -> Self {
-        self.opts.max_message_len = n;
-        self
-    }
-
-    /// Set the connection limit.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.opts.max_connections = n.max(1);
-        self
-    }
-
-    /// Set the per-connection in-flight limit.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.opts.max_in_flight = n.max(1);
-        self
-    }
+    rpcx_core::server_settings_setters!(opts.settings);
 
     /// Serve TLS on TCP listeners.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
@@ -174,18 +130,20 @@ impl<R: Runtime> Server<R> {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "in-process servers need unix socket pairs"));
             }
         };
-        let (graceful, graceful_rx) = async_channel::bounded(1);
-        let (immediate, immediate_rx) = async_channel::bounded(1);
+        let shared = Arc::new(Shared {
+            dispatcher: Arc::new(Dispatcher::new(self.router, self.opts.settings)),
+            tls: self.opts.tls,
+            runtime: rt.clone(),
+            phase: AtomicU8::new(Phase::Running as u8),
+            phase_changed: event_listener::Event::new(),
+        });
         let (done_tx, done) = async_channel::bounded(1);
-        let ctl = Ctl { graceful: graceful_rx, immediate: immediate_rx };
-        // The accept loop holds sender clones so that dropping the handle does not read as
-        // a shutdown; only `close()` on a sender ends the phase.
-        let keep = (graceful.clone(), immediate.clone(), done_tx);
+        let accept_shared = shared.clone();
         rt.spawn(Box::pin(async move {
-            accept_loop(listener, self, ctl).await;
-            drop(keep);
+            accept_loop(listener, accept_shared).await;
+            drop(done_tx);
         }));
-        Ok(ServerHandle { address, local_addr, graceful, immediate, done, runtime: rt })
+        Ok(ServerHandle { address, local_addr, shared, done })
     }
 }
 
@@ -200,12 +158,59 @@ async fn bind_tcp<R: Runtime>(rt: &R, addr: &str) -> io::Result<R::TcpListener> 
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
-/// Shutdown signals, as channels that are closed (never sent on): closing wakes every
-/// receiver at once, which makes them a broadcast of "this phase has begun".
-#[derive(Clone)]
-struct Ctl {
-    graceful: async_channel::Receiver<()>,
-    immediate: async_channel::Receiver<()>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+enum Phase {
+    Running = 0,
+    Graceful = 1,
+    Immediate = 2,
+}
+
+/// What the accept loop, every connection task and the handle share.
+struct Shared<R: Runtime> {
+    dispatcher: Arc<Dispatcher>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    runtime: R,
+    /// The shutdown phase; it only moves forward, and every move notifies
+    /// `phase_changed` (one listener per connection, registered while it waits).
+    phase: AtomicU8,
+    phase_changed: event_listener::Event,
+}
+
+impl<R: Runtime> Shared<R> {
+    fn phase(&self) -> Phase {
+        match self.phase.load(Ordering::SeqCst) {
+            0 => Phase::Running,
+            1 => Phase::Graceful,
+            _ => Phase::Immediate,
+        }
+    }
+
+    fn set_phase(&self, to: Phase) {
+        if self.phase.fetch_max(to as u8, Ordering::SeqCst) < to as u8 {
+            self.phase_changed.notify(usize::MAX);
+        }
+    }
+
+    /// Resolves (to `None`) once shutdown has begun.
+    async fn stopped<T>(&self) -> Option<T> {
+        loop {
+            if self.phase() != Phase::Running {
+                return None;
+            }
+            let l = self.phase_changed.listen();
+            if self.phase() != Phase::Running {
+                return None;
+            }
+            l.await;
+        }
+    }
+}
+
+impl<R: Runtime> std::fmt::Debug for Shared<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("phase", &self.phase()).finish_non_exhaustive()
+    }
 }
 
 enum Listener<R: Runtime> {
@@ -222,17 +227,17 @@ enum Listener<R: Runtime> {
     },
 }
 
-/// A running server: its address, and graceful or immediate shutdown. Dropping it
-/// leaves the server running in the background (use [`wait`](Self::wait) to serve
-/// until shut down, or [`shutdown`](Self::shutdown) / [`close`](Self::close)).
+/// A running server: its address, counters, and graceful or immediate shutdown.
+/// Dropping it leaves the server running in the background (use
+/// [`wait`](Self::wait) to serve until shut down, or [`shutdown`](Self::shutdown) /
+/// [`close`](Self::close)).
 #[derive(Debug)]
 pub struct ServerHandle<R: Runtime> {
     address: String,
     local_addr: Option<SocketAddr>,
-    graceful: async_channel::Sender<()>,
-    immediate: async_channel::Sender<()>,
+    shared: Arc<Shared<R>>,
+    /// Disconnects when the accept loop and every connection have ended.
     done: async_channel::Receiver<()>,
-    runtime: R,
 }
 
 impl<R: Runtime> ServerHandle<R> {
@@ -246,26 +251,32 @@ impl<R: Runtime> ServerHandle<R> {
         self.local_addr
     }
 
+    /// The server's counters, summed over its connections (each connection adds its
+    /// own whenever it has handled everything it was given).
+    pub fn stats(&self) -> ServerTotals {
+        self.shared.dispatcher.stats()
+    }
+
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
     /// requests finish and their responses are written; after `grace`, whatever is left
-    /// is closed immediately. Returns when every connection has ended.
+    /// is closed immediately. Returns when every connection has ended (a connection's
+    /// last flush waits at most [`ServerSettings::close_linger`]).
     pub async fn shutdown(self, grace: Duration) {
-        self.graceful.close();
-        let finished = timeout(&self.runtime, grace, false, async {
+        self.shared.set_phase(Phase::Graceful);
+        let finished = timeout(&self.shared.runtime, grace, false, async {
             let _ = self.done.recv().await;
             true
         })
         .await;
         if !finished {
-            self.immediate.close();
+            self.shared.set_phase(Phase::Immediate);
             let _ = self.done.recv().await;
         }
     }
 
     /// Close the listener and every connection now.
     pub async fn close(self) {
-        self.immediate.close();
-        self.graceful.close();
+        self.shared.set_phase(Phase::Immediate);
         let _ = self.done.recv().await;
     }
 
@@ -275,44 +286,33 @@ impl<R: Runtime> ServerHandle<R> {
     }
 }
 
-async fn accept_loop<R: Runtime>(listener: Listener<R>, server: Server<R>, ctl: Ctl) {
-    let limit = Arc::new(Semaphore::new(server.opts.max_connections));
+async fn accept_loop<R: Runtime>(listener: Listener<R>, shared: Arc<Shared<R>>) {
+    let limit = Arc::new(Semaphore::new(shared.dispatcher.settings().max_connections.max(1)));
     // A wait group: every connection task holds a sender; `recv` fails once all are gone.
     let (conns, all_done) = async_channel::bounded::<()>(1);
     loop {
-        let Some(permit) = future::or(async { Some(limit.acquire_arc().await) }, stopped(&ctl)).await else {
+        let Some(permit) = future::or(async { Some(limit.acquire_arc().await) }, shared.stopped()).await else {
             break;
         };
-        let rt = &server.opts.runtime;
-        let Some(accepted) = future::or(async { Some(accept(rt, &listener).await) }, stopped(&ctl)).await else {
+        let rt = &shared.runtime;
+        let Some(accepted) = future::or(async { Some(accept(rt, &listener).await) }, shared.stopped()).await else {
             break;
         };
         match accepted {
             Ok((stream, peer)) => {
-                let server = server.clone();
-                let ctl = ctl.clone();
-                let conns = conns.clone();
-                let rt = server.opts.runtime.clone();
-                rt.spawn(Box::pin(async move {
-                    serve_conn(stream, peer, server, ctl).await;
-                    drop((permit, conns));
-                }));
+                if let Some(task) = ConnTask::new(&shared, stream, peer, (permit, conns.clone())) {
+                    rt.spawn(Box::pin(task));
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
-                sleep_until(&server.opts.runtime, Instant::now() + Duration::from_millis(10)).await;
+                sleep_until(rt, Instant::now() + Duration::from_millis(10)).await;
             }
         }
     }
     drop(listener);
     drop(conns);
     let _ = all_done.recv().await;
-}
-
-/// Resolves (to `None`) once shutdown has begun.
-async fn stopped<T>(ctl: &Ctl) -> Option<T> {
-    let _ = ctl.graceful.recv().await;
-    None
 }
 
 async fn accept<R: Runtime>(rt: &R, l: &Listener<R>) -> io::Result<(Stream<R>, Peer)> {
@@ -335,14 +335,13 @@ async fn accept<R: Runtime>(rt: &R, l: &Listener<R>) -> io::Result<(Stream<R>, P
     }
 }
 
-struct PushCmd {
-    service_path: Bytes,
-    service_method: Bytes,
-    metadata: Metadata,
-    payload: Bytes,
-}
+/// Pushes queued by handlers for one connection before `push` reports `Blocked`.
+const PUSH_QUEUE: usize = 1024;
 
-struct ConnPusher(queue::Sender<PushCmd>);
+/// Upper bound on bytes taken from the machine before writing.
+const WRITE_HIGH_WATER: usize = 256 << 10;
+
+struct ConnPusher(queue::Sender<Push>);
 
 impl PushSink for ConnPusher {
     fn push(
@@ -352,339 +351,414 @@ impl PushSink for ConnPusher {
         metadata: Metadata,
         payload: Bytes,
     ) -> Result<(), PushError> {
-        self.0.try_send(PushCmd { service_path, service_method, metadata, payload }).map_err(|e| match e {
+        self.0.try_send(Push { service_path, service_method, metadata, payload }).map_err(|e| match e {
             queue::TrySendError::Full(_) => PushError::Blocked,
             queue::TrySendError::Closed(_) => PushError::Closed,
         })
     }
 }
 
-async fn serve_conn<R: Runtime>(stream: Stream<R>, peer: Peer, server: Server<R>, ctl: Ctl) {
-    let peer = Arc::new(peer);
-    let hooks = server.router.hooks().to_vec();
-    if !hooks.iter().all(|h| h.conn_accepted(&peer)) {
-        return;
+/// A connection's push queue, created when its first request is dispatched.
+#[derive(Default)]
+struct Pushes(Option<Box<(Pusher, queue::Receiver<Push>)>>);
+
+impl PushQueue for Pushes {
+    fn pusher(&mut self) -> Pusher {
+        let q = self.0.get_or_insert_with(|| {
+            let (tx, rx) = queue::bounded(PUSH_QUEUE);
+            Box::new((Pusher::new(Arc::new(ConnPusher(tx))), rx))
+        });
+        q.0.clone()
     }
-    let stream = match (stream, &server.opts.tls) {
-        (Stream::Tcp(s), tls) => {
-            tune_tcp(R::tcp_socket(&s), server.opts.tcp_keepalive);
-            match tls {
-                None => Stream::Tcp(s),
-                Some(cfg) => {
-                    let acceptor = futures_rustls::TlsAcceptor::from(cfg.clone());
-                    // Boxed: the handshake state is large, and only TLS connections need it.
-                    let handshake = async { Some(Box::pin(acceptor.accept(s)).await) };
-                    let rt = &server.opts.runtime;
-                    match timeout(rt, server.opts.tls_handshake_timeout, None, handshake).await {
-                        Some(Ok(tls)) => Stream::ServerTls(Box::new(tls)),
-                        Some(Err(e)) => {
-                            tracing::debug!(peer = %peer.addr, error = %e, "tls handshake failed");
-                            return;
-                        }
-                        None => return,
-                    }
-                }
-            }
-        }
-        (other, _) => other,
-    };
-    ConnDriver::new(peer.clone(), server).run(stream, ctl).await;
-    for h in &hooks {
-        h.conn_closed(&peer);
+
+    fn next_push(&mut self) -> Option<Push> {
+        self.0.as_ref()?.1.try_recv()
     }
 }
 
-type Done = (RequestId, (Dispatched, Context));
+/// Where spawned handlers send their result, created on the first spawn.
+struct DoneChan {
+    tx: async_channel::Sender<Served>,
+    rx: Pin<Box<async_channel::Receiver<Served>>>,
+}
 
-/// Events (mostly requests answered inline) handled before their output is written.
-/// Without a cap, one 64 KiB read of ~100 requests is answered as one batch and the
-/// client sees nothing until the last is handled; callers then move in lockstep and
-/// the client and server drivers rarely run at the same time. On the load example
-/// (`cargo run --release -p rpcx-smol --example load -- --secs 2 --levels 100 --conns 1`:
-/// 100 callers, one connection, 2 threads on 2 cores) that was ~470k calls/s; with the
-/// cap, 750k-900k when the machine is otherwise idle.
-const EVENTS_PER_WRITE: usize = 32;
+/// The task of one connection: the TLS handshake (if any), then the driver. It owns
+/// its slot in the accept loop's limit and wait group.
+struct ConnTask<R: Runtime> {
+    shared: Arc<Shared<R>>,
+    stage: Stage<R>,
+    _slot: (SemaphoreGuardArc, async_channel::Sender<()>),
+}
 
-/// Upper bound on bytes taken from the machine before writing.
-const WRITE_HIGH_WATER: usize = 256 << 10;
+/// A TLS handshake under its timeout; `None` when it failed or timed out.
+type Handshake<R> = Pin<Box<dyn Future<Output = Option<Stream<R>>> + Send>>;
 
-/// Pushes queued by handlers for one connection before `push` reports `Blocked`.
-const PUSH_QUEUE: usize = 1024;
+// `Serve` is the task's state for its whole life; the rare handshake is boxed instead.
+#[allow(clippy::large_enum_variant)]
+enum Stage<R: Runtime> {
+    /// Boxed: the handshake state is large, and only TLS connections need it.
+    Handshake(Box<(Handshake<R>, Option<Session>)>),
+    Serve(Driver<R>),
+    Done,
+}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
-    Running,
-    Graceful,
-    Immediate,
+impl<R: Runtime> ConnTask<R> {
+    /// `None` when a `conn_accepted` hook refused the connection.
+    fn new(
+        shared: &Arc<Shared<R>>,
+        stream: Stream<R>,
+        peer: Peer,
+        slot: (SemaphoreGuardArc, async_channel::Sender<()>),
+    ) -> Option<Self> {
+        let session = shared.dispatcher.session(Arc::new(peer))?;
+        let settings = shared.dispatcher.settings();
+        let stage = match (stream, &shared.tls) {
+            (Stream::Tcp(s), tls) => {
+                tune_tcp(R::tcp_socket(&s), settings.tcp_keepalive);
+                match tls {
+                    None => Stage::Serve(Driver::new(shared, session, Stream::Tcp(s))),
+                    Some(cfg) => {
+                        let acceptor = futures_rustls::TlsAcceptor::from(cfg.clone());
+                        let (rt, limit, peer) =
+                            (shared.runtime.clone(), settings.tls_handshake_timeout, session.peer().clone());
+                        let handshake = async move {
+                            match timeout(&rt, limit, None, async { Some(acceptor.accept(s).await) }).await {
+                                Some(Ok(tls)) => Some(Stream::ServerTls(Box::new(tls))),
+                                Some(Err(e)) => {
+                                    tracing::debug!(peer = %peer.addr, error = %e, "tls handshake failed");
+                                    None
+                                }
+                                None => None,
+                            }
+                        };
+                        Stage::Handshake(Box::new((Box::pin(handshake), Some(session))))
+                    }
+                }
+            }
+            (other, _) => Stage::Serve(Driver::new(shared, session, other)),
+        };
+        Some(Self { shared: shared.clone(), stage, _slot: slot })
+    }
+}
+
+impl<R: Runtime> Future for ConnTask<R> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.stage {
+                Stage::Handshake(h) => {
+                    let Poll::Ready(stream) = h.0.as_mut().poll(cx) else { return Poll::Pending };
+                    let session = h.1.take();
+                    this.stage = match (stream, session) {
+                        (Some(stream), Some(session)) => Stage::Serve(Driver::new(&this.shared, session, stream)),
+                        _ => Stage::Done,
+                    };
+                }
+                Stage::Serve(d) => {
+                    if d.poll(&this.shared, cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.stage = Stage::Done;
+                }
+                Stage::Done => return Poll::Ready(()),
+            }
+        }
+    }
 }
 
 /// What woke a connection driver: one ready source per wake-up, in priority order.
 enum Wake {
-    Done(Done),
+    Done(Served),
     Wrote(io::Result<usize>),
     Flushed(io::Result<()>),
     Read(io::Result<usize>),
-    Push(PushCmd),
+    Push(Push),
     Phase(Phase),
     Timer,
-    /// Events are left in the machine: the drain stopped to write first.
-    Backlog,
 }
 
-struct ConnDriver<R: Runtime> {
+/// One connection's driver: the machine, its session and the stream, polled in turn.
+/// Kept small (an idle connection is this struct and its task): queues and the write
+/// buffer are allocated when first needed, cold state is boxed.
+struct Driver<R: Runtime> {
     conn: ServerConnection,
-    peer: Arc<Peer>,
-    router: Router,
-    runtime: R,
-    write_timeout: Option<Duration>,
-    done_tx: async_channel::Sender<Done>,
-    done_rx: Pin<Box<async_channel::Receiver<Done>>>,
-    pusher: Pusher,
-    push_rx: queue::Receiver<PushCmd>,
+    session: Session,
+    io: transport::Io<R>,
+    write_buf: BytesMut,
+    timer: Option<R::Timer>,
+    /// The instant `timer` is set to, while it matters.
+    armed: Option<Instant>,
+    write_stalled_since: Option<Instant>,
+    /// Set once the machine has closed: the last flush (TLS close) must end by then.
+    close_by: Option<Instant>,
+    listener: Option<event_listener::EventListener>,
+    pushes: Pushes,
+    done: Option<Box<DoneChan>>,
+    streak: u32,
+    phase: Phase,
+    unflushed: bool,
+    buffers_writes: bool,
+    /// Events are left in the machine: the drain stopped to write first.
+    backlog: bool,
 }
 
-impl<R: Runtime> ConnDriver<R> {
-    fn new(peer: Arc<Peer>, server: Server<R>) -> Self {
-        let mut cfg = ServerConfig {
-            max_in_flight: server.opts.max_in_flight,
-            read_timeout: server.opts.read_timeout,
-            ..Default::default()
+impl<R: Runtime> Driver<R> {
+    fn new(shared: &Shared<R>, session: Session, stream: Stream<R>) -> Self {
+        let io = transport::Io::new(stream);
+        let mut d = Self {
+            conn: shared.dispatcher.connection(Instant::now()),
+            session,
+            buffers_writes: io.buffers_writes(),
+            io,
+            write_buf: BytesMut::new(),
+            timer: None,
+            armed: None,
+            write_stalled_since: None,
+            close_by: None,
+            listener: None,
+            pushes: Pushes::default(),
+            done: None,
+            streak: 0,
+            phase: Phase::Running,
+            unflushed: false,
+            backlog: false,
         };
-        cfg.decoder.max_message_len = server.opts.max_message_len;
-        cfg.decoder.max_decompressed_len = server.opts.max_message_len;
-        cfg.encoder.max_message_len = server.opts.max_message_len;
-        let (done_tx, done_rx) = async_channel::unbounded();
-        let (push_tx, push_rx) = queue::bounded(PUSH_QUEUE);
-        Self {
-            conn: ServerConnection::new(cfg, Instant::now()),
-            peer,
-            router: server.router,
-            runtime: server.opts.runtime,
-            write_timeout: server.opts.write_timeout,
-            done_tx,
-            done_rx: Box::pin(done_rx),
-            pusher: Pusher::new(Arc::new(ConnPusher(push_tx))),
-            push_rx,
-        }
-    }
-
-    async fn run(mut self, stream: Stream<R>, ctl: Ctl) {
-        let mut write_buf = BytesMut::new();
-        let mut io = transport::Io::new(stream);
-        let buffers_writes = io.buffers_writes();
-        let mut unflushed = false;
-        let mut write_stalled_since: Option<Instant> = None;
-        let mut timer: Option<R::Timer> = None;
-        let mut armed: Option<Instant> = None;
-        let mut streak = 0u32;
-        let mut phase = Phase::Running;
-        let mut graceful = Box::pin(ctl.graceful);
-        let mut immediate = Box::pin(ctl.immediate);
         // A shutdown that began before this connection was accepted applies at once.
-        if immediate.is_closed() {
-            self.apply_phase(&mut phase, Phase::Immediate);
-        } else if graceful.is_closed() {
-            self.apply_phase(&mut phase, Phase::Graceful);
-        }
-        loop {
-            // Events can produce output (a handler answered inline), so drain until both
-            // are empty, but handle at most EVENTS_PER_WRITE events before writing what
-            // they produced; `backlog` then makes the next wake-up immediate.
-            let mut budget = EVENTS_PER_WRITE;
-            let mut backlog = false;
-            loop {
-                while write_buf.len() < WRITE_HIGH_WATER && self.conn.poll_transmit(&mut write_buf).is_some() {}
-                if budget == 0 {
-                    backlog = true;
-                    break;
-                }
-                let mut any = false;
-                while let Some(ev) = self.conn.poll_event() {
-                    any = true;
-                    self.on_event(ev);
-                    budget -= 1;
-                    if budget == 0 {
-                        break;
-                    }
-                }
-                if !any {
-                    break;
-                }
-            }
-            // An immediate close does not wait for a peer to take what is unsent (it may
-            // never read again: shutdown must not hang on it).
-            let abandon = phase == Phase::Immediate;
-            if self.conn.is_closed() && ((write_buf.is_empty() && !unflushed) || abandon) && !backlog {
-                break;
-            }
-            if write_buf.is_empty() {
-                write_stalled_since = None;
-            } else if write_stalled_since.is_none() {
-                write_stalled_since = Some(Instant::now());
-            }
-            let write_deadline = self.write_timeout.zip(write_stalled_since).map(|(d, t)| t + d);
-            let deadline = [self.conn.poll_timeout(), write_deadline].into_iter().flatten().min();
-            // Re-arm only for an earlier deadline: each async-io timer change wakes the
-            // reactor, and a timer left at a later instant only fires spuriously (which
-            // `handle_timeout` tolerates) before being set again.
-            if let Some(d) = deadline.filter(|&d| armed.is_none_or(|a| d < a)) {
-                match timer.as_mut() {
-                    Some(t) => t.reset(d),
-                    None => timer = Some(self.runtime.timer(d)),
-                }
-                armed = Some(d);
-            }
-            let want_read = self.conn.wants_read();
-            let mut waited = false;
-            let (done_rx, push_rx) = (&mut self.done_rx, &mut self.push_rx);
-            let timer = &mut timer;
-            let wake = future::poll_fn(|cx| {
-                if let Poll::Ready(Some(d)) = done_rx.as_mut().poll_next(cx) {
-                    return Poll::Ready(Wake::Done(d));
-                }
-                if !write_buf.is_empty() {
-                    if let Poll::Ready(r) = io.poll_write(cx, &write_buf) {
-                        return Poll::Ready(Wake::Wrote(r));
-                    }
-                } else if unflushed {
-                    if let Poll::Ready(r) = io.poll_flush(cx) {
-                        return Poll::Ready(Wake::Flushed(r));
-                    }
-                }
-                if want_read {
-                    if let Poll::Ready(r) = io.poll_read(cx) {
-                        return Poll::Ready(Wake::Read(r));
-                    }
-                }
-                if let Poll::Ready(Some(p)) = push_rx.poll_recv(cx) {
-                    return Poll::Ready(Wake::Push(p));
-                }
-                // The control channels are never sent on; `None` means the phase began.
-                if phase < Phase::Immediate && immediate.as_mut().poll_next(cx).is_ready() {
-                    return Poll::Ready(Wake::Phase(Phase::Immediate));
-                }
-                if phase < Phase::Graceful && graceful.as_mut().poll_next(cx).is_ready() {
-                    return Poll::Ready(Wake::Phase(Phase::Graceful));
-                }
-                if let (Some(_), Some(t)) = (armed, timer.as_mut()) {
-                    if t.poll_expired(cx).is_ready() {
-                        return Poll::Ready(Wake::Timer);
-                    }
-                }
-                if backlog {
-                    return Poll::Ready(Wake::Backlog);
-                }
-                waited = true;
-                Poll::Pending
-            })
-            .await;
-            match wake {
-                Wake::Done((id, served)) => {
-                    self.on_done(id, served);
-                    while let Ok((id, served)) = self.done_rx.try_recv() {
-                        self.on_done(id, served);
-                    }
-                }
-                Wake::Wrote(Ok(n)) if n > 0 => {
-                    write_buf.advance(n);
-                    write_stalled_since = None;
-                    unflushed = buffers_writes;
-                }
-                Wake::Wrote(r) => {
-                    let e = r.err().unwrap_or_else(|| io::ErrorKind::WriteZero.into());
-                    write_buf.clear();
-                    unflushed = false;
-                    self.conn.abort(Instant::now(), e.to_string());
-                }
-                Wake::Flushed(r) => {
-                    unflushed = false;
-                    if let Err(e) = r {
-                        self.conn.abort(Instant::now(), e.to_string());
-                    }
-                }
-                Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
-                Wake::Read(Ok(n)) => transport::take_read(n, |bytes| self.conn.handle_input(Instant::now(), bytes)),
-                Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
-                Wake::Push(p) => self.apply_push(p),
-                Wake::Phase(p) => self.apply_phase(&mut phase, p),
-                // Yield between slices: the executor then wakes an idle worker, and on
-                // async-io an idle worker is what polls the reactor, so the peer's driver
-                // sees the first responses while this one handles the rest.
-                Wake::Backlog => future::yield_now().await,
-                Wake::Timer => {
-                    armed = None;
-                    let now = Instant::now();
-                    if write_deadline.is_some_and(|d| now >= d) && !write_buf.is_empty() {
-                        write_buf.clear();
-                        unflushed = false;
-                        self.conn.abort(now, "write timeout");
-                    }
-                    self.conn.handle_timeout(now);
-                }
-            }
-            streak = if waited { 0 } else { streak + 1 };
-            if streak >= YIELD_AFTER {
-                streak = 0;
-                future::yield_now().await;
-            }
-        }
-        let close = self.write_timeout.unwrap_or(Duration::from_secs(1));
-        let _ = timeout(&self.runtime, close, Ok(()), io.close()).await;
+        d.apply_phase(shared.phase());
+        d
     }
 
-    fn apply_phase(&mut self, phase: &mut Phase, to: Phase) {
-        if to <= *phase {
+    fn apply_phase(&mut self, to: Phase) {
+        if to <= self.phase {
             return;
         }
-        *phase = to;
+        self.phase = to;
         let mode = if to == Phase::Immediate { CloseMode::Immediate } else { CloseMode::Graceful };
         self.conn.close(Instant::now(), mode);
     }
 
-    fn on_event(&mut self, ev: ServerEvent) {
-        match ev {
-            ServerEvent::Request(req) => {
-                let id = req.id;
-                let mut fut = self.router.serve(Instant::now(), req, self.peer.clone(), self.pusher.clone());
-                // Fast path: a handler that finishes without waiting is answered right
-                // here, with no task spawn and no channel hop. One that waits moves to a
-                // task of its own (polled again there, so it registers that task's waker).
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                match fut.as_mut().poll(&mut cx) {
-                    Poll::Ready(served) => self.on_done(id, served),
-                    Poll::Pending => {
-                        let done = self.done_tx.clone();
-                        self.runtime.spawn(Box::pin(async move {
-                            let served = fut.await;
-                            let _ = done.send((id, served)).await;
-                        }));
+    fn arm(&mut self, rt: &R, at: Instant) {
+        match self.timer.as_mut() {
+            Some(t) => t.reset(at),
+            None => self.timer = Some(rt.timer(at)),
+        }
+        self.armed = Some(at);
+    }
+
+    /// Take the machine's output and handle its events (through the session) until it
+    /// has neither, or the session asks for a write first (`backlog`).
+    fn drain(&mut self, rt: &R) {
+        let now = Instant::now();
+        let Self { conn, session, write_buf, pushes, done, backlog, .. } = self;
+        let mut spawn = |w: Waiting| {
+            let chan = done.get_or_insert_with(|| {
+                let (tx, rx) = async_channel::unbounded();
+                Box::new(DoneChan { tx, rx: Box::pin(rx) })
+            });
+            let tx = chan.tx.clone();
+            rt.spawn(Box::pin(async move {
+                let _ = tx.try_send(w.await);
+            }));
+        };
+        *backlog = false;
+        loop {
+            while write_buf.len() < WRITE_HIGH_WATER && conn.poll_transmit(write_buf).is_some() {}
+            if *backlog {
+                return;
+            }
+            match session.dispatch(conn, now, pushes, &mut spawn) {
+                Dispatch::Idle => return,
+                Dispatch::Handled => {}
+                Dispatch::Backlog => *backlog = true,
+            }
+        }
+    }
+
+    /// The shutdown phase moved on, if it did; else the listener is registered.
+    fn poll_phase(&mut self, shared: &Shared<R>, cx: &mut Context<'_>) -> Option<Phase> {
+        if self.phase == Phase::Immediate {
+            return None;
+        }
+        loop {
+            let p = shared.phase();
+            if p > self.phase {
+                self.listener = None;
+                return Some(p);
+            }
+            match self.listener.as_mut() {
+                None => self.listener = Some(shared.phase_changed.listen()),
+                Some(l) => {
+                    if Pin::new(l).poll(cx).is_pending() {
+                        return None;
                     }
+                    self.listener = None;
                 }
             }
-            ServerEvent::Heartbeat { .. } => {
-                for h in self.router.hooks() {
-                    h.heartbeat(&self.peer);
-                }
-            }
-            ServerEvent::ConnectionLost(reason) => {
-                tracing::debug!(peer = %self.peer.addr, %reason, "rpcx connection ended");
-            }
-            _ => {}
         }
     }
 
-    fn apply_push(&mut self, p: PushCmd) {
-        if let Err(e) = self.conn.push(Instant::now(), p.service_path, p.service_method, p.metadata, p.payload) {
-            tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
+    fn poll_wake(&mut self, shared: &Shared<R>, cx: &mut Context<'_>) -> Poll<Wake> {
+        if let Some(d) = self.done.as_mut() {
+            if let Poll::Ready(Some(s)) = d.rx.as_mut().poll_next(cx) {
+                return Poll::Ready(Wake::Done(s));
+            }
+        }
+        if !self.write_buf.is_empty() {
+            if let Poll::Ready(r) = self.io.poll_write(cx, &self.write_buf) {
+                return Poll::Ready(Wake::Wrote(r));
+            }
+        } else if self.unflushed {
+            if let Poll::Ready(r) = self.io.poll_flush(cx) {
+                return Poll::Ready(Wake::Flushed(r));
+            }
+        }
+        if self.conn.wants_read() {
+            if let Poll::Ready(r) = self.io.poll_read(cx) {
+                return Poll::Ready(Wake::Read(r));
+            }
+        }
+        if let Some(q) = self.pushes.0.as_mut() {
+            if let Poll::Ready(Some(p)) = q.1.poll_recv(cx) {
+                return Poll::Ready(Wake::Push(p));
+            }
+        }
+        if let Some(p) = self.poll_phase(shared, cx) {
+            return Poll::Ready(Wake::Phase(p));
+        }
+        if let (Some(_), Some(t)) = (self.armed, self.timer.as_mut()) {
+            if t.poll_expired(cx).is_ready() {
+                return Poll::Ready(Wake::Timer);
+            }
+        }
+        Poll::Pending
+    }
+
+    fn poll(&mut self, shared: &Shared<R>, cx: &mut Context<'_>) -> Poll<()> {
+        let rt = &shared.runtime;
+        let write_timeout = shared.dispatcher.settings().write_timeout;
+        loop {
+            if let Some(by) = self.close_by {
+                return self.poll_close(rt, by, cx);
+            }
+            // Events can produce output (a handler answered inline), so drain until both
+            // are empty; the session stops after EVENTS_PER_WRITE events so that their
+            // output is written first (`backlog` then makes the next round immediate).
+            self.drain(rt);
+            // An immediate close does not wait for a peer to take what is unsent (it may
+            // never read again: shutdown must not hang on it).
+            let abandon = self.phase == Phase::Immediate;
+            if self.conn.is_closed() && ((self.write_buf.is_empty() && !self.unflushed) || abandon) && !self.backlog {
+                if let Some(reason) = self.conn.lost_reason() {
+                    tracing::debug!(peer = %self.session.peer().addr, %reason, "rpcx connection ended");
+                }
+                let by = Instant::now() + shared.dispatcher.settings().close_linger();
+                self.arm(rt, by);
+                self.close_by = Some(by);
+                continue;
+            }
+            if self.write_buf.is_empty() {
+                self.write_stalled_since = None;
+            } else if self.write_stalled_since.is_none() {
+                self.write_stalled_since = Some(Instant::now());
+            }
+            let write_deadline = write_timeout.zip(self.write_stalled_since).map(|(d, t)| t + d);
+            let deadline = [self.conn.poll_timeout(), write_deadline].into_iter().flatten().min();
+            // Re-arm only for an earlier deadline: each async-io timer change wakes the
+            // reactor, and a timer left at a later instant only fires spuriously (which
+            // `handle_timeout` tolerates) before being set again.
+            if let Some(d) = deadline.filter(|&d| self.armed.is_none_or(|a| d < a)) {
+                self.arm(rt, d);
+            }
+            let wake = match self.poll_wake(shared, cx) {
+                Poll::Ready(w) => w,
+                Poll::Pending if self.backlog => {
+                    // Yield between slices: the executor then wakes an idle worker, and on
+                    // async-io an idle worker is what polls the reactor, so the peer's
+                    // driver sees the first responses while this one handles the rest.
+                    self.streak += 1;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                Poll::Pending => {
+                    self.streak = 0;
+                    return Poll::Pending;
+                }
+            };
+            self.on_wake(wake, write_deadline);
+            self.streak += 1;
+            if self.streak >= YIELD_AFTER {
+                self.streak = 0;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
         }
     }
 
-    fn on_done(&mut self, id: RequestId, served: (Dispatched, Context)) {
-        // Pushes a handler queued before it returned go out before its response (Go
-        // writes them synchronously from the handler).
-        while let Some(p) = self.push_rx.try_recv() {
-            self.apply_push(p);
+    fn on_wake(&mut self, wake: Wake, write_deadline: Option<Instant>) {
+        match wake {
+            Wake::Done(served) => {
+                let now = Instant::now();
+                self.session.finish(&mut self.conn, now, served, &mut self.pushes);
+                while let Some(served) = self.done.as_ref().and_then(|d| d.rx.try_recv().ok()) {
+                    self.session.finish(&mut self.conn, now, served, &mut self.pushes);
+                }
+            }
+            Wake::Wrote(Ok(n)) if n > 0 => {
+                self.write_buf.advance(n);
+                self.write_stalled_since = None;
+                self.unflushed = self.buffers_writes;
+                if self.write_buf.is_empty() && self.write_buf.capacity() > WRITE_HIGH_WATER {
+                    // A burst grew the buffer: give the memory back.
+                    self.write_buf = BytesMut::new();
+                }
+            }
+            Wake::Wrote(r) => {
+                let e = r.err().unwrap_or_else(|| io::ErrorKind::WriteZero.into());
+                self.write_buf.clear();
+                self.unflushed = false;
+                self.conn.abort(Instant::now(), e.to_string());
+            }
+            Wake::Flushed(r) => {
+                self.unflushed = false;
+                if let Err(e) = r {
+                    self.conn.abort(Instant::now(), e.to_string());
+                }
+            }
+            Wake::Read(Ok(0)) => self.conn.handle_eof(Instant::now()),
+            Wake::Read(Ok(n)) => {
+                let conn = &mut self.conn;
+                transport::take_read(n, |bytes| conn.handle_input(Instant::now(), bytes));
+            }
+            Wake::Read(Err(e)) => self.conn.abort(Instant::now(), e.to_string()),
+            Wake::Push(p) => {
+                if let Err(e) = self.session.push(&mut self.conn, Instant::now(), p) {
+                    tracing::debug!(peer = %self.session.peer().addr, error = %e, "server push dropped");
+                }
+            }
+            Wake::Phase(p) => self.apply_phase(p),
+            Wake::Timer => {
+                self.armed = None;
+                let now = Instant::now();
+                if write_deadline.is_some_and(|d| now >= d) && !self.write_buf.is_empty() {
+                    self.write_buf.clear();
+                    self.unflushed = false;
+                    self.conn.abort(now, "write timeout");
+                }
+                self.conn.handle_timeout(now);
+            }
         }
-        self.router.answer(&mut self.conn, Instant::now(), id, served);
+    }
+
+    /// The last flush and close of the stream (a TLS `close_notify`), bounded by `by`
+    /// ([`ServerSettings::close_linger`]).
+    fn poll_close(&mut self, rt: &R, by: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let timer = self.timer.get_or_insert_with(|| rt.timer(by));
+        if self.io.poll_close(cx).is_ready() || timer.poll_expired(cx).is_ready() || Instant::now() >= by {
+            self.session.end(&self.conn);
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }

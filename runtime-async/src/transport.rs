@@ -205,6 +205,10 @@ impl<R: Runtime> Io<R> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
 
+    pub(crate) fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_close(cx)
+    }
+
     pub(crate) async fn close(&mut self) -> io::Result<()> {
         futures_lite::io::AsyncWriteExt::close(&mut self.stream).await
     }

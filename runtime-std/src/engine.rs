@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 
 /// Bytes taken from the machine per write.
 const WRITE_HIGH_WATER: usize = 256 << 10;
-/// Size of the reader's buffer.
+/// Size of the reader's buffer once a read has filled a smaller one.
 const READ_BUF_LEN: usize = 64 << 10;
+/// Size of the reader's first buffer (an idle connection keeps only this).
+const READ_BUF_FIRST: usize = 4 << 10;
 /// Stack of reader threads: a server's reader runs handlers that finish without
 /// waiting, so it gets the size of a normal thread.
 const READER_STACK: usize = 2 << 20;
@@ -78,6 +80,17 @@ pub(crate) trait Machine: Send + Sized + 'static {
     /// blocking) rather than leaving it to the housekeeping thread.
     fn direct_writes(&self) -> bool {
         true
+    }
+    /// Whether [`events`](Self::events) stopped with events left so that the output
+    /// so far is written first (the server's per-write budget); the engine writes, then
+    /// handles events again.
+    fn backlog(&self) -> bool {
+        false
+    }
+    /// How long closing the socket may wait for the peer to take the TLS
+    /// `close_notify` (zero: one non-blocking attempt).
+    fn close_linger(&self) -> Duration {
+        Duration::ZERO
     }
     /// Do the collected work, unlocked.
     fn after(engine: &Arc<Engine<Self>>, after: Self::After);
@@ -140,7 +153,7 @@ impl<M: Machine> Engine<M> {
             tls,
             writing: false,
             handoff: None,
-            out: Vec::with_capacity(64 << 10),
+            out: Vec::new(),
             plain: Vec::new(),
             aux_waiting: false,
             aux_until: None,
@@ -267,6 +280,9 @@ impl<M: Machine> Engine<M> {
             };
             if buf.is_empty() {
                 g.out = buf;
+                if g.m.backlog() {
+                    continue;
+                }
                 break;
             }
             g.writing = true;
@@ -353,7 +369,7 @@ impl<M: Machine> Engine<M> {
 
     fn read_loop(self: Arc<Self>) {
         let _ = self.reader_thread.set(thread::current());
-        let mut buf = vec![0u8; READ_BUF_LEN];
+        let mut buf = vec![0u8; READ_BUF_FIRST];
         // Bytes that arrived along with the TLS handshake.
         self.feed(&[], false);
         loop {
@@ -367,6 +383,9 @@ impl<M: Machine> Engine<M> {
                 None => {
                     if self.feed(&buf[..n], true) {
                         return;
+                    }
+                    if n == buf.len() && buf.len() < READ_BUF_LEN {
+                        buf.resize(READ_BUF_LEN, 0);
                     }
                 }
                 Some(failure) => {
@@ -486,10 +505,11 @@ impl<M: Machine> Engine<M> {
         self.close_socket();
     }
 
-    /// A TLS close_notify (best effort), shut the socket (which ends the reader's read),
-    /// and wait for the reader.
+    /// A TLS close_notify (best effort, waiting at most [`Machine::close_linger`]), shut
+    /// the socket (which ends the reader's read), and wait for the reader.
     fn close_socket(&self) {
         let mut g = self.lock();
+        let linger = g.m.close_linger();
         let mut bye = Vec::new();
         if let Some(tls) = &mut g.tls {
             tls.send_close_notify();
@@ -501,13 +521,30 @@ impl<M: Machine> Engine<M> {
         }
         drop(g);
         if !bye.is_empty() {
-            let _ = self.sock.send_nowait(&bye);
+            self.send_bounded(&bye, linger);
         }
         self.sock.shutdown(std::net::Shutdown::Both);
         let reader = self.reader.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(r) = reader {
             if r.thread().id() != thread::current().id() {
                 let _ = r.join();
+            }
+        }
+    }
+}
+
+impl<M: Machine> Engine<M> {
+    /// Send `buf` unless that takes longer than `limit` (zero: one non-blocking try).
+    fn send_bounded(&self, buf: &[u8], limit: Duration) {
+        let Ok(mut off) = self.sock.send_nowait(buf) else { return };
+        let deadline = Instant::now() + limit;
+        while off < buf.len() && Instant::now() < deadline {
+            match self.sock.write_blocking(&buf[off..]) {
+                Ok(0) => return,
+                Ok(n) => off += n,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
         }
     }
@@ -522,7 +559,8 @@ impl<M: Machine> Locked<M> {
         loop {
             let before = buf.len();
             self.fill(buf);
-            if buf.len() == before || buf.len() >= WRITE_HIGH_WATER {
+            // A backlog is handled after this output is written.
+            if buf.len() == before || buf.len() >= WRITE_HIGH_WATER || self.m.backlog() {
                 return;
             }
             self.m.take_pending();

@@ -9,6 +9,7 @@ use crate::wire::{
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Server connection settings.
@@ -191,7 +192,8 @@ enum State {
 /// `__rpcx_error__`.
 #[derive(Debug)]
 pub struct ServerConnection {
-    config: ServerConfig,
+    /// Shared by every connection of a server (see [`ServerConnection::with_shared_config`]).
+    config: Arc<ServerConfig>,
     decoder: StreamDecoder,
     next_id: u64,
     push_seq: u64,
@@ -210,6 +212,12 @@ pub struct ServerConnection {
 impl ServerConnection {
     /// A new connection machine; `now` is when the connection was accepted.
     pub fn new(config: ServerConfig, now: Instant) -> Self {
+        Self::with_shared_config(Arc::new(config), now)
+    }
+
+    /// A new connection machine on settings shared with other connections (a server
+    /// keeps one `Arc` for all of them, so a connection does not carry its own copy).
+    pub fn with_shared_config(config: Arc<ServerConfig>, now: Instant) -> Self {
         Self {
             decoder: StreamDecoder::new(config.decoder.clone()),
             idle_deadline: config.read_timeout.map(|d| now + d),
@@ -427,6 +435,19 @@ impl ServerConnection {
     /// Counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn lost_reason(&self) -> Option<&LostReason> {
+        match &self.state {
+            State::Closed(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The settings this machine runs on.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
 
     fn full(&self) -> bool {

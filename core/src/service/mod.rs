@@ -1,6 +1,9 @@
 //! Runtime-agnostic services: typed async handlers, dispatch with Go's error texts,
 //! auth, and server hooks. Handlers are plain `std::future::Future`s, so every runtime
-//! (std included) serves the same [`Router`].
+//! (std included) serves the same [`Router`]. A server's connections run their
+//! requests through a [`Dispatcher`] (one per server: router, [`ServerSettings`],
+//! [`ServerTotals`]) and a [`Session`] each; see [`Session::dispatch`] for the drive
+//! contract.
 //!
 //! ```
 //! use rpcx_core::service::{Context, Router, Service};
@@ -22,10 +25,14 @@
 //! ```
 
 mod context;
+mod dispatch;
 pub mod hooks;
+mod settings;
 
 pub use context::{Context, ContextParts, Peer, PushSink, Pusher};
+pub use dispatch::{Dispatch, Dispatcher, EVENTS_PER_WRITE, Push, PushQueue, Served, ServerTotals, Session, Waiting};
 pub use hooks::{IpFilter, RateLimiter, Rejection, ServerHooks};
+pub use settings::{DEFAULT_CLOSE_LINGER, ServerSettings};
 
 use crate::codec::{self, CodecError, Decoding};
 use crate::conn::Response;

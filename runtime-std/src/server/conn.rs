@@ -8,11 +8,11 @@ use crate::engine::{Engine, Intake, Machine, Refused};
 use crate::executor::block_on;
 use crate::transport::{self, HandshakeError, Sock, tune_tcp};
 use bytes::Bytes;
-use rpcx_core::conn::{CloseMode, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent};
-use rpcx_core::service::{Context, Dispatched, Peer, PushSink, Pusher, Serving};
+use rpcx_core::conn::{CloseMode, PushError, ServerConnection};
+use rpcx_core::service::{Dispatch, Peer, Push, PushSink, Pusher, Served, Session, Waiting};
 use rpcx_core::wire::Metadata;
+use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, Weak};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 /// A served connection, as the server's table holds it (to close it on shutdown).
@@ -32,13 +32,6 @@ pub(super) fn apply_phase(h: &ConnHandle, phase: Phase) {
     });
 }
 
-struct PushCmd {
-    service_path: Bytes,
-    service_method: Bytes,
-    metadata: Metadata,
-    payload: Bytes,
-}
-
 /// Pushes queued and not yet taken into the machine, per connection.
 const PUSH_CAPACITY: usize = 1024;
 
@@ -46,7 +39,7 @@ const PUSH_CAPACITY: usize = 1024;
 /// while its connection is locked: an inline handler runs under the lock). Whoever
 /// holds the lock takes them into the machine, before any response it writes.
 struct PushQueue {
-    intake: Intake<PushCmd>,
+    intake: Intake<Push>,
     engine: OnceLock<Weak<Engine<ServerState>>>,
 }
 
@@ -62,7 +55,7 @@ impl PushSink for ConnPusher {
         payload: Bytes,
     ) -> Result<(), PushError> {
         let Some(engine) = self.0.engine.get().and_then(Weak::upgrade) else { return Err(PushError::Closed) };
-        match self.0.intake.push(PushCmd { service_path, service_method, metadata, payload }) {
+        match self.0.intake.push(Push { service_path, service_method, metadata, payload }) {
             Ok(()) => {}
             Err(Refused::Full(_)) => return Err(PushError::Blocked),
             Err(Refused::Closed(_)) => return Err(PushError::Closed),
@@ -74,15 +67,14 @@ impl PushSink for ConnPusher {
 }
 
 pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u64) {
-    let peer = Arc::new(peer);
-    let hooks = ctx.router.hooks();
-    if !hooks.iter().all(|h| h.conn_accepted(&peer)) {
-        return;
-    }
+    // Runs the `conn_accepted` hooks now and `conn_closed` when dropped.
+    let Some(session) = ctx.dispatcher.session(Arc::new(peer)) else { return };
+    let peer = session.peer().clone();
+    let settings = ctx.dispatcher.settings();
     let mut tls = None;
     if let Sock::Tcp(s) = &sock {
-        tune_tcp(s, ctx.opts.tcp_keepalive);
-        if let Some(cfg) = &ctx.opts.tls {
+        tune_tcp(s, settings.tcp_keepalive);
+        if let Some(cfg) = &ctx.tls {
             let conn = match rustls::ServerConnection::new(cfg.clone()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -91,7 +83,7 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
                 }
             };
             let mut conn = rustls::Connection::Server(conn);
-            let deadline = Instant::now() + ctx.opts.tls_handshake_timeout;
+            let deadline = Instant::now() + settings.tls_handshake_timeout;
             let running = || ctx.shared.phase() == Phase::Running;
             if let Err(e) = transport::handshake(&mut sock, &mut conn, deadline, running) {
                 let e = match e {
@@ -105,7 +97,7 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
         }
     }
     let pushes = Arc::new(PushQueue { intake: Intake::new(PUSH_CAPACITY), engine: OnceLock::new() });
-    let state = ServerState::new(peer.clone(), ctx.clone(), pushes.clone());
+    let state = ServerState::new(session, ctx.clone(), pushes.clone());
     let ext = ServerExt { pool: ctx.pool.clone(), pushes: pushes.clone() };
     let engine = match Engine::new(sock, tls, state, ext) {
         Ok(e) => e,
@@ -122,9 +114,9 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
     }
     engine.run();
     pushes.intake.close();
-    for h in hooks {
-        h.conn_closed(&peer);
-    }
+    let mut g = engine.lock();
+    let state = &mut g.m;
+    state.session.end(&state.conn);
 }
 
 /// What handler jobs need without taking the connection's lock.
@@ -133,62 +125,60 @@ pub(super) struct ServerExt {
     pushes: Arc<PushQueue>,
 }
 
-/// A handler that has to wait, for the worker pool.
-pub(super) struct Waiting {
-    id: RequestId,
-    fut: Serving,
-}
-
 pub(super) struct ServerState {
     conn: ServerConnection,
-    peer: Arc<Peer>,
+    session: Session,
     ctx: Arc<ServeCtx>,
+    pushes: Pushes,
+    /// The session stopped to let its output be written before more events.
+    backlog: bool,
+}
+
+/// The connection's pushes as the session takes them: the intake, drained in order.
+struct Pushes {
     pusher: Pusher,
-    pushes: Arc<PushQueue>,
+    queue: Arc<PushQueue>,
+    taken: VecDeque<Push>,
+}
+
+impl rpcx_core::service::PushQueue for Pushes {
+    fn pusher(&mut self) -> Pusher {
+        self.pusher.clone()
+    }
+
+    fn next_push(&mut self) -> Option<Push> {
+        if self.taken.is_empty() {
+            self.taken = self.queue.intake.take();
+        }
+        self.taken.pop_front()
+    }
 }
 
 impl ServerState {
-    fn new(peer: Arc<Peer>, ctx: Arc<ServeCtx>, pushes: Arc<PushQueue>) -> Self {
-        let opts = &ctx.opts;
-        let mut cfg =
-            ServerConfig { max_in_flight: opts.max_in_flight, read_timeout: opts.read_timeout, ..Default::default() };
-        cfg.decoder.max_message_len = opts.max_message_len;
-        cfg.decoder.max_decompressed_len = opts.max_message_len;
-        cfg.encoder.max_message_len = opts.max_message_len;
-        let pusher = Pusher::new(Arc::new(ConnPusher(pushes.clone())));
-        Self { conn: ServerConnection::new(cfg, Instant::now()), peer, ctx, pusher, pushes }
+    fn new(session: Session, ctx: Arc<ServeCtx>, queue: Arc<PushQueue>) -> Self {
+        let pusher = Pusher::new(Arc::new(ConnPusher(queue.clone())));
+        Self {
+            conn: ctx.dispatcher.connection(Instant::now()),
+            session,
+            ctx,
+            pushes: Pushes { pusher, queue, taken: VecDeque::new() },
+            backlog: false,
+        }
     }
 
     /// Put queued pushes into the machine (ahead of any response written after).
     fn take_pushes(&mut self) {
-        for p in self.pushes.intake.take() {
-            let now = Instant::now();
-            if let Err(e) = self.conn.push(now, p.service_path, p.service_method, p.metadata, p.payload) {
-                tracing::debug!(peer = %self.peer.addr, error = %e, "server push dropped");
+        let now = Instant::now();
+        while let Some(p) = rpcx_core::service::PushQueue::next_push(&mut self.pushes) {
+            if let Err(e) = self.session.push(&mut self.conn, now, p) {
+                tracing::debug!(peer = %self.session.peer().addr, error = %e, "server push dropped");
             }
         }
-    }
-
-    fn on_request(&mut self, req: rpcx_core::conn::Request, waiting: &mut Vec<Waiting>) {
-        let id = req.id;
-        let mut fut = self.ctx.router.serve(Instant::now(), req, self.peer.clone(), self.pusher.clone());
-        if self.ctx.opts.inline_handlers {
-            // Fast path: a handler that finishes without waiting is answered here. One
-            // that waits moves to a worker, whose `block_on` polls it again with a waker
-            // that unparks that worker.
-            let mut cx = std::task::Context::from_waker(Waker::noop());
-            if let Poll::Ready(served) = fut.as_mut().poll(&mut cx) {
-                self.on_done(id, served);
-                return;
-            }
-        }
-        waiting.push(Waiting { id, fut });
     }
 
     /// Write a handler's response (after the pushes it queued, as Go does).
-    fn on_done(&mut self, id: RequestId, served: (Dispatched, Context)) {
-        self.take_pushes();
-        self.ctx.router.answer(&mut self.conn, Instant::now(), id, served);
+    fn on_done(&mut self, served: Served) {
+        self.session.finish(&mut self.conn, Instant::now(), served, &mut self.pushes);
     }
 }
 
@@ -223,20 +213,22 @@ impl Machine for ServerState {
     }
 
     fn events(&mut self, waiting: &mut Vec<Waiting>) {
-        while let Some(ev) = self.conn.poll_event() {
-            match ev {
-                ServerEvent::Request(req) => self.on_request(req, waiting),
-                ServerEvent::Heartbeat { .. } => {
-                    for h in self.ctx.router.hooks() {
-                        h.heartbeat(&self.peer);
-                    }
-                }
-                ServerEvent::ConnectionLost(reason) => {
-                    tracing::debug!(peer = %self.peer.addr, %reason, "rpcx connection ended");
-                }
-                _ => {}
+        let mut spawn = |w| waiting.push(w);
+        let d = self.session.dispatch(&mut self.conn, Instant::now(), &mut self.pushes, &mut spawn);
+        if self.conn.is_closed() {
+            if let (Dispatch::Idle, Some(reason)) = (d, self.conn.lost_reason()) {
+                tracing::trace!(peer = %self.session.peer().addr, %reason, "rpcx connection ended");
             }
         }
+        self.backlog = d == Dispatch::Backlog;
+    }
+
+    fn backlog(&self) -> bool {
+        self.backlog
+    }
+
+    fn close_linger(&self) -> Duration {
+        self.ctx.dispatcher.settings().close_linger()
     }
 
     fn wants_read(&self) -> bool {
@@ -250,7 +242,7 @@ impl Machine for ServerState {
     fn stalled(&mut self, _now: Instant, stalled: Duration) -> Result<(), String> {
         if self.ctx.shared.phase() == Phase::Immediate {
             Err("server closed".into())
-        } else if self.ctx.opts.write_timeout.is_some_and(|t| stalled >= t) {
+        } else if self.ctx.dispatcher.settings().write_timeout.is_some_and(|t| stalled >= t) {
             Err("write timeout".into())
         } else {
             Ok(())
@@ -259,11 +251,11 @@ impl Machine for ServerState {
 
     fn after(engine: &Arc<Engine<Self>>, waiting: Vec<Waiting>) {
         let ext = engine.ext();
-        for Waiting { id, fut } in waiting {
+        for w in waiting {
             let engine = engine.clone();
             ext.pool.submit(Box::new(move || {
-                let served = block_on(fut);
-                engine.with(|m, _| m.on_done(id, served));
+                let served = block_on(w);
+                engine.with(|m, _| m.on_done(served));
             }));
         }
     }

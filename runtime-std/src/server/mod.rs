@@ -13,7 +13,7 @@ mod conn;
 use crate::executor::Pool;
 use crate::transport::Sock;
 use rpcx_core::addr::ServerAddr;
-use rpcx_core::service::{Peer, Router};
+use rpcx_core::service::{Dispatcher, Peer, Router, ServerSettings, ServerTotals};
 use rustc_hash::FxHashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -25,28 +25,16 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-/// Server options. Defaults: no read/write timeout (as Go), 32 MiB frames, 10 000
-/// connections, 1024 requests in flight per connection, TCP keepalive 3 min (Go's
-/// server default), 10 s TLS handshake timeout, 64 worker threads, ready handlers
-/// answered inline.
+/// Server options: the [`ServerSettings`] every runtime shares (defaults there: no
+/// read/write timeout, as Go; 32 MiB frames, 10 000 connections, 1024 requests in flight
+/// per connection, TCP keepalive 3 min, 10 s TLS handshake timeout), TLS, 64 worker
+/// threads, ready handlers answered inline.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
-    pub read_timeout: Option<Duration>,
-    /// Close a connection whose writes make no progress for this long.
-    pub write_timeout: Option<Duration>,
-    /// Largest frame accepted or sent (`totalLen`).
-    pub max_message_len: usize,
-    /// Most connections served at once; further accepts wait for a free slot.
-    pub max_connections: usize,
-    /// Most requests in flight per connection before reading pauses.
-    pub max_in_flight: usize,
+    /// The settings shared with every runtime's server.
+    pub settings: ServerSettings,
     /// TLS: serve TLS on TCP listeners when set.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// TLS handshake timeout.
-    pub tls_handshake_timeout: Duration,
-    /// TCP keepalive period for accepted connections.
-    pub tcp_keepalive: Option<Duration>,
     /// Most worker threads running handlers that wait (shared by all connections;
     /// started on demand). A handler occupies a worker for as long as it waits, so this
     /// bounds how many waiting handlers make progress at once; the rest queue.
@@ -60,18 +48,7 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        Self {
-            read_timeout: None,
-            write_timeout: None,
-            max_message_len: rpcx_core::wire::DEFAULT_MAX_MESSAGE_LEN,
-            max_connections: 10_000,
-            max_in_flight: 1024,
-            tls: None,
-            tls_handshake_timeout: Duration::from_secs(10),
-            tcp_keepalive: Some(Duration::from_secs(180)),
-            workers: 64,
-            inline_handlers: true,
-        }
+        Self { settings: ServerSettings::default(), tls: None, workers: 64, inline_handlers: true }
     }
 }
 
@@ -114,35 +91,7 @@ impl Server {
         self
     }
 
-    /// Set the read (idle) timeout.
-    pub fn read_timeout(mut self, d: Duration) -> Self {
-        self.opts.read_timeout = Some(d);
-        self
-    }
-
-    /// Set the write timeout.
-    pub fn write_timeout(mut self, d: Duration) -> Self {
-        self.opts.write_timeout = Some(d);
-        self
-    }
-
-    /// Set the largest frame.
-    pub fn max_message_len(mut self, n: usize) -> Self {
-        self.opts.max_message_len = n;
-        self
-    }
-
-    /// Set the connection limit.
-    pub fn max_connections(mut self, n: usize) -> Self {
-        self.opts.max_connections = n.max(1);
-        self
-    }
-
-    /// Set the per-connection in-flight limit.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.opts.max_in_flight = n.max(1);
-        self
-    }
+    rpcx_core::server_settings_setters!(opts.settings);
 
     /// Serve TLS on TCP listeners.
     pub fn tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
@@ -153,6 +102,13 @@ impl Server {
     /// Set the worker pool size.
     pub fn workers(mut self, n: usize) -> Self {
         self.opts.workers = n.max(1);
+        self
+    }
+
+    /// Whether to answer handlers that finish without waiting on the reader thread
+    /// (see [`ServerOptions::inline_handlers`]).
+    pub fn inline_handlers(mut self, inline: bool) -> Self {
+        self.opts.inline_handlers = inline;
         self
     }
 
@@ -186,13 +142,17 @@ impl Server {
             cv: Condvar::new(),
         });
         let pool = Pool::new(self.opts.workers);
-        let ctx = Arc::new(ServeCtx { router: self.router, opts: self.opts, shared: shared.clone(), pool });
+        let dispatcher =
+            Arc::new(Dispatcher::new(self.router, self.opts.settings).inline_handlers(self.opts.inline_handlers));
+        let ctx = Arc::new(ServeCtx { dispatcher, tls: self.opts.tls, shared: shared.clone(), pool });
+        let ctx_dispatcher = ctx.dispatcher.clone();
         let (done_tx, accept_done) = mpsc::channel::<()>();
         let accept = thread::Builder::new().name("rpcx-accept".into()).spawn(move || {
             let _done = done_tx; // dropped when the accept loop ends, however it ends
             accept_loop(listener, ctx);
         })?;
-        Ok(ServerHandle { address, local_addr, shared, wake, accept: Some(accept), accept_done })
+        let dispatcher = ctx_dispatcher;
+        Ok(ServerHandle { address, local_addr, shared, dispatcher, wake, accept: Some(accept), accept_done })
     }
 }
 
@@ -335,19 +295,20 @@ impl ServerShared {
 
 /// Everything a connection needs from its server.
 struct ServeCtx {
-    router: Router,
-    opts: ServerOptions,
+    dispatcher: Arc<Dispatcher>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<ServerShared>,
     pool: Arc<Pool>,
 }
 
-/// A running server: its address, and graceful or immediate shutdown. Dropping the
+/// A running server: its address, counters, and graceful or immediate shutdown. Dropping the
 /// handle leaves the server running (as a detached background service).
 #[derive(Debug)]
 pub struct ServerHandle {
     address: String,
     local_addr: Option<SocketAddr>,
     shared: Arc<ServerShared>,
+    dispatcher: Arc<Dispatcher>,
     wake: WakeTarget,
     accept: Option<JoinHandle<()>>,
     /// Disconnects when the accept thread ends.
@@ -371,9 +332,16 @@ impl ServerHandle {
         self.local_addr
     }
 
+    /// The server's counters, summed over its connections (each connection adds its
+    /// own whenever it has handled everything it was given).
+    pub fn stats(&self) -> ServerTotals {
+        self.dispatcher.stats()
+    }
+
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
     /// requests finish and their responses are written; after `grace`, whatever is left
-    /// is closed immediately. Returns when every connection has ended.
+    /// is closed immediately. Returns when every connection has ended (a connection's
+    /// last flush waits at most [`ServerSettings::close_linger`]).
     pub fn shutdown(mut self, grace: Duration) {
         self.stop_accepting(Phase::Graceful);
         if !self.shared.wait_idle(Some(grace)) {
@@ -436,7 +404,9 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
     loop {
         {
             let mut table = shared.lock();
-            while table.conns.len() >= ctx.opts.max_connections.max(1) && shared.phase() == Phase::Running {
+            while table.conns.len() >= ctx.dispatcher.settings().max_connections.max(1)
+                && shared.phase() == Phase::Running
+            {
                 table = shared.cv.wait(table).unwrap_or_else(|p| p.into_inner());
             }
             if shared.phase() != Phase::Running {

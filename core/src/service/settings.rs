@@ -1,0 +1,156 @@
+//! The server settings every runtime shares, and the builder methods that set them.
+
+use crate::conn::ServerConfig;
+use std::time::Duration;
+
+/// How long the end of a connection may wait to flush its transport (a TLS
+/// `close_notify`) when no write timeout is set; see [`ServerSettings::close_linger`].
+pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Server settings common to every runtime (each runtime's `ServerOptions` holds them
+/// in a `settings` field, and its `Server` has a builder method for each, from
+/// [`server_settings_setters!`](crate::server_settings_setters)). Defaults: no
+/// read/write timeout (as Go), 32 MiB frames, 10 000 connections, 1024 requests in
+/// flight per connection, TCP keepalive 3 min (Go's server default), 10 s TLS
+/// handshake timeout, and [`ServerConfig`]'s defaults for the rest.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Every setting of a connection's machine, one place each: the read (idle)
+    /// timeout, requests in flight, unsent bytes, and the decoder's and encoder's
+    /// limits (frame length, decompressed length, metadata pairs, the strict
+    /// `payloadLen` check) and compressors.
+    pub connection: ServerConfig,
+    /// Close a connection whose writes make no progress for this long.
+    pub write_timeout: Option<Duration>,
+    /// Most connections served at once; further accepts wait for a free slot.
+    pub max_connections: usize,
+    /// TLS handshake timeout.
+    pub tls_handshake_timeout: Duration,
+    /// TCP keepalive period for accepted connections.
+    pub tcp_keepalive: Option<Duration>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            connection: ServerConfig::default(),
+            write_timeout: None,
+            max_connections: 10_000,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tcp_keepalive: Some(Duration::from_secs(180)),
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The longest the end of a connection waits for its transport to take the last
+    /// bytes (the TLS `close_notify` and whatever the TLS layer still buffers): the
+    /// write timeout, or [`DEFAULT_CLOSE_LINGER`] (1 s) when none is set. Every server
+    /// runtime bounds a connection's close by this, so a peer that stopped reading
+    /// cannot hold a shutdown longer.
+    pub fn close_linger(&self) -> Duration {
+        self.write_timeout.unwrap_or(DEFAULT_CLOSE_LINGER)
+    }
+}
+
+/// Builder methods for every [`ServerSettings`] field, for a type whose settings sit at
+/// the field path given (`server_settings_setters!(opts.settings)`): `read_timeout`,
+/// `write_timeout`, `max_message_len`, `max_decompressed_len`, `max_metadata_pairs`,
+/// `strict_payload_len`, `max_in_flight`, `max_unsent_bytes`, `max_connections`,
+/// `tls_handshake_timeout`, `tcp_keepalive`, `compressor` and `connection`. Every
+/// runtime's `Server` uses it, so they offer the same knobs with the same meaning.
+#[macro_export]
+macro_rules! server_settings_setters {
+    ($($path:ident).+) => {
+        /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
+        pub fn read_timeout(mut self, d: ::std::time::Duration) -> Self {
+            self.$($path).+.connection.read_timeout = Some(d);
+            self
+        }
+
+        /// Close a connection whose writes make no progress for this long (also the
+        /// bound on flushing a closing connection: `ServerSettings::close_linger`).
+        pub fn write_timeout(mut self, d: ::std::time::Duration) -> Self {
+            self.$($path).+.write_timeout = Some(d);
+            self
+        }
+
+        /// Largest frame accepted or sent (`totalLen`), and largest decompressed payload.
+        pub fn max_message_len(mut self, n: usize) -> Self {
+            let c = &mut self.$($path).+.connection;
+            c.decoder.max_message_len = n;
+            c.decoder.max_decompressed_len = n;
+            c.encoder.max_message_len = n;
+            self
+        }
+
+        /// Largest decompressed request payload (after [`max_message_len`](Self::max_message_len),
+        /// which sets it too).
+        pub fn max_decompressed_len(mut self, n: usize) -> Self {
+            self.$($path).+.connection.decoder.max_decompressed_len = n;
+            self
+        }
+
+        /// Most metadata pairs in a request; a frame with more closes the connection.
+        pub fn max_metadata_pairs(mut self, n: usize) -> Self {
+            self.$($path).+.connection.decoder.max_metadata_pairs = n;
+            self
+        }
+
+        /// Reject frames whose `payloadLen` disagrees with the frame (the default).
+        /// `false` is the lenient switch: accept what Go accepts.
+        pub fn strict_payload_len(mut self, strict: bool) -> Self {
+            self.$($path).+.connection.decoder.strict_payload_len = strict;
+            self
+        }
+
+        /// Most requests in flight per connection before reading pauses.
+        pub fn max_in_flight(mut self, n: usize) -> Self {
+            self.$($path).+.connection.max_in_flight = n.max(1);
+            self
+        }
+
+        /// Most encoded bytes queued per connection before reading pauses and pushes
+        /// are refused.
+        pub fn max_unsent_bytes(mut self, n: usize) -> Self {
+            self.$($path).+.connection.max_unsent_bytes = n.max(1);
+            self
+        }
+
+        /// Most connections served at once.
+        pub fn max_connections(mut self, n: usize) -> Self {
+            self.$($path).+.max_connections = n.max(1);
+            self
+        }
+
+        /// TLS handshake timeout.
+        pub fn tls_handshake_timeout(mut self, d: ::std::time::Duration) -> Self {
+            self.$($path).+.tls_handshake_timeout = d;
+            self
+        }
+
+        /// TCP keepalive period for accepted connections (`None`: off).
+        pub fn tcp_keepalive(mut self, period: Option<::std::time::Duration>) -> Self {
+            self.$($path).+.tcp_keepalive = period;
+            self
+        }
+
+        /// Register a compressor for requests and responses of compress type `ty`.
+        pub fn compressor(
+            mut self,
+            ty: $crate::wire::CompressType,
+            c: ::std::sync::Arc<dyn $crate::compress::Compressor>,
+        ) -> Self {
+            let conn = &mut self.$($path).+.connection;
+            conn.decoder.compressors.register(ty, c.clone());
+            conn.encoder.compressors.register(ty, c);
+            self
+        }
+
+        /// Replace every setting of the connections' machines at once.
+        pub fn connection(mut self, config: $crate::conn::ServerConfig) -> Self {
+            self.$($path).+.connection = config;
+            self
+        }
+    };
+}
