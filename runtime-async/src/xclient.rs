@@ -36,6 +36,7 @@ use futures_channel::oneshot;
 use futures_lite::future;
 use rpcx_core::codec;
 use rpcx_core::conn::{CallOptions, CallSpec};
+use rpcx_core::govern::replies;
 use rpcx_core::govern::{
     AttemptId, BreakerConfig, CallRun, ClientHooks, ConnHandle, Connect, DEFAULT_GATHER_TIMEOUT, DialTicket, Discovery,
     FailMode, FailOptions, GatherMode, GatherRun, Governor, GovernorOptions, RoundRobin, SelectMode, Selector,
@@ -174,8 +175,6 @@ impl<Rt: Runtime> std::fmt::Debug for XClient<Rt> {
         f.debug_struct("XClient").field("service_path", &self.0.service_path).finish_non_exhaustive()
     }
 }
-
-type CallResult<R> = Result<(R, Metadata), Error>;
 
 impl<Rt: Runtime> XClient<Rt> {
     /// An XClient for `service_path`.
@@ -403,7 +402,10 @@ impl<Rt: Runtime> XClient<Rt> {
         loop {
             match self.with_gov(|g| run.poll(g, Instant::now())) {
                 Step::Start(s) => {
-                    racing.push(s.attempt.0, self.attempt(s.server, s.conn, spec.clone(), decode::<R>));
+                    racing.push(
+                        s.attempt.0,
+                        self.attempt(s.server, s.conn, spec.clone(), replies::with_metadata::<R>(codec::Decoding::Go)),
+                    );
                 }
                 Step::Wait { until } => {
                     if let Some((id, r)) = racing.next(until).await {
@@ -477,50 +479,6 @@ impl<Rt: Runtime> Drop for AbandonDial<'_, Rt> {
     }
 }
 
-fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
-    let msg = msg.ok_or(Error::Shutdown)?;
-    Ok(codec::decode_reply(msg)?)
-}
-
-fn decode_strict<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
-    let msg = msg.ok_or(Error::Shutdown)?;
-    Ok(codec::decode_reply_with(msg, codec::Decoding::Strict)?)
-}
-
-fn decode_value<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
-    decode(msg).map(|(r, _)| r)
-}
-
-fn decode_value_strict<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
-    decode_strict(msg).map(|(r, _)| r)
-}
-
-/// The reply decoder for a call's decoding mode.
-fn decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> CallResult<R> {
-    match d {
-        codec::Decoding::Strict => decode_strict::<R>,
-        _ => decode::<R>,
-    }
-}
-
-/// [`decoder`] for the reply alone.
-fn value_decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> Result<R, Error> {
-    match d {
-        codec::Decoding::Strict => decode_value_strict::<R>,
-        _ => decode_value::<R>,
-    }
-}
-
-/// A raw call's reply, as it came.
-fn raw(msg: Option<Message>) -> Result<Message, Error> {
-    msg.ok_or(Error::Shutdown)
-}
-
-/// A oneway call has no reply.
-fn sent(_: Option<Message>) -> Result<(), Error> {
-    Ok(())
-}
-
 /// A call through an [`XClient`] being configured ([`XClient::request`]): the same
 /// setters as [`Client::request`]'s builder (`metadata`, `with_metadata`, `timeout`,
 /// `serialize_type`, `compress`), then one finisher. Every finisher goes through the
@@ -568,7 +526,7 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
     ) -> Result<(R, Metadata), Error> {
         let payload = self.encode(args)?;
         {
-            let d = decoder::<R>(self.opts.decoding);
+            let d = replies::with_metadata::<R>(self.opts.decoding);
             self.run(payload, false, d)
         }
         .await
@@ -576,18 +534,18 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
 
     /// Call with an already-serialized payload and return the raw response.
     pub async fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
-        self.run(payload.into(), false, raw).await
+        self.run(payload.into(), false, replies::raw).await
     }
 
     /// Send as a oneway request (Go's `Oneshot`): returns once it is written.
     pub async fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
         let payload = self.encode(args)?;
-        self.run(payload, true, sent).await
+        self.run(payload, true, replies::sent).await
     }
 
     /// Send an already-serialized payload as a oneway request.
     pub async fn oneway_raw(self, payload: impl Into<Bytes>) -> Result<(), Error> {
-        self.run(payload.into(), true, sent).await
+        self.run(payload.into(), true, replies::sent).await
     }
 
     /// Start the call in the background (Go's `XClient.Go`) on a task of the connection
@@ -598,7 +556,7 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(self, args: &A) -> Result<XCall<R>, Error> {
         let payload = self.encode(args)?;
         {
-            let d = value_decoder::<R>(self.opts.decoding);
+            let d = replies::value::<R>(self.opts.decoding);
             self.spawn(payload, d)
         }
     }
@@ -606,7 +564,7 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
     /// [`go`](Self::go) with an already-serialized payload; the `XCall` gives the raw
     /// response.
     pub fn go_raw(self, payload: impl Into<Bytes>) -> Result<XCall<Message>, Error> {
-        self.spawn(payload.into(), raw)
+        self.spawn(payload.into(), replies::raw)
     }
 
     fn spawn<T: Send + 'static>(

@@ -29,6 +29,7 @@ use bytes::Bytes;
 use drive::{Attempts, Fan, Request};
 use rpcx_core::codec;
 use rpcx_core::conn::{CallError, CallOptions};
+use rpcx_core::govern::replies;
 use rpcx_core::govern::{
     BreakerConfig, CallRun, ClientHooks, ConnHandle, DEFAULT_GATHER_TIMEOUT, Discovery, FailMode, FailOptions,
     GatherMode, Governor, GovernorOptions, RoundRobin, SelectMode, Selector, ServerKey,
@@ -157,8 +158,6 @@ impl std::fmt::Debug for XClient {
         f.debug_struct("XClient").field("service_path", &self.0.service_path).finish_non_exhaustive()
     }
 }
-
-type CallResult<R> = Result<(R, Metadata), Error>;
 
 impl XClient {
     /// An XClient for `service_path`.
@@ -357,53 +356,9 @@ impl XClient {
         let opts = CallOptions::new(&self.0.service_path, method, o.serialize_type, o.compress, None);
         let req = self.request_of(opts, payload, Some(run.deadline()), false);
         let mut fan = Fan(run, mode != GatherMode::Fork);
-        Attempts::new(self.clone(), req, decode::<R>).drive(&mut fan, true, None);
+        Attempts::new(self.clone(), req, replies::with_metadata::<R>(codec::Decoding::Go)).drive(&mut fan, true, None);
         Ok(fan.0)
     }
-}
-
-fn decode<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
-    let msg = msg.ok_or(Error::Shutdown)?;
-    Ok(codec::decode_reply(msg)?)
-}
-
-fn decode_strict<R: DeserializeOwned>(msg: Option<Message>) -> CallResult<R> {
-    let msg = msg.ok_or(Error::Shutdown)?;
-    Ok(codec::decode_reply_with(msg, codec::Decoding::Strict)?)
-}
-
-fn decode_value<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
-    decode(msg).map(|(r, _)| r)
-}
-
-fn decode_value_strict<R: DeserializeOwned>(msg: Option<Message>) -> Result<R, Error> {
-    decode_strict(msg).map(|(r, _)| r)
-}
-
-/// The reply decoder for a call's decoding mode.
-fn decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> CallResult<R> {
-    match d {
-        codec::Decoding::Strict => decode_strict::<R>,
-        _ => decode::<R>,
-    }
-}
-
-/// [`decoder`] for the reply alone.
-fn value_decoder<R: DeserializeOwned>(d: codec::Decoding) -> fn(Option<Message>) -> Result<R, Error> {
-    match d {
-        codec::Decoding::Strict => decode_value_strict::<R>,
-        _ => decode_value::<R>,
-    }
-}
-
-/// A raw call's reply, as it came.
-fn raw(msg: Option<Message>) -> Result<Message, Error> {
-    msg.ok_or(Error::Shutdown)
-}
-
-/// A oneway call has no reply.
-fn sent(_: Option<Message>) -> Result<(), Error> {
-    Ok(())
 }
 
 /// A call through an [`XClient`] being configured ([`XClient::request`]): the same
@@ -449,25 +404,25 @@ impl XRequestBuilder<'_> {
     ) -> Result<(R, Metadata), Error> {
         let payload = self.encode(args)?;
         {
-            let d = decoder::<R>(self.opts.decoding);
+            let d = replies::with_metadata::<R>(self.opts.decoding);
             self.run(payload, false, d)
         }
     }
 
     /// Call with an already-serialized payload and return the raw response.
     pub fn call_raw(self, payload: impl Into<Bytes>) -> Result<Message, Error> {
-        self.run(payload.into(), false, raw)
+        self.run(payload.into(), false, replies::raw)
     }
 
     /// Send as a oneway request (Go's `Oneshot`): returns once it is written.
     pub fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
         let payload = self.encode(args)?;
-        self.run(payload, true, sent)
+        self.run(payload, true, replies::sent)
     }
 
     /// Send an already-serialized payload as a oneway request.
     pub fn oneway_raw(self, payload: impl Into<Bytes>) -> Result<(), Error> {
-        self.run(payload.into(), true, sent)
+        self.run(payload.into(), true, replies::sent)
     }
 
     /// Start the call (Go's `XClient.Go`) and wait on the returned [`XCall`] later. The
@@ -478,7 +433,7 @@ impl XRequestBuilder<'_> {
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned + Send + 'static>(self, args: &A) -> Result<XCall<R>, Error> {
         let payload = self.encode(args)?;
         {
-            let d = value_decoder::<R>(self.opts.decoding);
+            let d = replies::value::<R>(self.opts.decoding);
             self.start(payload, d)
         }
     }
@@ -486,7 +441,7 @@ impl XRequestBuilder<'_> {
     /// [`go`](Self::go) with an already-serialized payload; the `XCall` gives the raw
     /// response.
     pub fn go_raw(self, payload: impl Into<Bytes>) -> Result<XCall<Message>, Error> {
-        self.start(payload.into(), raw)
+        self.start(payload.into(), replies::raw)
     }
 
     fn start<T: Send + 'static>(
