@@ -315,6 +315,7 @@ async fn accept_loop<R: Runtime>(listener: Listener<R>, shared: Arc<Shared<R>>) 
     let _ = all_done.recv().await;
 }
 
+#[cfg_attr(not(unix), allow(unused_variables))] // `rt` adopts in-process streams (unix only)
 async fn accept<R: Runtime>(rt: &R, l: &Listener<R>) -> io::Result<(Stream<R>, Peer)> {
     match l {
         Listener::Tcp(l) => {
