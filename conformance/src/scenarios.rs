@@ -82,6 +82,28 @@ pub fn error_response(s: &dyn ServerRt, c: &dyn ClientRt) {
     server.close();
 }
 
+/// A handler that panics before its future exists (and one that panics while running)
+/// answers Go's internal-error text, 100 times on one connection, and the connection
+/// and its other calls carry on.
+pub fn panicking_handlers_keep_the_connection(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    for i in 0..100 {
+        let e = client.call(spec("Div", SerializeType::MSGPACK, &Args { a: i, b: 0 })).unwrap_err();
+        assert_eq!(
+            e,
+            Fail::Remote("[service internal error]: attempt to divide by zero, method: Div".into()),
+            "call {i}"
+        );
+    }
+    let r = reply(client.call(spec("Div", SerializeType::MSGPACK, &Args { a: 42, b: 6 })).expect("Div"));
+    assert_eq!(r.c, 7);
+    let r = reply(client.call(spec("Mul", SerializeType::JSON, &Args { a: 6, b: 7 })).expect("Mul"));
+    assert_eq!(r.c, 42);
+    assert!(!client.is_shutdown(), "the connection survived");
+    server.close();
+}
+
 /// Go's texts for an unknown service and method.
 pub fn unknown_service_and_method(s: &dyn ServerRt, c: &dyn ClientRt) {
     let server = s.serve(router(false), ServeOpts::default());

@@ -71,6 +71,14 @@ pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
     let arith = Service::new("Arith")
         .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
         .method("Error", |_c: Context, a: Args| async move { Err::<Reply, _>(format!("intentional error A={}", a.a)) })
+        // Divides before its future exists: B = 0 panics while the handler is made.
+        .method("Div", |_c: Context, a: Args| {
+            if a.b == 0 {
+                panic!("attempt to divide by zero");
+            }
+            let c = a.a / a.b;
+            async move { Ok::<_, String>(Reply { c }) }
+        })
         .method("Slow", move |_c: Context, a: Args| {
             started.fetch_add(1, Ordering::SeqCst);
             async move {

@@ -19,6 +19,7 @@ macro_rules! pair {
             scenario!(gzip_over_1024_both_ways);
             scenario!(metadata_both_ways);
             scenario!(error_response);
+            scenario!(panicking_handlers_keep_the_connection);
             scenario!(unknown_service_and_method);
             scenario!(oneway);
             scenario!(server_push);

@@ -60,6 +60,14 @@ fn router() -> Router {
                         panic!("boom");
                     }
                     Ok::<Reply, String>(Reply { C: 0 })
+                })
+                // Panics while making its future (before `async`), as a closure that
+                // divides by a field would.
+                .method("PanicEarly", |_c: Context, a: Args| {
+                    if a.B == 0 {
+                        panic!("early");
+                    }
+                    async move { Ok::<_, String>(Reply { C: a.A / a.B }) }
                 }),
         )
         .service(
@@ -218,6 +226,14 @@ fn panicking_handler_yields_an_error_response() {
         run(&router(), "Arith", "Mul", SerializeType::JSON, r#"{"A":2,"B":3}"#).response.payload.as_ref(),
         br#"{"C":6}"#
     );
+}
+
+#[test]
+fn a_handler_that_panics_before_its_future_exists_yields_an_error_response() {
+    let d = run(&router(), "Arith", "PanicEarly", SerializeType::JSON, r#"{"A":1,"B":0}"#);
+    assert_eq!(d.response.error.as_deref().map(text), Some("[service internal error]: early, method: PanicEarly"));
+    let d = run(&router(), "Arith", "PanicEarly", SerializeType::JSON, r#"{"A":6,"B":3}"#);
+    assert_eq!(d.response.payload.as_ref(), br#"{"C":2}"#);
 }
 
 #[test]

@@ -455,7 +455,7 @@ impl Router {
         }
         if let Some(auth) = &self.auth {
             let token = ctx.auth_token().unwrap_or_default().to_owned();
-            let verdict = CatchUnwind(auth(ctx.clone(), token)).await;
+            let verdict = CatchUnwind::new(|| auth(ctx.clone(), token)).await;
             match verdict {
                 Ok(Ok(())) => {}
                 Ok(Err(text)) => return Dispatched { response: Response::error(text), close: true },
@@ -481,7 +481,7 @@ impl Router {
                 return self.finish(&ctx, Err(text));
             }
         }
-        let result = match CatchUnwind(handler.call(ctx.clone(), payload)).await {
+        let result = match CatchUnwind::new(|| handler.call(ctx.clone(), payload)).await {
             Ok(r) => r,
             Err(panic) => Err(format!("[service internal error]: {panic}, method: {method}")),
         };
@@ -514,25 +514,44 @@ impl Router {
     }
 }
 
-/// Polls a boxed future, turning a panic into `Err(message)`.
-struct CatchUnwind<T>(BoxFuture<T>);
+/// Makes and polls a boxed future, turning a panic in either into `Err(message)`: a
+/// user callback may panic before its future exists (a closure that divides by a field
+/// before `async`, a custom `Handler::call`).
+enum CatchUnwind<T> {
+    Running(BoxFuture<T>),
+    Panicked(Option<String>),
+}
+
+impl<T> CatchUnwind<T> {
+    fn new(make: impl FnOnce() -> BoxFuture<T>) -> Self {
+        match std::panic::catch_unwind(AssertUnwindSafe(make)) {
+            Ok(fut) => CatchUnwind::Running(fut),
+            Err(payload) => CatchUnwind::Panicked(Some(panic_text(&*payload))),
+        }
+    }
+}
+
+/// The text of a panic's payload (`&str` or `String`), else "panic".
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
 
 impl<T> Future for CatchUnwind<T> {
     type Output = Result<T, String>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let fut = &mut self.get_mut().0;
+        let fut = match self.get_mut() {
+            CatchUnwind::Running(fut) => fut,
+            CatchUnwind::Panicked(text) => return Poll::Ready(Err(text.take().unwrap_or_else(|| "panic".to_owned()))),
+        };
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => {
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "panic".to_owned());
-                Poll::Ready(Err(msg))
-            }
+            Err(payload) => Poll::Ready(Err(panic_text(&*payload))),
         }
     }
 }
