@@ -37,6 +37,7 @@ pub mod compress;
 pub mod conn;
 pub mod error;
 pub mod govern;
+pub mod guard;
 #[cfg(unix)]
 pub mod memu;
 pub mod service;

@@ -6,7 +6,6 @@ use crate::client::YIELD_AFTER;
 use crate::queue;
 use crate::runtime::{Runtime, Timer, sleep_until, timeout};
 use crate::transport::{self, Stream, tune_tcp};
-use async_lock::{Semaphore, SemaphoreGuardArc};
 use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
@@ -287,20 +286,16 @@ impl<R: Runtime> ServerHandle<R> {
 }
 
 async fn accept_loop<R: Runtime>(listener: Listener<R>, shared: Arc<Shared<R>>) {
-    let limit = Arc::new(Semaphore::new(shared.dispatcher.settings().max_connections.max(1)));
     // A wait group: every connection task holds a sender; `recv` fails once all are gone.
     let (conns, all_done) = async_channel::bounded::<()>(1);
     loop {
-        let Some(permit) = future::or(async { Some(limit.acquire_arc().await) }, shared.stopped()).await else {
-            break;
-        };
         let rt = &shared.runtime;
         let Some(accepted) = future::or(async { Some(accept(rt, &listener).await) }, shared.stopped()).await else {
             break;
         };
         match accepted {
             Ok((stream, peer)) => {
-                if let Some(task) = ConnTask::new(&shared, stream, peer, (permit, conns.clone())) {
+                if let Some(task) = ConnTask::new(&shared, stream, peer, conns.clone()) {
                     rt.spawn(Box::pin(task));
                 }
             }
@@ -388,7 +383,7 @@ struct DoneChan {
 struct ConnTask<R: Runtime> {
     shared: Arc<Shared<R>>,
     stage: Stage<R>,
-    _slot: (SemaphoreGuardArc, async_channel::Sender<()>),
+    _slot: async_channel::Sender<()>,
 }
 
 /// A TLS handshake under its timeout; `None` when it failed or timed out.
@@ -404,12 +399,13 @@ enum Stage<R: Runtime> {
 }
 
 impl<R: Runtime> ConnTask<R> {
-    /// `None` when a `conn_accepted` hook refused the connection.
+    /// `None` when the server is at its connection cap or a `conn_accepted` hook
+    /// refused the connection (dropping `stream` closes it at once).
     fn new(
         shared: &Arc<Shared<R>>,
         stream: Stream<R>,
         peer: Peer,
-        slot: (SemaphoreGuardArc, async_channel::Sender<()>),
+        slot: async_channel::Sender<()>,
     ) -> Option<Self> {
         let session = shared.dispatcher.session(Arc::new(peer))?;
         let settings = shared.dispatcher.settings();

@@ -68,6 +68,8 @@ pub struct ServerTotals {
     pub connections_accepted: u64,
     /// Connections refused by a `conn_accepted` hook.
     pub connections_refused: u64,
+    /// Connections closed at once because `max_connections` were being served.
+    pub connections_over_cap: u64,
     /// Connections being served now.
     pub connections_open: u64,
     /// Requests handed to handlers.
@@ -94,6 +96,7 @@ pub struct ServerTotals {
 struct Totals {
     accepted: AtomicU64,
     refused: AtomicU64,
+    over_cap: AtomicU64,
     open: AtomicU64,
     requests: AtomicU64,
     responses: AtomicU64,
@@ -153,16 +156,30 @@ impl Dispatcher {
         ServerConnection::with_shared_config(self.config.clone(), now)
     }
 
-    /// Start serving a connection from `peer`: runs the `conn_accepted` hooks and
-    /// returns `None` if one refuses it (close it then). The session's drop runs the
-    /// `conn_closed` hooks.
+    /// Start serving a connection from `peer`: returns `None` (close it at once then)
+    /// when [`max_connections`](ServerSettings::max_connections) connections are being
+    /// served already, or when a `conn_accepted` hook refuses it. The session's drop
+    /// runs the `conn_closed` hooks.
+    ///
+    /// The cap policy is the same on every runtime: the server keeps accepting, and a
+    /// connection past the cap is closed as soon as it is accepted (the client sees
+    /// its connection closed, promptly, instead of waiting in the kernel's backlog),
+    /// counted in [`ServerTotals::connections_over_cap`]. Idle connections are not
+    /// reaped to make room: use the read (idle) timeout for that.
     pub fn session(self: &Arc<Self>, peer: Arc<Peer>) -> Option<Session> {
-        if !self.router.hooks().iter().all(|h| h.conn_accepted(&peer)) {
+        let cap = self.settings.max_connections.max(1) as u64;
+        if self.totals.open.fetch_add(1, Relaxed) >= cap {
+            self.totals.open.fetch_sub(1, Relaxed);
+            self.totals.over_cap.fetch_add(1, Relaxed);
+            return None;
+        }
+        let accepted = crate::guard::catch("conn_accepted hook", || self.router.hooks().iter().all(|h| h.conn_accepted(&peer)));
+        if accepted != Some(true) {
+            self.totals.open.fetch_sub(1, Relaxed);
             self.totals.refused.fetch_add(1, Relaxed);
             return None;
         }
         self.totals.accepted.fetch_add(1, Relaxed);
-        self.totals.open.fetch_add(1, Relaxed);
         Some(Session { d: self.clone(), peer, published: ServerStats::default(), round: 0, ended: false })
     }
 
@@ -172,6 +189,7 @@ impl Dispatcher {
         ServerTotals {
             connections_accepted: t.accepted.load(Relaxed),
             connections_refused: t.refused.load(Relaxed),
+            connections_over_cap: t.over_cap.load(Relaxed),
             connections_open: t.open.load(Relaxed),
             requests: t.requests.load(Relaxed),
             responses: t.responses.load(Relaxed),

@@ -43,10 +43,9 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
+use crate::guard::CatchUnwind;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -511,47 +510,5 @@ impl Router {
             Err(text) => Response { metadata, payload: Bytes::new(), error: Some(Bytes::from(text)) },
         };
         Dispatched { response, close: false }
-    }
-}
-
-/// Makes and polls a boxed future, turning a panic in either into `Err(message)`: a
-/// user callback may panic before its future exists (a closure that divides by a field
-/// before `async`, a custom `Handler::call`).
-enum CatchUnwind<T> {
-    Running(BoxFuture<T>),
-    Panicked(Option<String>),
-}
-
-impl<T> CatchUnwind<T> {
-    fn new(make: impl FnOnce() -> BoxFuture<T>) -> Self {
-        match std::panic::catch_unwind(AssertUnwindSafe(make)) {
-            Ok(fut) => CatchUnwind::Running(fut),
-            Err(payload) => CatchUnwind::Panicked(Some(panic_text(&*payload))),
-        }
-    }
-}
-
-/// The text of a panic's payload (`&str` or `String`), else "panic".
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".to_owned())
-}
-
-impl<T> Future for CatchUnwind<T> {
-    type Output = Result<T, String>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Self::Output> {
-        let fut = match self.get_mut() {
-            CatchUnwind::Running(fut) => fut,
-            CatchUnwind::Panicked(text) => return Poll::Ready(Err(text.take().unwrap_or_else(|| "panic".to_owned()))),
-        };
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(payload) => Poll::Ready(Err(panic_text(&*payload))),
-        }
     }
 }

@@ -22,7 +22,8 @@ pub struct ServerSettings {
     pub connection: ServerConfig,
     /// Close a connection whose writes make no progress for this long.
     pub write_timeout: Option<Duration>,
-    /// Most connections served at once; further accepts wait for a free slot.
+    /// Most connections served at once; a connection accepted past it is closed at
+    /// once (see [`Dispatcher::session`](super::Dispatcher::session)).
     pub max_connections: usize,
     /// TLS handshake timeout.
     pub tls_handshake_timeout: Duration,
