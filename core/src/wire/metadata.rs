@@ -1,6 +1,7 @@
 //! Message metadata: an ordered list of byte-string pairs.
 
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::fmt;
 
 /// Metadata key carrying a server's error text in an Error response.
@@ -18,20 +19,44 @@ pub const SERVER_TIMEOUT_KEY: &str = "__ServerTimeout";
 ///   the key keeps the position of its first occurrence.
 /// * Keys and values are bytes: the `*_str` accessors report non-UTF-8 as an error
 ///   instead of panicking.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+///
+/// Lookups and inserts stay cheap for large maps: past [`INDEX_AT`] pairs, an insert
+/// builds a hash index (std's `HashMap`, randomly keyed, so a peer cannot choose keys
+/// that collide), so filling a map with `n` pairs costs O(n), not O(n^2).
+#[derive(Clone, Default)]
 pub struct Metadata {
     pairs: Vec<(Bytes, Bytes)>,
+    /// Key -> position, kept while present; built by `insert` once there are more than
+    /// `INDEX_AT` pairs, dropped by `remove` and `clear`.
+    index: Option<Box<HashMap<Bytes, usize>>>,
+}
+
+/// Pairs above which [`Metadata::insert`] keeps a hash index instead of scanning.
+pub const INDEX_AT: usize = 16;
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.pairs == other.pairs
+    }
+}
+
+impl Eq for Metadata {}
+
+impl std::hash::Hash for Metadata {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.pairs.hash(state);
+    }
 }
 
 impl Metadata {
     /// Empty metadata (encodes as `metadataLen = 0`, like Go's nil map).
     pub const fn new() -> Self {
-        Self { pairs: Vec::new() }
+        Self { pairs: Vec::new(), index: None }
     }
 
     /// Empty metadata with room for `n` pairs.
     pub fn with_capacity(n: usize) -> Self {
-        Self { pairs: Vec::with_capacity(n) }
+        Self { pairs: Vec::with_capacity(n), index: None }
     }
 
     /// Number of distinct keys.
@@ -49,17 +74,34 @@ impl Metadata {
     pub fn insert(&mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Option<Bytes> {
         let key = key.into();
         let value = value.into();
-        if let Some(slot) = self.pairs.iter_mut().find(|(k, _)| *k == key) {
-            return Some(std::mem::replace(&mut slot.1, value));
+        if self.index.is_none() && self.pairs.len() >= INDEX_AT {
+            let mut index = HashMap::with_capacity(self.pairs.len() * 2);
+            for (i, (k, _)) in self.pairs.iter().enumerate() {
+                // Pairs are distinct keys (decoding dedups), so this keeps each position.
+                index.entry(k.clone()).or_insert(i);
+            }
+            self.index = Some(Box::new(index));
+        }
+        if let Some(i) = self.position(&key) {
+            return Some(std::mem::replace(&mut self.pairs[i].1, value));
+        }
+        if let Some(index) = &mut self.index {
+            index.insert(key.clone(), self.pairs.len());
         }
         self.pairs.push((key, value));
         None
     }
 
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(key).copied(),
+            None => self.pairs.iter().position(|(k, _)| k.as_ref() == key),
+        }
+    }
+
     /// The value of `key`, if present.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Option<&Bytes> {
-        let key = key.as_ref();
-        self.pairs.iter().find(|(k, _)| k.as_ref() == key).map(|(_, v)| v)
+        self.position(key.as_ref()).map(|i| &self.pairs[i].1)
     }
 
     /// The value of `key` as UTF-8 text. `Ok(None)` if absent, `Err` if not UTF-8.
@@ -74,8 +116,8 @@ impl Metadata {
 
     /// Remove `key`, returning its value.
     pub fn remove(&mut self, key: impl AsRef<[u8]>) -> Option<Bytes> {
-        let key = key.as_ref();
-        let i = self.pairs.iter().position(|(k, _)| k.as_ref() == key)?;
+        let i = self.position(key.as_ref())?;
+        self.index = None;
         Some(self.pairs.remove(i).1)
     }
 
@@ -91,6 +133,7 @@ impl Metadata {
 
     /// Remove every pair.
     pub fn clear(&mut self) {
+        self.index = None;
         self.pairs.clear();
     }
 
@@ -104,6 +147,7 @@ impl Metadata {
     /// The duplicate scan is linear for small maps; decoders use
     /// [`Metadata::dedup_decoded`] once at the end for large ones.
     pub(crate) fn push_decoded(&mut self, key: Bytes, value: Bytes) {
+        debug_assert!(self.index.is_none());
         self.pairs.push((key, value));
     }
 
@@ -200,6 +244,26 @@ mod tests {
             assert_eq!(m.get("k1").unwrap().as_ref(), b"last");
             assert_eq!(m.iter().nth(1).unwrap().0.as_ref(), b"k1");
         }
+    }
+
+    #[test]
+    fn large_maps_use_the_index_and_stay_consistent() {
+        let mut m = Metadata::new();
+        for i in 0..1000 {
+            assert_eq!(m.insert(format!("k{i}"), format!("v{i}")), None);
+        }
+        assert!(m.index.is_some());
+        assert_eq!(m.insert("k500", "new"), Some(Bytes::from("v500")));
+        assert_eq!(m.get("k500").unwrap().as_ref(), b"new");
+        assert_eq!(m.iter().nth(500).unwrap().0.as_ref(), b"k500");
+        assert_eq!(m.remove("k10"), Some(Bytes::from("v10")));
+        assert!(m.get("k10").is_none());
+        assert_eq!(m.get("k999").unwrap().as_ref(), b"v999");
+        m.insert("k10", "back");
+        assert_eq!(m.iter().last().unwrap().0.as_ref(), b"k10");
+        assert_eq!(m.len(), 1000);
+        let copy: Metadata = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        assert_eq!(copy, m);
     }
 
     #[test]
