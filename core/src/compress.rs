@@ -65,6 +65,89 @@ pub trait Compressor: Send + Sync + fmt::Debug {
     /// Decompress `input`, failing with [`DecompressError::TooLarge`] as soon as the
     /// output would exceed `limit` bytes.
     fn decompress(&self, input: &[u8], limit: usize) -> Result<Vec<u8>, DecompressError>;
+
+    /// An incremental decompression of `input`, for callers that must bound the work
+    /// done at once (a server inflates a large payload in steps, between which other
+    /// connections run). The default decompresses everything at once, in this call;
+    /// [`Gzip`] streams.
+    fn inflater(&self, input: Bytes, limit: usize) -> Box<dyn Inflate> {
+        Box::new(Done(Some(self.decompress(&input, limit))))
+    }
+}
+
+/// A decompression in progress (see [`Compressor::inflater`]).
+pub trait Inflate: Send {
+    /// Produce up to about `max_out` more bytes. `Ok(true)` once the output is complete
+    /// (then call [`finish`](Self::finish)).
+    fn step(&mut self, max_out: usize) -> Result<bool, DecompressError>;
+
+    /// Bytes of memory the output holds so far (its allocation).
+    fn held(&self) -> usize;
+
+    /// The output, once [`step`](Self::step) returned `Ok(true)`.
+    fn finish(self: Box<Self>) -> Bytes;
+}
+
+/// An [`Inflate`] whose work was done up front.
+struct Done(Option<Result<Vec<u8>, DecompressError>>);
+
+impl Inflate for Done {
+    fn step(&mut self, _max_out: usize) -> Result<bool, DecompressError> {
+        match &self.0 {
+            Some(Err(e)) => Err(e.clone()),
+            _ => Ok(true),
+        }
+    }
+
+    fn held(&self) -> usize {
+        match &self.0 {
+            Some(Ok(v)) => v.capacity(),
+            _ => 0,
+        }
+    }
+
+    fn finish(self: Box<Self>) -> Bytes {
+        match self.0 {
+            Some(Ok(v)) => Bytes::from(v),
+            _ => Bytes::new(),
+        }
+    }
+}
+
+/// gzip, streamed (see [`Gzip::inflater`]).
+struct GzipInflate {
+    dec: flate2::read::MultiGzDecoder<bytes::buf::Reader<Bytes>>,
+    out: Vec<u8>,
+    limit: usize,
+    empty: bool,
+}
+
+impl Inflate for GzipInflate {
+    fn step(&mut self, max_out: usize) -> Result<bool, DecompressError> {
+        if self.empty {
+            return Err(DecompressError::Empty);
+        }
+        // Read at most limit + 1 bytes in all: one byte past the limit proves the bomb.
+        let room = self.limit.saturating_add(1).saturating_sub(self.out.len());
+        let want = max_out.max(1).min(room);
+        let before = self.out.len();
+        (&mut self.dec)
+            .take(want as u64)
+            .read_to_end(&mut self.out)
+            .map_err(|e| DecompressError::Corrupt(e.to_string()))?;
+        if self.out.len() > self.limit {
+            return Err(DecompressError::TooLarge { limit: self.limit });
+        }
+        Ok(self.out.len() - before < want)
+    }
+
+    fn held(&self) -> usize {
+        self.out.capacity()
+    }
+
+    fn finish(self: Box<Self>) -> Bytes {
+        Bytes::from(self.out)
+    }
 }
 
 /// gzip (RFC 1952), compatible with Go's `compress/gzip` (multi-member streams accepted).
@@ -103,6 +186,13 @@ impl Compressor for Gzip {
             return Err(DecompressError::TooLarge { limit });
         }
         Ok(out)
+    }
+
+    fn inflater(&self, input: Bytes, limit: usize) -> Box<dyn Inflate> {
+        use bytes::Buf;
+        let empty = input.is_empty();
+        let out = Vec::with_capacity(input.len().saturating_mul(4).min(limit).min(64 << 10));
+        Box::new(GzipInflate { dec: flate2::read::MultiGzDecoder::new(input.reader()), out, limit, empty })
     }
 }
 
@@ -165,6 +255,34 @@ mod tests {
         assert_eq!(choose(CompressType::GZIP, 1024), CompressType::NONE);
         assert_eq!(choose(CompressType::GZIP, 1025), CompressType::GZIP);
         assert_eq!(choose(CompressType::NONE, 5000), CompressType::NONE);
+    }
+
+    #[test]
+    fn gzip_inflates_in_steps_like_at_once() {
+        let data: Vec<u8> = (0..(3u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let mut z = Vec::new();
+        Gzip::default().compress(&data, &mut z).unwrap();
+        let z = Bytes::from(z);
+        let mut inf = Gzip::default().inflater(z.clone(), 3 << 20);
+        let mut steps = 0;
+        while !inf.step(256 << 10).unwrap() {
+            steps += 1;
+            assert!(inf.held() <= 8 << 20);
+        }
+        assert!(steps >= 11, "{steps} steps");
+        assert_eq!(inf.finish(), Bytes::from(data));
+        // The limit and a bomb, in steps.
+        let mut inf = Gzip::default().inflater(z, (3 << 20) - 1);
+        let err = loop {
+            match inf.step(1 << 20) {
+                Ok(false) => continue,
+                Ok(true) => panic!("over the limit"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err, DecompressError::TooLarge { limit: (3 << 20) - 1 });
+        assert!(Gzip::default().inflater(Bytes::new(), 10).step(10).is_err());
+        assert!(Gzip::default().inflater(Bytes::from_static(b"not gzip"), 10).step(10).is_err());
     }
 
     #[test]

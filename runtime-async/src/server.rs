@@ -473,6 +473,8 @@ enum Wake {
     Read(io::Result<usize>),
     Push(Push),
     Phase(Phase),
+    /// The machine cut its decoding work short (`ServerConnection::has_work`).
+    Work,
     Timer,
 }
 
@@ -616,6 +618,9 @@ impl<R: Runtime> Driver<R> {
                 return Poll::Ready(Wake::Read(r));
             }
         }
+        if self.conn.has_work() {
+            return Poll::Ready(Wake::Work);
+        }
         if let Some(q) = self.pushes.0.as_mut() {
             if let Poll::Ready(Some(p)) = q.1.poll_recv(cx) {
                 return Poll::Ready(Wake::Push(p));
@@ -661,7 +666,9 @@ impl<R: Runtime> Driver<R> {
                 self.write_stalled_since = Some(Instant::now());
             }
             let write_deadline = write_timeout.zip(self.write_stalled_since).map(|(d, t)| t + d);
-            let deadline = [self.conn.poll_timeout(), write_deadline].into_iter().flatten().min();
+            // Pending work is a wake source of its own (`Wake::Work`), not a timer.
+            let machine = if self.conn.has_work() { None } else { self.conn.poll_timeout() };
+            let deadline = [machine, write_deadline].into_iter().flatten().min();
             // Re-arm only for an earlier deadline: each async-io timer change wakes the
             // reactor, and a timer left at a later instant only fires spuriously (which
             // `handle_timeout` tolerates) before being set again.
@@ -683,9 +690,12 @@ impl<R: Runtime> Driver<R> {
                     return Poll::Pending;
                 }
             };
+            // One step of heavy work (up to WORK_PER_TURN) per turn of the executor, so
+            // that a peer's large decompressions do not hold this worker.
+            let yield_now = matches!(wake, Wake::Work);
             self.on_wake(wake, write_deadline);
             self.streak += 1;
-            if self.streak >= YIELD_AFTER {
+            if self.streak >= YIELD_AFTER || yield_now {
                 self.streak = 0;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -735,6 +745,7 @@ impl<R: Runtime> Driver<R> {
                 }
             }
             Wake::Phase(p) => self.apply_phase(p),
+            Wake::Work => self.conn.work(Instant::now()),
             Wake::Timer => {
                 self.armed = None;
                 let now = Instant::now();

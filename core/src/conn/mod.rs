@@ -15,6 +15,7 @@
 //! `poll_timeout` once and sleeps until then (or until the socket is readable, writable,
 //! or a command arrives). Time only comes in through `now`.
 
+mod budget;
 mod client;
 mod server;
 mod session;
@@ -24,8 +25,10 @@ pub use client::{
     RemoteError,
 };
 pub use server::{
-    PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection, ServerEvent, ServerStats,
+    DEFAULT_FRAME_TIMEOUT, PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection,
+    ServerEvent, ServerStats, WORK_PER_TURN,
 };
+pub use budget::{DEFAULT_BUDGET_GRACE, DEFAULT_MAX_INFLATIONS, DEFAULT_SERVER_MEMORY, MemoryBudget};
 pub use session::{ClientSession, Outcome, PushSink, ReplySlot, SessionConfig};
 
 use crate::wire::DecodeError;
@@ -73,6 +76,14 @@ pub enum LostReason {
     /// Nothing was received within the idle/read timeout.
     #[error("idle for {0:?}")]
     IdleTimeout(std::time::Duration),
+    /// A frame that had started did not complete within the frame timeout (a peer
+    /// trickling bytes).
+    #[error("a frame did not complete within {0:?}")]
+    FrameTimeout(std::time::Duration),
+    /// The server was over its memory budget and this peer, with output queued, took
+    /// no bytes for the grace period (see [`MemoryBudget`]).
+    #[error("server memory budget exceeded while the peer did not read")]
+    MemoryBudget,
     /// The transport failed (reported by the driver through `abort`).
     #[error("transport error: {0}")]
     Transport(String),

@@ -1,7 +1,7 @@
 //! The server side of one rpcx connection, without IO.
 
-use super::{CloseMode, LostReason, TRANSMIT_BATCH, min_instant};
-use crate::compress;
+use super::{CloseMode, LostReason, MemoryBudget, TRANSMIT_BATCH, min_instant};
+use crate::compress::{self, Inflate};
 use crate::wire::{
     AUTH_KEY, DecoderConfig, EncodeBuf, EncodeError, EncoderConfig, Header, Message, MessageStatus, MessageType,
     Metadata, SERVER_TIMEOUT_KEY, SERVICE_ERROR_KEY, SerializeType, StreamDecoder,
@@ -26,9 +26,38 @@ pub struct ServerConfig {
     /// pushes are refused with [`PushError::Blocked`].
     pub max_unsent_bytes: usize,
     /// Close the connection when no request arrives for this long while the connection
-    /// is willing to read (Go's `WithReadTimeout`). Off by default.
+    /// is willing to read (Go's `WithReadTimeout`): the idle timeout. Off by default.
     pub read_timeout: Option<Duration>,
+    /// Close the connection when a frame that has started (its first byte arrived) is
+    /// not complete this long after, while the connection is reading: a peer trickling
+    /// a frame byte by byte is closed with [`LostReason::FrameTimeout`]. Default 30 s;
+    /// healthy idle connections are not affected (heartbeats are whole frames).
+    pub frame_timeout: Option<Duration>,
+    /// The memory every connection of a server shares (see [`MemoryBudget`] for what is
+    /// charged and the policy). A server's connections share one `Arc`; the default is
+    /// a fresh [`MemoryBudget::default`] (512 MiB).
+    pub budget: Arc<MemoryBudget>,
 }
+
+/// The default [`ServerConfig::frame_timeout`].
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most frame bytes decoded plus payload bytes inflated in one input or `work` call;
+/// past it the machine stops and reports [`ServerConnection::has_work`], so one peer's
+/// heavy frames cannot hold the thread that drives many connections.
+pub const WORK_PER_TURN: usize = 1 << 20;
+/// Output produced by one step of a decompression.
+const INFLATE_CHUNK: usize = 256 << 10;
+/// Frames above this reserve their whole length from the budget before being read.
+const SMALL_FRAME: usize = 64 << 10;
+/// How often a connection waiting for the budget looks again.
+const BUDGET_RECHECK: Duration = Duration::from_millis(5);
+/// Memory a queued message costs beyond its encoded bytes: the queue entry and the
+/// allocations behind a message's parts.
+const QUEUED_OVERHEAD: usize = 256;
+/// Output queued above which a connection stops reading while the server is over its
+/// budget.
+const OUTPUT_SHARE: usize = 64 << 10;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -38,6 +67,8 @@ impl Default for ServerConfig {
             max_in_flight: 1024,
             max_unsent_bytes: 8 << 20,
             read_timeout: None,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+            budget: Arc::new(MemoryBudget::default()),
         }
     }
 }
@@ -168,6 +199,32 @@ struct Pending {
     method: Bytes,
 }
 
+/// A compressed request being inflated, step by step.
+struct Inflating {
+    /// The request, its payload still compressed until `inflater` exists.
+    msg: Message,
+    /// `None` until a decompression slot was free.
+    inflater: Option<Box<dyn Inflate>>,
+    /// Bytes of the compressed payload.
+    input_len: usize,
+}
+
+impl std::fmt::Debug for Inflating {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflating")
+            .field("seq", &self.msg.header.seq())
+            .field("input_len", &self.input_len)
+            .field("held", &self.inflater.as_ref().map(|i| i.held()))
+            .finish()
+    }
+}
+
+enum Step {
+    Again,
+    OutOfWork,
+    Blocked,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Open,
@@ -207,6 +264,28 @@ pub struct ServerConnection {
     paused: bool,
     last_now: Instant,
     stats: ServerStats,
+    inflating: Option<Inflating>,
+    /// Work was cut short by [`WORK_PER_TURN`]; `work` continues it.
+    has_work: bool,
+    /// Waiting for the budget (a frame's reservation, a decompression slot or step).
+    blocked: bool,
+    /// The buffer holds part of a frame (and no whole one).
+    incomplete: bool,
+    frame_deadline: Option<Instant>,
+    /// The frame at the front of the buffer has this many bytes reserved.
+    reserved_frame: usize,
+    /// Bytes charged to the budget now.
+    charged: usize,
+    /// Not reading: the server is over its budget and this peer has output queued.
+    out_paused: bool,
+    /// Since when `out_paused` has held without the peer taking bytes.
+    stuck_since: Option<Instant>,
+}
+
+impl Drop for ServerConnection {
+    fn drop(&mut self) {
+        self.release_all();
+    }
 }
 
 impl ServerConnection {
@@ -233,6 +312,15 @@ impl ServerConnection {
             paused: false,
             last_now: now,
             stats: ServerStats::default(),
+            inflating: None,
+            has_work: false,
+            blocked: false,
+            incomplete: false,
+            frame_deadline: None,
+            reserved_frame: 0,
+            charged: 0,
+            out_paused: false,
+            stuck_since: None,
         }
     }
 
@@ -244,6 +332,22 @@ impl ServerConnection {
         }
         self.decoder.feed(data);
         self.pump(now);
+    }
+
+    /// Whether decoding work was cut short to bound the time one call takes (see
+    /// [`WORK_PER_TURN`]: large decompressions and runs of heavy frames are done in
+    /// steps). The driver should let other work run (yield to its scheduler), then call
+    /// [`work`](Self::work). [`poll_timeout`](Self::poll_timeout) returns the latest
+    /// `now` meanwhile, so a driver that only follows timers continues it too.
+    pub fn has_work(&self) -> bool {
+        self.has_work && self.state == State::Open
+    }
+
+    /// Continue the work [`has_work`](Self::has_work) reported (another bounded step).
+    pub fn work(&mut self, now: Instant) {
+        if self.state == State::Open {
+            self.pump(now);
+        }
     }
 
     /// The client closed the stream.
@@ -267,10 +371,28 @@ impl ServerConnection {
 
     /// Time has reached (or passed) [`poll_timeout`](Self::poll_timeout).
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        self.last_now = self.last_now.max(now);
         if let (Some(deadline), Some(d)) = (self.idle_deadline, self.config.read_timeout) {
-            if self.state == State::Open && self.wants_read() && now >= deadline {
-                self.lose(LostReason::IdleTimeout(d));
+            if self.wants_read() && now >= deadline {
+                return self.lose(LostReason::IdleTimeout(d));
             }
+        }
+        if let (Some(deadline), Some(d)) = (self.frame_deadline, self.config.frame_timeout) {
+            if self.incomplete && !self.paused && now >= deadline {
+                return self.lose(LostReason::FrameTimeout(d));
+            }
+        }
+        self.review(now);
+        if let Some(since) = self.stuck_since {
+            if self.out_paused && now >= since + self.config.budget.grace() {
+                return self.lose(LostReason::MemoryBudget);
+            }
+        }
+        if self.has_work || self.blocked || self.out_paused {
+            self.pump(now);
         }
     }
 
@@ -307,7 +429,7 @@ impl ServerConnection {
         if self.state != State::Open {
             return Err(PushError::Closed);
         }
-        if self.queued_bytes >= self.config.max_unsent_bytes {
+        if self.queued_bytes >= self.config.max_unsent_bytes || self.out_paused {
             self.push_blocked = true;
             return Err(PushError::Blocked);
         }
@@ -326,6 +448,7 @@ impl ServerConnection {
         self.push_seq += 1;
         self.stats.pushes += 1;
         self.enqueue(msg);
+        self.sync_budget();
         Ok(seq)
     }
 
@@ -382,7 +505,17 @@ impl ServerConnection {
                 break;
             }
         }
-        if self.push_blocked && self.queued_bytes < self.config.max_unsent_bytes && self.state == State::Open {
+        if buf.len() > start {
+            // The peer takes bytes: it is not stuck.
+            self.stuck_since = None;
+        }
+        let now = self.last_now;
+        self.review(now);
+        if self.push_blocked
+            && self.queued_bytes < self.config.max_unsent_bytes
+            && !self.out_paused
+            && self.state == State::Open
+        {
             self.push_blocked = false;
             self.events.push_back(ServerEvent::Unblocked);
         }
@@ -404,17 +537,36 @@ impl ServerConnection {
     /// When to call [`handle_timeout`](Self::handle_timeout) next, if ever.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state != State::Open || !self.wants_read() {
+        if self.state != State::Open {
             return None;
         }
-        min_instant(self.idle_deadline, None)
+        if self.has_work {
+            return Some(self.last_now);
+        }
+        let mut t = if self.wants_read() { self.idle_deadline } else { None };
+        if self.incomplete && !self.paused {
+            t = min_instant(t, self.frame_deadline);
+        }
+        if self.blocked || self.out_paused {
+            t = min_instant(t, Some(self.last_now + BUDGET_RECHECK));
+        }
+        if let Some(since) = self.stuck_since {
+            t = min_instant(t, Some(since + self.config.budget.grace()));
+        }
+        t
     }
 
     /// Whether the driver should read: false while the application has
-    /// `max_in_flight` requests unanswered, while too many bytes are unsent, and once
-    /// closing.
+    /// `max_in_flight` requests unanswered, while too many bytes are unsent, while
+    /// work is pending ([`has_work`](Self::has_work)) or the server's memory budget
+    /// holds this connection back, and once closing.
     pub fn wants_read(&self) -> bool {
-        self.state == State::Open && !self.full()
+        self.state == State::Open && !self.full() && !self.has_work && !self.blocked && !self.out_paused
+    }
+
+    /// Bytes this connection has charged to the server's [`MemoryBudget`].
+    pub fn charged_bytes(&self) -> usize {
+        self.charged
     }
 
     /// Requests handed out and not yet answered.
@@ -455,7 +607,7 @@ impl ServerConnection {
     }
 
     fn enqueue(&mut self, msg: Message) {
-        let size = 16 + msg.encoded_total_len() as usize;
+        let size = QUEUED_OVERHEAD + msg.encoded_total_len() as usize;
         self.queued_bytes += size;
         self.queue.push_back((msg, size));
     }
@@ -469,26 +621,199 @@ impl ServerConnection {
                 if let Some(d) = self.config.read_timeout {
                     self.idle_deadline = Some(now + d);
                 }
+                // The peer was not at fault while we did not read: the frame clock restarts.
+                if let Some(d) = self.config.frame_timeout {
+                    self.frame_deadline = self.incomplete.then(|| now + d);
+                }
             }
             self.pump(now);
+        } else {
+            self.sync_budget();
         }
         self.check_closing_done();
     }
 
-    /// Decode buffered frames while there is room.
+    /// The budget's limit for this connection: never below two frames, so one
+    /// maximum-size frame can always be received.
+    fn budget_limit(&self) -> usize {
+        self.config.budget.limit().max(self.config.decoder.max_message_len.saturating_mul(2))
+    }
+
+    /// Decode buffered frames while there is room, doing at most [`WORK_PER_TURN`].
     fn pump(&mut self, now: Instant) {
         self.last_now = self.last_now.max(now);
+        self.has_work = false;
+        self.blocked = false;
+        let mut work = WORK_PER_TURN;
+        let mut decoded = false;
         while self.state == State::Open {
             if self.full() {
                 self.paused = true;
-                return;
+                break;
             }
-            match self.decoder.next_message() {
-                Ok(Some(msg)) => self.on_message(now, msg),
-                Ok(None) => return,
+            if self.inflating.is_some() {
+                match self.inflate_step(now, &mut work) {
+                    Ok(Step::Again) => continue,
+                    Ok(Step::OutOfWork) => self.has_work = true,
+                    Ok(Step::Blocked) => self.blocked = true,
+                    Err(e) => return self.lose(LostReason::Protocol(e.into())),
+                }
+                break;
+            }
+            if work == 0 {
+                self.has_work = true;
+                break;
+            }
+            let before = self.decoder.buffered();
+            match self.decoder.next_raw() {
+                Ok(Some(msg)) => {
+                    decoded = true;
+                    self.reserved_frame = 0;
+                    work = work.saturating_sub(before - self.decoder.buffered());
+                    if msg.header.compress_type() == crate::wire::CompressType::NONE {
+                        self.on_message(now, msg);
+                    } else {
+                        let input_len = msg.payload.len();
+                        self.inflating = Some(Inflating { msg, inflater: None, input_len });
+                    }
+                }
+                Ok(None) => {
+                    self.reserve_partial();
+                    break;
+                }
                 Err(e) => return self.lose(LostReason::Protocol(e)),
             }
         }
+        if self.state != State::Open {
+            return;
+        }
+        // The frame clock: runs while part of a frame (and no whole one) is buffered,
+        // restarting when a new frame begins.
+        let incomplete = !self.has_work && self.inflating.is_none() && !self.paused && self.decoder.buffered() > 0;
+        if incomplete && (decoded || !self.incomplete) {
+            self.frame_deadline = self.config.frame_timeout.map(|d| now + d);
+        } else if !incomplete && !self.paused {
+            self.frame_deadline = None;
+        }
+        self.incomplete = incomplete || (self.incomplete && self.paused);
+        self.review(now);
+    }
+
+    /// One step of the decompression in progress.
+    fn inflate_step(&mut self, now: Instant, work: &mut usize) -> Result<Step, compress::DecompressError> {
+        let limit = self.budget_limit();
+        let budget = self.config.budget.clone();
+        let inf = self.inflating.as_mut().expect("inflating");
+        if inf.inflater.is_none() {
+            if !budget.try_start_inflation() {
+                return Ok(Step::Blocked);
+            }
+            let ct = inf.msg.header.compress_type();
+            let c = match self.config.decoder.compressors.get(ct) {
+                Some(c) => c.clone(),
+                None => {
+                    budget.end_inflation();
+                    return Err(compress::DecompressError::Unsupported(ct.bits()));
+                }
+            };
+            let payload = std::mem::take(&mut inf.msg.payload);
+            inf.inflater = Some(c.inflater(payload, self.config.decoder.max_decompressed_len));
+        }
+        if *work == 0 {
+            return Ok(Step::OutOfWork);
+        }
+        let chunk = INFLATE_CHUNK.min(*work);
+        self.sync_budget();
+        if !budget.try_add(chunk, limit) {
+            return Ok(Step::Blocked);
+        }
+        self.charged += chunk;
+        let inf = self.inflating.as_mut().expect("inflating");
+        let done = inf.inflater.as_mut().expect("inflater").step(chunk);
+        *work -= chunk;
+        match done {
+            Ok(false) => {
+                self.sync_budget();
+                Ok(Step::Again)
+            }
+            Ok(true) => {
+                let mut inf = self.inflating.take().expect("inflating");
+                budget.end_inflation();
+                inf.msg.payload = inf.inflater.take().expect("inflater").finish();
+                self.on_message(now, inf.msg);
+                self.sync_budget();
+                Ok(Step::Again)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reserve the whole length of a large frame whose beginning is buffered, before
+    /// reading its body; `blocked` when the budget cannot take it now.
+    fn reserve_partial(&mut self) {
+        let Some(len) = self.decoder.pending_frame_len() else { return };
+        if len <= SMALL_FRAME || self.reserved_frame >= len {
+            return;
+        }
+        self.sync_budget();
+        let extra = len - self.decoder.buffered().max(self.reserved_frame);
+        if self.config.budget.try_add(extra, self.budget_limit()) {
+            self.charged += extra;
+            self.reserved_frame = len;
+        } else {
+            self.blocked = true;
+        }
+    }
+
+    /// Charge the budget with what this connection holds now.
+    fn sync_budget(&mut self) {
+        let held = if self.state == State::Open || matches!(self.state, State::Closing(_)) {
+            let input = self.decoder.buffered().max(self.reserved_frame);
+            let inflate = self
+                .inflating
+                .as_ref()
+                .map_or(0, |i| i.input_len + i.inflater.as_ref().map_or(0, |f| f.held()));
+            input + inflate + self.queued_bytes
+        } else {
+            0
+        };
+        let budget = &self.config.budget;
+        match held.cmp(&self.charged) {
+            std::cmp::Ordering::Greater => budget.add(held - self.charged),
+            std::cmp::Ordering::Less => budget.sub(self.charged - held),
+            std::cmp::Ordering::Equal => {}
+        }
+        self.charged = held;
+    }
+
+    /// Update the budget's charge and whether the server's budget holds this connection
+    /// back.
+    fn review(&mut self, now: Instant) {
+        self.sync_budget();
+        let was = self.out_paused;
+        self.out_paused = self.state == State::Open
+            && self.queued_bytes >= OUTPUT_SHARE
+            && self.config.budget.over(self.budget_limit());
+        if !self.out_paused {
+            self.stuck_since = None;
+        } else if self.stuck_since.is_none() {
+            self.stuck_since = Some(now);
+        }
+        if was && !self.out_paused && self.push_blocked && self.queued_bytes < self.config.max_unsent_bytes {
+            self.push_blocked = false;
+            self.events.push_back(ServerEvent::Unblocked);
+        }
+    }
+
+    /// Give back everything charged (the connection is over).
+    fn release_all(&mut self) {
+        if let Some(inf) = self.inflating.take() {
+            if inf.inflater.is_some() {
+                self.config.budget.end_inflation();
+            }
+        }
+        self.config.budget.sub(self.charged);
+        self.charged = 0;
     }
 
     fn on_message(&mut self, now: Instant, mut msg: Message) {
@@ -533,6 +858,12 @@ impl ServerConnection {
         self.pending.clear();
         self.queue.clear();
         self.queued_bytes = 0;
+        self.release_all();
+        self.reserved_frame = 0;
+        self.has_work = false;
+        self.blocked = false;
+        self.out_paused = false;
+        self.stuck_since = None;
         self.state = State::Closed(reason.clone());
         self.events.push_back(ServerEvent::ConnectionLost(reason));
     }

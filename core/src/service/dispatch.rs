@@ -90,6 +90,11 @@ pub struct ServerTotals {
     pub encode_failures: u64,
     /// Connections closed because the peer broke the protocol.
     pub protocol_errors: u64,
+    /// Bytes charged to the server's memory budget now (see
+    /// [`MemoryBudget`](crate::conn::MemoryBudget)).
+    pub memory_used: u64,
+    /// The most bytes charged to the memory budget at once so far.
+    pub memory_peak: u64,
 }
 
 #[derive(Default)]
@@ -129,7 +134,11 @@ impl std::fmt::Debug for Dispatcher {
 impl Dispatcher {
     /// A dispatcher for `router` whose connections run on `settings`.
     pub fn new(router: Router, settings: ServerSettings) -> Self {
-        let config = Arc::new(settings.connection.clone());
+        let mut config = settings.connection.clone();
+        // One budget per server, even when servers are built from one settings value.
+        let b = &config.budget;
+        config.budget = Arc::new(crate::conn::MemoryBudget::new(b.limit(), b.max_inflations(), b.grace()));
+        let config = Arc::new(config);
         Self { router, settings, config, inline: true, totals: Totals::default() }
     }
 
@@ -200,6 +209,8 @@ impl Dispatcher {
             frames_out: t.frames_out.load(Relaxed),
             encode_failures: t.encode_failures.load(Relaxed),
             protocol_errors: t.protocol_errors.load(Relaxed),
+            memory_used: self.config.budget.used() as u64,
+            memory_peak: self.config.budget.peak() as u64,
         }
     }
 }

@@ -10,9 +10,10 @@ pub const DEFAULT_CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// Server settings common to every runtime (each runtime's `ServerOptions` holds them
 /// in a `settings` field, and its `Server` has a builder method for each, from
 /// [`server_settings_setters!`](crate::server_settings_setters)). Defaults: no
-/// read/write timeout (as Go), 32 MiB frames, 10 000 connections, 1024 requests in
-/// flight per connection, TCP keepalive 3 min (Go's server default), 10 s TLS
-/// handshake timeout, and [`ServerConfig`]'s defaults for the rest.
+/// read/write timeout (as Go), a 30 s frame timeout, 32 MiB frames, a 512 MiB
+/// server-wide memory budget, 10 000 connections, 1024 requests in flight per
+/// connection, TCP keepalive 3 min (Go's server default), 10 s TLS handshake timeout,
+/// and [`ServerConfig`]'s defaults for the rest.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
     /// Every setting of a connection's machine, one place each: the read (idle)
@@ -55,8 +56,9 @@ impl ServerSettings {
 }
 
 /// Builder methods for every [`ServerSettings`] field, for a type whose settings sit at
-/// the field path given (`server_settings_setters!(opts.settings)`): `read_timeout`,
-/// `write_timeout`, `max_message_len`, `max_decompressed_len`, `max_metadata_pairs`,
+/// the field path given (`server_settings_setters!(opts.settings)`): `read_timeout`
+/// (and its alias `idle_timeout`), `frame_timeout`, `memory_budget`,
+/// `max_concurrent_inflations`, `memory_grace`, `write_timeout`, `max_message_len`, `max_decompressed_len`, `max_metadata_pairs`,
 /// `strict_payload_len`, `max_in_flight`, `max_unsent_bytes`, `max_connections`,
 /// `tls_handshake_timeout`, `tcp_keepalive`, `compressor` and `connection`. Every
 /// runtime's `Server` uses it, so they offer the same knobs with the same meaning.
@@ -66,6 +68,50 @@ macro_rules! server_settings_setters {
         /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
         pub fn read_timeout(mut self, d: ::std::time::Duration) -> Self {
             self.$($path).+.connection.read_timeout = Some(d);
+            self
+        }
+
+        /// The idle-connection timeout: the same setting as
+        /// [`read_timeout`](Self::read_timeout) (a connection that sends no frame for
+        /// this long is closed; heartbeats count as frames).
+        pub fn idle_timeout(self, d: ::std::time::Duration) -> Self {
+            self.read_timeout(d)
+        }
+
+        /// Close a connection when a frame that has started is not complete this long
+        /// after (default 30 s; `None`: never). Slowloris peers end here.
+        pub fn frame_timeout(mut self, d: Option<::std::time::Duration>) -> Self {
+            self.$($path).+.connection.frame_timeout = d;
+            self
+        }
+
+        /// The server-wide memory budget in bytes (default 512 MiB; never below twice
+        /// the frame limit): see `rpcx_core::conn::MemoryBudget` for what counts and
+        /// the policy when it is exceeded.
+        pub fn memory_budget(mut self, bytes: usize) -> Self {
+            let b = &self.$($path).+.connection.budget;
+            let (n, g) = (b.max_inflations(), b.grace());
+            self.$($path).+.connection.budget =
+                ::std::sync::Arc::new($crate::conn::MemoryBudget::new(bytes, n, g));
+            self
+        }
+
+        /// Most request payloads decompressed at once, server-wide (default 4).
+        pub fn max_concurrent_inflations(mut self, n: usize) -> Self {
+            let b = &self.$($path).+.connection.budget;
+            let (l, g) = (b.limit(), b.grace());
+            self.$($path).+.connection.budget =
+                ::std::sync::Arc::new($crate::conn::MemoryBudget::new(l, n, g));
+            self
+        }
+
+        /// How long a peer that does not read may hold queued output while the server
+        /// is over its memory budget before it is closed (default 10 s).
+        pub fn memory_grace(mut self, d: ::std::time::Duration) -> Self {
+            let b = &self.$($path).+.connection.budget;
+            let (l, n) = (b.limit(), b.max_inflations());
+            self.$($path).+.connection.budget =
+                ::std::sync::Arc::new($crate::conn::MemoryBudget::new(l, n, d));
             self
         }
 
@@ -118,7 +164,7 @@ macro_rules! server_settings_setters {
             self
         }
 
-        /// Most connections served at once.
+        /// Most connections served at once; past it a new connection is closed at once.
         pub fn max_connections(mut self, n: usize) -> Self {
             self.$($path).+.max_connections = n.max(1);
             self

@@ -335,6 +335,15 @@ impl StreamDecoder {
         if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::UnexpectedEof { buffered: self.buf.len() }) }
     }
 
+    /// The length (prefix included) of the frame at the front of the buffer, once its
+    /// 16-byte prefix has arrived; `None` before that or after an error.
+    pub fn pending_frame_len(&self) -> Option<usize> {
+        if self.error.is_some() || self.buf.len() < PREFIX_LEN || self.buf[0] != MAGIC {
+            return None;
+        }
+        Some(PREFIX_LEN + u32::from_be_bytes([self.buf[12], self.buf[13], self.buf[14], self.buf[15]]) as usize)
+    }
+
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -20,7 +20,7 @@ pub const SERVER_TIMEOUT_KEY: &str = "__ServerTimeout";
 /// * Keys and values are bytes: the `*_str` accessors report non-UTF-8 as an error
 ///   instead of panicking.
 ///
-/// Lookups and inserts stay cheap for large maps: past [`INDEX_AT`] pairs, an insert
+/// Lookups and inserts stay cheap for large maps: past 16 pairs, an insert
 /// builds a hash index (std's `HashMap`, randomly keyed, so a peer cannot choose keys
 /// that collide), so filling a map with `n` pairs costs O(n), not O(n^2).
 #[derive(Clone, Default)]
@@ -32,7 +32,7 @@ pub struct Metadata {
 }
 
 /// Pairs above which [`Metadata::insert`] keeps a hash index instead of scanning.
-pub const INDEX_AT: usize = 16;
+const INDEX_AT: usize = 16;
 
 impl PartialEq for Metadata {
     fn eq(&self, other: &Self) -> bool {

@@ -190,6 +190,11 @@ impl Machine for ServerState {
         if !plain.is_empty() {
             self.conn.handle_input(now, plain);
         }
+        // This thread serves only this connection: finish bounded work steps here
+        // rather than leave them to the timers.
+        while self.conn.has_work() {
+            self.conn.work(now);
+        }
     }
 
     fn eof(&mut self, now: Instant) {
