@@ -532,3 +532,53 @@ impl ClientHooks for Recorder {
         self.log.lock().unwrap().push(format!("create failed {}: {error}", server.as_str()));
     }
 }
+
+/// Panics in every user callback of the client side: hooks, the selector, discovery
+/// change callbacks. Each is contained to a clear error (or ignored), and the governor
+/// keeps working.
+#[test]
+fn panicking_user_callbacks_never_escape() {
+    struct Boom;
+    impl ClientHooks for Boom {
+        fn pre_call(&self, _p: &str, method: &str) -> Result<(), String> {
+            if method == "Boom" {
+                panic!("pre_call boom");
+            }
+            Ok(())
+        }
+        fn post_call(&self, _p: &str, _m: &str, _s: Option<&ServerKey>, _e: Option<&str>) {
+            panic!("post_call boom");
+        }
+        fn conn_created(&self, _s: &ServerKey) {
+            panic!("conn_created boom");
+        }
+    }
+    let mut o = opts(FailMode::Failover);
+    o.hooks = vec![Arc::new(Boom)];
+    let d = discovery(&[A]);
+    d.subscribe(Arc::new(|_| panic!("change callback boom")));
+    let mut sim = Sim::new(d.clone(), o, &[(A, Server::Replies(MS)), (B, Server::Replies(MS))]);
+    assert!(matches!(sim.call("Boom", None), Err(Error::Hook(t)) if t.contains("panicked")));
+    assert_eq!(sim.call("Mul", None).unwrap(), A);
+    d.update([Instance::new(B, "")]);
+    assert_eq!(sim.call("Mul", None).unwrap(), B);
+
+    /// Panics on every select after the first.
+    #[derive(Default)]
+    struct Flaky(u32, Option<ServerKey>);
+    impl Selector for Flaky {
+        fn update(&mut self, servers: &[Instance]) {
+            self.1 = servers.first().map(|s| s.key().clone());
+        }
+        fn select(&mut self, _ctx: &mut SelectContext<'_>) -> Option<ServerKey> {
+            self.0 += 1;
+            assert!(self.0 < 2, "selector boom");
+            self.1.clone()
+        }
+    }
+    let mut o = opts(FailMode::Failfast);
+    o.selector = Box::new(Flaky::default());
+    let mut sim = Sim::new(discovery(&[A]), o, &[(A, Server::Replies(MS))]);
+    assert_eq!(sim.call("Mul", None).unwrap(), A);
+    assert!(matches!(sim.call("Mul", None), Err(Error::NoServer)), "a panicking selector picks no server");
+}

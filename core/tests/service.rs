@@ -301,3 +301,36 @@ fn method_with_proto_answers_every_struct_codec() {
     let d = run(&r, "Arith", "Mul", SerializeType::JSON, r#"{"A":5,"B":6}"#);
     assert_eq!(d.response.payload.as_ref(), br#"{"C":30}"#);
 }
+
+/// A hook that panics in the chosen callback.
+struct PanickingHook(&'static str);
+
+impl rpcx_core::service::ServerHooks for PanickingHook {
+    fn post_read_request(&self, _ctx: &Context) -> Result<(), rpcx_core::service::Rejection> {
+        assert_ne!(self.0, "post_read", "hook boom");
+        Ok(())
+    }
+    fn pre_call(&self, _ctx: &Context) -> Result<(), String> {
+        assert_ne!(self.0, "pre_call", "hook boom");
+        Ok(())
+    }
+    fn post_call(&self, _ctx: &Context, _result: &mut Result<Bytes, String>) {
+        assert_ne!(self.0, "post_call", "hook boom");
+    }
+}
+
+#[test]
+fn panicking_server_hooks_become_error_responses_or_are_ignored() {
+    let body = r#"{"A":6,"B":7}"#;
+    for stage in ["post_read", "pre_call"] {
+        let r = router().hook(Arc::new(PanickingHook(stage)));
+        let d = run(&r, "Arith", "Mul", SerializeType::JSON, body);
+        assert_eq!(d.response.error.as_deref().map(text), Some(rpcx_core::service::HOOK_PANICKED), "{stage}");
+        assert!(!d.close, "{stage}: the connection stays");
+    }
+    // A panic after the call leaves the handler's answer in place.
+    let r = router().hook(Arc::new(PanickingHook("post_call")));
+    let d = run(&r, "Arith", "Mul", SerializeType::JSON, body);
+    assert_eq!(d.response.error, None);
+    assert_eq!(&d.response.payload[..], br#"{"C":42}"#);
+}

@@ -401,12 +401,7 @@ enum Stage<R: Runtime> {
 impl<R: Runtime> ConnTask<R> {
     /// `None` when the server is at its connection cap or a `conn_accepted` hook
     /// refused the connection (dropping `stream` closes it at once).
-    fn new(
-        shared: &Arc<Shared<R>>,
-        stream: Stream<R>,
-        peer: Peer,
-        slot: async_channel::Sender<()>,
-    ) -> Option<Self> {
+    fn new(shared: &Arc<Shared<R>>, stream: Stream<R>, peer: Peer, slot: async_channel::Sender<()>) -> Option<Self> {
         let session = shared.dispatcher.session(Arc::new(peer))?;
         let settings = shared.dispatcher.settings();
         let stage = match (stream, &shared.tls) {

@@ -20,6 +20,7 @@ mod client;
 mod server;
 mod session;
 
+pub use budget::{DEFAULT_BUDGET_GRACE, DEFAULT_MAX_INFLATIONS, DEFAULT_SERVER_MEMORY, MemoryBudget};
 pub use client::{
     CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats,
     RemoteError,
@@ -28,7 +29,6 @@ pub use server::{
     DEFAULT_FRAME_TIMEOUT, PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection,
     ServerEvent, ServerStats, WORK_PER_TURN,
 };
-pub use budget::{DEFAULT_BUDGET_GRACE, DEFAULT_MAX_INFLATIONS, DEFAULT_SERVER_MEMORY, MemoryBudget};
 pub use session::{ClientSession, Outcome, PushSink, ReplySlot, SessionConfig};
 
 use crate::wire::DecodeError;

@@ -769,10 +769,8 @@ impl ServerConnection {
     fn sync_budget(&mut self) {
         let held = if self.state == State::Open || matches!(self.state, State::Closing(_)) {
             let input = self.decoder.buffered().max(self.reserved_frame);
-            let inflate = self
-                .inflating
-                .as_ref()
-                .map_or(0, |i| i.input_len + i.inflater.as_ref().map_or(0, |f| f.held()));
+            let inflate =
+                self.inflating.as_ref().map_or(0, |i| i.input_len + i.inflater.as_ref().map_or(0, |f| f.held()));
             input + inflate + self.queued_bytes
         } else {
             0

@@ -79,7 +79,9 @@ impl Balancer {
             return false;
         }
         self.seen = Some(snapshot.version);
-        let mut servers = self.filter.apply(&snapshot.servers);
+        // A filter predicate that panics admits no server (the panic is logged).
+        let mut servers =
+            crate::guard::catch("server filter", || self.filter.apply(&snapshot.servers)).unwrap_or_default();
         servers.sort_by(|a, b| a.key().cmp(b.key()));
         servers.dedup_by(|a, b| a.key() == b.key());
         self.servers = servers;
@@ -88,16 +90,21 @@ impl Balancer {
             b.retain(|k| servers.binary_search_by(|s| s.key().cmp(k)).is_ok());
         }
         self.offered = vec![true; self.servers.len()];
-        self.selector.update(&self.servers);
+        let (selector, servers) = (&mut self.selector, &self.servers);
+        crate::guard::catch("selector update", || selector.update(servers));
         true
     }
 
     /// [`sync`](Self::sync) with `discovery`, taking a snapshot only if its version moved.
     pub fn refresh(&mut self, discovery: &dyn Discovery) -> bool {
-        if self.seen == Some(discovery.version()) {
+        let Some(version) = crate::guard::catch("discovery", || discovery.version()) else { return false };
+        if self.seen == Some(version) {
             return false;
         }
-        self.sync(&discovery.snapshot())
+        match crate::guard::catch("discovery", || discovery.snapshot()) {
+            Some(snapshot) => self.sync(&snapshot),
+            None => false,
+        }
     }
 
     /// The discovery version last adopted.
@@ -142,10 +149,12 @@ impl Balancer {
             if changed {
                 let usable: Vec<Instance> =
                     self.servers.iter().zip(&self.offered).filter(|(_, o)| **o).map(|(s, _)| s.clone()).collect();
-                self.selector.update(&usable);
+                let selector = &mut self.selector;
+                crate::guard::catch("selector update", || selector.update(&usable));
             }
         }
-        self.selector.select(ctx)
+        let selector = &mut self.selector;
+        crate::guard::catch("selector", || selector.select(ctx)).flatten()
     }
 
     /// Admit one call to `key` right before sending it: `false` if the server left
@@ -167,7 +176,8 @@ impl Balancer {
 
     /// Pass a round-trip measurement to the selector.
     pub fn observe_rtt(&mut self, key: &ServerKey, rtt: Option<Duration>) {
-        self.selector.observe_rtt(key, rtt);
+        let selector = &mut self.selector;
+        crate::guard::catch("selector", || selector.observe_rtt(key, rtt));
     }
 
     /// For Broadcast/Fork/Inform: every server whose breaker admits a call now

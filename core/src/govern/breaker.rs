@@ -363,23 +363,28 @@ impl BreakerSet {
 
     fn get(&mut self, key: &ServerKey) -> &mut Box<dyn Breaker> {
         let factory = &self.factory;
-        self.breakers.entry(key.clone()).or_insert_with(|| factory())
+        // A factory that panics gives a breaker that never opens.
+        self.breakers.entry(key.clone()).or_insert_with(|| {
+            crate::guard::catch("breaker factory", || factory()).unwrap_or_else(|| Box::new(NeverOpen))
+        })
     }
 
     /// The state of `key`'s breaker (closed if it has none yet).
     pub fn state(&mut self, now: Instant, key: &ServerKey) -> BreakerState {
-        self.breakers.get_mut(key).map_or(BreakerState::Closed, |b| b.state(now))
+        self.breakers.get_mut(key).map_or(BreakerState::Closed, |b| {
+            crate::guard::catch("breaker", || b.state(now)).unwrap_or(BreakerState::Closed)
+        })
     }
 
     /// Whether a call to `key` would be admitted now.
     pub fn ready(&mut self, now: Instant, key: &ServerKey) -> bool {
-        self.breakers.get_mut(key).is_none_or(|b| b.ready(now))
+        self.breakers.get_mut(key).is_none_or(|b| crate::guard::catch("breaker", || b.ready(now)).unwrap_or(true))
     }
 
     /// Admit a call to `key` (takes the half-open trial slot).
     pub fn admit(&mut self, now: Instant, key: &ServerKey) -> bool {
         match self.breakers.get_mut(key) {
-            Some(b) => b.admit(now),
+            Some(b) => crate::guard::catch("breaker", || b.admit(now)).unwrap_or(true),
             None => true,
         }
     }
@@ -389,11 +394,32 @@ impl BreakerSet {
         if outcome.breaker_verdict().is_none() && !self.breakers.contains_key(key) {
             return;
         }
-        self.get(key).record(now, outcome);
+        let b = self.get(key);
+        crate::guard::catch("breaker", || b.record(now, outcome));
     }
 
     /// Forget breakers of servers for which `keep` is false (servers that left).
     pub fn retain(&mut self, mut keep: impl FnMut(&ServerKey) -> bool) {
         self.breakers.retain(|k, _| keep(k));
     }
+}
+
+/// Stands in for a breaker whose factory panicked: always closed.
+#[derive(Debug)]
+struct NeverOpen;
+
+impl Breaker for NeverOpen {
+    fn state(&mut self, _now: Instant) -> BreakerState {
+        BreakerState::Closed
+    }
+    fn ready(&mut self, _now: Instant) -> bool {
+        true
+    }
+    fn admit(&mut self, _now: Instant) -> bool {
+        true
+    }
+    fn record(&mut self, _now: Instant, _outcome: Outcome) {}
+    fn on_success(&mut self, _now: Instant) {}
+    fn on_failure(&mut self, _now: Instant) {}
+    fn on_abandon(&mut self, _now: Instant) {}
 }

@@ -420,7 +420,7 @@ impl MultiDiscovery {
             (version, st.subscribers.iter().map(|(_, cb)| cb.clone()).collect::<Vec<_>>())
         };
         for cb in callbacks {
-            cb(version);
+            crate::guard::catch("discovery change callback", || cb(version));
         }
         version
     }

@@ -248,7 +248,9 @@ impl<C: ConnHandle> Governor<C> {
     /// [`call`](Self::call) with an absolute deadline (none: unbounded).
     pub fn call_until<T>(&mut self, method: &str, deadline: Option<Instant>) -> Result<CallRun<T>, Error> {
         for h in &self.hooks {
-            h.pre_call(&self.service_path, method).map_err(Error::Hook)?;
+            crate::guard::catch("client pre_call hook", || h.pre_call(&self.service_path, method))
+                .unwrap_or_else(|| Err("a client pre_call hook panicked".to_owned()))
+                .map_err(Error::Hook)?;
         }
         self.refresh();
         Ok(CallRun::new(method, self.fail_mode, FailOptions { deadline, ..self.fail }))
@@ -314,7 +316,9 @@ impl<C: ConnHandle> Governor<C> {
         };
         match result {
             Ok(conn) => {
-                self.hooks.iter().for_each(|h| h.conn_created(server));
+                self.hooks.iter().for_each(|h| {
+                    crate::guard::catch("client conn_created hook", || h.conn_created(server));
+                });
                 if let Some(since) = since {
                     self.balancer.observe_rtt(server, Some(now.saturating_duration_since(since)));
                 } else if self.conns.contains_key(server) || !self.balancer.contains(server) {
@@ -338,7 +342,9 @@ impl<C: ConnHandle> Governor<C> {
                     self.balancer.observe_rtt(server, None);
                 }
                 let text = e.to_string();
-                self.hooks.iter().for_each(|h| h.conn_create_failed(server, &text));
+                self.hooks.iter().for_each(|h| {
+                    crate::guard::catch("client conn_create_failed hook", || h.conn_create_failed(server, &text));
+                });
                 if self.balancer.contains(server) && self.failed.get(server).is_none_or(|(t, _)| *t < ticket) {
                     self.failed.insert(server.clone(), (ticket, e.clone()));
                 }
@@ -468,7 +474,9 @@ impl<C: ConnHandle> Governor<C> {
         if !self.hooks.is_empty() {
             let text = error.map(|e| e.to_string());
             for h in &self.hooks {
-                h.post_call(&self.service_path, method, server, text.as_deref());
+                crate::guard::catch("client post_call hook", || {
+                    h.post_call(&self.service_path, method, server, text.as_deref())
+                });
             }
         }
     }

@@ -182,7 +182,8 @@ impl Dispatcher {
             self.totals.over_cap.fetch_add(1, Relaxed);
             return None;
         }
-        let accepted = crate::guard::catch("conn_accepted hook", || self.router.hooks().iter().all(|h| h.conn_accepted(&peer)));
+        let accepted =
+            crate::guard::catch("conn_accepted hook", || self.router.hooks().iter().all(|h| h.conn_accepted(&peer)));
         if accepted != Some(true) {
             self.totals.open.fetch_sub(1, Relaxed);
             self.totals.refused.fetch_add(1, Relaxed);
@@ -352,7 +353,7 @@ impl Session {
                 }
                 ServerEvent::Heartbeat { .. } => {
                     for h in self.d.router.hooks() {
-                        h.heartbeat(&self.peer);
+                        crate::guard::catch("heartbeat hook", || h.heartbeat(&self.peer));
                     }
                 }
                 ServerEvent::ConnectionLost(LostReason::Protocol(_)) => {
@@ -401,7 +402,7 @@ impl Session {
         }
         self.d.totals.open.fetch_sub(1, Relaxed);
         for h in self.d.router.hooks() {
-            h.conn_closed(&self.peer);
+            crate::guard::catch("conn_closed hook", || h.conn_closed(&self.peer));
         }
     }
 

@@ -36,6 +36,7 @@ pub use settings::{DEFAULT_CLOSE_LINGER, ServerSettings};
 
 use crate::codec::{self, CodecError, Decoding};
 use crate::conn::Response;
+use crate::guard::CatchUnwind;
 use crate::wire::SerializeType;
 use bytes::Bytes;
 use serde::Serialize;
@@ -43,7 +44,9 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::future::Future;
-use crate::guard::CatchUnwind;
+
+/// The error text of a request whose server hook panicked (the panic is logged).
+pub const HOOK_PANICKED: &str = "[service internal error]: a server hook panicked";
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -428,7 +431,7 @@ impl Router {
         let oneway = ctx.is_oneway();
         if !oneway {
             for h in self.hooks() {
-                h.pre_write_response(&ctx, &mut response);
+                crate::guard::catch("pre_write_response hook", || h.pre_write_response(&ctx, &mut response));
             }
         }
         // Only fails for a closed connection or a request answered already (the latter
@@ -436,7 +439,7 @@ impl Router {
         let _ = conn.respond(now, id, response);
         if !oneway {
             for h in self.hooks() {
-                h.post_write_response(&ctx);
+                crate::guard::catch("post_write_response hook", || h.post_write_response(&ctx));
             }
         }
         if d.close {
@@ -448,8 +451,10 @@ impl Router {
     /// handler (a panic becomes an error response) and post-call hooks.
     pub async fn dispatch(&self, ctx: Context, payload: Bytes) -> Dispatched {
         for h in self.hooks.iter() {
-            if let Err(r) = h.post_read_request(&ctx) {
-                return Dispatched { response: Response::error(r.text), close: r.close };
+            match crate::guard::catch("post_read_request hook", || h.post_read_request(&ctx)) {
+                Some(Ok(())) => {}
+                Some(Err(r)) => return Dispatched { response: Response::error(r.text), close: r.close },
+                None => return Dispatched { response: Response::error(HOOK_PANICKED), close: false },
             }
         }
         if let Some(auth) = &self.auth {
@@ -476,8 +481,10 @@ impl Router {
         };
         let method = method.unwrap_or_default();
         for h in self.hooks.iter() {
-            if let Err(text) = h.pre_call(&ctx) {
-                return self.finish(&ctx, Err(text));
+            match crate::guard::catch("pre_call hook", || h.pre_call(&ctx)) {
+                Some(Ok(())) => {}
+                Some(Err(text)) => return self.finish(&ctx, Err(text)),
+                None => return self.finish(&ctx, Err(HOOK_PANICKED.to_owned())),
             }
         }
         let result = match CatchUnwind::new(|| handler.call(ctx.clone(), payload)).await {
@@ -502,7 +509,7 @@ impl Router {
 
     fn finish(&self, ctx: &Context, mut result: Result<Bytes, String>) -> Dispatched {
         for h in self.hooks.iter() {
-            h.post_call(ctx, &mut result);
+            crate::guard::catch("post_call hook", || h.post_call(ctx, &mut result));
         }
         let metadata = ctx.take_response_metadata();
         let response = match result {
