@@ -11,6 +11,7 @@
 //! every runtime.
 #![allow(missing_docs, clippy::print_stdout)]
 
+pub mod faults;
 pub mod runtimes;
 pub mod scenarios;
 pub mod server_scenarios;
@@ -48,6 +49,9 @@ pub struct ServeOpts {
     pub max_in_flight: Option<usize>,
     /// Serve TLS with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Start from these settings instead of the defaults (the fields above apply on
+    /// top).
+    pub settings: Option<rpcx_core::service::ServerSettings>,
 }
 
 /// Client options the scenarios need.

@@ -81,6 +81,9 @@ impl ServerRt for Tokio {
     }
     fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
         let mut s = rpcx_tokio::Server::new(router);
+        if let Some(settings) = opts.settings {
+            s = s.settings(settings);
+        }
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }
@@ -161,6 +164,9 @@ impl ServerRt for Std {
     }
     fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
         let mut s = rpcx_std::Server::new(router);
+        if let Some(settings) = opts.settings {
+            s = s.settings(settings);
+        }
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }
@@ -242,6 +248,9 @@ impl ServerRt for Smol {
     }
     fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
         let mut s = rpcx_smol::Server::new(router);
+        if let Some(settings) = opts.settings {
+            s = s.settings(settings);
+        }
         if let Some(d) = opts.read_timeout {
             s = s.read_timeout(d);
         }

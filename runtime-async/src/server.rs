@@ -487,6 +487,9 @@ struct Driver<R: Runtime> {
     write_stalled_since: Option<Instant>,
     /// Set once the machine has closed: the last flush (TLS close) must end by then.
     close_by: Option<Instant>,
+    /// Set once the machine has closed with bytes still unwritten: they must leave by
+    /// then (a peer that does not read cannot keep the connection).
+    flush_by: Option<Instant>,
     listener: Option<event_listener::EventListener>,
     pushes: Pushes,
     done: Option<Box<DoneChan>>,
@@ -511,6 +514,7 @@ impl<R: Runtime> Driver<R> {
             armed: None,
             write_stalled_since: None,
             close_by: None,
+            flush_by: None,
             listener: None,
             pushes: Pushes::default(),
             done: None,
@@ -645,7 +649,18 @@ impl<R: Runtime> Driver<R> {
             self.drain(rt);
             // An immediate close does not wait for a peer to take what is unsent (it may
             // never read again: shutdown must not hang on it).
-            let abandon = self.phase == Phase::Immediate;
+            // Nor does a machine that ended (a protocol error, a timeout, the memory
+            // budget) wait longer than the linger for its last bytes to leave.
+            let mut abandon = self.phase == Phase::Immediate;
+            if self.conn.is_closed() && !self.backlog && !(self.write_buf.is_empty() && !self.unflushed) {
+                let now = Instant::now();
+                let by = *self.flush_by.get_or_insert(now + shared.dispatcher.settings().close_linger());
+                if now >= by {
+                    abandon = true;
+                } else if self.armed.is_none_or(|a| by < a) {
+                    self.arm(rt, by);
+                }
+            }
             if self.conn.is_closed() && ((self.write_buf.is_empty() && !self.unflushed) || abandon) && !self.backlog {
                 if let Some(reason) = self.conn.lost_reason() {
                     tracing::debug!(peer = %self.session.peer().addr, %reason, "rpcx connection ended");

@@ -223,8 +223,10 @@ pub(crate) fn take_read<T>(n: usize, f: impl FnOnce(&[u8]) -> T) -> T {
     SCRATCH.with(|s| f(&s.borrow()[..n]))
 }
 
-/// Listen backlog of TCP listeners (tokio's default; std's `bind` would give 128).
-pub const LISTEN_BACKLOG: i32 = 1024;
+/// Listen backlog of TCP listeners: as large as the system allows (the kernel caps it
+/// at `net.core.somaxconn`, 4096 by default on Linux), so a burst of clients
+/// connecting at once is not slowed by dropped SYNs (std's `bind` would give 128).
+pub const LISTEN_BACKLOG: i32 = 65535;
 
 /// A std TCP listener bound to `addr` with [`LISTEN_BACKLOG`], non-blocking, for a
 /// runtime to adopt (`SO_REUSEADDR` on unix, as Go and tokio set it).

@@ -194,6 +194,12 @@ macro_rules! server_settings_setters {
             self
         }
 
+        /// Replace every setting at once.
+        pub fn settings(mut self, settings: $crate::service::ServerSettings) -> Self {
+            self.$($path).+ = settings;
+            self
+        }
+
         /// Replace every setting of the connections' machines at once.
         pub fn connection(mut self, config: $crate::conn::ServerConfig) -> Self {
             self.$($path).+.connection = config;
