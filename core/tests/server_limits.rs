@@ -269,3 +269,28 @@ fn queued_responses_count_as_real_memory() {
     assert!(n < 5000, "{n} responses queued");
     assert!(c.charged_bytes() >= 1 << 20);
 }
+
+#[test]
+fn large_frames_arrive_intact_whatever_the_read_sizes() {
+    use rpcx_core::wire::StreamDecoder;
+    let frames: Vec<Vec<u8>> =
+        (0..5u8).map(|i| frame(i as u64, vec![i; (70 << 10) + i as usize * 9000], false)).collect();
+    let stream: Vec<u8> = frames.concat();
+    for chunk in [1000, 7 << 10, 64 << 10, 200 << 10] {
+        let mut d = StreamDecoder::default();
+        let mut got = Vec::new();
+        for piece in stream.chunks(chunk) {
+            d.feed(piece);
+            while let Some(m) = d.next_message().unwrap() {
+                got.push(m);
+            }
+        }
+        assert_eq!(d.buffered(), 0);
+        assert_eq!(got.len(), 5, "chunk {chunk}");
+        for (i, m) in got.iter().enumerate() {
+            assert_eq!(m.header.seq(), i as u64);
+            assert_eq!(m.payload.len(), (70 << 10) + i * 9000);
+            assert!(m.payload.iter().all(|&b| b == i as u8));
+        }
+    }
+}

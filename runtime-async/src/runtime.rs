@@ -42,6 +42,13 @@ pub trait Runtime: Clone + Default + Send + Sync + fmt::Debug + 'static {
     /// A timer that fires at `at`.
     fn timer(&self, at: Instant) -> Self::Timer;
 
+    /// Let other tasks (and, where the executor allows, its IO driver) run before the
+    /// calling task continues: a connection with heavy work pending yields through it.
+    /// The default wakes the task at once and returns `Pending` once.
+    fn yield_now(&self) -> BoxFuture<()> {
+        Box::pin(YieldOnce(false))
+    }
+
     /// Resolve `host:port` (name lookups may block: run them off the reactor).
     fn resolve(&self, host_port: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send;
 
@@ -107,6 +114,21 @@ pub(crate) async fn timeout<R: Runtime, T>(rt: &R, d: Duration, on_timeout: T, f
         on_timeout
     })
     .await
+}
+
+/// Pending once, waking itself: the default [`Runtime::yield_now`].
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 /// A future polled with a timer: the pair the XClient races attempts against.

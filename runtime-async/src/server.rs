@@ -336,6 +336,9 @@ const PUSH_QUEUE: usize = 1024;
 
 /// Upper bound on bytes taken from the machine before writing.
 const WRITE_HIGH_WATER: usize = 256 << 10;
+/// Bytes read (and decoded, and dispatched) per turn of the executor, at most: past
+/// it the driver yields, so that a peer pipelining heavy frames shares its worker.
+const READ_PER_TURN: usize = 256 << 10;
 
 struct ConnPusher(queue::Sender<Push>);
 
@@ -494,6 +497,10 @@ struct Driver<R: Runtime> {
     pushes: Pushes,
     done: Option<Box<DoneChan>>,
     streak: u32,
+    /// Bytes read since the driver last yielded.
+    turn_read: usize,
+    /// A yield after heavy work ([`Runtime::yield_now`]), until it completes.
+    yielding: Option<rpcx_core::service::BoxFuture<()>>,
     phase: Phase,
     unflushed: bool,
     buffers_writes: bool,
@@ -519,6 +526,8 @@ impl<R: Runtime> Driver<R> {
             pushes: Pushes::default(),
             done: None,
             streak: 0,
+            turn_read: 0,
+            yielding: None,
             phase: Phase::Running,
             unflushed: false,
             backlog: false,
@@ -639,6 +648,12 @@ impl<R: Runtime> Driver<R> {
     fn poll(&mut self, shared: &Shared<R>, cx: &mut Context<'_>) -> Poll<()> {
         let rt = &shared.runtime;
         let write_timeout = shared.dispatcher.settings().write_timeout;
+        if let Some(y) = self.yielding.as_mut() {
+            if y.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.yielding = None;
+        }
         loop {
             if let Some(by) = self.close_by {
                 return self.poll_close(rt, by, cx);
@@ -652,7 +667,7 @@ impl<R: Runtime> Driver<R> {
             // Nor does a machine that ended (a protocol error, a timeout, the memory
             // budget) wait longer than the linger for its last bytes to leave.
             let mut abandon = self.phase == Phase::Immediate;
-            if self.conn.is_closed() && !self.backlog && !(self.write_buf.is_empty() && !self.unflushed) {
+            if self.conn.is_closed() && !self.backlog && (!self.write_buf.is_empty() || self.unflushed) {
                 let now = Instant::now();
                 let by = *self.flush_by.get_or_insert(now + shared.dispatcher.settings().close_linger());
                 if now >= by {
@@ -697,16 +712,37 @@ impl<R: Runtime> Driver<R> {
                 }
                 Poll::Pending => {
                     self.streak = 0;
+                    self.turn_read = 0;
                     return Poll::Pending;
                 }
             };
             // One step of heavy work (up to WORK_PER_TURN) per turn of the executor, so
             // that a peer's large decompressions do not hold this worker.
-            let yield_now = matches!(wake, Wake::Work);
+            // The same for reads: at most READ_PER_TURN bytes of requests are decoded
+            // and dispatched before other connections get the worker.
+            let yield_now = match &wake {
+                Wake::Work => true,
+                Wake::Read(Ok(n)) => {
+                    self.turn_read += *n;
+                    self.turn_read >= READ_PER_TURN
+                }
+                _ => false,
+            };
             self.on_wake(wake, write_deadline);
             self.streak += 1;
-            if self.streak >= YIELD_AFTER || yield_now {
+            if yield_now {
                 self.streak = 0;
+                self.turn_read = 0;
+                let mut y = rt.yield_now();
+                if y.as_mut().poll(cx).is_pending() {
+                    self.yielding = Some(y);
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            if self.streak >= YIELD_AFTER {
+                self.streak = 0;
+                self.turn_read = 0;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }

@@ -107,6 +107,16 @@ impl Runtime for Spawner {
         SmolTimer(async_io::Timer::at(at))
     }
 
+    /// A 50 µs `async-io` timer: the task runs again only after the reactor has been
+    /// polled, so connections whose sockets became ready meanwhile are not held back
+    /// by one that has heavy work pending (the executors poll the reactor only between
+    /// batches of tasks).
+    fn yield_now(&self) -> rpcx_core::service::BoxFuture<()> {
+        Box::pin(async {
+            async_io::Timer::after(std::time::Duration::from_micros(50)).await;
+        })
+    }
+
     /// Name lookups (which block) run on the `blocking` thread pool.
     fn resolve(&self, host_port: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
         let host_port = host_port.to_owned();

@@ -46,6 +46,12 @@ impl Runtime for Tokio {
         TokioTimer(Box::pin(tokio::time::sleep_until(at.into())))
     }
 
+    /// `tokio::task::yield_now`: the task waits until the worker has polled its IO
+    /// driver, so connections whose sockets became ready meanwhile run first.
+    fn yield_now(&self) -> BoxFuture<()> {
+        Box::pin(tokio::task::yield_now())
+    }
+
     fn resolve(&self, host_port: &str) -> impl Future<Output = io::Result<Vec<SocketAddr>>> + Send {
         let host_port = host_port.to_owned();
         async move { Ok(tokio::net::lookup_host(host_port).await?.collect()) }

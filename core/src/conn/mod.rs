@@ -27,7 +27,7 @@ pub use client::{
 };
 pub use server::{
     DEFAULT_FRAME_TIMEOUT, PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection,
-    ServerEvent, ServerStats, WORK_PER_TURN,
+    ServerEvent, ServerStats, WORK_PER_PAIR, WORK_PER_TURN,
 };
 pub use session::{ClientSession, Outcome, PushSink, ReplySlot, SessionConfig};
 

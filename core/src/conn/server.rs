@@ -45,7 +45,11 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most frame bytes decoded plus payload bytes inflated in one input or `work` call;
 /// past it the machine stops and reports [`ServerConnection::has_work`], so one peer's
 /// heavy frames cannot hold the thread that drives many connections.
-pub const WORK_PER_TURN: usize = 1 << 20;
+/// A frame costs its length plus [`WORK_PER_PAIR`] per metadata pair.
+pub const WORK_PER_TURN: usize = 256 << 10;
+/// The work a metadata pair costs beyond its bytes (its decoding, its place in the
+/// map, and what a handler does with it), in [`WORK_PER_TURN`] units.
+pub const WORK_PER_PAIR: usize = 64;
 /// Output produced by one step of a decompression.
 const INFLATE_CHUNK: usize = 256 << 10;
 /// Frames above this reserve their whole length from the budget before being read.
@@ -661,7 +665,7 @@ impl ServerConnection {
                 break;
             }
             if work == 0 {
-                self.has_work = true;
+                self.has_work = self.decoder.has_frame();
                 break;
             }
             let before = self.decoder.buffered();
@@ -669,7 +673,8 @@ impl ServerConnection {
                 Ok(Some(msg)) => {
                     decoded = true;
                     self.reserved_frame = 0;
-                    work = work.saturating_sub(before - self.decoder.buffered());
+                    let cost = (before - self.decoder.buffered()) + WORK_PER_PAIR * msg.metadata.len();
+                    work = work.saturating_sub(cost);
                     if msg.header.compress_type() == crate::wire::CompressType::NONE {
                         self.on_message(now, msg);
                     } else {

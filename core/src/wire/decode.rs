@@ -289,19 +289,58 @@ fn take_prefixed(block: &mut Bytes) -> Result<Bytes, DecodeError> {
 pub struct StreamDecoder {
     decoder: FrameDecoder,
     buf: BytesMut,
+    /// Whole large frames, each in an allocation of its own, ahead of `buf`.
+    ready: std::collections::VecDeque<BytesMut>,
     error: Option<DecodeError>,
 }
+
+/// Frames at least this long are received into an allocation of exactly their size,
+/// shared with no other frame: a message (or a slice of it that a response keeps)
+/// then pins only its own bytes.
+const EXACT_FRAME: usize = 64 << 10;
 
 impl StreamDecoder {
     /// A stream decoder with the given limits.
     pub fn new(config: DecoderConfig) -> Self {
-        Self { decoder: FrameDecoder::new(config), buf: BytesMut::new(), error: None }
+        Self { decoder: FrameDecoder::new(config), buf: BytesMut::new(), ready: Default::default(), error: None }
     }
 
     /// Append received bytes.
-    pub fn feed(&mut self, bytes: &[u8]) {
-        if self.error.is_none() {
-            self.buf.extend_from_slice(bytes);
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        let max = self.decoder.config.max_message_len.saturating_add(super::PREFIX_LEN);
+        while !bytes.is_empty() {
+            match self.pending_frame_len() {
+                Some(len) if len >= EXACT_FRAME && len <= max && self.buf.len() < len => {
+                    let take = (len - self.buf.len()).min(bytes.len());
+                    let want = self.buf.len() + take;
+                    if self.buf.capacity() < want {
+                        // Grow by doubling, but never past the frame: it ends up alone
+                        // in an allocation of its own size.
+                        let target = self.buf.capacity().saturating_mul(2).max(want).min(len);
+                        let mut grown = BytesMut::with_capacity(target);
+                        grown.extend_from_slice(&self.buf);
+                        self.buf = grown;
+                    }
+                    self.buf.extend_from_slice(&bytes[..take]);
+                    bytes = &bytes[take..];
+                    if self.buf.len() == len && !bytes.is_empty() {
+                        self.ready.push_back(std::mem::take(&mut self.buf));
+                    }
+                }
+                _ => {
+                    self.buf.extend_from_slice(bytes);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn after_front(&mut self) {
+        if self.ready.front().is_some_and(|f| f.is_empty()) {
+            self.ready.pop_front();
         }
     }
 
@@ -310,10 +349,25 @@ impl StreamDecoder {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        self.decoder.decode(&mut self.buf).inspect_err(|e| {
-            self.error = Some(e.clone());
-            self.buf = BytesMut::new();
-        })
+        // A parked whole frame first, else the stream buffer.
+        let Self { decoder, buf, ready, .. } = self;
+        let r = decoder.decode(ready.front_mut().unwrap_or(buf));
+        self.settle(r)
+    }
+
+    fn settle(&mut self, r: Result<Option<Message>, DecodeError>) -> Result<Option<Message>, DecodeError> {
+        match r {
+            Ok(m) => {
+                self.after_front();
+                Ok(m)
+            }
+            Err(e) => {
+                self.error = Some(e.clone());
+                self.buf = BytesMut::new();
+                self.ready.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Like [`StreamDecoder::next_message`] without decompressing the payload.
@@ -321,10 +375,9 @@ impl StreamDecoder {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        self.decoder.decode_raw(&mut self.buf).inspect_err(|e| {
-            self.error = Some(e.clone());
-            self.buf = BytesMut::new();
-        })
+        let Self { decoder, buf, ready, .. } = self;
+        let r = decoder.decode_raw(ready.front_mut().unwrap_or(buf));
+        self.settle(r)
     }
 
     /// The stream ended: `Err(UnexpectedEof)` if a partial frame is buffered.
@@ -332,21 +385,37 @@ impl StreamDecoder {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        if self.buf.is_empty() { Ok(()) } else { Err(DecodeError::UnexpectedEof { buffered: self.buf.len() }) }
+        match self.buffered() {
+            0 => Ok(()),
+            buffered => Err(DecodeError::UnexpectedEof { buffered }),
+        }
     }
 
     /// The length (prefix included) of the frame at the front of the buffer, once its
     /// 16-byte prefix has arrived; `None` before that or after an error.
     pub fn pending_frame_len(&self) -> Option<usize> {
-        if self.error.is_some() || self.buf.len() < PREFIX_LEN || self.buf[0] != MAGIC {
+        if self.error.is_some() || !self.ready.is_empty() || self.buf.len() < PREFIX_LEN || self.buf[0] != MAGIC {
             return None;
         }
         Some(PREFIX_LEN + u32::from_be_bytes([self.buf[12], self.buf[13], self.buf[14], self.buf[15]]) as usize)
     }
 
+    /// Whether a call to `next_message` / `next_raw` has something to do now: a whole
+    /// frame (or a bad one to report) is buffered.
+    pub fn has_frame(&self) -> bool {
+        if self.error.is_some() || !self.ready.is_empty() {
+            return true;
+        }
+        match self.buf.first() {
+            None => false,
+            Some(&b) if b != MAGIC => true,
+            Some(_) => self.buf.len() >= PREFIX_LEN && self.pending_frame_len().is_none_or(|l| self.buf.len() >= l),
+        }
+    }
+
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.ready.iter().map(|f| f.len()).sum::<usize>()
     }
 
     /// The limits in force.
