@@ -24,8 +24,9 @@ pub const DEFAULT_BUDGET_GRACE: Duration = Duration::from_secs(10);
 ///   started can always finish, so connections never deadlock waiting for each other.
 /// * A decompression runs only when one of [`max_inflations`](Self::max_inflations)
 ///   slots is free and each step of its output fits the budget.
-/// * While the server is over its limit, a connection with output queued (a peer that
-///   does not read) stops reading requests, and is closed
+/// * While the server is over its limit (or a connection's next frame does not fit), a
+///   connection with output queued (a peer that does not read) stops reading requests,
+///   and is closed
 ///   ([`LostReason::MemoryBudget`](super::LostReason::MemoryBudget)) once that has
 ///   lasted the [`grace`](Self::grace) period without its peer taking any bytes.
 ///

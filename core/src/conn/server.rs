@@ -794,9 +794,11 @@ impl ServerConnection {
     fn review(&mut self, now: Instant) {
         self.sync_budget();
         let was = self.out_paused;
+        // Held back by the budget (over it, or this connection's next frame does not
+        // fit) while its own peer leaves output queued: the peer is part of the problem.
         self.out_paused = self.state == State::Open
             && self.queued_bytes >= OUTPUT_SHARE
-            && self.config.budget.over(self.budget_limit());
+            && (self.blocked || self.config.budget.over(self.budget_limit()));
         if !self.out_paused {
             self.stuck_since = None;
         } else if self.stuck_since.is_none() {
