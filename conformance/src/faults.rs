@@ -321,3 +321,37 @@ pub fn the_connection_cap_closes_new_connections_at_once(s: &dyn ServerRt) {
     assert_eq!(call_mul(&addr, 5, 5), 25);
     server.close();
 }
+
+/// 100 panicking handlers on one connection, in every handler mode: panics before the
+/// future exists (inline), after waiting (a spawned task), and on std's worker pool
+/// alone; each is an error reply, and the connection then serves normal calls.
+pub fn panicking_handlers_in_every_mode(s: &dyn ServerRt) {
+    for worker_pool_only in [false, true] {
+        let server = s.serve(router(false), ServeOpts { worker_pool_only, ..Default::default() });
+        let mut c = connect(&server.address());
+        let mut dec = StreamDecoder::default();
+        let payload =
+            |a, b| -> Bytes { codec::to_payload(SerializeType::MSGPACK, &Args { a, b }).expect("encode").into() };
+        let mut batch = Vec::new();
+        for i in 0..100u64 {
+            let method = if i % 2 == 0 { "Div" } else { "PanicLater" };
+            batch.extend(request(i, "Arith", method, payload(i as i64, 0), Metadata::new(), false));
+        }
+        c.write_all(&batch).expect("write");
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..100 {
+            let r = next(&mut c, &mut dec).expect("a reply to every panicking call");
+            assert_eq!(r.header.status(), MessageStatus::ERROR);
+            let text = r.metadata.get_str(rpcx_core::wire::SERVICE_ERROR_KEY).expect("utf-8").expect("error text");
+            assert!(text.starts_with("[service internal error]: "), "{text}");
+            assert!(seen.insert(r.header.seq()));
+        }
+        c.write_all(&mul(1000, 6, 7)).expect("write");
+        let r = next(&mut c, &mut dec).expect("the connection survived");
+        assert_eq!((r.header.seq(), reply_c(&r)), (1000, 42));
+        c.write_all(&request(1001, "Arith", "PanicLater", payload(42, 6), Metadata::new(), false)).expect("write");
+        let r = next(&mut c, &mut dec).expect("reply");
+        assert_eq!(reply_c(&r), 7);
+        server.close();
+    }
+}

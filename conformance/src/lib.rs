@@ -52,6 +52,8 @@ pub struct ServeOpts {
     /// Start from these settings instead of the defaults (the fields above apply on
     /// top).
     pub settings: Option<rpcx_core::service::ServerSettings>,
+    /// std only: run every handler on the worker pool (`inline_handlers(false)`).
+    pub worker_pool_only: bool,
 }
 
 /// Client options the scenarios need.

@@ -163,7 +163,7 @@ impl ServerRt for Std {
         "std"
     }
     fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
-        let mut s = rpcx_std::Server::new(router);
+        let mut s = rpcx_std::Server::new(router).inline_handlers(!opts.worker_pool_only);
         if let Some(settings) = opts.settings {
             s = s.settings(settings);
         }

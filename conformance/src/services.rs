@@ -79,6 +79,14 @@ pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
             let c = a.a / a.b;
             async move { Ok::<_, String>(Reply { c }) }
         })
+        // Panics after waiting: the panic happens in a spawned task (or a worker).
+        .method("PanicLater", |_c: Context, a: Args| async move {
+            sleep(Duration::from_millis(1)).await;
+            if a.b == 0 {
+                panic!("late panic");
+            }
+            Ok::<_, String>(Reply { c: a.a / a.b })
+        })
         .method("Slow", move |_c: Context, a: Args| {
             started.fetch_add(1, Ordering::SeqCst);
             async move {

@@ -32,4 +32,5 @@ on_every_server!(
     a_peer_that_never_reads_is_closed_under_memory_pressure,
     connect_close_churn_leaks_nothing,
     the_connection_cap_closes_new_connections_at_once,
+    panicking_handlers_in_every_mode,
 );
