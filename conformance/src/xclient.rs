@@ -37,6 +37,8 @@ pub struct XOpts {
     /// Calls in flight per connection (the client machine's limit).
     pub max_in_flight: Option<usize>,
     pub hooks: Vec<Arc<dyn ClientHooks>>,
+    /// Select with `ConsistentHash` instead of the default selector.
+    pub consistent_hash: bool,
 }
 
 /// One request, as every runtime's builder takes it.
@@ -48,6 +50,7 @@ pub struct XReq {
     pub metadata: Vec<(String, String)>,
     pub timeout: Option<Duration>,
     pub compress: CompressType,
+    pub hash_key: Option<Bytes>,
 }
 
 impl XReq {
@@ -66,6 +69,7 @@ impl XReq {
             metadata: Vec::new(),
             timeout: None,
             compress: CompressType::NONE,
+            hash_key: None,
         }
     }
 
@@ -81,6 +85,11 @@ impl XReq {
 
     pub fn compress(mut self, ct: CompressType) -> Self {
         self.compress = ct;
+        self
+    }
+
+    pub fn hash_key(mut self, key: &str) -> Self {
+        self.hash_key = Some(Bytes::copy_from_slice(key.as_bytes()));
         self
     }
 }
@@ -171,6 +180,9 @@ macro_rules! xoptions {
         x.sticky = o.sticky;
         x.fail = o.fail;
         x.hooks = o.hooks;
+        if o.consistent_hash {
+            x.selector = Box::new(rpcx_core::govern::ConsistentHash::default());
+        }
         x.client.call_timeout = None;
         if let Some(t) = o.connect_timeout {
             x.client.connect_timeout = t;
@@ -192,6 +204,9 @@ macro_rules! build {
         }
         if let Some(t) = req.timeout {
             b = b.timeout(t);
+        }
+        if let Some(k) = req.hash_key {
+            b = b.hash_key(k);
         }
         (b, req.payload)
     }};

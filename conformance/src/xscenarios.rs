@@ -309,3 +309,30 @@ pub fn plan_ends_promptly_when_every_server_refuses(s: &dyn ServerRt, x: &dyn XC
     xc.close();
     server.close();
 }
+
+/// Consistent hashing per call: calls with different arguments spread over the servers
+/// (the default key is the encoded arguments, as Go keys on them), calls with equal
+/// arguments or an equal explicit `hash_key` always reach the same server.
+pub fn consistent_hash_keys_per_call(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let servers: Vec<Box<dyn ServerCtl>> = (1..=4).map(|id| serve(s, id, &gate)).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.address()).collect();
+    let xc = x.xclient(&addrs, XOpts { consistent_hash: true, ..Default::default() });
+    let mut seen = std::collections::HashSet::new();
+    for a in 0..40 {
+        let first = who(xc.call(XReq::args("Who", &Args { a, b: 0 })));
+        assert_eq!(who(xc.call(XReq::args("Who", &Args { a, b: 0 }))), first, "equal arguments, same server");
+        seen.insert(first);
+    }
+    assert!(seen.len() >= 3, "40 different arguments reached only {seen:?}");
+    for key in ["user-1", "user-2", "user-3"] {
+        let pinned = who(xc.call(XReq::args("Who", &args()).hash_key(key)));
+        for a in 0..10 {
+            assert_eq!(who(xc.call(XReq::args("Who", &Args { a, b: 1 }).hash_key(key))), pinned, "{key}");
+        }
+    }
+    xc.close();
+    for s in servers {
+        s.close();
+    }
+}

@@ -20,6 +20,7 @@ macro_rules! pair {
             scenario!(concurrent_first_dials_share_one_dial);
             scenario!(sticky_is_recorded_only_on_ok);
             scenario!(plan_ends_promptly_when_every_server_refuses);
+            scenario!(consistent_hash_keys_per_call);
         }
     };
 }

@@ -350,7 +350,8 @@ impl<Rt: Runtime> XClient<Rt> {
         let now = Instant::now();
         // The builder made the method from a `&str`.
         let method = std::str::from_utf8(&opts.service_method).unwrap_or_default();
-        let run: CallRun<T> = self.with_gov(|g| g.call_until(method, opts.deadline_at(now)))?;
+        let key = Some(opts.hash_key.clone().unwrap_or_else(|| payload.clone()));
+        let run: CallRun<T> = self.with_gov(|g| g.call_until(method, opts.deadline_at(now)))?.with_hash_key(key);
         let mut spec = opts.into_spec(now, payload, oneway);
         spec.deadline = run.deadline();
         if let Some(token) = &self.0.auth {

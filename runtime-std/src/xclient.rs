@@ -339,7 +339,9 @@ impl XClient {
         decode: fn(Option<Message>) -> Result<T, Error>,
     ) -> Result<Pending<T>, Error> {
         let method = std::str::from_utf8(&opts.service_method).unwrap_or_default();
-        let run: CallRun<T> = self.with_gov(|g| g.call_until(method, opts.deadline_at(Instant::now())))?;
+        let key = Some(opts.hash_key.clone().unwrap_or_else(|| payload.clone()));
+        let run: CallRun<T> =
+            self.with_gov(|g| g.call_until(method, opts.deadline_at(Instant::now())))?.with_hash_key(key);
         let req = self.request_of(opts, payload, run.deadline(), oneway);
         Ok(Pending { run, attempts: Attempts::new(self.clone(), req, decode) })
     }

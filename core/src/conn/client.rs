@@ -113,6 +113,11 @@ pub struct CallOptions {
     pub deadline: Option<Instant>,
     /// How the reply is decoded: Go's rules (the default) or serde's.
     pub decoding: crate::codec::Decoding,
+    /// The XClient's consistent-hash key for this call (see
+    /// [`ConsistentHash`](crate::govern::ConsistentHash)); without one an XClient uses
+    /// the request's payload, so calls with equal arguments go to the same server (as
+    /// Go's key from the arguments does). A single-connection `Client` ignores it.
+    pub hash_key: Option<Bytes>,
 }
 
 impl CallOptions {
@@ -133,6 +138,7 @@ impl CallOptions {
             timeout,
             deadline: None,
             decoding: crate::codec::Decoding::default(),
+            hash_key: None,
         }
     }
 
@@ -229,6 +235,14 @@ macro_rules! call_options_setters {
         /// Compress payloads over 1024 bytes with this type.
         pub fn compress(mut self, ct: $crate::wire::CompressType) -> Self {
             self.opts.compress = ct;
+            self
+        }
+
+        /// The consistent-hash key of this call, for an XClient whose selector is
+        /// `ConsistentHash` (default: the encoded arguments). A single-connection
+        /// client ignores it.
+        pub fn hash_key(mut self, key: impl Into<$crate::bytes::Bytes>) -> Self {
+            self.opts.hash_key = Some(key.into());
             self
         }
     };

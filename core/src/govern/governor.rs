@@ -430,7 +430,7 @@ impl<C: ConnHandle> Governor<C> {
 
     /// Pick a server for `method`: the sticky one while it is in discovery with a
     /// usable connection, else the balancer's choice.
-    pub(super) fn select(&mut self, now: Instant, method: &str) -> Option<ServerKey> {
+    pub(super) fn select(&mut self, now: Instant, method: &str, hash_key: Option<&[u8]>) -> Option<ServerKey> {
         self.refresh();
         if self.sticky_on {
             if let Some(k) = &self.sticky {
@@ -443,6 +443,7 @@ impl<C: ConnHandle> Governor<C> {
             }
         }
         let mut ctx = SelectContext::new(&self.service_path, method, &mut self.rng);
+        ctx.hash_key = hash_key;
         self.balancer.select(now, &mut ctx)
     }
 

@@ -74,6 +74,7 @@ struct Attempt<T> {
 /// reply). The run keeps every attempt's result, so the winner's is always there.
 pub struct CallRun<T> {
     method: String,
+    hash_key: Option<bytes::Bytes>,
     deadline: Option<Instant>,
     plan: Plan,
     attempts: Vec<Attempt<T>>,
@@ -97,6 +98,7 @@ impl<T> CallRun<T> {
     pub(super) fn new(method: &str, mode: FailMode, opts: FailOptions) -> Self {
         CallRun {
             method: method.to_owned(),
+            hash_key: None,
             deadline: opts.deadline,
             plan: Plan::new(mode, opts),
             attempts: Vec::new(),
@@ -109,6 +111,14 @@ impl<T> CallRun<T> {
     /// The method called.
     pub fn method(&self) -> &str {
         &self.method
+    }
+
+    /// Pass `key` to the selector for every pick of this call (the consistent-hash
+    /// key: calls with the same key go to the same server).
+    #[must_use]
+    pub fn with_hash_key(mut self, key: Option<bytes::Bytes>) -> Self {
+        self.hash_key = key;
+        self
     }
 
     /// The call's deadline (put it on each request too, so the connection times the
@@ -146,7 +156,7 @@ impl<T> CallRun<T> {
         loop {
             match self.plan.next(now) {
                 Action::Select => {
-                    let pick = gov.select(now, &self.method);
+                    let pick = gov.select(now, &self.method, self.hash_key.as_deref());
                     self.plan.on_selected(now, pick);
                 }
                 Action::Send { attempt, server } => {

@@ -330,7 +330,8 @@ pub type HashKeyFn = Box<dyn Fn(&SelectContext<'_>) -> u64 + Send + Sync>;
 
 /// Consistent hashing: the same key goes to the same server while it is there.
 ///
-/// Key: FNV-1a-64 of [`SelectContext::hash_key`]; else the [`with_key_fn`](Self::with_key_fn)
+/// Key: FNV-1a-64 of [`SelectContext::hash_key`] (every runtime's XClient passes the
+/// call's `hash_key`, else its encoded arguments); else the [`with_key_fn`](Self::with_key_fn)
 /// function; else FNV-1a-64 of Go's key string with an empty argument string
 /// (`/<service>/<method>/`, so each method sticks to one server). For Go's exact
 /// formula, build the key with [`go_hash_key`].
