@@ -39,6 +39,10 @@ pub struct XOpts {
     pub hooks: Vec<Arc<dyn ClientHooks>>,
     /// Select with `ConsistentHash` instead of the default selector.
     pub consistent_hash: bool,
+    /// Select the closest server to this position (`geo_selector`).
+    pub geo: Option<(f64, f64)>,
+    /// Discovery metadata of each server (Go's query form), by position; none: empty.
+    pub metadata: Vec<String>,
 }
 
 /// One request, as every runtime's builder takes it.
@@ -163,8 +167,10 @@ pub trait XClientRt: Send + Sync {
     fn xclient(&self, servers: &[String], opts: XOpts) -> Arc<dyn XClientCtl>;
 }
 
-fn discovery(servers: &[String]) -> Arc<MultiDiscovery> {
-    Arc::new(MultiDiscovery::new(servers.iter().map(|s| Instance::new(s.as_str(), ""))))
+fn discovery(servers: &[String], metadata: &[String]) -> Arc<MultiDiscovery> {
+    Arc::new(MultiDiscovery::new(
+        servers.iter().enumerate().map(|(i, s)| Instance::new(s.as_str(), metadata.get(i).map_or("", |m| m.as_str()))),
+    ))
 }
 
 fn keys(v: Vec<ServerKey>) -> Vec<String> {
@@ -182,6 +188,9 @@ macro_rules! xoptions {
         x.hooks = o.hooks;
         if o.consistent_hash {
             x.selector = Box::new(rpcx_core::govern::ConsistentHash::default());
+        }
+        if let Some((lat, lon)) = o.geo {
+            x = x.geo_selector(lat, lon);
         }
         x.client.call_timeout = None;
         if let Some(t) = o.connect_timeout {
@@ -259,7 +268,7 @@ impl XClientRt for Tokio {
         "tokio"
     }
     fn xclient(&self, servers: &[String], opts: XOpts) -> Arc<dyn XClientCtl> {
-        let d = discovery(servers);
+        let d = discovery(servers, &opts.metadata);
         let xc = rpcx_tokio::XClient::new(SERVICE, d.clone(), xoptions!(rpcx_tokio::XClientOptions, opts));
         Arc::new(TokioX(xc, d))
     }
@@ -313,7 +322,7 @@ impl XClientRt for Smol {
         "smol"
     }
     fn xclient(&self, servers: &[String], opts: XOpts) -> Arc<dyn XClientCtl> {
-        let d = discovery(servers);
+        let d = discovery(servers, &opts.metadata);
         let xc = rpcx_smol::XClient::new(SERVICE, d.clone(), xoptions!(rpcx_smol::XClientOptions, opts));
         Arc::new(SmolX(xc, d))
     }
@@ -367,7 +376,7 @@ impl XClientRt for Std {
         "std"
     }
     fn xclient(&self, servers: &[String], opts: XOpts) -> Arc<dyn XClientCtl> {
-        let d = discovery(servers);
+        let d = discovery(servers, &opts.metadata);
         let xc = rpcx_std::XClient::new(SERVICE, d.clone(), xoptions!(rpcx_std::XClientOptions, opts));
         Arc::new(StdX(xc, d))
     }

@@ -336,3 +336,22 @@ pub fn consistent_hash_keys_per_call(s: &dyn ServerRt, x: &dyn XClientRt) {
         s.close();
     }
 }
+
+/// The geo selector (`geo_selector`, Go's `ConfigGeoSelector`) sends every call to the
+/// server nearest the client's position; servers without coordinates are never used.
+pub fn geo_selector_picks_the_nearest_server(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let servers: Vec<Box<dyn ServerCtl>> = (1..=3).map(|id| serve(s, id, &gate)).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.address()).collect();
+    // Server 1 in Paris, 2 in Berlin, 3 without coordinates; the client is in Hamburg.
+    let metadata =
+        vec!["latitude=48.85&longitude=2.35".to_owned(), "latitude=52.52&longitude=13.40".to_owned(), String::new()];
+    let xc = x.xclient(&addrs, XOpts { geo: Some((53.55, 9.99)), metadata, ..Default::default() });
+    for _ in 0..10 {
+        assert_eq!(who(xc.call(XReq::args("Who", &args()))), 2);
+    }
+    xc.close();
+    for s in servers {
+        s.close();
+    }
+}

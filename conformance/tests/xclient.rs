@@ -21,6 +21,7 @@ macro_rules! pair {
             scenario!(sticky_is_recorded_only_on_ok);
             scenario!(plan_ends_promptly_when_every_server_refuses);
             scenario!(consistent_hash_keys_per_call);
+            scenario!(geo_selector_picks_the_nearest_server);
         }
     };
 }

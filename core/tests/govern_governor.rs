@@ -25,9 +25,18 @@ struct Conn {
     usable: Rc<Cell<bool>>,
 }
 
+thread_local! {
+    /// Heartbeat round trips the fake connections report, by server.
+    static RTTS: std::cell::RefCell<HashMap<String, Duration>> = std::cell::RefCell::default();
+}
+
 impl ConnHandle for Conn {
     fn is_usable(&self) -> bool {
         self.usable.get()
+    }
+
+    fn heartbeat_rtt(&self) -> Option<Duration> {
+        RTTS.with(|r| r.borrow().get(&self.server).copied())
     }
 }
 
@@ -581,4 +590,39 @@ fn panicking_user_callbacks_never_escape() {
     let mut sim = Sim::new(discovery(&[A]), o, &[(A, Server::Replies(MS))]);
     assert_eq!(sim.call("Mul", None).unwrap(), A);
     assert!(matches!(sim.call("Mul", None), Err(Error::NoServer)), "a panicking selector picks no server");
+}
+
+/// Heartbeat round trips reach the selector (at most once a second, only when they
+/// change), so the latency selector weighs servers by them.
+#[test]
+fn heartbeat_round_trips_feed_the_selector() {
+    #[derive(Default)]
+    struct Seen(Arc<Mutex<Vec<(String, Option<Duration>)>>>, Option<ServerKey>);
+    impl Selector for Seen {
+        fn update(&mut self, servers: &[Instance]) {
+            self.1 = servers.first().map(|s| s.key().clone());
+        }
+        fn select(&mut self, _ctx: &mut SelectContext<'_>) -> Option<ServerKey> {
+            self.1.clone()
+        }
+        fn observe_rtt(&mut self, server: &ServerKey, rtt: Option<Duration>) {
+            self.0.lock().unwrap().push((server.as_str().to_owned(), rtt));
+        }
+    }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut o = opts(FailMode::Failfast);
+    o.selector = Box::new(Seen(log.clone(), None));
+    let mut sim = Sim::new(discovery(&[A]), o, &[(A, Server::Replies(MS))]);
+    sim.call("Mul", None).unwrap();
+    let dial_samples = log.lock().unwrap().len();
+    RTTS.with(|r| r.borrow_mut().insert(A.to_owned(), 7 * MS));
+    sim.call("Mul", None).unwrap(); // within a second of the last look: not read yet
+    assert_eq!(log.lock().unwrap().len(), dial_samples);
+    sim.now += Duration::from_secs(1);
+    sim.call("Mul", None).unwrap();
+    sim.now += Duration::from_secs(1);
+    sim.call("Mul", None).unwrap(); // unchanged: not fed again
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), dial_samples + 1, "{log:?}");
+    assert_eq!(log.last().unwrap(), &(A.to_owned(), Some(7 * MS)));
 }

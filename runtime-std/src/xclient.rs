@@ -114,11 +114,24 @@ impl XClientOptions {
         }
         self
     }
+
+    /// Pick the server closest to this client (Go's `ConfigGeoSelector`): servers
+    /// advertise `latitude` and `longitude` in their metadata, and the nearest by
+    /// great-circle distance is chosen (ties at random). As in Go, servers without
+    /// coordinates are never chosen.
+    pub fn geo_selector(mut self, latitude: f64, longitude: f64) -> Self {
+        self.selector = Box::new(rpcx_core::govern::Closest::new(latitude, longitude));
+        self
+    }
 }
 
 impl ConnHandle for Client {
     fn is_usable(&self) -> bool {
         !self.is_closing()
+    }
+
+    fn heartbeat_rtt(&self) -> Option<std::time::Duration> {
+        self.stats().last_heartbeat_rtt
     }
 }
 

@@ -24,7 +24,17 @@ pub trait ConnHandle: Clone {
     /// Whether new calls may still go on it (it is not closing or closed). A cached
     /// handle that is no longer usable is forgotten and its server dialed again.
     fn is_usable(&self) -> bool;
+
+    /// The round trip of the connection's last heartbeat, if it measured one. The
+    /// governor feeds new values to the selector (the latency selector weighs servers
+    /// by them); the default measures nothing.
+    fn heartbeat_rtt(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// How often the governor looks at its connections' heartbeat round trips.
+const RTT_POLL: Duration = Duration::from_secs(1);
 
 /// Names one dial, and the connection it made. Tickets grow: a later dial has a larger
 /// ticket.
@@ -165,6 +175,9 @@ pub struct Governor<C> {
     failed: HashMap<ServerKey, (DialTicket, Error)>,
     next_ticket: u64,
     retired: Vec<C>,
+    /// Heartbeat round trips last fed to the selector, and when they were last read.
+    rtt_seen: HashMap<ServerKey, Duration>,
+    rtt_polled: Option<Instant>,
 }
 
 impl<C> fmt::Debug for Governor<C> {
@@ -201,6 +214,8 @@ impl<C: ConnHandle> Governor<C> {
             sticky: None,
             gather_timeout: opts.gather_timeout,
             hooks: opts.hooks,
+            rtt_seen: HashMap::new(),
+            rtt_polled: None,
             conns: HashMap::new(),
             failed: HashMap::new(),
             next_ticket: 0,
@@ -432,6 +447,7 @@ impl<C: ConnHandle> Governor<C> {
     /// usable connection, else the balancer's choice.
     pub(super) fn select(&mut self, now: Instant, method: &str, hash_key: Option<&[u8]>) -> Option<ServerKey> {
         self.refresh();
+        self.poll_rtts(now);
         if self.sticky_on {
             if let Some(k) = &self.sticky {
                 let alive = self.balancer.contains(k)
@@ -445,6 +461,25 @@ impl<C: ConnHandle> Governor<C> {
         let mut ctx = SelectContext::new(&self.service_path, method, &mut self.rng);
         ctx.hash_key = hash_key;
         self.balancer.select(now, &mut ctx)
+    }
+
+    /// Feed heartbeat round trips that changed to the selector (at most every
+    /// [`RTT_POLL`]).
+    fn poll_rtts(&mut self, now: Instant) {
+        if self.rtt_polled.is_some_and(|t| now < t + RTT_POLL) {
+            return;
+        }
+        self.rtt_polled = Some(now);
+        for (key, slot) in &self.conns {
+            let Slot::Ready { conn, .. } = slot else { continue };
+            let Some(rtt) = crate::guard::catch("heartbeat_rtt", || conn.heartbeat_rtt()).flatten() else { continue };
+            if self.rtt_seen.get(key) != Some(&rtt) {
+                self.rtt_seen.insert(key.clone(), rtt);
+                self.balancer.observe_rtt(key, Some(rtt));
+            }
+        }
+        let conns = &self.conns;
+        self.rtt_seen.retain(|k, _| conns.contains_key(k));
     }
 
     /// Admit one attempt to `server` through its breaker (and discovery).
