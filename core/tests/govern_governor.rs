@@ -596,8 +596,9 @@ fn panicking_user_callbacks_never_escape() {
 /// change), so the latency selector weighs servers by them.
 #[test]
 fn heartbeat_round_trips_feed_the_selector() {
+    type Log = Arc<Mutex<Vec<(String, Option<Duration>)>>>;
     #[derive(Default)]
-    struct Seen(Arc<Mutex<Vec<(String, Option<Duration>)>>>, Option<ServerKey>);
+    struct Seen(Log, Option<ServerKey>);
     impl Selector for Seen {
         fn update(&mut self, servers: &[Instance]) {
             self.1 = servers.first().map(|s| s.key().clone());
