@@ -145,6 +145,8 @@ pub trait XClientCtl: Send + Sync {
     fn oneway(&self, req: XReq) -> Result<(), XFail>;
     /// `request(method)...go_raw(payload)`.
     fn go(&self, req: XReq) -> Result<Box<dyn XCallCtl>, XFail>;
+    /// `send_raw(message)`.
+    fn send_raw(&self, msg: Message) -> Result<Option<Message>, XFail>;
     /// Replace the discovery's server list.
     fn update(&self, servers: &[String]);
     /// Servers with a cached connection.
@@ -235,6 +237,9 @@ impl XClientCtl for TokioX {
         let (b, payload) = build!(self.0, req);
         tokio_rt().block_on(b.oneway_raw(payload)).map_err(xfail)
     }
+    fn send_raw(&self, msg: Message) -> Result<Option<Message>, XFail> {
+        tokio_rt().block_on(self.0.send_raw(msg)).map_err(xfail)
+    }
     fn go(&self, req: XReq) -> Result<Box<dyn XCallCtl>, XFail> {
         let _in = tokio_rt().enter();
         let (b, payload) = build!(self.0, req);
@@ -287,6 +292,9 @@ impl XClientCtl for SmolX {
     fn oneway(&self, req: XReq) -> Result<(), XFail> {
         let (b, payload) = build!(self.0, req);
         smol::block_on(b.oneway_raw(payload)).map_err(xfail)
+    }
+    fn send_raw(&self, msg: Message) -> Result<Option<Message>, XFail> {
+        smol::block_on(self.0.send_raw(msg)).map_err(xfail)
     }
     fn go(&self, req: XReq) -> Result<Box<dyn XCallCtl>, XFail> {
         let (b, payload) = build!(self.0, req);
@@ -341,6 +349,9 @@ impl XClientCtl for StdX {
     fn oneway(&self, req: XReq) -> Result<(), XFail> {
         let (b, payload) = build!(self.0, req);
         b.oneway_raw(payload).map_err(xfail)
+    }
+    fn send_raw(&self, msg: Message) -> Result<Option<Message>, XFail> {
+        self.0.send_raw(msg).map_err(xfail)
     }
     fn go(&self, req: XReq) -> Result<Box<dyn XCallCtl>, XFail> {
         let (b, payload) = build!(self.0, req);

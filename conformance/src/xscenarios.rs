@@ -355,3 +355,29 @@ pub fn geo_selector_picks_the_nearest_server(s: &dyn ServerRt, x: &dyn XClientRt
         s.close();
     }
 }
+
+/// `send_raw` sends a whole message through the fail mode: its method, metadata and
+/// serialize type reach the server as they are (failing over past a dead server); a
+/// oneway message returns `None` once written.
+pub fn send_raw_goes_through_the_fail_mode(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let server = serve(s, 1, &gate);
+    let addrs = vec![dead_addr(), server.address()];
+    let xc = x.xclient(&addrs, XOpts { fail_mode: FailMode::Failover, ..Default::default() });
+    for _ in 0..4 {
+        let mut m = Message::request(SerializeType::JSON, 0, "X", "Meta");
+        m.metadata.insert("trace", "t-1");
+        m.payload = codec::to_payload(SerializeType::JSON, &Args { a: 2, b: 3 }).expect("encode").into();
+        let r = xc.send_raw(m).expect("send_raw").expect("a response");
+        assert_eq!(r.header.serialize_type(), SerializeType::JSON);
+        assert_eq!(reply(&r).c, 5);
+        assert_eq!(r.metadata.get_str("trace").expect("utf-8"), Some("t-1"));
+    }
+    let mut note = Message::request(SerializeType::MSGPACK, 0, "X", "Note");
+    note.header.set_oneway(true);
+    note.payload = codec::to_payload(SerializeType::MSGPACK, &args()).expect("encode").into();
+    assert!(xc.send_raw(note).expect("oneway send_raw").is_none());
+    until(&gate.notes, 1, "the oneway message arrived");
+    xc.close();
+    server.close();
+}

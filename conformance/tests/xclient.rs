@@ -22,6 +22,7 @@ macro_rules! pair {
             scenario!(plan_ends_promptly_when_every_server_refuses);
             scenario!(consistent_hash_keys_per_call);
             scenario!(geo_selector_picks_the_nearest_server);
+            scenario!(send_raw_goes_through_the_fail_mode);
         }
     };
 }

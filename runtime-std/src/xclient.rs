@@ -226,6 +226,28 @@ impl XClient {
         }
     }
 
+    /// Send a whole request message through the fail mode (Go's `XClient.SendRaw`):
+    /// its method, metadata, serialize type, compression, oneway flag and payload are
+    /// used as they are (its service path too, when not empty); the client's call
+    /// timeout applies. Returns the raw response, or `None` for a oneway request once
+    /// it is written.
+    pub fn send_raw(&self, msg: Message) -> Result<Option<Message>, Error> {
+        let method = String::from_utf8_lossy(&msg.service_method);
+        let mut b = self
+            .request(&method)
+            .with_metadata(msg.metadata.clone())
+            .serialize_type(msg.header.serialize_type())
+            .compress(msg.header.compress_type());
+        if !msg.service_path.is_empty() {
+            b.opts.service_path = msg.service_path.clone();
+        }
+        if msg.header.is_oneway() {
+            b.oneway_raw(msg.payload).map(|()| None)
+        } else {
+            b.call_raw(msg.payload).map(Some)
+        }
+    }
+
     /// Call `method` with the fail mode, decoding the reply. Blocks until it ends
     /// (`self.request(method).call(args)`).
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, Error> {
