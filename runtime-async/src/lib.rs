@@ -34,6 +34,8 @@ mod server;
 pub mod tls;
 mod transport;
 pub mod xclient;
+mod xpool;
+pub use xpool::{OneClient, XClientPool};
 
 pub use client::{Client, ClientOptions, PendingCall, PushReceiver, RequestBuilder};
 pub use rpcx_core::error::Error;

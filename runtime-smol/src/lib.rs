@@ -82,6 +82,10 @@ pub mod xclient {
     pub use rpcx_async::xclient::{Receipt, XCall};
     /// An XClient on smol / async-std (see [`rpcx_async::XClient`]).
     pub type XClient = rpcx_async::XClient<super::Spawner>;
+    /// XClients used in turn (see [`rpcx_async::XClientPool`]).
+    pub type XClientPool = rpcx_async::XClientPool<super::Spawner>;
+    /// One client for every service (see [`rpcx_async::OneClient`]).
+    pub type OneClient = rpcx_async::OneClient<super::Spawner>;
     /// XClient options (see [`rpcx_async::XClientOptions`]).
     pub type XClientOptions = rpcx_async::XClientOptions<super::Spawner>;
     /// A call through an XClient being configured (see [`rpcx_async::XRequestBuilder`]).
@@ -89,7 +93,7 @@ pub mod xclient {
 }
 
 pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
-pub use xclient::{Receipt, XCall, XClient, XClientOptions, XRequestBuilder};
+pub use xclient::{OneClient, Receipt, XCall, XClient, XClientOptions, XClientPool, XRequestBuilder};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

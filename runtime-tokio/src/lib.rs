@@ -69,6 +69,10 @@ pub mod xclient {
     pub use rpcx_async::xclient::{Receipt, XCall};
     /// An XClient on tokio (see [`rpcx_async::XClient`]).
     pub type XClient = rpcx_async::XClient<super::Tokio>;
+    /// XClients used in turn (see [`rpcx_async::XClientPool`]).
+    pub type XClientPool = rpcx_async::XClientPool<super::Tokio>;
+    /// One client for every service (see [`rpcx_async::OneClient`]).
+    pub type OneClient = rpcx_async::OneClient<super::Tokio>;
     /// XClient options (see [`rpcx_async::XClientOptions`]).
     pub type XClientOptions = rpcx_async::XClientOptions<super::Tokio>;
     /// A call through an XClient being configured (see [`rpcx_async::XRequestBuilder`]).
@@ -76,7 +80,7 @@ pub mod xclient {
 }
 
 pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
-pub use xclient::{Receipt, XCall, XClient, XClientOptions, XRequestBuilder};
+pub use xclient::{OneClient, Receipt, XCall, XClient, XClientOptions, XClientPool, XRequestBuilder};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

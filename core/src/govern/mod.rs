@@ -73,6 +73,7 @@ mod governor;
 mod hash;
 mod hooks;
 mod outcome;
+pub mod pool;
 pub mod replies;
 mod run;
 mod selector;

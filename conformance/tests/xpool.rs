@@ -1,0 +1,97 @@
+//! `XClientPool` and `OneClient` on every runtime (each against a tokio server; the
+//! servers' side is not what is tested here).
+
+use bytes::Bytes;
+use rpcx_conformance::runtimes::Tokio;
+use rpcx_conformance::{ServeOpts, ServerCtl, ServerRt};
+use rpcx_core::govern::{Instance, MultiDiscovery};
+use rpcx_core::service::{Context, Router, Service};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Services `A` and `B`, each with `Name` (answers the service's name).
+fn server() -> Box<dyn ServerCtl> {
+    let svc = |name: &'static str| {
+        Service::new(name)
+            .raw_method("Name", move |_c: Context, _p: Bytes| async move { Ok::<_, String>(Bytes::from(name)) })
+    };
+    Tokio.serve(Router::new().service(svc("A")).service(svc("B")), ServeOpts::default())
+}
+
+fn discovery(server: &dyn ServerCtl) -> Arc<MultiDiscovery> {
+    Arc::new(MultiDiscovery::new([Instance::new(server.address().as_str(), "")]))
+}
+
+fn accepted_becomes(server: &dyn ServerCtl, n: u64) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while server.stats().expect("stats").connections_accepted < n {
+        assert!(Instant::now() < end, "{:?}", server.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(server.stats().expect("stats").connections_accepted, n);
+}
+
+#[test]
+fn tokio() {
+    let s = server();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let pool = rpcx_tokio::XClientPool::new(3, "A", discovery(&*s), rpcx_tokio::XClientOptions::default);
+        for _ in 0..9 {
+            let r = pool.get().request("Name").call_raw(Bytes::new()).await.expect("call");
+            assert_eq!(&r.payload[..], b"A");
+        }
+        accepted_becomes(&*s, 3);
+        pool.close().await;
+        let one = rpcx_tokio::OneClient::new(discovery(&*s), rpcx_tokio::XClientOptions::default);
+        for svc in ["A", "B", "A"] {
+            let r = one.xclient(svc).request("Name").call_raw(Bytes::new()).await.expect("call");
+            assert_eq!(&r.payload[..], svc.as_bytes());
+        }
+        assert_eq!(one.services(), ["A", "B"]);
+        one.close().await;
+    });
+    s.close();
+}
+
+#[test]
+fn smol() {
+    let s = server();
+    smol::block_on(async {
+        let pool = rpcx_smol::XClientPool::new(3, "A", discovery(&*s), rpcx_smol::XClientOptions::default);
+        for _ in 0..9 {
+            let r = pool.get().request("Name").call_raw(Bytes::new()).await.expect("call");
+            assert_eq!(&r.payload[..], b"A");
+        }
+        accepted_becomes(&*s, 3);
+        pool.close().await;
+        let one = rpcx_smol::OneClient::new(discovery(&*s), rpcx_smol::XClientOptions::default);
+        for svc in ["A", "B", "A"] {
+            let r = one.xclient(svc).request("Name").call_raw(Bytes::new()).await.expect("call");
+            assert_eq!(&r.payload[..], svc.as_bytes());
+        }
+        assert_eq!(one.services(), ["A", "B"]);
+        one.close().await;
+    });
+    s.close();
+}
+
+#[test]
+fn std() {
+    let s = server();
+    let pool = rpcx_std::XClientPool::new(3, "A", discovery(&*s), rpcx_std::XClientOptions::default);
+    for _ in 0..9 {
+        let r = pool.get().request("Name").call_raw(Bytes::new()).expect("call");
+        assert_eq!(&r.payload[..], b"A");
+    }
+    accepted_becomes(&*s, 3);
+    pool.close();
+    let one = rpcx_std::OneClient::new(discovery(&*s), rpcx_std::XClientOptions::default);
+    for svc in ["A", "B", "A"] {
+        let r = one.xclient(svc).request("Name").call_raw(Bytes::new()).expect("call");
+        assert_eq!(&r.payload[..], svc.as_bytes());
+    }
+    assert_eq!(one.services(), ["A", "B"]);
+    one.close();
+    s.close();
+}
