@@ -167,6 +167,14 @@ pub trait XClientRt: Send + Sync {
     fn name(&self) -> &'static str;
     /// An XClient for [`SERVICE`] over `servers` (`network@addr`).
     fn xclient(&self, servers: &[String], opts: XOpts) -> Arc<dyn XClientCtl>;
+    /// A bidirectional XClient and its push receiver: `next(limit)` waits at most
+    /// `limit` for the next push or connection end.
+    #[allow(clippy::type_complexity)]
+    fn bidirectional(
+        &self,
+        servers: &[String],
+        opts: XOpts,
+    ) -> (Arc<dyn XClientCtl>, Box<dyn Fn(Duration) -> Option<rpcx_core::govern::XPush> + Send>);
 }
 
 fn discovery(servers: &[String], metadata: &[String]) -> Arc<MultiDiscovery> {
@@ -277,6 +285,18 @@ impl XClientRt for Tokio {
         let xc = rpcx_tokio::XClient::new(SERVICE, d.clone(), xoptions!(rpcx_tokio::XClientOptions, opts));
         Arc::new(TokioX(xc, d))
     }
+    fn bidirectional(
+        &self,
+        servers: &[String],
+        opts: XOpts,
+    ) -> (Arc<dyn XClientCtl>, Box<dyn Fn(Duration) -> Option<rpcx_core::govern::XPush> + Send>) {
+        let d = discovery(servers, &opts.metadata);
+        let (xc, rx) =
+            rpcx_tokio::XClient::bidirectional(SERVICE, d.clone(), xoptions!(rpcx_tokio::XClientOptions, opts));
+        let next =
+            move |limit| tokio_rt().block_on(async { tokio::time::timeout(limit, rx.recv()).await.ok().flatten() });
+        (Arc::new(TokioX(xc, d)), Box::new(next))
+    }
 }
 
 // ---------------------------------------------------------------- smol
@@ -334,6 +354,22 @@ impl XClientRt for Smol {
         let xc = rpcx_smol::XClient::new(SERVICE, d.clone(), xoptions!(rpcx_smol::XClientOptions, opts));
         Arc::new(SmolX(xc, d))
     }
+    fn bidirectional(
+        &self,
+        servers: &[String],
+        opts: XOpts,
+    ) -> (Arc<dyn XClientCtl>, Box<dyn Fn(Duration) -> Option<rpcx_core::govern::XPush> + Send>) {
+        let d = discovery(servers, &opts.metadata);
+        let (xc, rx) =
+            rpcx_smol::XClient::bidirectional(SERVICE, d.clone(), xoptions!(rpcx_smol::XClientOptions, opts));
+        let next = move |limit| {
+            smol::block_on(futures_lite::future::or(async { rx.recv().await }, async {
+                async_io::Timer::after(limit).await;
+                None
+            }))
+        };
+        (Arc::new(SmolX(xc, d)), Box::new(next))
+    }
 }
 
 // ---------------------------------------------------------------- std
@@ -390,6 +426,17 @@ impl XClientRt for Std {
         let d = discovery(servers, &opts.metadata);
         let xc = rpcx_std::XClient::new(SERVICE, d.clone(), xoptions!(rpcx_std::XClientOptions, opts));
         Arc::new(StdX(xc, d))
+    }
+    fn bidirectional(
+        &self,
+        servers: &[String],
+        opts: XOpts,
+    ) -> (Arc<dyn XClientCtl>, Box<dyn Fn(Duration) -> Option<rpcx_core::govern::XPush> + Send>) {
+        let d = discovery(servers, &opts.metadata);
+        let (xc, rx) = rpcx_std::XClient::bidirectional(SERVICE, d.clone(), xoptions!(rpcx_std::XClientOptions, opts));
+        let rx = Mutex::new(rx);
+        let next = move |limit| rx.lock().unwrap_or_else(|p| p.into_inner()).recv_timeout(limit);
+        (Arc::new(StdX(xc, d)), Box::new(next))
     }
 }
 
@@ -470,6 +517,12 @@ pub fn router(id: i64, gate: Arc<Gate>) -> Router {
             }
         })
         .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) })
+        .method("Push", move |c: Context, a: Args| async move {
+            for i in 0..a.a {
+                c.pusher().push(SERVICE, "Note", Default::default(), format!("{id}:{i}")).map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(Reply { c: id })
+        })
         .method("Meta", |c: Context, a: Args| async move {
             for (k, v) in c.metadata().iter() {
                 if !k.starts_with(b"__") {

@@ -381,3 +381,45 @@ pub fn send_raw_goes_through_the_fail_mode(s: &dyn ServerRt, x: &dyn XClientRt) 
     xc.close();
     server.close();
 }
+
+/// A bidirectional XClient: pushes from every server arrive on one receiver, tagged
+/// with their server, and the end of a server's connection is signalled.
+pub fn bidirectional_xclient_tags_pushes_and_lost_connections(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let servers: Vec<Box<dyn ServerCtl>> = (1..=2).map(|id| serve(s, id, &gate)).collect();
+    let addrs: Vec<String> = servers.iter().map(|s| s.address()).collect();
+    let (xc, next) = x.bidirectional(&addrs, XOpts::default());
+    // Round robin: the two calls reach both servers; each pushes two messages first.
+    let mut answered = std::collections::HashSet::new();
+    for _ in 0..2 {
+        answered.insert(who(xc.call(XReq::args("Push", &Args { a: 2, b: 0 }))));
+    }
+    assert_eq!(answered.len(), 2);
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 4 {
+        match next(Duration::from_secs(5)).expect("a push") {
+            rpcx_core::govern::XPush::Message { server, message } => {
+                let text = String::from_utf8(message.payload.to_vec()).expect("utf-8");
+                let id = if server.as_str() == addrs[0] { 1 } else { 2 };
+                assert!(text.starts_with(&format!("{id}:")), "{text} from {server:?}");
+                got.insert(text);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut servers = servers.into_iter();
+    servers.next().expect("server 1").close();
+    loop {
+        match next(Duration::from_secs(5)).expect("the lost connection is signalled") {
+            rpcx_core::govern::XPush::ConnectionLost { server } => {
+                assert_eq!(server.as_str(), addrs[0]);
+                break;
+            }
+            rpcx_core::govern::XPush::Message { .. } => {}
+        }
+    }
+    xc.close();
+    for s in servers {
+        s.close();
+    }
+}

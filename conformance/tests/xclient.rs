@@ -23,6 +23,7 @@ macro_rules! pair {
             scenario!(consistent_hash_keys_per_call);
             scenario!(geo_selector_picks_the_nearest_server);
             scenario!(send_raw_goes_through_the_fail_mode);
+            scenario!(bidirectional_xclient_tags_pushes_and_lost_connections);
         }
     };
 }

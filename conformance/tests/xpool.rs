@@ -95,3 +95,51 @@ fn std() {
     one.close();
     s.close();
 }
+
+/// Each runtime's `Client` reports its heartbeat round trip to the XClient's governor
+/// (`ConnHandle::heartbeat_rtt`), which feeds it to the selector.
+mod heartbeat_rtt {
+    use super::*;
+    use rpcx_core::conn::ClientConfig;
+    use rpcx_core::govern::ConnHandle;
+
+    fn config() -> ClientConfig {
+        ClientConfig { heartbeat_interval: Some(Duration::from_millis(20)), ..Default::default() }
+    }
+
+    fn eventually(mut rtt: impl FnMut() -> Option<Duration>) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while rtt().is_none() {
+            assert!(Instant::now() < end, "no heartbeat round trip measured");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn tokio() {
+        let s = server();
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let o = rpcx_tokio::ClientOptions { connection: config(), ..Default::default() };
+        let c = rt.block_on(rpcx_tokio::Client::connect(&s.address(), o)).expect("connect");
+        eventually(|| c.heartbeat_rtt());
+        s.close();
+    }
+
+    #[test]
+    fn smol() {
+        let s = server();
+        let o = rpcx_smol::ClientOptions { connection: config(), ..Default::default() };
+        let c = smol::block_on(rpcx_smol::Client::connect(&s.address(), o)).expect("connect");
+        eventually(|| c.heartbeat_rtt());
+        s.close();
+    }
+
+    #[test]
+    fn std() {
+        let s = server();
+        let o = rpcx_std::ClientOptions { connection: config(), ..Default::default() };
+        let c = rpcx_std::Client::connect(&s.address(), o).expect("connect");
+        eventually(|| c.heartbeat_rtt());
+        s.close();
+    }
+}

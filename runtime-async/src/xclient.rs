@@ -40,7 +40,7 @@ use rpcx_core::govern::replies;
 use rpcx_core::govern::{
     AttemptId, BreakerConfig, CallRun, ClientHooks, ConnHandle, Connect, DEFAULT_GATHER_TIMEOUT, DialTicket, Discovery,
     FailMode, FailOptions, GatherMode, GatherRun, Governor, GovernorOptions, RoundRobin, SelectMode, Selector,
-    ServerKey, Step,
+    ServerKey, Step, XPUSH_CAPACITY, XPush,
 };
 use rpcx_core::wire::{AUTH_KEY, Message, Metadata};
 use serde::Serialize;
@@ -153,6 +153,8 @@ struct Inner<Rt: Runtime> {
     dialed: event_listener::Event,
     client_opts: ClientOptions<Rt>,
     auth: Option<String>,
+    /// A bidirectional XClient's push queue.
+    pushes: Option<PushTx>,
 }
 
 /// A client for one service path over the servers a [`Discovery`] provides: one cached
@@ -191,6 +193,31 @@ impl<Rt: Runtime> std::fmt::Debug for XClient<Rt> {
 impl<Rt: Runtime> XClient<Rt> {
     /// An XClient for `service_path`.
     pub fn new(service_path: &str, discovery: Arc<dyn Discovery>, opts: XClientOptions<Rt>) -> Self {
+        Self::build(service_path, discovery, opts, None)
+    }
+
+    /// A bidirectional XClient (Go's `NewBidirectionalXClient`): besides calls, every
+    /// server push on any of its connections arrives on the returned receiver tagged
+    /// with its server, and so does the end of each connection
+    /// ([`XPush::ConnectionLost`]). Up to [`XPUSH_CAPACITY`] pushes wait there; when it
+    /// is full, newer pushes are dropped and counted ([`XPushReceiver::dropped`]).
+    pub fn bidirectional(
+        service_path: &str,
+        discovery: Arc<dyn Discovery>,
+        opts: XClientOptions<Rt>,
+    ) -> (Self, XPushReceiver) {
+        let (tx, rx) = async_channel::bounded(XPUSH_CAPACITY);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let xc = Self::build(service_path, discovery, opts, Some((tx, dropped.clone())));
+        (xc, XPushReceiver { rx: Box::pin(rx), dropped })
+    }
+
+    fn build(
+        service_path: &str,
+        discovery: Arc<dyn Discovery>,
+        opts: XClientOptions<Rt>,
+        pushes: Option<PushTx>,
+    ) -> Self {
         let policy = GovernorOptions {
             fail_mode: opts.fail_mode,
             selector: opts.selector,
@@ -208,6 +235,7 @@ impl<Rt: Runtime> XClient<Rt> {
             dialed: event_listener::Event::new(),
             client_opts: opts.client,
             auth: opts.auth,
+            pushes,
         }))
     }
 
@@ -483,6 +511,12 @@ impl<Rt: Runtime> XClient<Rt> {
                     let mut guard = AbandonDial { xc: self, server, ticket: Some(ticket) };
                     let res = Client::connect(server.as_str(), self.0.client_opts.clone()).await;
                     guard.ticket = None;
+                    if let (Ok(c), Some((tx, dropped))) = (&res, &self.0.pushes) {
+                        if let Some(rx) = c.take_push_receiver() {
+                            let (server, tx, dropped) = (server.clone(), tx.clone(), dropped.clone());
+                            self.0.client_opts.runtime.spawn(Box::pin(forward_pushes(server, rx, tx, dropped)));
+                        }
+                    }
                     let next = self.with_gov(|g| g.on_dialed(Instant::now(), server, ticket, res));
                     self.0.dialed.notify(usize::MAX);
                     next
@@ -733,5 +767,58 @@ impl<R> Future for XCall<R> {
 impl<R> std::fmt::Debug for XCall<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XCall").field("detached", &self.detached.load(Ordering::SeqCst)).finish_non_exhaustive()
+    }
+}
+
+/// Where a bidirectional XClient's connections put their pushes.
+type PushTx = (async_channel::Sender<XPush>, Arc<std::sync::atomic::AtomicU64>);
+
+/// Move one connection's pushes to the XClient's receiver, then say it ended.
+async fn forward_pushes(
+    server: ServerKey,
+    rx: crate::PushReceiver,
+    tx: async_channel::Sender<XPush>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+) {
+    while let Some(message) = rx.recv().await {
+        if let Err(e) = tx.try_send(XPush::Message { server: server.clone(), message }) {
+            if e.is_closed() {
+                return;
+            }
+            dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let _ = tx.send(XPush::ConnectionLost { server }).await;
+}
+
+/// The pushes of a bidirectional XClient ([`XClient::bidirectional`]).
+#[derive(Debug)]
+pub struct XPushReceiver {
+    rx: Pin<Box<async_channel::Receiver<XPush>>>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl XPushReceiver {
+    /// The next push or connection end; `None` once the XClient and all its
+    /// connections are gone.
+    pub async fn recv(&self) -> Option<XPush> {
+        self.rx.recv().await.ok()
+    }
+
+    /// The next one if one is queued.
+    pub fn try_recv(&self) -> Option<XPush> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Pushes dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl futures_lite::Stream for XPushReceiver {
+    type Item = XPush;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<XPush>> {
+        self.get_mut().rx.as_mut().poll_next(cx)
     }
 }

@@ -79,7 +79,8 @@ pub type Stream = rpcx_async::Stream<Spawner>;
 
 /// One service path over many servers (see [`rpcx_async::xclient`]).
 pub mod xclient {
-    pub use rpcx_async::xclient::{Receipt, XCall};
+    pub use rpcx_async::xclient::{Receipt, XCall, XPushReceiver};
+    pub use rpcx_core::govern::XPush;
     /// An XClient on smol / async-std (see [`rpcx_async::XClient`]).
     pub type XClient = rpcx_async::XClient<super::Spawner>;
     /// XClients used in turn (see [`rpcx_async::XClientPool`]).
@@ -93,7 +94,9 @@ pub mod xclient {
 }
 
 pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
-pub use xclient::{OneClient, Receipt, XCall, XClient, XClientOptions, XClientPool, XRequestBuilder};
+pub use xclient::{
+    OneClient, Receipt, XCall, XClient, XClientOptions, XClientPool, XPush, XPushReceiver, XRequestBuilder,
+};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

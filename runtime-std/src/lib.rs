@@ -118,8 +118,9 @@ pub use xpool::{OneClient, XClientPool};
 pub use client::{Client, ClientOptions, PendingCall, PushReceiver, RequestBuilder};
 pub use error::Error;
 pub use executor::block_on;
+pub use rpcx_core::govern::XPush;
 pub use server::{Server, ServerHandle, ServerOptions};
-pub use xclient::{Receipt, XCall, XClient, XClientOptions, XRequestBuilder};
+pub use xclient::{Receipt, XCall, XClient, XClientOptions, XPushReceiver, XRequestBuilder};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

@@ -32,7 +32,7 @@ use rpcx_core::conn::{CallError, CallOptions};
 use rpcx_core::govern::replies;
 use rpcx_core::govern::{
     BreakerConfig, CallRun, ClientHooks, ConnHandle, DEFAULT_GATHER_TIMEOUT, Discovery, FailMode, FailOptions,
-    GatherMode, Governor, GovernorOptions, RoundRobin, SelectMode, Selector, ServerKey,
+    GatherMode, Governor, GovernorOptions, RoundRobin, SelectMode, Selector, ServerKey, XPUSH_CAPACITY, XPush,
 };
 use rpcx_core::wire::{AUTH_KEY, Message, Metadata};
 use serde::Serialize;
@@ -142,6 +142,8 @@ struct Inner {
     dialed: Condvar,
     client_opts: ClientOptions,
     auth: Option<String>,
+    /// A bidirectional XClient's push queue.
+    pub(crate) pushes: Option<(std::sync::mpsc::SyncSender<XPush>, Arc<std::sync::atomic::AtomicU64>)>,
 }
 
 /// A client for one service path over the servers a [`Discovery`] provides: one cached
@@ -175,6 +177,32 @@ impl std::fmt::Debug for XClient {
 impl XClient {
     /// An XClient for `service_path`.
     pub fn new(service_path: &str, discovery: Arc<dyn Discovery>, opts: XClientOptions) -> Self {
+        Self::build(service_path, discovery, opts, None)
+    }
+
+    /// A bidirectional XClient (Go's `NewBidirectionalXClient`): besides calls, every
+    /// server push on any of its connections arrives on the returned receiver tagged
+    /// with its server, and so does the end of each connection
+    /// ([`XPush::ConnectionLost`]). Up to [`XPUSH_CAPACITY`] pushes wait there; when it
+    /// is full, newer pushes are dropped and counted ([`XPushReceiver::dropped`]). Each
+    /// connection's pushes are moved by a thread of their own.
+    pub fn bidirectional(
+        service_path: &str,
+        discovery: Arc<dyn Discovery>,
+        opts: XClientOptions,
+    ) -> (Self, XPushReceiver) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(XPUSH_CAPACITY);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let xc = Self::build(service_path, discovery, opts, Some((tx, dropped.clone())));
+        (xc, XPushReceiver { rx, dropped })
+    }
+
+    fn build(
+        service_path: &str,
+        discovery: Arc<dyn Discovery>,
+        opts: XClientOptions,
+        pushes: Option<(std::sync::mpsc::SyncSender<XPush>, Arc<std::sync::atomic::AtomicU64>)>,
+    ) -> Self {
         let policy = GovernorOptions {
             fail_mode: opts.fail_mode,
             selector: opts.selector,
@@ -192,6 +220,7 @@ impl XClient {
             dialed: Condvar::new(),
             client_opts: opts.client,
             auth: opts.auth,
+            pushes,
         }))
     }
 
@@ -566,5 +595,60 @@ impl<R> std::fmt::Debug for XCall<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let done = self.call.lock().map(|c| c.run.is_done()).unwrap_or(true);
         f.debug_struct("XCall").field("done", &done).finish()
+    }
+}
+
+/// Move one connection's pushes to a bidirectional XClient's receiver (on a thread of
+/// their own), then say it ended.
+pub(crate) fn forward_pushes(
+    server: ServerKey,
+    rx: crate::PushReceiver,
+    tx: std::sync::mpsc::SyncSender<XPush>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let spawned = std::thread::Builder::new().name("rpcx-xclient-pushes".into()).spawn(move || {
+        while let Some(message) = rx.recv() {
+            match tx.try_send(XPush::Message { server: server.clone(), message }) {
+                Ok(()) => {}
+                Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                    dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return,
+            }
+        }
+        let _ = tx.send(XPush::ConnectionLost { server });
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the push thread of a bidirectional XClient");
+    }
+}
+
+/// The pushes of a bidirectional XClient ([`XClient::bidirectional`]).
+#[derive(Debug)]
+pub struct XPushReceiver {
+    rx: std::sync::mpsc::Receiver<XPush>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl XPushReceiver {
+    /// The next push or connection end, blocking; `None` once the XClient and all its
+    /// connections are gone.
+    pub fn recv(&self) -> Option<XPush> {
+        self.rx.recv().ok()
+    }
+
+    /// The next one, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: std::time::Duration) -> Option<XPush> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+
+    /// The next one if one is queued.
+    pub fn try_recv(&self) -> Option<XPush> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Pushes dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

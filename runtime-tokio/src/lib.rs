@@ -66,7 +66,8 @@ pub type Stream = rpcx_async::Stream<Tokio>;
 
 /// One service path over many servers (see [`rpcx_async::xclient`]).
 pub mod xclient {
-    pub use rpcx_async::xclient::{Receipt, XCall};
+    pub use rpcx_async::xclient::{Receipt, XCall, XPushReceiver};
+    pub use rpcx_core::govern::XPush;
     /// An XClient on tokio (see [`rpcx_async::XClient`]).
     pub type XClient = rpcx_async::XClient<super::Tokio>;
     /// XClients used in turn (see [`rpcx_async::XClientPool`]).
@@ -80,7 +81,9 @@ pub mod xclient {
 }
 
 pub use rpcx_async::{Error, PendingCall, PushReceiver, tls};
-pub use xclient::{OneClient, Receipt, XCall, XClient, XClientOptions, XClientPool, XRequestBuilder};
+pub use xclient::{
+    OneClient, Receipt, XCall, XClient, XClientOptions, XClientPool, XPush, XPushReceiver, XRequestBuilder,
+};
 
 pub use rpcx_core as core;
 pub use rpcx_core::service;

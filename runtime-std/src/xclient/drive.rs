@@ -296,6 +296,11 @@ impl XClient {
                 Connect::Failed(e) => return Err(e),
                 Connect::Dial(t) => {
                     let dialed = Client::connect(server.as_str(), self.0.client_opts.clone());
+                    if let (Ok(c), Some((tx, dropped))) = (&dialed, &self.0.pushes) {
+                        if let Some(rx) = c.take_push_receiver() {
+                            super::forward_pushes(server.clone(), rx, tx.clone(), dropped.clone());
+                        }
+                    }
                     let next = self.with_gov(|g| g.on_dialed(Instant::now(), server, t, dialed));
                     self.0.dialed.notify_all();
                     next
