@@ -16,15 +16,14 @@
 //! sockets on loopback, in this process.
 
 use bytes::Bytes;
+use rpcx_conformance::child::{ChildServer, serve_until_stdin_closes};
 use rpcx_conformance::faults::{connect, mul, next, request};
-use rpcx_conformance::runtimes::{Smol, Std, Tokio};
-use rpcx_conformance::{ServeOpts, ServerRt, services};
+use rpcx_conformance::{ServeOpts, services};
 use rpcx_core::conn::MemoryBudget;
 use rpcx_core::service::ServerSettings;
 use rpcx_core::wire::{Metadata, StreamDecoder};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,61 +33,22 @@ fn flag(name: &str, default: &str) -> String {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned().unwrap_or_else(|| default.to_owned())
 }
 
-fn runtime(name: &str) -> Box<dyn ServerRt> {
-    match name {
-        "tokio" => Box::new(Tokio),
-        "smol" => Box::new(Smol),
-        "std" => Box::new(Std),
-        other => panic!("unknown runtime {other} (tokio, smol, std)"),
-    }
-}
-
-/// Child: serve with `budget` bytes of memory budget, print the address, run until
-/// stdin closes.
+/// Child: serve with `budget` bytes of memory budget until stdin closes.
 fn serve(name: &str, budget: usize) {
     let mut settings = ServerSettings::default();
     settings.connection.budget = Arc::new(MemoryBudget::new(budget, 4, Duration::from_secs(10)));
     let opts = ServeOpts { settings: Some(settings), ..Default::default() };
-    let server = runtime(name).serve(services::router(false), opts);
-    println!("{}", server.address());
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-    server.close();
+    serve_until_stdin_closes(name, services::router(false), opts);
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+/// A server with `budget` bytes of memory budget in a child process.
+fn start(name: &str, budget: usize) -> ChildServer {
+    ChildServer::start(&["--serve", name, "--budget", &budget.to_string()])
 }
 
-impl Server {
-    fn start(name: &str, budget: usize) -> Server {
-        let exe = std::env::current_exe().expect("own path");
-        let mut child = Command::new(exe)
-            .args(["--serve", name, "--budget", &budget.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the server process");
-        let mut addr = String::new();
-        BufReader::new(child.stdout.take().expect("child stdout")).read_line(&mut addr).expect("address");
-        Server { child, addr: addr.trim().to_owned() }
-    }
-
-    /// `VmRSS` and `VmHWM` (peak) in KiB.
-    fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc (Linux)");
-        let field = |name: &str| -> u64 {
-            let line = status.lines().find(|l| l.starts_with(name)).expect("status field");
-            line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("value")
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    fn stop(mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
+/// `VmRSS` and `VmHWM` (peak) of the server, in KiB.
+fn rss(server: &ChildServer) -> (u64, u64) {
+    (server.status_kib("VmRSS"), server.status_kib("VmHWM"))
 }
 
 /// Sequential calls on one connection for `secs`: the latency histogram in µs.
@@ -154,7 +114,7 @@ fn isolation(runtimes: &str, secs: f64) {
         "server", "load", "calls", "p50", "p99", "max"
     );
     for name in runtimes.split(',') {
-        let server = Server::start(name, rpcx_core::conn::DEFAULT_SERVER_MEMORY);
+        let server = start(name, rpcx_core::conn::DEFAULT_SERVER_MEMORY);
         victim(&server.addr, 0.5); // warm-up
         let alone = victim(&server.addr, secs);
         println!("{name:>6} {:>22} {}", "alone", pcts(&alone));
@@ -253,11 +213,11 @@ fn memory(runtimes: &str, peers: usize) {
         for (what, attack) in attacks {
             let mut peaks = Vec::new();
             for budget in [rpcx_core::conn::DEFAULT_SERVER_MEMORY, usize::MAX] {
-                let server = Server::start(name, budget);
-                let (base, _) = server.rss();
+                let server = start(name, budget);
+                let (base, _) = rss(&server);
                 let conns = attack(&server.addr, peers);
                 std::thread::sleep(Duration::from_millis(500));
-                let (_, peak) = server.rss();
+                let (_, peak) = rss(&server);
                 peaks.push(peak.saturating_sub(base));
                 drop(conns);
                 server.stop();

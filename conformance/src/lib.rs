@@ -11,6 +11,7 @@
 //! every runtime.
 #![allow(missing_docs, clippy::print_stdout)]
 
+pub mod child;
 pub mod faults;
 pub mod runtimes;
 pub mod scenarios;

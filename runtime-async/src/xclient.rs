@@ -277,25 +277,12 @@ impl<Rt: Runtime> XClient<Rt> {
     /// timeout applies. Returns the raw response, or `None` for a oneway request once
     /// it is written.
     pub async fn send_raw(&self, msg: Message) -> Result<Option<Message>, Error> {
-        let b = self.raw_request(&msg);
+        let b = self.request(&String::from_utf8_lossy(&msg.service_method)).like_message(&msg);
         if msg.header.is_oneway() {
             b.oneway_raw(msg.payload).await.map(|()| None)
         } else {
             b.call_raw(msg.payload).await.map(Some)
         }
-    }
-
-    fn raw_request(&self, msg: &Message) -> XRequestBuilder<'_, Rt> {
-        let method = String::from_utf8_lossy(&msg.service_method);
-        let mut b = self
-            .request(&method)
-            .with_metadata(msg.metadata.clone())
-            .serialize_type(msg.header.serialize_type())
-            .compress(msg.header.compress_type());
-        if !msg.service_path.is_empty() {
-            b.opts.service_path = msg.service_path.clone();
-        }
-        b
     }
 
     /// Call `method` with the fail mode, decoding the reply

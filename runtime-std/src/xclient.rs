@@ -261,15 +261,7 @@ impl XClient {
     /// timeout applies. Returns the raw response, or `None` for a oneway request once
     /// it is written.
     pub fn send_raw(&self, msg: Message) -> Result<Option<Message>, Error> {
-        let method = String::from_utf8_lossy(&msg.service_method);
-        let mut b = self
-            .request(&method)
-            .with_metadata(msg.metadata.clone())
-            .serialize_type(msg.header.serialize_type())
-            .compress(msg.header.compress_type());
-        if !msg.service_path.is_empty() {
-            b.opts.service_path = msg.service_path.clone();
-        }
+        let b = self.request(&String::from_utf8_lossy(&msg.service_method)).like_message(&msg);
         if msg.header.is_oneway() {
             b.oneway_raw(msg.payload).map(|()| None)
         } else {

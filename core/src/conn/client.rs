@@ -238,6 +238,19 @@ macro_rules! call_options_setters {
             self
         }
 
+        /// Take the options a whole request message carries: its metadata, serialize
+        /// type and compression, and its service path when not empty (for sending a
+        /// prepared message, as Go's `SendRaw` does).
+        pub fn like_message(mut self, msg: &$crate::wire::Message) -> Self {
+            self.opts.metadata = msg.metadata.clone();
+            self.opts.serialize_type = msg.header.serialize_type();
+            self.opts.compress = msg.header.compress_type();
+            if !msg.service_path.is_empty() {
+                self.opts.service_path = msg.service_path.clone();
+            }
+            self
+        }
+
         /// The consistent-hash key of this call, for an XClient whose selector is
         /// `ConsistentHash` (default: the encoded arguments). A single-connection
         /// client ignores it.
