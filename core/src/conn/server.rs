@@ -268,7 +268,8 @@ pub struct ServerConnection {
     paused: bool,
     last_now: Instant,
     stats: ServerStats,
-    inflating: Option<Inflating>,
+    /// Boxed: rare, and a `Message` inline would grow every idle connection.
+    inflating: Option<Box<Inflating>>,
     /// Work was cut short by [`WORK_PER_TURN`]; `work` continues it.
     has_work: bool,
     /// Waiting for the budget (a frame's reservation, a decompression slot or step).
@@ -679,7 +680,7 @@ impl ServerConnection {
                         self.on_message(now, msg);
                     } else {
                         let input_len = msg.payload.len();
-                        self.inflating = Some(Inflating { msg, inflater: None, input_len });
+                        self.inflating = Some(Box::new(Inflating { msg, inflater: None, input_len }));
                     }
                 }
                 Ok(None) => {
