@@ -116,6 +116,15 @@ fn serve(s: &dyn ServerRt, settings: ServerSettings) -> Box<dyn ServerCtl> {
     s.serve(router(false), ServeOpts { settings: Some(settings), ..Default::default() })
 }
 
+/// Raise this process's open-file limit to its hard limit (a server and its clients
+/// share it here: a thousand connections need two thousand descriptors).
+pub fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let _ = rlimit::increase_nofile_limit(u64::MAX);
+    }
+}
+
 /// Open files of this process (the servers under test run in it).
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
@@ -155,6 +164,7 @@ pub fn trickled_frames_are_closed_by_the_frame_timeout(s: &dyn ServerRt) {
 /// A thousand idle connections are all held, the server still answers a new client,
 /// and closing them brings the open count back to zero.
 pub fn a_thousand_idle_connections(s: &dyn ServerRt) {
+    raise_fd_limit();
     let server = serve(s, ServerSettings::default());
     let addr = server.address();
     let conns: Vec<TcpStream> = (0..1000).map(|_| connect(&addr)).collect();
@@ -276,6 +286,7 @@ pub fn a_peer_that_never_reads_is_closed_under_memory_pressure(s: &dyn ServerRt)
 /// Connect/close churn (some peers leave mid-frame, some before reading their answer)
 /// leaks no file descriptor.
 pub fn connect_close_churn_leaks_nothing(s: &dyn ServerRt) {
+    raise_fd_limit();
     let server = serve(s, ServerSettings::default());
     let addr = server.address();
     assert_eq!(call_mul(&addr, 1, 1), 1);
