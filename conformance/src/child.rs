@@ -20,6 +20,7 @@ pub fn runtime(name: &str) -> Box<dyn ServerRt> {
 /// The child's side: serve `router` on runtime `name`, print the address on the first
 /// line of stdout, and serve until stdin closes.
 pub fn serve_until_stdin_closes(name: &str, router: Router, opts: ServeOpts) {
+    crate::faults::raise_fd_limit();
     let server = runtime(name).serve(router, opts);
     println!("{}", server.address());
     let mut sink = Vec::new();
@@ -57,9 +58,19 @@ impl ChildServer {
         line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("value")
     }
 
-    /// Close its stdin and wait for it to end.
-    pub fn stop(mut self) {
+    /// A numeric field of `/proc/<pid>/status` (`Threads`); Linux only.
+    pub fn status_count(&self, field: &str) -> u64 {
+        self.status_kib(field)
+    }
+
+    /// Whether the process is still running (it did not crash).
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Close its stdin and wait for it to end; its exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
         drop(self.child.stdin.take());
-        let _ = self.child.wait();
+        self.child.wait().expect("wait for the server process")
     }
 }

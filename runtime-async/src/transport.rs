@@ -239,3 +239,20 @@ pub fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
+
+#[cfg(test)]
+mod backlog_tests {
+    /// Nobody accepts: every connect is held by the kernel in the listener's queue,
+    /// which std's `bind` backlog of 128 would not fit.
+    #[test]
+    fn the_listen_backlog_holds_a_burst_of_300_connects() {
+        let l = super::listen_tcp("127.0.0.1:0".parse().expect("addr")).expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connect {i} without an accept: {e}"));
+            held.push(s);
+        }
+    }
+}

@@ -26,12 +26,21 @@
 //! * A client leaves its output to the housekeeping thread: requests from many callers
 //!   then go out in one write instead of one syscall each.
 //! * Waking a thread is a syscall, so the engine tracks who sleeps and unparks only them.
+//!
+//! A client connection has its own housekeeping thread, as drawn above. A served
+//! connection has one thread while it is idle, its reader ([`Engine::serve`]): its
+//! timers are kept by the server's one timer thread ([`Timers`]), a blocking write is
+//! done by a writer thread started only while output is stuck, and once the connection
+//! is over (the machine closed, or the peer's end of input) the reader does the
+//! housekeeping of its last moments itself.
+
+use crate::housekeeper::{Timed, Timers};
 
 use crate::transport::Sock;
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering, fence};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -43,7 +52,7 @@ const READ_BUF_LEN: usize = 64 << 10;
 const READ_BUF_FIRST: usize = 4 << 10;
 /// Stack of reader threads: a server's reader runs handlers that finish without
 /// waiting, so it gets the size of a normal thread.
-const READER_STACK: usize = 2 << 20;
+pub(crate) const READER_STACK: usize = 2 << 20;
 
 /// What a connection's state (machine plus application bookkeeping) offers the engine.
 pub(crate) trait Machine: Send + Sized + 'static {
@@ -108,6 +117,9 @@ pub(crate) struct Engine<M: Machine> {
     aux_asleep: AtomicBool,
     /// The reader thread, to unpark.
     reader_thread: OnceLock<thread::Thread>,
+    /// The server's timer thread, for a served connection (which has no housekeeping
+    /// thread of its own until it ends).
+    timers: Option<Arc<Timers>>,
 }
 
 /// What the lock guards.
@@ -126,6 +138,14 @@ pub(crate) struct Locked<M> {
     /// The deadline the housekeeping thread sleeps toward (`None`: no deadline).
     aux_until: Option<Instant>,
     reader_waiting: bool,
+    /// Served connections: the deadline registered with the timer thread.
+    scheduled: Option<Instant>,
+    /// Served connections: a writer thread is doing a blocking write.
+    writer: bool,
+    /// Served connections: the read side was shut to end the reader's read.
+    read_shut: bool,
+    /// Served connections: the reader has become the housekeeping thread.
+    tail: bool,
 }
 
 pub(crate) type Guard<'a, M> = MutexGuard<'a, Locked<M>>;
@@ -141,7 +161,16 @@ fn earlier(a: Option<Instant>, b: Option<Instant>) -> bool {
 
 impl<M: Machine> Engine<M> {
     /// An engine over a connected (and, for TLS, handshaken) socket.
-    pub(crate) fn new(sock: Sock, tls: Option<rustls::Connection>, m: M, ext: M::Ext) -> io::Result<Arc<Self>> {
+    /// With `timers`, the connection is served by [`serve`](Self::serve) and keeps its
+    /// deadlines there; without, it runs [`spawn_reader`](Self::spawn_reader) and
+    /// [`run`](Self::run) on threads of its own.
+    pub(crate) fn new(
+        sock: Sock,
+        tls: Option<rustls::Connection>,
+        m: M,
+        ext: M::Ext,
+        timers: Option<Arc<Timers>>,
+    ) -> io::Result<Arc<Self>> {
         sock.set_write_slice()?;
         let mut tls = tls;
         if let Some(t) = &mut tls {
@@ -158,6 +187,10 @@ impl<M: Machine> Engine<M> {
             aux_waiting: false,
             aux_until: None,
             reader_waiting: false,
+            scheduled: None,
+            writer: false,
+            read_shut: false,
+            tail: false,
         };
         Ok(Arc::new(Engine {
             state: Mutex::new(locked),
@@ -167,6 +200,7 @@ impl<M: Machine> Engine<M> {
             aux: OnceLock::new(),
             aux_asleep: AtomicBool::new(false),
             reader_thread: OnceLock::new(),
+            timers,
         }))
     }
 
@@ -322,7 +356,72 @@ impl<M: Machine> Engine<M> {
                 t.unpark();
             }
         }
+        if let Some(timers) = &self.timers {
+            if !g.tail {
+                self.upkeep(&mut g, timers);
+            }
+        }
         g
+    }
+
+    /// A served connection's part of [`settle`](Self::settle) while its reader reads:
+    /// start a writer for output left over, end the reader's read once the machine is
+    /// closed, register the next deadline with the timer thread.
+    fn upkeep(self: &Arc<Self>, g: &mut Guard<'_, M>, timers: &Arc<Timers>) {
+        if g.handoff.is_some() && !g.writer {
+            g.writer = true;
+            let engine = self.clone();
+            let spawned = thread::Builder::new()
+                .name("rpcx-conn-writer".into())
+                .stack_size(READER_STACK)
+                .spawn(move || engine.write_out());
+            if let Err(e) = spawned {
+                g.writer = false;
+                // The reader writes what is left, bounded by the close linger.
+                g.m.abort(Instant::now(), format!("could not start a writer thread: {e}"));
+            }
+        }
+        if g.m.is_closed() && !g.read_shut {
+            g.read_shut = true;
+            self.sock.shutdown(std::net::Shutdown::Read);
+        }
+        let next = g.m.next_timeout();
+        if let Some(at) = next.filter(|_| earlier(next, g.scheduled)) {
+            g.scheduled = next;
+            let me: Weak<dyn Timed> = Arc::downgrade(self) as _;
+            timers.schedule(at, me);
+        }
+    }
+
+    /// A served connection's writer thread: blocking writes (timers running between
+    /// slices) until no output is left over, then it ends.
+    fn write_out(self: Arc<Self>) {
+        let mut g = self.lock();
+        loop {
+            let now = Instant::now();
+            if g.m.next_timeout().is_some_and(|t| t <= now) {
+                g.m.timeout(now);
+            }
+            let mut after = M::After::default();
+            g = self.settle(g, &mut after, true);
+            let done = g.handoff.is_none() || g.tail;
+            if done {
+                g.writer = false;
+            }
+            self.release(g, after);
+            if done {
+                return;
+            }
+            g = self.lock();
+        }
+    }
+
+    /// Serve the connection on this thread: read until the input ends or the machine
+    /// closes, then do its housekeeping until it is over, and close the socket.
+    pub(crate) fn serve(self: &Arc<Self>) {
+        self.clone().read_loop();
+        self.lock().tail = true;
+        self.run();
     }
 
     /// Write all of `buf`, waiting on a full socket in slices; between slices the
@@ -695,5 +794,33 @@ impl<T> Intake<T> {
         q.closed = true;
         self.pending.store(false, Ordering::SeqCst);
         std::mem::take(&mut q.items)
+    }
+}
+
+impl<M: Machine> Timed for Engine<M>
+where
+    Engine<M>: Send + Sync,
+{
+    fn tick(self: Arc<Self>, _now: Instant) -> bool {
+        let mut g = match self.state.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        if g.tail {
+            // The reader keeps the timers now.
+            return true;
+        }
+        let now = Instant::now();
+        if g.scheduled.is_some_and(|t| t <= now) {
+            g.scheduled = None;
+        }
+        if g.m.next_timeout().is_some_and(|t| t <= now) {
+            g.m.timeout(now);
+        }
+        let mut after = M::After::default();
+        let g = self.settle(g, &mut after, false);
+        self.release(g, after);
+        true
     }
 }

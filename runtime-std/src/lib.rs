@@ -107,6 +107,7 @@ mod client;
 mod engine;
 mod error;
 mod executor;
+mod housekeeper;
 mod reply;
 mod server;
 pub mod tls;

@@ -219,3 +219,43 @@ pub(crate) fn handshake(
     }
     Ok(())
 }
+
+/// Listen backlog of TCP listeners: as large as the system allows (the kernel caps it at
+/// `net.core.somaxconn`, 4096 by default on Linux), so a burst of clients connecting at
+/// once is not slowed by dropped SYNs; `TcpListener::bind` would give 128. The same as
+/// the async runtimes' `rpcx_async::LISTEN_BACKLOG`.
+pub(crate) const LISTEN_BACKLOG: i32 = 65535;
+
+/// A blocking TCP listener on `addr` (`host:port`, resolved; the first address that
+/// binds wins) with [`LISTEN_BACKLOG`] and `SO_REUSEADDR`, as Go sets it.
+pub(crate) fn listen_tcp(addr: &str) -> io::Result<std::net::TcpListener> {
+    let mut last = io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address to bind"));
+    for a in addr.to_socket_addrs()? {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(a), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket.bind(&a.into()).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(()) => return Ok(socket.into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nobody accepts: every connect is held by the kernel in the listener's queue,
+    /// which `TcpListener::bind`'s backlog of 128 would not fit.
+    #[test]
+    fn the_listen_backlog_holds_a_burst_of_300_connects() {
+        let l = listen_tcp("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let mut held = Vec::new();
+        for i in 0..300 {
+            let s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .unwrap_or_else(|e| panic!("connect {i} without an accept: {e}"));
+            held.push(s);
+        }
+    }
+}

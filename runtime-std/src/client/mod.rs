@@ -190,7 +190,7 @@ impl Client {
         });
         let intake = Arc::new(state::CallIntake::new(state::INTAKE_CAPACITY));
         let machine = state::ClientState::new(cfg, push_tx, shared.clone(), intake.clone());
-        let engine = Engine::new(sock, tls, machine, intake).map_err(Error::Connect)?;
+        let engine = Engine::new(sock, tls, machine, intake, None).map_err(Error::Connect)?;
         engine.spawn_reader("rpcx-client-reader").map_err(Error::Connect)?;
         let housekeeping = engine.clone();
         let done = shared.clone();

@@ -9,7 +9,7 @@ use crate::executor::block_on;
 use crate::transport::{self, HandshakeError, Sock, tune_tcp};
 use bytes::Bytes;
 use rpcx_core::conn::{CloseMode, PushError, ServerConnection};
-use rpcx_core::service::{Dispatch, Peer, Push, PushSink, Pusher, Served, Session, Waiting};
+use rpcx_core::service::{Dispatch, Push, PushSink, Pusher, Served, Session, Waiting};
 use rpcx_core::wire::Metadata;
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock, Weak};
@@ -66,9 +66,9 @@ impl PushSink for ConnPusher {
     }
 }
 
-pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u64) {
-    // Runs the `conn_accepted` hooks now and `conn_closed` when dropped.
-    let Some(session) = ctx.dispatcher.session(Arc::new(peer)) else { return };
+/// Serve one connection on this thread; `session` (admitted by the accept loop) runs
+/// the `conn_closed` hooks when dropped.
+pub(super) fn serve_conn(mut sock: Sock, session: Session, ctx: &Arc<ServeCtx>, id: u64) {
     let peer = session.peer().clone();
     let settings = ctx.dispatcher.settings();
     let mut tls = None;
@@ -99,7 +99,7 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
     let pushes = Arc::new(PushQueue { intake: Intake::new(PUSH_CAPACITY), engine: OnceLock::new() });
     let state = ServerState::new(session, ctx.clone(), pushes.clone());
     let ext = ServerExt { pool: ctx.pool.clone(), pushes: pushes.clone() };
-    let engine = match Engine::new(sock, tls, state, ext) {
+    let engine = match Engine::new(sock, tls, state, ext, Some(ctx.housekeeper.timers().clone())) {
         Ok(e) => e,
         Err(e) => {
             tracing::debug!(peer = %peer.addr, error = %e, "socket setup failed");
@@ -108,11 +108,8 @@ pub(super) fn serve_conn(mut sock: Sock, peer: Peer, ctx: &Arc<ServeCtx>, id: u6
     };
     let _ = pushes.engine.set(Arc::downgrade(&engine));
     ctx.shared.attach(id, &engine);
-    if let Err(e) = engine.spawn_reader("rpcx-conn-reader") {
-        tracing::warn!(error = %e, "could not start a reader thread");
-        engine.with(|m, _| m.abort(Instant::now(), "no reader thread".into()));
-    }
-    engine.run();
+    // This thread is the connection's reader, and its housekeeper once it ends.
+    engine.serve();
     pushes.intake.close();
     let mut g = engine.lock();
     let state = &mut g.m;
@@ -132,6 +129,8 @@ pub(super) struct ServerState {
     pushes: Pushes,
     /// The session stopped to let its output be written before more events.
     backlog: bool,
+    /// When a write first waited after the machine closed.
+    stuck_since_close: Option<Instant>,
 }
 
 /// The connection's pushes as the session takes them: the intake, drained in order.
@@ -163,6 +162,7 @@ impl ServerState {
             ctx,
             pushes: Pushes { pusher, queue, taken: VecDeque::new() },
             backlog: false,
+            stuck_since_close: None,
         }
     }
 
@@ -244,9 +244,14 @@ impl Machine for ServerState {
         self.conn.is_closed()
     }
 
-    fn stalled(&mut self, _now: Instant, stalled: Duration) -> Result<(), String> {
+    fn stalled(&mut self, now: Instant, stalled: Duration) -> Result<(), String> {
         if self.ctx.shared.phase() == Phase::Immediate {
             Err("server closed".into())
+        } else if self.conn.is_closed()
+            && now.saturating_duration_since(*self.stuck_since_close.get_or_insert(now)) >= self.close_linger()
+        {
+            // The connection is over: its last bytes get the linger, as on every runtime.
+            Err("peer not reading after close".into())
         } else if self.ctx.dispatcher.settings().write_timeout.is_some_and(|t| stalled >= t) {
             Err("write timeout".into())
         } else {

@@ -1,6 +1,10 @@
-//! The blocking server: an accept thread, per connection a reader and a housekeeping
-//! thread sharing its `ServerConnection` behind a lock (see `engine.rs`), and a bounded
-//! worker pool for handlers that wait.
+//! The blocking server: an accept thread, one thread per connection (its reader, which
+//! also does the connection's housekeeping once it ends), one timer thread for every
+//! connection's deadlines, a writer thread only while a connection's output is stuck
+//! (see `engine.rs`), and a bounded worker pool for handlers that wait.
+//!
+//! The connection cap is the configured one, lowered to what the machine can hold
+//! ([`ServerHandle::max_connections`]); past it a new connection is closed at once.
 //!
 //! A handler future is first polled once on the connection's reader thread: if it is
 //! ready (it did not wait on anything), it is answered right there, with no thread hop.
@@ -10,7 +14,9 @@
 
 mod conn;
 
+use crate::engine::READER_STACK;
 use crate::executor::Pool;
+use crate::housekeeper::Housekeeper;
 use crate::transport::Sock;
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::service::{Dispatcher, Peer, Router, ServerSettings, ServerTotals};
@@ -118,7 +124,7 @@ impl Server {
         let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (listener, local_addr, address) = match &parsed {
             ServerAddr::Tcp(a) => {
-                let l = TcpListener::bind(a.as_str())?;
+                let l = crate::transport::listen_tcp(a.as_str())?;
                 let local = l.local_addr()?;
                 (Listener::Tcp(l), Some(local), format!("tcp@{local}"))
             }
@@ -142,9 +148,19 @@ impl Server {
             cv: Condvar::new(),
         });
         let pool = Pool::new(self.opts.workers);
-        let dispatcher =
-            Arc::new(Dispatcher::new(self.router, self.opts.settings).inline_handlers(self.opts.inline_handlers));
-        let ctx = Arc::new(ServeCtx { dispatcher, tls: self.opts.tls, shared: shared.clone(), pool });
+        let mut settings = self.opts.settings;
+        let fit = fitting_connection_cap(self.opts.workers);
+        if settings.max_connections > fit {
+            tracing::info!(
+                configured = settings.max_connections,
+                fit,
+                "max_connections lowered to what this machine's thread and memory-map limits allow"
+            );
+            settings.max_connections = fit;
+        }
+        let dispatcher = Arc::new(Dispatcher::new(self.router, settings).inline_handlers(self.opts.inline_handlers));
+        let housekeeper = Housekeeper::start()?;
+        let ctx = Arc::new(ServeCtx { dispatcher, housekeeper, tls: self.opts.tls, shared: shared.clone(), pool });
         let ctx_dispatcher = ctx.dispatcher.clone();
         let (done_tx, accept_done) = mpsc::channel::<()>();
         let accept = thread::Builder::new().name("rpcx-accept".into()).spawn(move || {
@@ -154,6 +170,43 @@ impl Server {
         let dispatcher = ctx_dispatcher;
         Ok(ServerHandle { address, local_addr, shared, dispatcher, wake, accept: Some(accept), accept_done })
     }
+}
+
+/// Memory maps a thread takes: its stack and guard page, its signal stack and guard page.
+const MAPS_PER_THREAD: usize = 4;
+/// Threads (and their maps) kept free for the rest of the process.
+const SPARE_THREADS: usize = 64;
+
+/// The most connections this process can serve, one thread each, without running into
+/// the kernel's memory-map count (`vm.max_map_count`: past it a new thread cannot map
+/// its signal stack and the process aborts) or its thread limits (`kernel.threads-max`,
+/// `RLIMIT_NPROC`): three quarters of what is free now, the rest left for workers,
+/// writer threads of connections whose peers do not read, and the application.
+/// `usize::MAX` where the limits cannot be read.
+pub(crate) fn fitting_connection_cap(workers: usize) -> usize {
+    let read = |p: &str| std::fs::read_to_string(p).ok().and_then(|s| s.trim().parse::<usize>().ok());
+    let reserved = workers + SPARE_THREADS;
+    let mut cap = usize::MAX;
+    if let Some(max_maps) = read("/proc/sys/vm/max_map_count") {
+        let used = std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count());
+        let free = max_maps.saturating_sub(used + reserved * MAPS_PER_THREAD);
+        cap = cap.min(free / MAPS_PER_THREAD * 3 / 4);
+    }
+    let mut threads = read("/proc/sys/kernel/threads-max").unwrap_or(usize::MAX);
+    // RLIMIT_NPROC, soft: "Max processes  <soft>  <hard>  processes" ("unlimited" when none).
+    if let Some(soft) = std::fs::read_to_string("/proc/self/limits").ok().and_then(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Max processes").and_then(|r| r.split_whitespace().next()?.parse().ok()))
+    }) {
+        threads = threads.min(soft);
+    }
+    if threads != usize::MAX {
+        let now = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok())))
+            .unwrap_or(0usize);
+        cap = cap.min(threads.saturating_sub(now + reserved) * 3 / 4);
+    }
+    cap.max(1)
 }
 
 /// How long `shutdown`/`close` wait for the accept thread to notice.
@@ -296,6 +349,8 @@ impl ServerShared {
 /// Everything a connection needs from its server.
 struct ServeCtx {
     dispatcher: Arc<Dispatcher>,
+    /// The timer thread of every connection.
+    housekeeper: Housekeeper,
     tls: Option<Arc<rustls::ServerConfig>>,
     shared: Arc<ServerShared>,
     pool: Arc<Pool>,
@@ -330,6 +385,14 @@ impl ServerHandle {
     /// The bound TCP address (useful after binding port 0).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.local_addr
+    }
+
+    /// The connection cap in force: [`ServerSettings::max_connections`], lowered to what
+    /// this machine's thread and memory-map limits can hold (one thread per connection;
+    /// past `vm.max_map_count` a new thread would abort the process). A connection past
+    /// the cap is closed at once.
+    pub fn max_connections(&self) -> usize {
+        self.dispatcher.settings().max_connections
     }
 
     /// The server's counters, summed over its connections (each connection adds its
@@ -402,16 +465,8 @@ impl ServerHandle {
 fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
     let shared = &ctx.shared;
     loop {
-        {
-            let mut table = shared.lock();
-            while table.conns.len() >= ctx.dispatcher.settings().max_connections.max(1)
-                && shared.phase() == Phase::Running
-            {
-                table = shared.cv.wait(table).unwrap_or_else(|p| p.into_inner());
-            }
-            if shared.phase() != Phase::Running {
-                break;
-            }
+        if shared.phase() != Phase::Running {
+            break;
         }
         let accepted = listener.accept();
         if shared.phase() != Phase::Running {
@@ -426,6 +481,12 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
                 continue;
             }
         };
+        // Past the connection cap (or refused by a hook) the socket is closed at once,
+        // before any thread is started for it.
+        let Some(session) = ctx.dispatcher.session(Arc::new(peer)) else {
+            drop(sock);
+            continue;
+        };
         let id = {
             let mut table = shared.lock();
             if shared.phase() != Phase::Running {
@@ -437,8 +498,8 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
             id
         };
         let conn_ctx = ctx.clone();
-        let spawned = thread::Builder::new().name("rpcx-conn".into()).spawn(move || {
-            conn::serve_conn(sock, peer, &conn_ctx, id);
+        let spawned = thread::Builder::new().name("rpcx-conn".into()).stack_size(READER_STACK).spawn(move || {
+            conn::serve_conn(sock, session, &conn_ctx, id);
             conn_ctx.shared.lock().conns.remove(&id);
             conn_ctx.shared.cv.notify_all();
         });
