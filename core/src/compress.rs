@@ -116,7 +116,7 @@ impl Inflate for Done {
 
 /// gzip, streamed (see [`Gzip::inflater`]).
 struct GzipInflate {
-    dec: flate2::read::MultiGzDecoder<bytes::buf::Reader<Bytes>>,
+    dec: flate2::bufread::MultiGzDecoder<bytes::buf::Reader<Bytes>>,
     out: Vec<u8>,
     limit: usize,
     empty: bool,
@@ -164,12 +164,78 @@ impl Gzip {
     }
 }
 
+/// Deflate states kept for reuse: a fresh one is about 300 KiB to allocate and zero,
+/// which costs more than compressing a small payload. A few are kept process-wide (not
+/// per thread: the std server has a thread per connection).
+static DEFLATE_POOL: std::sync::Mutex<Vec<(u32, flate2::Compress)>> = std::sync::Mutex::new(Vec::new());
+/// At most this many deflate states are kept.
+const DEFLATE_POOL_MAX: usize = 8;
+
+fn take_deflate(level: u32) -> flate2::Compress {
+    let mut pool = DEFLATE_POOL.lock().unwrap_or_else(|p| p.into_inner());
+    match pool.iter().rposition(|(l, _)| *l == level) {
+        Some(i) => pool.swap_remove(i).1,
+        None => flate2::Compress::new(flate2::Compression::new(level), false),
+    }
+}
+
+fn give_deflate(level: u32, mut c: flate2::Compress) {
+    c.reset();
+    let mut pool = DEFLATE_POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if pool.len() < DEFLATE_POOL_MAX {
+        pool.push((level, c));
+    }
+}
+
+impl Gzip {
+    /// The gzip header flate2's `GzEncoder` writes (and Go's `compress/gzip`, but for
+    /// its extra-flags byte): no name, mtime 0, XFL 2 for the best level and 4 for the
+    /// fastest, OS 255 (unknown).
+    fn header(level: u32) -> [u8; 10] {
+        let xfl = if level >= 9 {
+            2
+        } else if level <= 1 {
+            4
+        } else {
+            0
+        };
+        [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]
+    }
+}
+
 impl Compressor for Gzip {
     fn compress(&self, input: &[u8], out: &mut dyn Write) -> Result<(), CompressError> {
-        let level = self.level.map(flate2::Compression::new).unwrap_or_default();
-        let mut enc = flate2::write::GzEncoder::new(out, level);
-        enc.write_all(input).map_err(|e| CompressError::Failed(e.to_string()))?;
-        enc.finish().map_err(|e| CompressError::Failed(e.to_string()))?;
+        let failed = |e: &dyn std::fmt::Display| CompressError::Failed(e.to_string());
+        let level = self.level.unwrap_or(flate2::Compression::default().level());
+        let mut deflate = take_deflate(level);
+        out.write_all(&Self::header(level)).map_err(|e| failed(&e))?;
+        let mut buf = [0u8; 8 << 10];
+        let mut rest = input;
+        loop {
+            let (in0, out0) = (deflate.total_in(), deflate.total_out());
+            let status =
+                deflate.compress(rest, &mut buf, flate2::FlushCompress::Finish).map_err(|e| failed(&e))?;
+            let used = usize::try_from(deflate.total_in() - in0).unwrap_or(rest.len());
+            let made = usize::try_from(deflate.total_out() - out0).unwrap_or(0);
+            rest = &rest[used.min(rest.len())..];
+            out.write_all(&buf[..made]).map_err(|e| failed(&e))?;
+            match status {
+                flate2::Status::StreamEnd => break,
+                flate2::Status::Ok => {}
+                flate2::Status::BufError if made == 0 && used == 0 => {
+                    return Err(CompressError::Failed("deflate made no progress".into()));
+                }
+                flate2::Status::BufError => {}
+            }
+        }
+        give_deflate(level, deflate);
+        let mut crc = flate2::Crc::new();
+        crc.update(input);
+        let mut trailer = [0u8; 8];
+        trailer[..4].copy_from_slice(&crc.sum().to_le_bytes());
+        // ISIZE: the input length modulo 2^32.
+        trailer[4..].copy_from_slice(&(input.len() as u32).to_le_bytes());
+        out.write_all(&trailer).map_err(|e| failed(&e))?;
         Ok(())
     }
 
@@ -177,7 +243,7 @@ impl Compressor for Gzip {
         if input.is_empty() {
             return Err(DecompressError::Empty);
         }
-        let dec = flate2::read::MultiGzDecoder::new(input);
+        let dec = flate2::bufread::MultiGzDecoder::new(input);
         // Read at most limit + 1 bytes: one byte past the limit proves the bomb.
         let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit).min(1 << 20));
         let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
@@ -192,7 +258,7 @@ impl Compressor for Gzip {
         use bytes::Buf;
         let empty = input.is_empty();
         let out = Vec::with_capacity(input.len().saturating_mul(4).min(limit).min(64 << 10));
-        Box::new(GzipInflate { dec: flate2::read::MultiGzDecoder::new(input.reader()), out, limit, empty })
+        Box::new(GzipInflate { dec: flate2::bufread::MultiGzDecoder::new(input.reader()), out, limit, empty })
     }
 }
 
@@ -283,6 +349,30 @@ mod tests {
         assert_eq!(err, DecompressError::TooLarge { limit: (3 << 20) - 1 });
         assert!(Gzip::default().inflater(Bytes::new(), 10).step(10).is_err());
         assert!(Gzip::default().inflater(Bytes::from_static(b"not gzip"), 10).step(10).is_err());
+    }
+
+    #[test]
+    fn gzip_writes_what_flate2s_encoder_writes_at_every_level() {
+        let inputs: [Vec<u8>; 4] =
+            [Vec::new(), b"hello".to_vec(), vec![0u8; 100_000], (0..70_000u32).map(|i| (i * 7 % 251) as u8).collect()];
+        for level in 0..=9 {
+            for input in &inputs {
+                let mut ours = Vec::new();
+                Gzip::with_level(level).compress(input, &mut ours).expect("compress");
+                let mut theirs = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                theirs.write_all(input).expect("write");
+                let theirs = theirs.finish().expect("finish");
+                assert_eq!(ours[..10], theirs[..10], "header at level {level}");
+                assert_eq!(ours[ours.len() - 8..], theirs[theirs.len() - 8..], "trailer at level {level}");
+                assert_eq!(Gzip::default().decompress(&ours, input.len()).expect("inflate"), *input);
+            }
+        }
+        // A reused state (from the pool) gives the same bytes as a fresh one.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        Gzip::default().compress(&inputs[3], &mut a).expect("compress");
+        Gzip::default().compress(&inputs[3], &mut b).expect("compress");
+        assert_eq!(a, b);
     }
 
     #[test]
