@@ -213,8 +213,7 @@ impl Compressor for Gzip {
         let mut rest = input;
         loop {
             let (in0, out0) = (deflate.total_in(), deflate.total_out());
-            let status =
-                deflate.compress(rest, &mut buf, flate2::FlushCompress::Finish).map_err(|e| failed(&e))?;
+            let status = deflate.compress(rest, &mut buf, flate2::FlushCompress::Finish).map_err(|e| failed(&e))?;
             let used = usize::try_from(deflate.total_in() - in0).unwrap_or(rest.len());
             let made = usize::try_from(deflate.total_out() - out0).unwrap_or(0);
             rest = &rest[used.min(rest.len())..];

@@ -7,13 +7,13 @@
 //! an immediate close makes every accepted call end exactly once.
 #![no_main]
 
-use rpcx_core::compress::{Compressors, Gzip};
-use rpcx_core::wire::EncoderConfig;
-use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
+use rpcx_core::compress::{Compressors, Gzip};
 use rpcx_core::conn::{CallSpec, ClientConfig, ClientConnection, ClientEvent, CloseMode};
+use rpcx_core::wire::EncoderConfig;
 use rpcx_core::wire::{CompressType, MessageStatus, MessageType, SerializeType, StreamDecoder};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const MAX_IN_FLIGHT: usize = 8;
@@ -71,7 +71,8 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     };
     let mut conn = ClientConnection::new(cfg, now);
-    let mut check = Check { accepted: BTreeSet::new(), ended: BTreeMap::new(), lost: false, sent: StreamDecoder::default() };
+    let mut check =
+        Check { accepted: BTreeSet::new(), ended: BTreeMap::new(), lost: false, sent: StreamDecoder::default() };
     let mut gzipped = 0;
     let mut i = 0;
     let next = |i: &mut usize| -> u8 {
