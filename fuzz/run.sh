@@ -67,7 +67,8 @@ seed_frame_decode() {
 seed_decompress() {
     local dir="$fuzz_dir/corpus/decompress"
     mkdir -p "$dir"
-    # control, limit (u16 LE, shifted by 4 * (control % 5)), then the gzip bytes.
+    # control, limit (u16 LE, shifted by 4 * (control % 5)), then the gzip bytes (or, with
+    # control >= 128, any bytes to round-trip).
     # The gzip payload of vector V8 (written by Go's compress/gzip), at byte 39 of the frame.
     local v8
     v8="$(awk '$1 == "V8" { print $2 }' "$vectors")"
@@ -81,6 +82,9 @@ seed_decompress() {
     hex_to_file "02ffff$hello$hello" "$dir/two-members"
     hex_to_file "000500$hello" "$dir/hello-limit-5"
     hex_to_file "000400$hello" "$dir/hello-limit-4"
+    # control >= 128: round trips through gzip (level control / 5 % 10).
+    hex_to_file "80ffff$hello" "$dir/round-trip-level-5"
+    hex_to_file "b4ffff$hello$hello" "$dir/round-trip-level-6"
     # A bomb: 1 MiB of zeros compresses to about 1 KiB.
     if command -v gzip >/dev/null; then
         head -c 1048576 /dev/zero | gzip -9 -n >"$dir/.bomb.gz"

@@ -12,9 +12,10 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rpcx_core::compress::Gzip;
-use rpcx_core::conn::PushError;
+use rpcx_core::conn::{PushError, ServerConnection};
 use rpcx_core::service::{
-    Context, Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, ServerSettings, Service, Waiting,
+    Context, Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, ServerSettings, Service, Session,
+    Waiting,
 };
 use rpcx_core::wire::{CompressType, Message, MessageType, Metadata, SerializeType, StreamDecoder};
 use std::collections::{BTreeMap, VecDeque};
@@ -108,6 +109,10 @@ fn router() -> Router {
     Router::new().service(echo).service(arith)
 }
 
+/// Operations per execution: enough for deep sequences (eight requests in flight, more
+/// queued behind them), few enough that an execution stays cheap.
+const MAX_OPS: usize = 64;
+
 const PATHS: [&str; 3] = ["Echo", "Arith", "Nope"];
 const METHODS: [&str; 8] = ["Raw", "Fail", "PanicNow", "PanicLater", "Wait", "Push", "Mul", ""];
 const TYPES: [SerializeType; 4] =
@@ -142,6 +147,43 @@ fn noop_poll(w: &mut Waiting) -> Poll<rpcx_core::service::Served> {
     Pin::new(w).poll(&mut TaskContext::from_waker(waker))
 }
 
+/// Drive the session until it is idle: bounded work, output (checked: every response
+/// answers a request asked once, unless arbitrary bytes made that unknowable), dispatch.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    conn: &mut ServerConnection,
+    session: &mut Session,
+    pushes: &mut Queue,
+    waiting: &mut Vec<Waiting>,
+    sent: &mut StreamDecoder,
+    asked: &mut BTreeMap<u64, bool>,
+    lost: bool,
+    now: Instant,
+) {
+    loop {
+        while conn.has_work() {
+            conn.work(now);
+        }
+        let mut out = Vec::new();
+        while conn.poll_transmit(&mut out).is_some() {}
+        sent.feed(&out);
+        while let Some(m) = sent.next_message().expect("the server sent an invalid frame") {
+            if m.header.message_type() == MessageType::Response && !lost {
+                let owed = asked.remove(&m.header.seq());
+                assert!(
+                    owed.is_some() || m.header.is_heartbeat(),
+                    "response to seq {} never asked (or twice)",
+                    m.header.seq()
+                );
+            }
+        }
+        let mut spawn = |w| waiting.push(w);
+        if session.dispatch(conn, now, pushes, &mut spawn) == Dispatch::Idle {
+            return;
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let d = dispatcher();
     let mut now = Instant::now();
@@ -161,7 +203,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut seq = 0u64;
     let mut gzipped = 0;
-    while i < data.len() {
+    let mut ops = 0;
+    while i < data.len() && ops < MAX_OPS {
+        ops += 1;
         match next(&mut i) % 6 {
             0 => {
                 let n = usize::from(next(&mut i) % 64);
@@ -221,28 +265,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         }
-        loop {
-            while conn.has_work() {
-                conn.work(now);
-            }
-            let mut out = Vec::new();
-            while conn.poll_transmit(&mut out).is_some() {}
-            sent.feed(&out);
-            while let Some(m) = sent.next_message().expect("the server sent an invalid frame") {
-                if m.header.message_type() == MessageType::Response && !lost {
-                    let owed = asked.remove(&m.header.seq());
-                    assert!(
-                        owed.is_some() || m.header.is_heartbeat(),
-                        "response to seq {} never asked (or twice)",
-                        m.header.seq()
-                    );
-                }
-            }
-            let mut spawn = |w| waiting.push(w);
-            if session.dispatch(&mut conn, now, &mut pushes, &mut spawn) == Dispatch::Idle {
-                break;
-            }
-        }
+        settle(&mut conn, &mut session, &mut pushes, &mut waiting, &mut sent, &mut asked, lost, now);
         if conn.is_closed() {
             lost = true;
         }
@@ -260,23 +283,7 @@ fuzz_target!(|data: &[u8]| {
                 Poll::Pending => waiting.push(w),
             }
         }
-        loop {
-            while conn.has_work() {
-                conn.work(now);
-            }
-            let mut out = Vec::new();
-            while conn.poll_transmit(&mut out).is_some() {}
-            sent.feed(&out);
-            while let Some(m) = sent.next_message().expect("the server sent an invalid frame") {
-                if m.header.message_type() == MessageType::Response && !lost {
-                    asked.remove(&m.header.seq());
-                }
-            }
-            let mut spawn = |w| waiting.push(w);
-            if session.dispatch(&mut conn, now, &mut pushes, &mut spawn) == Dispatch::Idle {
-                break;
-            }
-        }
+        settle(&mut conn, &mut session, &mut pushes, &mut waiting, &mut sent, &mut asked, lost, now);
     }
     if !lost && !conn.is_closed() {
         let owed: Vec<u64> = asked.iter().filter(|(_, owed)| **owed).map(|(s, _)| *s).collect();

@@ -393,17 +393,27 @@ impl<M: Machine> Engine<M> {
         }
     }
 
+    /// Run the timers due at `now`, then settle with blocking writes: one step of a
+    /// housekeeping or writer thread.
+    fn housekeeping_step<'a>(
+        self: &'a Arc<Self>,
+        mut g: Guard<'a, M>,
+        after: &mut M::After,
+        now: Instant,
+    ) -> Guard<'a, M> {
+        if g.m.next_timeout().is_some_and(|t| t <= now) {
+            g.m.timeout(now);
+        }
+        self.settle(g, after, true)
+    }
+
     /// A served connection's writer thread: blocking writes (timers running between
     /// slices) until no output is left over, then it ends.
     fn write_out(self: Arc<Self>) {
         let mut g = self.lock();
         loop {
-            let now = Instant::now();
-            if g.m.next_timeout().is_some_and(|t| t <= now) {
-                g.m.timeout(now);
-            }
             let mut after = M::After::default();
-            g = self.settle(g, &mut after, true);
+            g = self.housekeeping_step(g, &mut after, Instant::now());
             let done = g.handoff.is_none() || g.tail;
             if done {
                 g.writer = false;
@@ -571,11 +581,8 @@ impl<M: Machine> Engine<M> {
         let mut g = self.lock();
         loop {
             let now = Instant::now();
-            if g.m.next_timeout().is_some_and(|t| t <= now) {
-                g.m.timeout(now);
-            }
             let mut after = M::After::default();
-            g = self.settle(g, &mut after, true);
+            g = self.housekeeping_step(g, &mut after, now);
             let over = g.m.is_closed() && !g.writing && g.handoff.is_none();
             // Sleep toward the next deadline unless there is more to do now; a change
             // that needs this thread unparks it (see `settle`).
