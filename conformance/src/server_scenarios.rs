@@ -78,13 +78,13 @@ impl Gate {
 /// pass, and answers which.
 fn gate_router(gate: Arc<Gate>) -> Router {
     Router::new().service(
-        Service::new("Batch").raw_method("Quick", |_c, p: Bytes| async move { Ok::<_, String>(p) }).raw_method(
+        Service::new("Batch").raw_method("Quick", |_c, p: Bytes| async move { Ok(p) }).raw_method(
             "Gate",
             move |_c, _p: Bytes| {
                 let gate = gate.clone();
                 async move {
                     let opened = gate.wait(Duration::from_secs(3));
-                    Ok::<_, String>(Bytes::from_static(if opened { b"opened" } else { b"timed out" }))
+                    Ok(Bytes::from_static(if opened { b"opened" } else { b"timed out" }))
                 }
             },
         ),

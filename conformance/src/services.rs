@@ -69,15 +69,15 @@ pub fn router(auth: bool) -> Router {
 /// can wait for its calls to be in flight rather than sleep.
 pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
     let arith = Service::new("Arith")
-        .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
-        .method("Error", |_c: Context, a: Args| async move { Err::<Reply, _>(format!("intentional error A={}", a.a)) })
+        .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
+        .method("Error", |_c: Context, a: Args| async move { Err::<Reply, _>(format!("intentional error A={}", a.a).into()) })
         // Divides before its future exists: B = 0 panics while the handler is made.
         .method("Div", |_c: Context, a: Args| {
             if a.b == 0 {
                 panic!("attempt to divide by zero");
             }
             let c = a.a / a.b;
-            async move { Ok::<_, String>(Reply { c }) }
+            async move { Ok(Reply { c }) }
         })
         // Panics after waiting: the panic happens in a spawned task (or a worker).
         .method("PanicLater", |_c: Context, a: Args| async move {
@@ -85,28 +85,28 @@ pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
             if a.b == 0 {
                 panic!("late panic");
             }
-            Ok::<_, String>(Reply { c: a.a / a.b })
+            Ok(Reply { c: a.a / a.b })
         })
         .method("Slow", move |_c: Context, a: Args| {
             started.fetch_add(1, Ordering::SeqCst);
             async move {
                 sleep(Duration::from_millis(a.a as u64)).await;
-                Ok::<_, String>(Reply { c: a.a })
+                Ok(Reply { c: a.a })
             }
         })
         .method("Deadline", |c: Context, _a: Args| async move {
             let ms = c.deadline().map(|d| d.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
-            Ok::<_, String>(Reply { c: ms })
+            Ok(Reply { c: ms })
         });
     let echo = Service::new("Echo")
-        .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) })
+        .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) })
         .method("Meta", |c: Context, a: Args| async move {
             for (k, v) in c.metadata().iter() {
                 if !k.starts_with(b"__") {
                     c.set_response_metadata(k.clone(), v.clone());
                 }
             }
-            Ok::<_, String>(Reply { c: a.a + a.b })
+            Ok(Reply { c: a.a + a.b })
         });
     let push = Service::new("Push").method("Me", |c: Context, a: Args| async move {
         for k in 1..=a.a {
@@ -114,7 +114,7 @@ pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
             md.insert("i", Bytes::from(k.to_string()));
             c.pusher().push("Push", "Note", md, format!("push-{k}")).map_err(|e| e.to_string())?;
         }
-        Ok::<_, String>(Reply { c: a.a })
+        Ok(Reply { c: a.a })
     });
     let r = Router::new().service(arith).service(echo).service(push);
     if auth {

@@ -502,9 +502,9 @@ pub fn router(id: i64, gate: Arc<Gate>) -> Router {
     let x = Service::new(SERVICE)
         .method("Who", move |c: Context, _a: Args| async move {
             c.set_response_metadata("server", id.to_string());
-            Ok::<_, String>(Reply { c: id })
+            Ok(Reply { c: id })
         })
-        .method("Fail", move |_c: Context, _a: Args| async move { Err::<Reply, _>(format!("fail on {id}")) })
+        .method("Fail", move |_c: Context, _a: Args| async move { Err::<Reply, _>(format!("fail on {id}").into()) })
         .method("Hold", move |_c: Context, _a: Args| {
             let g = g1.clone();
             async move {
@@ -513,15 +513,15 @@ pub fn router(id: i64, gate: Arc<Gate>) -> Router {
                     g.clone().wait().await;
                 }
                 g.finished.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, String>(Reply { c: id })
+                Ok(Reply { c: id })
             }
         })
-        .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) })
+        .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) })
         .method("Push", move |c: Context, a: Args| async move {
             for i in 0..a.a {
                 c.pusher().push(SERVICE, "Note", Default::default(), format!("{id}:{i}")).map_err(|e| e.to_string())?;
             }
-            Ok::<_, String>(Reply { c: id })
+            Ok(Reply { c: id })
         })
         .method("Meta", |c: Context, a: Args| async move {
             for (k, v) in c.metadata().iter() {
@@ -529,15 +529,15 @@ pub fn router(id: i64, gate: Arc<Gate>) -> Router {
                     c.set_response_metadata(k.clone(), v.clone());
                 }
             }
-            Ok::<_, String>(Reply { c: a.a + a.b })
+            Ok(Reply { c: a.a + a.b })
         })
         .method("Deadline", |c: Context, _a: Args| async move {
             let ms = c.deadline().map(|d| d.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
-            Ok::<_, String>(Reply { c: ms })
+            Ok(Reply { c: ms })
         })
         .method("Note", move |_c: Context, _a: Args| {
             g2.notes.fetch_add(1, Ordering::SeqCst);
-            async move { Ok::<_, String>(Reply { c: 0 }) }
+            async move { Ok(Reply { c: 0 }) }
         });
     Router::new().service(x)
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 fn server() -> Box<dyn ServerCtl> {
     let svc = |name: &'static str| {
         Service::new(name)
-            .raw_method("Name", move |_c: Context, _p: Bytes| async move { Ok::<_, String>(Bytes::from(name)) })
+            .raw_method("Name", move |_c: Context, _p: Bytes| async move { Ok(Bytes::from(name)) })
     };
     Tokio.serve(Router::new().service(svc("A")).service(svc("B")), ServeOpts::default())
 }

@@ -51,15 +51,15 @@ fn router() -> Router {
     Router::new()
         .service(
             Service::new("Arith")
-                .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+                .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
                 .method("Error", |_c: Context, a: Args| async move {
-                    Err::<Reply, _>(format!("intentional error A={}", a.A))
+                    Err::<Reply, _>(format!("intentional error A={}", a.A).into())
                 })
                 .method("Panic", |_c: Context, _a: Args| async move {
                     if true {
                         panic!("boom");
                     }
-                    Ok::<Reply, String>(Reply { C: 0 })
+                    Ok::<Reply, rpcx_core::service::ServiceError>(Reply { C: 0 })
                 })
                 // Panics while making its future (before `async`), as a closure that
                 // divides by a field would.
@@ -67,22 +67,22 @@ fn router() -> Router {
                     if a.B == 0 {
                         panic!("early");
                     }
-                    async move { Ok::<_, String>(Reply { C: a.A / a.B }) }
+                    async move { Ok(Reply { C: a.A / a.B }) }
                 }),
         )
         .service(
-            Service::new("Echo").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) }).method(
+            Service::new("Echo").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }).method(
                 "Meta",
                 |c: Context, a: Args| async move {
                     for (k, v) in c.metadata().iter() {
                         c.set_response_metadata(k.clone(), v.clone());
                     }
-                    Ok::<_, String>(Reply { C: a.A + a.B })
+                    Ok(Reply { C: a.A + a.B })
                 },
             ),
         )
         .service(Service::new("ProtoArith").proto_method("Mul", |_c: Context, a: ProtoArgs| async move {
-            Ok::<_, String>(ProtoReply { c: a.a * a.b })
+            Ok(ProtoReply { c: a.a * a.b })
         }))
 }
 
@@ -167,7 +167,7 @@ fn not_found_texts_echo_name_bytes_exactly() {
     assert_eq!(d.response.error.as_deref(), Some(&b"rpcx: can't find method M\xffl"[..]));
     // A name that decodes lossily to a registered one does not match it.
     let r = Router::new()
-        .service(Service::new("\u{fffd}").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) }));
+        .service(Service::new("\u{fffd}").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }));
     let d = block_on(r.dispatch(ctx_bytes(b"\xff", b"Raw"), Bytes::new()));
     assert_eq!(d.response.error.as_deref(), Some(&b"rpcx: can't find service \xff"[..]));
 }
@@ -185,7 +185,7 @@ fn typed_methods_decode_as_go_unless_strict() {
     let strict = Router::new().service(
         Service::new("Arith")
             .strict_decoding()
-            .method("Add", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A + a.B }) }),
+            .method("Add", |_c: Context, a: Args| async move { Ok(Reply { C: a.A + a.B }) }),
     );
     let d = run(&strict, "Arith", "Add", SerializeType::JSON, r#"{"A":6}"#);
     assert!(text(d.response.error.as_deref().unwrap()).contains("missing field `B`"), "{:?}", d.response.error);
@@ -197,7 +197,7 @@ fn typed_methods_decode_as_go_unless_strict() {
     let strict =
         Router::new()
             .service(Service::new("P").strict_decoding().proto_method("Mul", |_c: Context, a: ProtoArgs| async move {
-                Ok::<_, String>(ProtoReply { c: a.a * a.b })
+                Ok(ProtoReply { c: a.a * a.b })
             }));
     assert!(run(&strict, "P", "Mul", SerializeType::PROTOBUF, &[0x0a, 0x01, 0x05][..]).response.error.is_some());
 }
@@ -207,6 +207,33 @@ fn handler_error_becomes_error_response() {
     let d = run(&router(), "Arith", "Error", SerializeType::JSON, r#"{"A":7,"B":0}"#);
     assert_eq!(d.response.error.as_deref().map(text), Some("intentional error A=7"));
     assert!(!d.close);
+}
+
+#[test]
+fn handlers_return_service_errors_that_infer_and_convert() {
+    use rpcx_core::service::ServiceError;
+    // No turbofish: the builder fixes the error type. `?` converts any error, `.into()`
+    // any text; the text is what the caller gets.
+    let r = Router::new().service(
+        Service::new("S")
+            .method("Parse", |_c: Context, a: Args| async move {
+                let n: i64 = format!("{}x", a.A).parse()?;
+                Ok(Reply { C: n })
+            })
+            .method("Text", |_c: Context, a: Args| async move {
+                if a.A < 0 {
+                    return Err("negative".into());
+                }
+                Ok(Reply { C: a.A })
+            }),
+    );
+    let d = run(&r, "S", "Parse", SerializeType::JSON, r#"{"A":7,"B":0}"#);
+    assert_eq!(d.response.error.as_deref().map(text), Some("invalid digit found in string"));
+    let d = run(&r, "S", "Text", SerializeType::JSON, r#"{"A":-1,"B":0}"#);
+    assert_eq!(d.response.error.as_deref().map(text), Some("negative"));
+    let e: ServiceError = std::io::Error::other("disk").into();
+    assert_eq!((e.message(), format!("{e:?}")), ("disk", r#"ServiceError("disk")"#.to_owned()));
+    assert_eq!(ServiceError::new("x").into_message(), "x");
 }
 
 #[test]
@@ -292,7 +319,7 @@ struct BothReply {
 fn method_with_proto_answers_every_struct_codec() {
     let r = Router::new()
         .service(Service::new("Arith").method_with_proto("Mul", |_c: Context, a: BothArgs| async move {
-            Ok::<_, String>(BothReply { c: a.a * a.b })
+            Ok(BothReply { c: a.a * a.b })
         }));
     let d = run(&r, "Arith", "Mul", SerializeType::PROTOBUF, codec::to_proto(&BothArgs { a: 3, b: 4 }));
     assert_eq!(codec::from_proto::<BothReply>(&d.response.payload).unwrap().c, 12);

@@ -54,14 +54,14 @@ impl Future for Later {
 fn router() -> Router {
     Router::new().service(
         Service::new("S")
-            .raw_method("Echo", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) })
+            .raw_method("Echo", |_c: Context, p: Bytes| async move { Ok(p) })
             .raw_method("PushFirst", |c: Context, p: Bytes| async move {
                 c.pusher().push("Note", "Before", Metadata::new(), p.clone()).map_err(|e| e.to_string())?;
-                Ok::<_, String>(p)
+                Ok(p)
             })
             .raw_method("Wait", |_c: Context, p: Bytes| async move {
                 Later(false).await;
-                Ok::<_, String>(p)
+                Ok(p)
             }),
     )
 }

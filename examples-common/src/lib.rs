@@ -33,16 +33,16 @@ pub struct Reply {
 pub fn router(auth: Option<String>) -> Router {
     let arith = Service::new("Arith")
         .method_with_proto("Mul", |_ctx: Context, a: Args| async move {
-            Ok::<_, String>(Reply { c: a.a.wrapping_mul(a.b) })
+            Ok(Reply { c: a.a.wrapping_mul(a.b) })
         })
         .method_with_proto("Add", |_ctx: Context, a: Args| async move {
-            Ok::<_, String>(Reply { c: a.a.wrapping_add(a.b) })
+            Ok(Reply { c: a.a.wrapping_add(a.b) })
         });
     let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
         for i in 1..=a.a {
             ctx.pusher().push("Notify", "Tick", Default::default(), format!("tick {i}")).map_err(|e| e.to_string())?;
         }
-        Ok::<_, String>(Reply { c: a.a })
+        Ok(Reply { c: a.a })
     });
     let echo = Service::new("Echo").method("Meta", |ctx: Context, a: Args| async move {
         for (k, v) in ctx.metadata().iter() {
@@ -50,7 +50,7 @@ pub fn router(auth: Option<String>) -> Router {
                 ctx.set_response_metadata(k.clone(), v.clone());
             }
         }
-        Ok::<_, String>(Reply { c: a.a.wrapping_add(a.b) })
+        Ok(Reply { c: a.a.wrapping_add(a.b) })
     });
     let router = Router::new().service(arith).service(notify).service(echo);
     match auth {

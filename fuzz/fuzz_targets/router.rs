@@ -14,8 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use rpcx_core::compress::Gzip;
 use rpcx_core::conn::{PushError, ServerConnection};
 use rpcx_core::service::{
-    Context, Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, ServerSettings, Service, Session,
-    Waiting,
+    Context, Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, ServerSettings, Service,
+    ServiceError, Session, Waiting,
 };
 use rpcx_core::wire::{CompressType, Message, MessageType, Metadata, SerializeType, StreamDecoder};
 use std::collections::{BTreeMap, VecDeque};
@@ -74,12 +74,9 @@ impl Future for After {
 
 fn router() -> Router {
     let echo = Service::new("Echo")
-        .raw_method("Raw", |_c: Context, b: Bytes| async move { Ok::<_, String>(b) })
-        .raw_method(
-            "Fail",
-            |_c: Context, b: Bytes| async move { Err::<Bytes, _>(format!("failed on {} bytes", b.len())) },
-        )
-        .raw_method("PanicNow", |_c: Context, b: Bytes| -> std::future::Ready<Result<Bytes, String>> {
+        .raw_method("Raw", |_c: Context, b: Bytes| async move { Ok(b) })
+        .raw_method("Fail", |_c: Context, b: Bytes| async move { Err(format!("failed on {} bytes", b.len()).into()) })
+        .raw_method("PanicNow", |_c: Context, b: Bytes| -> std::future::Ready<Result<Bytes, ServiceError>> {
             panic!("handler panic: before the future exists ({} bytes)", b.len())
         })
         .raw_method("PanicLater", |_c: Context, b: Bytes| async move {
@@ -87,15 +84,15 @@ fn router() -> Router {
             if !b.is_empty() {
                 panic!("handler panic: while polled");
             }
-            Ok::<_, String>(b)
+            Ok(b)
         })
         .raw_method("Wait", |_c: Context, b: Bytes| async move {
             After(b.first().copied().unwrap_or(0) % 4).await;
-            Ok::<_, String>(b)
+            Ok(b)
         })
         .raw_method("Push", |c: Context, b: Bytes| async move {
             let _ = c.pusher().push("Echo", "Pushed", Metadata::new(), b.clone());
-            Ok::<_, String>(b)
+            Ok(b)
         });
     #[derive(serde::Deserialize, serde::Serialize)]
     struct Args {
@@ -105,13 +102,13 @@ fn router() -> Router {
         b: i64,
     }
     let arith = Service::new("Arith")
-        .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Args { a: a.a.wrapping_mul(a.b), b: 0 }) });
+        .method("Mul", |_c: Context, a: Args| async move { Ok(Args { a: a.a.wrapping_mul(a.b), b: 0 }) });
     Router::new().service(echo).service(arith)
 }
 
 /// Operations per execution: enough for deep sequences (eight requests in flight, more
 /// queued behind them), few enough that an execution stays cheap.
-const MAX_OPS: usize = 64;
+const MAX_OPS: usize = 48;
 
 const PATHS: [&str; 3] = ["Echo", "Arith", "Nope"];
 const METHODS: [&str; 8] = ["Raw", "Fail", "PanicNow", "PanicLater", "Wait", "Push", "Mul", ""];

@@ -13,10 +13,9 @@
 //! | `Stats.Heartbeats` | heartbeats this server has received |
 
 use bytes::Bytes;
-use rpcx_core::service::{Context, Peer, Router, ServerHooks, Service};
+use rpcx_core::service::{Context, Peer, Router, ServerHooks, Service, ServiceError};
 use rpcx_core::wire::Metadata;
 use serde::{Deserialize, Serialize};
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -110,10 +109,10 @@ fn remaining_ms(deadline: Instant, now: Instant) -> i64 {
 /// Waits `A` ms or until the handler deadline, whichever is first. The timer is
 /// runtime-neutral (a helper thread wakes the task, [`rpcx_conformance::services::sleep`]),
 /// so the service serves on every runtime.
-async fn slow(ctx: Context, a: Args) -> Result<Reply, String> {
+async fn slow(ctx: Context, a: Args) -> Result<Reply, ServiceError> {
     let wait = Instant::now() + Duration::from_millis(u64::try_from(a.A).unwrap_or(0));
     let (until, outcome) = match ctx.deadline() {
-        Some(d) if d < wait => (d, Err(ERR_SLOW_CONTEXT_DONE.to_owned())),
+        Some(d) if d < wait => (d, Err(ERR_SLOW_CONTEXT_DONE.into())),
         _ => (wait, Ok(Reply { C: a.A })),
     };
     sleep_until(until).await;
@@ -125,10 +124,10 @@ pub async fn sleep_until(until: Instant) {
     rpcx_conformance::services::sleep(until.saturating_duration_since(Instant::now())).await;
 }
 
-async fn push_me(ctx: Context, a: Args) -> Result<Reply, String> {
+async fn push_me(ctx: Context, a: Args) -> Result<Reply, ServiceError> {
     let n = a.A;
     if !(0..=MAX_PUSHES).contains(&n) {
-        return Err(format!("push: count {n} out of range [0, {MAX_PUSHES}]"));
+        return Err(format!("push: count {n} out of range [0, {MAX_PUSHES}]").into());
     }
     for k in 1..=n {
         let metadata: Metadata = [("i", k.to_string())].into_iter().collect();
@@ -148,12 +147,12 @@ pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounte
     let counter = Arc::new(HeartbeatCounter::default());
     let stats = counter.clone();
     let arith = Service::new("Arith")
-        .method("Mul", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A.wrapping_mul(a.B) }) })
-        .method("Add", |_: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A.wrapping_add(a.B) }) })
-        .method("Error", |_: Context, a: Args| async move { Err::<Reply, _>(error_text(a.A)) })
+        .method("Mul", |_: Context, a: Args| async move { Ok(Reply { C: a.A.wrapping_mul(a.B) }) })
+        .method("Add", |_: Context, a: Args| async move { Ok(Reply { C: a.A.wrapping_add(a.B) }) })
+        .method("Error", |_: Context, a: Args| async move { Err::<Reply, _>(error_text(a.A).into()) })
         .method("Slow", slow);
     let proto = Service::new("ProtoArith").method_with_proto("Mul", |_: Context, a: ProtoArgs| async move {
-        Ok::<_, String>(ProtoReply { c: a.a.wrapping_mul(a.b) })
+        Ok(ProtoReply { c: a.a.wrapping_mul(a.b) })
     });
     let echo = Service::new("Echo")
         .method("Meta", |ctx: Context, a: Args| async move {
@@ -162,17 +161,17 @@ pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounte
                     ctx.set_response_metadata(k.clone(), v.clone());
                 }
             }
-            Ok::<_, String>(Reply { C: a.A.wrapping_add(a.B) })
+            Ok(Reply { C: a.A.wrapping_add(a.B) })
         })
-        .raw_method("Raw", |_: Context, payload: Bytes| async move { Ok::<_, Infallible>(payload) })
+        .raw_method("Raw", |_: Context, payload: Bytes| async move { Ok(payload) })
         .method("Deadline", |ctx: Context, _: Args| async move {
             let c = ctx.deadline().map_or(-1, |d| remaining_ms(d, Instant::now()));
-            Ok::<_, String>(Reply { C: c })
+            Ok(Reply { C: c })
         });
     let push = Service::new("Push").method("Me", push_me);
     let stats = Service::new("Stats").method("Heartbeats", move |_: Context, _: Args| {
         let n = i64::try_from(stats.count()).unwrap_or(i64::MAX);
-        async move { Ok::<_, String>(Reply { C: n }) }
+        async move { Ok(Reply { C: n }) }
     });
     let mut router =
         Router::new().service(arith).service(proto).service(echo).service(push).service(stats).hook(counter.clone());

@@ -55,7 +55,7 @@ impl<R: Runtime> Default for ServerOptions<R> {
 /// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
 ///
 /// let router = Router::new().service(Service::new("Arith")
-///     .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) }));
+///     .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) }));
 /// // `rpcx_tokio::Server` / `rpcx_smol::Server` name this type for their runtime.
 /// let server = Server::<R>::new(router).max_in_flight(256).bind("tcp@127.0.0.1:8972").await?;
 /// println!("listening on {}", server.address());

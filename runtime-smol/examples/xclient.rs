@@ -34,8 +34,8 @@ struct Reply {
 async fn server(id: i64) -> ServerHandle {
     let router = Router::new().service(
         Service::new("Arith")
-            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { c: a.a * a.b }) })
-            .method("Who", move |_c: Context, _a: Args| async move { Ok::<_, String>(Reply { c: id }) }),
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
+            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { c: id }) }),
     );
     Server::new(router).bind("tcp@127.0.0.1:0").await.expect("bind")
 }

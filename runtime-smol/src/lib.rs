@@ -19,7 +19,7 @@
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
 //! let router = Router::new().service(
-//!     Service::new("Arith").method("Mul", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) }),
+//!     Service::new("Arith").method("Mul", |_ctx: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) }),
 //! );
 //! let server = Server::new(router).bind("tcp@127.0.0.1:0").await?;
 //!

@@ -34,20 +34,20 @@ fn router() -> Router {
 fn router_counting(started: Arc<AtomicUsize>) -> Router {
     Router::new().service(
         Service::new("Arith")
-            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
             .method("Slow", move |_c: Context, a: Args| {
                 started.fetch_add(1, Ordering::SeqCst);
                 async move {
                     Timer::after(Duration::from_millis(a.A as u64)).await;
-                    Ok::<_, String>(Reply { C: a.A })
+                    Ok(Reply { C: a.A })
                 }
             })
-            .raw_method("Echo", |_c: Context, p: bytes::Bytes| async move { Ok::<_, String>(p) })
+            .raw_method("Echo", |_c: Context, p: bytes::Bytes| async move { Ok(p) })
             .method("Push", |c: Context, a: Args| async move {
                 for i in 0..a.A {
                     c.pusher().push("P", "N", Default::default(), format!("push-{i}")).map_err(|e| e.to_string())?;
                 }
-                Ok::<_, String>(Reply { C: a.A })
+                Ok(Reply { C: a.A })
             }),
     )
 }
@@ -510,7 +510,7 @@ mod scenarios {
         let log = seen.clone();
         let r = router().service(Service::new("Log").method("Add", move |_c: Context, a: Args| {
             log.lock().unwrap().push(a.A);
-            async move { Ok::<_, String>(Reply { C: a.A }) }
+            async move { Ok(Reply { C: a.A }) }
         }));
         let server = rt.start(r).await;
         let client = Client::connect(server.address(), rt.client_opts()).await.unwrap();

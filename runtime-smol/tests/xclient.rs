@@ -42,7 +42,7 @@ fn router(id: i64, seen: Arc<Seen>) -> Router {
     let (s1, s2, s3) = (seen.clone(), seen.clone(), seen);
     Router::new().service(
         Service::new("Arith")
-            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
             .method("Who", move |c: Context, _a: Args| {
                 let token = c.auth_token().map(str::to_owned);
                 let s = s1.clone();
@@ -51,26 +51,26 @@ fn router(id: i64, seen: Arc<Seen>) -> Router {
                         s.auth.lock().unwrap().push(t);
                     }
                     c.set_response_metadata("server", id.to_string());
-                    Ok::<_, String>(Reply { C: id })
+                    Ok(Reply { C: id })
                 }
             })
             .method("Fail", move |_c: Context, _a: Args| {
                 s2.fail.fetch_add(1, Ordering::SeqCst);
-                async move { Err::<Reply, _>("nope".to_owned()) }
+                async move { Err::<Reply, _>("nope".into()) }
             })
             .method("Note", move |_c: Context, _a: Args| {
                 s3.oneway.fetch_add(1, Ordering::SeqCst);
-                async move { Ok::<_, String>(Reply { C: 0 }) }
+                async move { Ok(Reply { C: 0 }) }
             })
             .method("Slow", move |_c: Context, a: Args| async move {
                 Timer::after(Duration::from_millis(a.A as u64)).await;
-                Ok::<_, String>(Reply { C: id })
+                Ok(Reply { C: id })
             })
             .method("SlowOn", move |_c: Context, a: Args| async move {
                 if a.B == id {
                     Timer::after(Duration::from_millis(a.A as u64)).await;
                 }
-                Ok::<_, String>(Reply { C: id })
+                Ok(Reply { C: id })
             }),
     )
 }

@@ -54,19 +54,19 @@ fn sleep(d: Duration) -> impl Future<Output = ()> + Send {
 fn router_counting(started: Arc<AtomicUsize>) -> Router {
     Router::new().service(
         Service::new("Arith")
-            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
             .method("Slow", move |_c: Context, a: Args| {
                 started.fetch_add(1, Ordering::SeqCst);
                 async move {
                     sleep(Duration::from_millis(a.A as u64)).await;
-                    Ok::<_, String>(Reply { C: a.A })
+                    Ok(Reply { C: a.A })
                 }
             })
             .method("Push", |c: Context, a: Args| async move {
                 for i in 0..a.A {
                     c.pusher().push("P", "N", Default::default(), format!("push-{i}")).map_err(|e| e.to_string())?;
                 }
-                Ok::<_, String>(Reply { C: a.A })
+                Ok(Reply { C: a.A })
             }),
     )
 }
@@ -589,7 +589,7 @@ fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
     bounded(|| {
         let hooks = Arc::new(Counting::default());
         let echo =
-            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok::<_, String>(p) });
+            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) });
         let server = Server::new(router().service(echo).hook(hooks.clone()))
             .write_timeout(Duration::from_millis(200))
             .bind("tcp@127.0.0.1:0")
@@ -681,7 +681,7 @@ fn pushes_from_a_handler_that_waits_arrive_before_its_reply() {
                     sleep(Duration::from_millis(2)).await;
                     c.pusher().push("P", "N", Default::default(), format!("push-{i}")).map_err(|e| e.to_string())?;
                 }
-                Ok::<_, String>(Reply { C: a.A })
+                Ok(Reply { C: a.A })
             }));
         let server = start(router);
         let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
@@ -700,7 +700,7 @@ fn pushes_from_a_handler_that_waits_arrive_before_its_reply() {
 fn one_thread_keeps_many_raw_calls_in_flight() {
     bounded(|| {
         let router = Router::new().service(
-            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok::<_, String>(p) }),
+            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) }),
         );
         let server = start(router);
         let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
@@ -759,7 +759,7 @@ fn many_large_concurrent_echoes_arrive_intact_over_tcp_and_tls() {
         let echo = || {
             Router::new().service(
                 Service::new("Echo")
-                    .raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok::<_, String>(p) }),
+                    .raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) }),
             )
         };
         let (server_tls, client_tls) = tls_pair();

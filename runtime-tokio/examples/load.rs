@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     rt.block_on(async move {
         let router = Router::new().service(
-            Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok::<_, String>(p) }),
+            Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }),
         );
         let server = Server::new(router).max_in_flight(4096).bind("tcp@127.0.0.1:0").await?;
         println!("runtime=tokio threads={threads} payload={size}B duration={secs:?} per level");

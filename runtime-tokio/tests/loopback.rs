@@ -29,19 +29,19 @@ fn router() -> Router {
 fn router_counting(started: Arc<AtomicUsize>) -> Router {
     Router::new().service(
         Service::new("Arith")
-            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
             .method("Slow", move |_c: Context, a: Args| {
                 started.fetch_add(1, Ordering::SeqCst);
                 async move {
                     tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
-                    Ok::<_, String>(Reply { C: a.A })
+                    Ok(Reply { C: a.A })
                 }
             })
             .method("Push", |c: Context, a: Args| async move {
                 for i in 0..a.A {
                     c.pusher().push("P", "N", Default::default(), format!("push-{i}")).map_err(|e| e.to_string())?;
                 }
-                Ok::<_, String>(Reply { C: a.A })
+                Ok(Reply { C: a.A })
             }),
     )
 }

@@ -24,18 +24,18 @@ struct Reply {
 fn router(id: i64) -> Router {
     Router::new().service(
         Service::new("Arith")
-            .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
-            .method("Who", move |_c: Context, _a: Args| async move { Ok::<_, String>(Reply { C: id }) })
-            .method("Fail", |_c: Context, _a: Args| async move { Err::<Reply, _>("nope".to_owned()) })
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
+            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { C: id }) })
+            .method("Fail", |_c: Context, _a: Args| async move { Err::<Reply, _>("nope".into()) })
             .method("Slow", move |_c: Context, a: Args| async move {
                 tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
-                Ok::<_, String>(Reply { C: id })
+                Ok(Reply { C: id })
             })
             .method("SlowOn", move |_c: Context, a: Args| async move {
                 if a.B == id {
                     tokio::time::sleep(Duration::from_millis(a.A as u64)).await;
                 }
-                Ok::<_, String>(Reply { C: id })
+                Ok(Reply { C: id })
             }),
     )
 }

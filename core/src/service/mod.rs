@@ -18,8 +18,8 @@
 //!
 //! let router = Router::new().service(
 //!     Service::new("Arith")
-//!         .method("Mul", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) })
-//!         .method("Add", |_ctx: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A + a.B }) }),
+//!         .method("Mul", |_ctx: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) })
+//!         .method("Add", |_ctx: Context, a: Args| async move { Ok(Reply { C: a.A + a.B }) }),
 //! );
 //! assert!(router.has_method("Arith", "Mul"));
 //! ```
@@ -42,13 +42,56 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::fmt::Display;
 use std::future::Future;
 
 /// The error text of a request whose server hook panicked (the panic is logged).
 pub const HOOK_PANICKED: &str = "[service internal error]: a server hook panicked";
 use std::pin::Pin;
 use std::sync::Arc;
+
+/// The error a handler returns: its text goes back to the caller as the response's
+/// `__rpcx_error__` (Go's `ServiceError`), the same text Go's `err.Error()` would give.
+///
+/// Anything that displays converts into it, so `?` works on any error and
+/// `Err("no such key".into())` or `Err(format!("bad {x}").into())` on text. Every
+/// handler the [`Service`] builder takes returns it, so `async move { Ok(reply) }` needs
+/// no turbofish (a handler that only fails names its reply type: `Err::<Reply, _>(..)`).
+///
+/// It does not implement `Display` itself (that would make the blanket conversion
+/// conflict with `From<T> for T`); [`message`](Self::message) is its text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceError {
+    message: String,
+}
+
+impl ServiceError {
+    /// An error with `message` as its text.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+
+    /// The text sent to the caller.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The text, owned.
+    pub fn into_message(self) -> String {
+        self.message
+    }
+}
+
+impl<E: std::fmt::Display> From<E> for ServiceError {
+    fn from(e: E) -> Self {
+        Self { message: e.to_string() }
+    }
+}
+
+impl std::fmt::Debug for ServiceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServiceError({:?})", self.message)
+    }
+}
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -89,7 +132,7 @@ where
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     A: DeserializeOwned + Send + 'static,
     R: Serialize + Send + 'static,
-    E: Display + Send + 'static,
+    E: Into<ServiceError> + Send + 'static,
 {
     Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
         let st = ctx.serialize_type();
@@ -99,7 +142,7 @@ where
         };
         let fut = f(ctx, args);
         Box::pin(async move {
-            let reply = fut.await.map_err(|e| e.to_string())?;
+            let reply = fut.await.map_err(|e| e.into().message)?;
             codec::to_payload(st, &reply).map(Bytes::from).map_err(codec_error)
         })
     }))
@@ -112,7 +155,7 @@ where
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     A: prost::Message + Default + Send + 'static,
     R: prost::Message + Send + 'static,
-    E: Display + Send + 'static,
+    E: Into<ServiceError> + Send + 'static,
 {
     Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
         if ctx.serialize_type() != SerializeType::PROTOBUF {
@@ -125,7 +168,7 @@ where
         };
         let fut = f(ctx, args);
         Box::pin(async move {
-            let reply = fut.await.map_err(|e| e.to_string())?;
+            let reply = fut.await.map_err(|e| e.into().message)?;
             Ok(Bytes::from(codec::to_proto(&reply)))
         })
     }))
@@ -139,7 +182,7 @@ where
     Fut: Future<Output = Result<R, E>> + Send + 'static,
     A: DeserializeOwned + prost::Message + Default + Send + 'static,
     R: Serialize + prost::Message + Send + 'static,
-    E: Display + Send + 'static,
+    E: Into<ServiceError> + Send + 'static,
 {
     let f = Arc::new(f);
     let serde = serde_handler(decoding, {
@@ -160,11 +203,11 @@ fn raw_handler<E, Fut, F>(f: F) -> Arc<dyn Handler>
 where
     F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
-    E: Display + Send + 'static,
+    E: Into<ServiceError> + Send + 'static,
 {
     Arc::new(FnHandler(move |ctx: Context, payload: Bytes| -> BoxFuture<Result<Bytes, String>> {
         let fut = f(ctx, payload);
-        Box::pin(async move { fut.await.map_err(|e| e.to_string()) })
+        Box::pin(async move { fut.await.map_err(|e| e.into().message) })
     }))
 }
 
@@ -210,13 +253,12 @@ impl Service {
 
     /// Add a method over serde types: `Args` is decoded and `Reply` encoded with the
     /// request's serialize type (JSON or MsgPack; other types answer a codec error).
-    pub fn method<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn method<A, R, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
-        E: Display + Send + 'static,
     {
         self.methods.insert(name.into(), serde_handler(self.decoding, f));
         self
@@ -224,13 +266,12 @@ impl Service {
 
     /// Add a method over prost messages (serialize type Protobuf).
     #[cfg(feature = "protobuf")]
-    pub fn proto_method<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn proto_method<A, R, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
         A: prost::Message + Default + Send + 'static,
         R: prost::Message + Send + 'static,
-        E: Display + Send + 'static,
     {
         self.methods.insert(name.into(), proto_handler(self.decoding, f));
         self
@@ -239,13 +280,12 @@ impl Service {
     /// Add a method whose types are both serde and prost types, so it answers every
     /// serialize type Go clients use for structs: JSON, MsgPack and Protobuf.
     #[cfg(feature = "protobuf")]
-    pub fn method_with_proto<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn method_with_proto<A, R, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(Context, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
         A: DeserializeOwned + prost::Message + Default + Send + 'static,
         R: Serialize + prost::Message + Send + 'static,
-        E: Display + Send + 'static,
     {
         self.methods.insert(name.into(), any_handler(self.decoding, f));
         self
@@ -253,11 +293,10 @@ impl Service {
 
     /// Add a method over raw payload bytes (any serialize type; typically
     /// `SerializeType::NONE`). The reply bytes are sent as they are.
-    pub fn raw_method<E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn raw_method<Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
-        E: Display + Send + 'static,
+        Fut: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
     {
         self.methods.insert(name.into(), raw_handler(f));
         self
@@ -284,13 +323,12 @@ pub struct ObjectService<S> {
 
 impl<S: Send + Sync + 'static> ObjectService<S> {
     /// Add a serde method `f(state, ctx, args)`.
-    pub fn method<A, R, E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn method<A, R, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(Arc<S>, Context, A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<R, E>> + Send + 'static,
+        Fut: Future<Output = Result<R, ServiceError>> + Send + 'static,
         A: DeserializeOwned + Send + 'static,
         R: Serialize + Send + 'static,
-        E: Display + Send + 'static,
     {
         let state = self.state.clone();
         self.service = self.service.method(name, move |ctx, a| f(state.clone(), ctx, a));
@@ -298,11 +336,10 @@ impl<S: Send + Sync + 'static> ObjectService<S> {
     }
 
     /// Add a raw-bytes method `f(state, ctx, payload)`.
-    pub fn raw_method<E, Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
+    pub fn raw_method<Fut, F>(mut self, name: impl Into<String>, f: F) -> Self
     where
         F: Fn(Arc<S>, Context, Bytes) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Bytes, E>> + Send + 'static,
-        E: Display + Send + 'static,
+        Fut: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
     {
         let state = self.state.clone();
         self.service = self.service.raw_method(name, move |ctx, p| f(state.clone(), ctx, p));

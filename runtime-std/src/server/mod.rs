@@ -73,7 +73,7 @@ impl Default for ServerOptions {
 /// #[derive(serde::Serialize)] #[allow(non_snake_case)] struct Reply { C: i64 }
 ///
 /// let router = Router::new().service(Service::new("Arith")
-///     .method("Mul", |_c: Context, a: Args| async move { Ok::<_, String>(Reply { C: a.A * a.B }) }));
+///     .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) }));
 /// let server = Server::new(router).bind("tcp@127.0.0.1:8972")?;
 /// println!("listening on {}", server.address());
 /// server.wait();
