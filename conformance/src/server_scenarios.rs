@@ -77,18 +77,16 @@ impl Gate {
 /// own when it is answered inline, as a ready handler is) until the gate opens or 3 s
 /// pass, and answers which.
 fn gate_router(gate: Arc<Gate>) -> Router {
-    Router::new().service(
-        Service::new("Batch").raw_method("Quick", |_c, p: Bytes| async move { Ok(p) }).raw_method(
-            "Gate",
-            move |_c, _p: Bytes| {
-                let gate = gate.clone();
-                async move {
-                    let opened = gate.wait(Duration::from_secs(3));
-                    Ok(Bytes::from_static(if opened { b"opened" } else { b"timed out" }))
-                }
-            },
-        ),
-    )
+    Router::new().service(Service::new("Batch").raw_method("Quick", |_c, p: Bytes| async move { Ok(p) }).raw_method(
+        "Gate",
+        move |_c, _p: Bytes| {
+            let gate = gate.clone();
+            async move {
+                let opened = gate.wait(Duration::from_secs(3));
+                Ok(Bytes::from_static(if opened { b"opened" } else { b"timed out" }))
+            }
+        },
+    ))
 }
 
 /// Responses to a large pipelined batch start leaving before the whole batch is

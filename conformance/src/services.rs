@@ -70,7 +70,9 @@ pub fn router(auth: bool) -> Router {
 pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
     let arith = Service::new("Arith")
         .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
-        .method("Error", |_c: Context, a: Args| async move { Err::<Reply, _>(format!("intentional error A={}", a.a).into()) })
+        .method("Error", |_c: Context, a: Args| async move {
+            Err::<Reply, _>(format!("intentional error A={}", a.a).into())
+        })
         // Divides before its future exists: B = 0 panics while the handler is made.
         .method("Div", |_c: Context, a: Args| {
             if a.b == 0 {
@@ -98,16 +100,17 @@ pub fn router_counting(auth: bool, started: Arc<AtomicUsize>) -> Router {
             let ms = c.deadline().map(|d| d.saturating_duration_since(Instant::now()).as_millis() as i64).unwrap_or(-1);
             Ok(Reply { c: ms })
         });
-    let echo = Service::new("Echo")
-        .raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) })
-        .method("Meta", |c: Context, a: Args| async move {
+    let echo = Service::new("Echo").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }).method(
+        "Meta",
+        |c: Context, a: Args| async move {
             for (k, v) in c.metadata().iter() {
                 if !k.starts_with(b"__") {
                     c.set_response_metadata(k.clone(), v.clone());
                 }
             }
             Ok(Reply { c: a.a + a.b })
-        });
+        },
+    );
     let push = Service::new("Push").method("Me", |c: Context, a: Args| async move {
         for k in 1..=a.a {
             let mut md = rpcx_core::wire::Metadata::new();

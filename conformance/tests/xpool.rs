@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 /// Services `A` and `B`, each with `Name` (answers the service's name).
 fn server() -> Box<dyn ServerCtl> {
     let svc = |name: &'static str| {
-        Service::new(name)
-            .raw_method("Name", move |_c: Context, _p: Bytes| async move { Ok(Bytes::from(name)) })
+        Service::new(name).raw_method("Name", move |_c: Context, _p: Bytes| async move { Ok(Bytes::from(name)) })
     };
     Tokio.serve(Router::new().service(svc("A")).service(svc("B")), ServeOpts::default())
 }

@@ -70,20 +70,19 @@ fn router() -> Router {
                     async move { Ok(Reply { C: a.A / a.B }) }
                 }),
         )
+        .service(Service::new("Echo").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }).method(
+            "Meta",
+            |c: Context, a: Args| async move {
+                for (k, v) in c.metadata().iter() {
+                    c.set_response_metadata(k.clone(), v.clone());
+                }
+                Ok(Reply { C: a.A + a.B })
+            },
+        ))
         .service(
-            Service::new("Echo").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }).method(
-                "Meta",
-                |c: Context, a: Args| async move {
-                    for (k, v) in c.metadata().iter() {
-                        c.set_response_metadata(k.clone(), v.clone());
-                    }
-                    Ok(Reply { C: a.A + a.B })
-                },
-            ),
+            Service::new("ProtoArith")
+                .proto_method("Mul", |_c: Context, a: ProtoArgs| async move { Ok(ProtoReply { c: a.a * a.b }) }),
         )
-        .service(Service::new("ProtoArith").proto_method("Mul", |_c: Context, a: ProtoArgs| async move {
-            Ok(ProtoReply { c: a.a * a.b })
-        }))
 }
 
 fn ctx(path: &str, method: &str, st: SerializeType, metadata: Metadata) -> Context {
@@ -166,8 +165,8 @@ fn not_found_texts_echo_name_bytes_exactly() {
     let d = block_on(r.dispatch(ctx_bytes(b"Arith", b"M\xffl"), Bytes::from_static(b"{}")));
     assert_eq!(d.response.error.as_deref(), Some(&b"rpcx: can't find method M\xffl"[..]));
     // A name that decodes lossily to a registered one does not match it.
-    let r = Router::new()
-        .service(Service::new("\u{fffd}").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }));
+    let r =
+        Router::new().service(Service::new("\u{fffd}").raw_method("Raw", |_c: Context, p: Bytes| async move { Ok(p) }));
     let d = block_on(r.dispatch(ctx_bytes(b"\xff", b"Raw"), Bytes::new()));
     assert_eq!(d.response.error.as_deref(), Some(&b"rpcx: can't find service \xff"[..]));
 }
@@ -194,11 +193,11 @@ fn typed_methods_decode_as_go_unless_strict() {
     // Protobuf methods: a wrong wire type is an unknown field (Go mode) or an error (strict).
     let d = run(&go, "ProtoArith", "Mul", SerializeType::PROTOBUF, &[0x0a, 0x01, 0x05, 0x10, 0x03][..]);
     assert_eq!((d.response.error, codec::from_proto::<ProtoReply>(&d.response.payload).unwrap().c), (None, 0));
-    let strict =
-        Router::new()
-            .service(Service::new("P").strict_decoding().proto_method("Mul", |_c: Context, a: ProtoArgs| async move {
-                Ok(ProtoReply { c: a.a * a.b })
-            }));
+    let strict = Router::new().service(
+        Service::new("P")
+            .strict_decoding()
+            .proto_method("Mul", |_c: Context, a: ProtoArgs| async move { Ok(ProtoReply { c: a.a * a.b }) }),
+    );
     assert!(run(&strict, "P", "Mul", SerializeType::PROTOBUF, &[0x0a, 0x01, 0x05][..]).response.error.is_some());
 }
 
@@ -317,10 +316,10 @@ struct BothReply {
 
 #[test]
 fn method_with_proto_answers_every_struct_codec() {
-    let r = Router::new()
-        .service(Service::new("Arith").method_with_proto("Mul", |_c: Context, a: BothArgs| async move {
-            Ok(BothReply { c: a.a * a.b })
-        }));
+    let r = Router::new().service(
+        Service::new("Arith")
+            .method_with_proto("Mul", |_c: Context, a: BothArgs| async move { Ok(BothReply { c: a.a * a.b }) }),
+    );
     let d = run(&r, "Arith", "Mul", SerializeType::PROTOBUF, codec::to_proto(&BothArgs { a: 3, b: 4 }));
     assert_eq!(codec::from_proto::<BothReply>(&d.response.payload).unwrap().c, 12);
     let d = run(&r, "Arith", "Mul", SerializeType::MSGPACK, &[0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14][..]);
@@ -360,4 +359,46 @@ fn panicking_server_hooks_become_error_responses_or_are_ignored() {
     let d = run(&r, "Arith", "Mul", SerializeType::JSON, body);
     assert_eq!(d.response.error, None);
     assert_eq!(&d.response.payload[..], br#"{"C":42}"#);
+}
+
+/// A request builder of the shape every runtime's is (`call_options_setters!` over an
+/// `opts` field).
+struct Builder {
+    opts: rpcx_core::conn::CallOptions,
+}
+
+impl Builder {
+    rpcx_core::call_options_setters!();
+}
+
+#[test]
+fn context_passes_the_handlers_deadline_on_and_the_earlier_deadline_wins() {
+    use rpcx_core::service::ContextParts;
+    let now = std::time::Instant::now();
+    let ctx_with = |deadline| {
+        Context::new(ContextParts {
+            service_path: "Front".into(),
+            service_method: "Relay".into(),
+            serialize_type: SerializeType::MSGPACK,
+            oneway: false,
+            metadata: Default::default(),
+            deadline,
+            received_at: now,
+            peer: std::sync::Arc::new(rpcx_core::service::Peer::named("test")),
+            pusher: Default::default(),
+        })
+    };
+    let opts = || rpcx_core::conn::CallOptions::new("Back", "Slow", SerializeType::MSGPACK, Default::default(), None);
+    let d = now + std::time::Duration::from_millis(300);
+    let b = Builder { opts: opts() }.context(&ctx_with(Some(d)));
+    assert_eq!(b.opts.deadline, Some(d));
+    // A later deadline of its own does not extend the caller's; an earlier one stays.
+    let b = Builder { opts: opts() }.deadline(d + std::time::Duration::from_secs(1)).context(&ctx_with(Some(d)));
+    assert_eq!(b.opts.deadline, Some(d));
+    let early = now + std::time::Duration::from_millis(5);
+    let b = Builder { opts: opts() }.deadline(early).context(&ctx_with(Some(d)));
+    assert_eq!(b.opts.deadline, Some(early));
+    // A request without a deadline changes nothing.
+    let b = Builder { opts: opts() }.context(&ctx_with(None));
+    assert_eq!(b.opts.deadline, None);
 }

@@ -32,12 +32,8 @@ pub struct Reply {
 /// `Arith.Mul`, `Arith.Add`, and `Notify.Subscribe` (pushes `A` messages to the caller).
 pub fn router(auth: Option<String>) -> Router {
     let arith = Service::new("Arith")
-        .method_with_proto("Mul", |_ctx: Context, a: Args| async move {
-            Ok(Reply { c: a.a.wrapping_mul(a.b) })
-        })
-        .method_with_proto("Add", |_ctx: Context, a: Args| async move {
-            Ok(Reply { c: a.a.wrapping_add(a.b) })
-        });
+        .method_with_proto("Mul", |_ctx: Context, a: Args| async move { Ok(Reply { c: a.a.wrapping_mul(a.b) }) })
+        .method_with_proto("Add", |_ctx: Context, a: Args| async move { Ok(Reply { c: a.a.wrapping_add(a.b) }) });
     let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
         for i in 1..=a.a {
             ctx.pusher().push("Notify", "Tick", Default::default(), format!("tick {i}")).map_err(|e| e.to_string())?;

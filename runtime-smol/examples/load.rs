@@ -79,8 +79,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 async fn run(cfg: Config, spawner: Spawner) -> Result<(), Box<dyn std::error::Error>> {
-    let router = Router::new()
-        .service(Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }));
+    let router =
+        Router::new().service(Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }));
     let server = Server::new(router).max_in_flight(4096).runtime(spawner.clone()).bind("tcp@127.0.0.1:0").await?;
     println!("runtime={} threads={} payload={}B duration={:?} per level", cfg.runtime, cfg.threads, cfg.size, cfg.secs);
     println!("{:>6} {:>11} {:>12} {:>10} {:>10} {:>10}", "conns", "concurrency", "calls/s", "p50", "p99", "p99.9");

@@ -37,8 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = common::flag("--payload", "581").parse()?;
     // 0: one thread per caller.
     let threads: usize = common::flag("--threads", "0").parse()?;
-    let router = Router::new()
-        .service(Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }));
+    let router =
+        Router::new().service(Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }));
     let server = Server::new(router).max_in_flight(4096).bind("tcp@127.0.0.1:0")?;
     let mode = if threads == 0 { "thread per caller".to_owned() } else { format!("callers on {threads} threads") };
     println!("runtime=std payload={size}B duration={secs:?} per level ({mode})");

@@ -588,8 +588,7 @@ fn a_peer_that_stops_reading_does_not_stall_deadlines_or_close_now() {
 fn a_client_that_stops_reading_is_cut_off_by_the_write_timeout() {
     bounded(|| {
         let hooks = Arc::new(Counting::default());
-        let echo =
-            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) });
+        let echo = Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) });
         let server = Server::new(router().service(echo).hook(hooks.clone()))
             .write_timeout(Duration::from_millis(200))
             .bind("tcp@127.0.0.1:0")
@@ -699,9 +698,8 @@ fn pushes_from_a_handler_that_waits_arrive_before_its_reply() {
 #[test]
 fn one_thread_keeps_many_raw_calls_in_flight() {
     bounded(|| {
-        let router = Router::new().service(
-            Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) }),
-        );
+        let router = Router::new()
+            .service(Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) }));
         let server = start(router);
         let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
         let calls: Vec<_> = (0..1000u32)
@@ -757,10 +755,8 @@ fn tls_pair() -> (Arc<rustls::ServerConfig>, rpcx_std::tls::TlsClient) {
 fn many_large_concurrent_echoes_arrive_intact_over_tcp_and_tls() {
     bounded(|| {
         let echo = || {
-            Router::new().service(
-                Service::new("Echo")
-                    .raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) }),
-            )
+            Router::new()
+                .service(Service::new("Echo").raw_method("Raw", |_c: Context, p: bytes::Bytes| async move { Ok(p) }))
         };
         let (server_tls, client_tls) = tls_pair();
         let plain = start(echo());

@@ -27,9 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let threads: usize = common::flag("--threads", "2").parse()?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?;
     rt.block_on(async move {
-        let router = Router::new().service(
-            Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }),
-        );
+        let router = Router::new()
+            .service(Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }));
         let server = Server::new(router).max_in_flight(4096).bind("tcp@127.0.0.1:0").await?;
         println!("runtime=tokio threads={threads} payload={size}B duration={secs:?} per level");
         println!("{:>6} {:>11} {:>12} {:>10} {:>10} {:>10}", "conns", "concurrency", "calls/s", "p50", "p99", "p99.9");

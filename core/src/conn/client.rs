@@ -182,8 +182,8 @@ impl CallOptions {
 }
 
 /// The setters of a request builder that keeps its [`CallOptions`] in a field named
-/// `opts`: `metadata`, `with_metadata`, `timeout`, `deadline`, `serialize_type`,
-/// `compress`, `decoding`. Every runtime's `RequestBuilder` and `XRequestBuilder` use
+/// `opts`: `metadata`, `with_metadata`, `timeout`, `deadline`, `context`,
+/// `serialize_type`, `compress`, `decoding`. Every runtime's `RequestBuilder` and `XRequestBuilder` use
 /// it, so they read and behave the same.
 #[macro_export]
 macro_rules! call_options_setters {
@@ -216,6 +216,18 @@ macro_rules! call_options_setters {
         /// chain of services honours the first caller's bound.
         pub fn deadline(mut self, at: ::std::time::Instant) -> Self {
             self.opts.deadline = Some(at);
+            self
+        }
+
+        /// Pass the deadline of the request a handler is serving on to this call (the
+        /// earlier of it and any deadline or timeout set here wins), so a chain of
+        /// services honours its first caller's timeout. Only the deadline is taken: Go's
+        /// context also carries the incoming request's metadata into calls made with it;
+        /// forward that with `.with_metadata(ctx.metadata().clone())` where wanted.
+        pub fn context(mut self, ctx: &$crate::service::Context) -> Self {
+            if let Some(d) = ctx.deadline() {
+                self.opts.deadline = Some(self.opts.deadline.map_or(d, |mine: ::std::time::Instant| mine.min(d)));
+            }
             self
         }
 
