@@ -41,6 +41,7 @@ pub mod guard;
 #[cfg(unix)]
 pub mod memu;
 pub mod service;
+pub mod stub;
 pub mod wire;
 
 #[doc(hidden)]

@@ -701,3 +701,15 @@ impl<Rt: Runtime> Driver<Rt> {
         }
     }
 }
+
+impl<Rt: Runtime> rpcx_core::stub::CallClient for Client<Rt> {
+    fn options(&self, service: &str, method: &str) -> CallOptions {
+        self.request(service, method).opts
+    }
+}
+
+impl<Rt: Runtime> rpcx_core::stub::CallAsync for Client<Rt> {
+    fn call_raw(&self, opts: CallOptions, payload: Bytes) -> impl Future<Output = Result<Message, Error>> + Send {
+        RequestBuilder { client: self, opts }.call_raw(payload)
+    }
+}

@@ -809,3 +809,19 @@ impl futures_lite::Stream for XPushReceiver {
         self.get_mut().rx.as_mut().poll_next(cx)
     }
 }
+
+/// A typed stub over an XClient calls its own service (the XClient's discovery picks
+/// the servers), through the fail mode.
+impl<Rt: Runtime> rpcx_core::stub::CallClient for XClient<Rt> {
+    fn options(&self, service: &str, method: &str) -> CallOptions {
+        let mut opts = self.request(method).opts;
+        opts.service_path = Bytes::copy_from_slice(service.as_bytes());
+        opts
+    }
+}
+
+impl<Rt: Runtime> rpcx_core::stub::CallAsync for XClient<Rt> {
+    fn call_raw(&self, opts: CallOptions, payload: Bytes) -> impl Future<Output = Result<Message, Error>> + Send {
+        XRequestBuilder { xc: self, opts }.call_raw(payload)
+    }
+}

@@ -644,3 +644,19 @@ impl XPushReceiver {
         self.dropped.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
+
+/// A typed stub over an XClient calls its own service (the XClient's discovery picks
+/// the servers), through the fail mode.
+impl rpcx_core::stub::CallClient for XClient {
+    fn options(&self, service: &str, method: &str) -> CallOptions {
+        let mut opts = self.request(method).opts;
+        opts.service_path = Bytes::copy_from_slice(service.as_bytes());
+        opts
+    }
+}
+
+impl rpcx_core::stub::CallBlocking for XClient {
+    fn call_raw(&self, opts: CallOptions, payload: Bytes) -> Result<Message, Error> {
+        XRequestBuilder { xc: self, opts }.call_raw(payload)
+    }
+}

@@ -88,3 +88,5 @@ pub use xclient::{
 pub use rpcx_core as core;
 pub use rpcx_core::service;
 pub use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
+/// `#[service]` on a trait: its registration and a typed client stub (see `rpcx_core::stub`).
+pub use rpcx_macros::service;

@@ -530,3 +530,15 @@ impl Iterator for PushReceiver {
         self.recv()
     }
 }
+
+impl rpcx_core::stub::CallClient for Client {
+    fn options(&self, service: &str, method: &str) -> CallOptions {
+        self.request(service, method).opts
+    }
+}
+
+impl rpcx_core::stub::CallBlocking for Client {
+    fn call_raw(&self, opts: CallOptions, payload: Bytes) -> Result<Message, Error> {
+        RequestBuilder { client: self, opts }.call_raw(payload)
+    }
+}
