@@ -136,6 +136,35 @@ impl<A: prost::Message, R: prost::Message + Default> StubCodec<A, R> for Proto {
     }
 }
 
+/// Types that are serde and prost types both: Protobuf when the call's serialize type is
+/// Protobuf, serde otherwise (the server side of such a method answers every type).
+#[cfg(feature = "protobuf")]
+#[derive(Debug, Clone, Copy)]
+pub enum Any {}
+
+#[cfg(feature = "protobuf")]
+impl<A, R> StubCodec<A, R> for Any
+where
+    A: serde::Serialize + prost::Message,
+    R: serde::de::DeserializeOwned + prost::Message + Default,
+{
+    fn serialize_type(default: SerializeType) -> SerializeType {
+        default
+    }
+
+    fn encode(st: SerializeType, args: &A) -> Result<Bytes, CodecError> {
+        if st == SerializeType::PROTOBUF { <Proto as StubCodec<A, R>>::encode(st, args) } else { <Serde as StubCodec<A, R>>::encode(st, args) }
+    }
+
+    fn decode(reply: Message, decoding: Decoding) -> Result<R, CodecError> {
+        if reply.header.serialize_type() == SerializeType::PROTOBUF {
+            <Proto as StubCodec<A, R>>::decode(reply, decoding)
+        } else {
+            <Serde as StubCodec<A, R>>::decode(reply, decoding)
+        }
+    }
+}
+
 /// One call of a stub method, being configured: the request builders' setters, then
 /// `.await` (async clients) or [`call`](Self::call) (blocking clients).
 #[must_use = "a stub call is sent when awaited or called"]

@@ -2,7 +2,7 @@
 //! field names (`A`, `B`, `C`), serving JSON, MsgPack and Protobuf. It is written once,
 //! against `rpcx-core`'s service layer, and serves on tokio, smol and std alike.
 
-use rpcx_core::service::{Context, Router, Service};
+use rpcx_core::service::{Context, Router, Service, ServiceError};
 use std::time::Duration;
 
 /// Go's `Args{A, B int}`; also a protobuf message (fields 1 and 2). Typed handlers
@@ -29,11 +29,38 @@ pub struct Reply {
     pub c: i64,
 }
 
-/// `Arith.Mul`, `Arith.Add`, and `Notify.Subscribe` (pushes `A` messages to the caller).
+/// The rpcx book's Arith service, as a trait: `#[service]` registers it (`Arith.Mul`,
+/// `Arith.Add`, every serialize type: its types are serde and prost types) and writes
+/// the typed client [`ArithClient`], used over any runtime's `Client` or `XClient`:
+/// `ArithClient::new(&client).mul(Args { a: 7, b: 6 }).await` (`.call()` on std).
+#[rpcx_macros::service(name = "Arith")]
+pub trait Arith {
+    /// `A * B`.
+    #[rpcx(serde, proto)]
+    async fn mul(&self, args: Args) -> Result<Reply, ServiceError>;
+    /// `A + B`.
+    #[rpcx(serde, proto)]
+    async fn add(&self, args: Args) -> Result<Reply, ServiceError>;
+}
+
+/// The implementation of [`Arith`] the examples serve.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Calculator;
+
+impl Arith for Calculator {
+    async fn mul(&self, a: Args) -> Result<Reply, ServiceError> {
+        Ok(Reply { c: a.a.wrapping_mul(a.b) })
+    }
+
+    async fn add(&self, a: Args) -> Result<Reply, ServiceError> {
+        Ok(Reply { c: a.a.wrapping_add(a.b) })
+    }
+}
+
+/// `Arith.Mul`, `Arith.Add` ([`Calculator`]), `Notify.Subscribe` (pushes `A` messages to
+/// the caller) and `Echo.Meta`.
 pub fn router(auth: Option<String>) -> Router {
-    let arith = Service::new("Arith")
-        .method_with_proto("Mul", |_ctx: Context, a: Args| async move { Ok(Reply { c: a.a.wrapping_mul(a.b) }) })
-        .method_with_proto("Add", |_ctx: Context, a: Args| async move { Ok(Reply { c: a.a.wrapping_add(a.b) }) });
+    let arith = Calculator.into_service();
     let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
         for i in 1..=a.a {
             ctx.pusher().push("Notify", "Tick", Default::default(), format!("tick {i}")).map_err(|e| e.to_string())?;

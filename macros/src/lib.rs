@@ -24,8 +24,10 @@
 //!   reference or `Arc` of one); `client.mul(args)` returns a call with the request
 //!   builders' setters, sent by `.await` (tokio, smol) or `.call()` (std).
 //!
-//! Arguments and replies are serde types (sent with the client's serialize type), or
-//! prost messages with `#[rpcx(proto)]` (sent as Protobuf).
+//! Arguments and replies are serde types (sent with the client's serialize type), prost
+//! messages with `#[rpcx(proto)]` (sent as Protobuf), or types that are both with
+//! `#[rpcx(serde, proto)]` (the server answers every serialize type; the stub sends the
+//! client's).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -82,7 +84,7 @@ struct Method {
     has_ctx: bool,
     args: Type,
     reply: Type,
-    proto: bool,
+    codec: Codec,
 }
 
 /// Go's name for a Rust method: `get_user` -> `GetUser`.
@@ -127,10 +129,22 @@ fn core_path() -> syn::Result<TokenStream2> {
     ))
 }
 
-/// Take `#[rpcx(name = "..")]` / `#[rpcx(proto)]` off a method.
-fn method_options(f: &mut TraitItemFn) -> syn::Result<(Option<String>, bool)> {
+/// How a method's arguments and reply are encoded.
+#[derive(Clone, Copy, PartialEq)]
+enum Codec {
+    /// serde types (JSON, MsgPack): the default.
+    Serde,
+    /// prost messages (Protobuf): `#[rpcx(proto)]`.
+    Proto,
+    /// Types that are both: every serialize type: `#[rpcx(serde, proto)]`.
+    Any,
+}
+
+/// Take `#[rpcx(name = "..")]` / `#[rpcx(proto)]` / `#[rpcx(serde, proto)]` off a method.
+fn method_options(f: &mut TraitItemFn) -> syn::Result<(Option<String>, Codec)> {
     let mut name = None;
     let mut proto = false;
+    let mut serde = false;
     let mut err = None;
     f.attrs.retain(|a| {
         if !a.path().is_ident("rpcx") {
@@ -143,8 +157,11 @@ fn method_options(f: &mut TraitItemFn) -> syn::Result<(Option<String>, bool)> {
             } else if m.path.is_ident("proto") {
                 proto = true;
                 Ok(())
+            } else if m.path.is_ident("serde") {
+                serde = true;
+                Ok(())
             } else {
-                Err(m.error("unknown rpcx option: expected `name = \"..\"` or `proto`"))
+                Err(m.error("unknown rpcx option: expected `name = \"..\"`, `proto` or `serde`"))
             }
         });
         if let Err(e) = r {
@@ -152,9 +169,14 @@ fn method_options(f: &mut TraitItemFn) -> syn::Result<(Option<String>, bool)> {
         }
         false
     });
+    let codec = match (serde, proto) {
+        (true, true) => Codec::Any,
+        (false, true) => Codec::Proto,
+        _ => Codec::Serde,
+    };
     match err {
         Some(e) => Err(e),
-        None => Ok((name, proto)),
+        None => Ok((name, codec)),
     }
 }
 
@@ -180,7 +202,7 @@ fn reply_type(ret: &ReturnType, span: Span) -> syn::Result<Type> {
 }
 
 fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
-    let (name, proto) = method_options(f)?;
+    let (name, codec) = method_options(f)?;
     let sig = &f.sig;
     let shape = "an rpcx method is `async fn name(&self, [ctx: &Context,] args: Args) -> Result<Reply, ServiceError>`";
     if sig.asyncness.is_none() {
@@ -219,7 +241,7 @@ fn parse_method(f: &mut TraitItemFn) -> syn::Result<Method> {
     }
     let reply = reply_type(&sig.output, sig.span())?;
     let wire_name = name.unwrap_or_else(|| go_name(&sig.ident.to_string()));
-    Ok(Method { ident: sig.ident.clone(), wire_name, has_ctx, args: (**args).clone(), reply, proto })
+    Ok(Method { ident: sig.ident.clone(), wire_name, has_ctx, args: (**args).clone(), reply, codec })
 }
 
 fn expand(opts: ServiceArgs, mut tr: ItemTrait) -> syn::Result<TokenStream2> {
@@ -257,7 +279,11 @@ fn expand(opts: ServiceArgs, mut tr: ItemTrait) -> syn::Result<TokenStream2> {
         let wire = &m.wire_name;
         let args_ty = &m.args;
         let call = if m.has_ctx { quote!(this.#ident(&ctx, args).await) } else { quote!(this.#ident(args).await) };
-        let register = if m.proto { quote!(proto_method) } else { quote!(method) };
+        let register = match m.codec {
+            Codec::Serde => quote!(method),
+            Codec::Proto => quote!(proto_method),
+            Codec::Any => quote!(method_with_proto),
+        };
         quote! {
             let service = {
                 let this = this.clone();
@@ -292,7 +318,11 @@ fn expand(opts: ServiceArgs, mut tr: ItemTrait) -> syn::Result<TokenStream2> {
         let wire = &m.wire_name;
         let args_ty = &m.args;
         let reply_ty = &m.reply;
-        let codec = if m.proto { quote!(#core::stub::Proto) } else { quote!(#core::stub::Serde) };
+        let codec = match m.codec {
+            Codec::Serde => quote!(#core::stub::Serde),
+            Codec::Proto => quote!(#core::stub::Proto),
+            Codec::Any => quote!(#core::stub::Any),
+        };
         let doc = format!("Call `{service_name}.{wire}`: set per-call options, then `.await` it (or `.call()` it on a blocking client).");
         quote! {
             #[doc = #doc]

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Args, Reply};
+use common::{Args, ArithClient, Reply};
 use rpcx_tokio::{Client, ClientOptions, Server};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,12 +24,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("server listening on {}", server.address());
     let client = Client::connect(server.address(), ClientOptions::default()).await?;
 
-    let reply: Reply = client.call("Arith", "Mul", &Args { a: 10, b: 20 }).await?;
+    // The typed client of the Arith trait (`#[service]`, in rpcx-examples-common).
+    let arith = ArithClient::new(&client);
+    let reply = arith.mul(Args { a: 10, b: 20 }).await?;
     println!("Arith.Mul(10, 20) = {}", reply.c);
     assert_eq!(reply.c, 200);
-    let reply: Reply = client.call("Arith", "Add", &Args { a: 10, b: 20 }).await?;
+    let reply = arith.add(Args { a: 10, b: 20 }).await?;
     println!("Arith.Add(10, 20) = {}", reply.c);
     assert_eq!(reply.c, 30);
+    // By name, through the untyped API underneath: Arith has no Div.
     let err = client.call::<_, Reply>("Arith", "Div", &Args { a: 1, b: 0 }).await.unwrap_err();
     println!("Arith.Div -> error: {err}");
 
