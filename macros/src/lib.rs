@@ -71,10 +71,27 @@ impl Parse for ServiceArgs {
 pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     let args = parse_macro_input!(attr as ServiceArgs);
     let tr = parse_macro_input!(item as ItemTrait);
+    let original = tr.clone();
     match expand(args, tr) {
         Ok(t) => t.into(),
-        Err(e) => e.to_compile_error().into(),
+        // The trait as written stays, so the one error is all the user sees.
+        Err(e) => {
+            let mut out = e.to_compile_error();
+            out.extend(strip_rpcx_attrs(original));
+            out.into()
+        }
     }
+}
+
+/// The trait without the `#[rpcx(..)]` method attributes (which only this attribute
+/// understands).
+fn strip_rpcx_attrs(mut tr: ItemTrait) -> TokenStream2 {
+    for item in &mut tr.items {
+        if let TraitItem::Fn(f) = item {
+            f.attrs.retain(|a| !a.path().is_ident("rpcx"));
+        }
+    }
+    quote!(#tr)
 }
 
 /// One method as the attribute understood it.

@@ -1,0 +1,8 @@
+use rpcx_core::service::ServiceError;
+
+#[rpcx_macros::service]
+trait Arith {
+    fn mul(&self, args: i64) -> Result<i64, ServiceError>;
+}
+
+fn main() {}
