@@ -153,7 +153,11 @@ where
     }
 
     fn encode(st: SerializeType, args: &A) -> Result<Bytes, CodecError> {
-        if st == SerializeType::PROTOBUF { <Proto as StubCodec<A, R>>::encode(st, args) } else { <Serde as StubCodec<A, R>>::encode(st, args) }
+        if st == SerializeType::PROTOBUF {
+            <Proto as StubCodec<A, R>>::encode(st, args)
+        } else {
+            <Serde as StubCodec<A, R>>::encode(st, args)
+        }
     }
 
     fn decode(reply: Message, decoding: Decoding) -> Result<R, CodecError> {

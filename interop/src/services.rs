@@ -96,6 +96,56 @@ impl ServerHooks for HeartbeatCounter {
     }
 }
 
+/// `Arith` of the contract, as a typed service: [`ArithClient`] calls it (on the Go
+/// server too).
+#[rpcx_macros::service(name = "Arith")]
+pub trait Arith {
+    /// `A * B` (wrapping).
+    async fn mul(&self, args: Args) -> Result<Reply, ServiceError>;
+    /// `A + B` (wrapping).
+    async fn add(&self, args: Args) -> Result<Reply, ServiceError>;
+    /// Always the error [`error_text`]`(A)`.
+    async fn error(&self, args: Args) -> Result<Reply, ServiceError>;
+    /// Waits `A` ms, or until the handler deadline: then [`ERR_SLOW_CONTEXT_DONE`].
+    async fn slow(&self, ctx: &Context, args: Args) -> Result<Reply, ServiceError>;
+}
+
+/// `ProtoArith` of the contract: [`ProtoArgs`] and [`ProtoReply`] in every serialize type.
+#[rpcx_macros::service(name = "ProtoArith")]
+pub trait ProtoArith {
+    /// `a * b` (wrapping).
+    #[rpcx(serde, proto)]
+    async fn mul(&self, args: ProtoArgs) -> Result<ProtoReply, ServiceError>;
+}
+
+/// The Rust implementation of the contract's typed services.
+#[derive(Debug, Clone, Copy)]
+pub struct Interop;
+
+impl Arith for Interop {
+    async fn mul(&self, a: Args) -> Result<Reply, ServiceError> {
+        Ok(Reply { C: a.A.wrapping_mul(a.B) })
+    }
+
+    async fn add(&self, a: Args) -> Result<Reply, ServiceError> {
+        Ok(Reply { C: a.A.wrapping_add(a.B) })
+    }
+
+    async fn error(&self, a: Args) -> Result<Reply, ServiceError> {
+        Err(error_text(a.A).into())
+    }
+
+    async fn slow(&self, ctx: &Context, a: Args) -> Result<Reply, ServiceError> {
+        slow(ctx.clone(), a).await
+    }
+}
+
+impl ProtoArith for Interop {
+    async fn mul(&self, a: ProtoArgs) -> Result<ProtoReply, ServiceError> {
+        Ok(ProtoReply { c: a.a.wrapping_mul(a.b) })
+    }
+}
+
 /// Remaining whole milliseconds until `deadline` (negative once passed), truncated
 /// toward zero like Go's `time.Until(d).Milliseconds()`.
 fn remaining_ms(deadline: Instant, now: Instant) -> i64 {
@@ -146,14 +196,10 @@ pub fn router(auth: Option<String>) -> Router {
 pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounter>) {
     let counter = Arc::new(HeartbeatCounter::default());
     let stats = counter.clone();
-    let arith = Service::new("Arith")
-        .method("Mul", |_: Context, a: Args| async move { Ok(Reply { C: a.A.wrapping_mul(a.B) }) })
-        .method("Add", |_: Context, a: Args| async move { Ok(Reply { C: a.A.wrapping_add(a.B) }) })
-        .method("Error", |_: Context, a: Args| async move { Err::<Reply, _>(error_text(a.A).into()) })
-        .method("Slow", slow);
-    let proto = Service::new("ProtoArith").method_with_proto("Mul", |_: Context, a: ProtoArgs| async move {
-        Ok(ProtoReply { c: a.a.wrapping_mul(a.b) })
-    });
+    // Written as traits (`#[service]`): Go clients reach them through the generated
+    // registration, and Rust clients can call the Go server through the stubs.
+    let arith = Arith::into_service(Interop);
+    let proto = ProtoArith::into_service(Interop);
     let echo = Service::new("Echo")
         .method("Meta", |ctx: Context, a: Args| async move {
             for (k, v) in ctx.metadata().iter() {

@@ -5,29 +5,72 @@
 //! smallnest/rpcx (MsgPack by default, `__rpcx_error__`, `__ServerTimeout`, heartbeat,
 //! server push).
 //!
+//! A service is a trait; `#[service]` registers it under Go's names and writes its
+//! typed client (`ArithClient`), which works over a [`Client`] or an [`XClient`]:
+//!
+//! ```
+//! use rpcx_tokio::service::{Context, Router, ServiceError};
+//! use rpcx_tokio::{Client, ClientOptions, Server};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! #[serde(rename_all = "PascalCase")]
+//! pub struct Args { a: i64, b: i64 }
+//! #[derive(serde::Serialize, serde::Deserialize, Debug)]
+//! #[serde(rename_all = "PascalCase")]
+//! pub struct Reply { c: i64 }
+//!
+//! #[rpcx_tokio::service(name = "Arith")]
+//! pub trait Arith {
+//!     async fn mul(&self, ctx: &Context, args: Args) -> Result<Reply, ServiceError>;
+//! }
+//!
+//! struct Calc;
+//! impl Arith for Calc {
+//!     async fn mul(&self, _ctx: &Context, a: Args) -> Result<Reply, ServiceError> {
+//!         Ok(Reply { c: a.a * a.b })
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::new(Router::new().service(Calc.into_service())).bind("tcp@127.0.0.1:0").await?;
+//!
+//! let client = Client::connect(server.address(), ClientOptions::default()).await?;
+//! let arith = ArithClient::new(&client);
+//! let reply = arith.mul(Args { a: 10, b: 20 }).timeout(std::time::Duration::from_secs(1)).await?;
+//! assert_eq!(reply.c, 200);
+//!
+//! client.close().await;
+//! server.shutdown(std::time::Duration::from_secs(1)).await;
+//! # Ok(()) }
+//! ```
+//!
+//! Underneath is the dynamic API the trait compiles to, for services known only at run
+//! time: closures registered by name, calls by name.
+//!
 //! ```
 //! use rpcx_tokio::service::{Context, Router, Service};
 //! use rpcx_tokio::{Client, ClientOptions, Server};
 //!
 //! #[derive(serde::Serialize, serde::Deserialize)]
-//! #[allow(non_snake_case)]
-//! struct Args { A: i64, B: i64 }
+//! #[serde(rename_all = "PascalCase")]
+//! struct Args { a: i64, b: i64 }
 //! #[derive(serde::Serialize, serde::Deserialize, Debug)]
-//! #[allow(non_snake_case)]
-//! struct Reply { C: i64 }
+//! #[serde(rename_all = "PascalCase")]
+//! struct Reply { c: i64 }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let router = Router::new().service(
-//!     Service::new("Arith").method("Mul", |_ctx: Context, a: Args| async move { Ok(Reply { C: a.A * a.B }) }),
+//!     Service::new("Arith").method("Mul", |_ctx: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) }),
 //! );
 //! let server = Server::new(router).bind("tcp@127.0.0.1:0").await?;
 //!
 //! let client = Client::connect(server.address(), ClientOptions::default()).await?;
-//! let reply: Reply = client.call("Arith", "Mul", &Args { A: 10, B: 20 }).await?;
-//! assert_eq!(reply.C, 200);
+//! let reply: Reply = client.call("Arith", "Mul", &Args { a: 10, b: 20 }).await?;
+//! assert_eq!(reply.c, 200);
 //!
-//! let err = client.call::<_, Reply>("Arith", "Div", &Args { A: 1, B: 0 }).await.unwrap_err();
+//! let err = client.call::<_, Reply>("Arith", "Div", &Args { a: 1, b: 0 }).await.unwrap_err();
 //! assert_eq!(err.to_string(), "rpcx: can't find method Div");
 //!
 //! client.close().await;
