@@ -9,13 +9,23 @@
 
 mod common;
 
-use common::{Args, Reply};
+use common::{Args, ArithClient, Reply};
+use rpcx_smol::core::stub::{CallClient, StubCall, StubCodec};
 use rpcx_smol::{Client, ClientOptions, SerializeType};
 use std::time::Duration;
 
 /// Add the `__AUTH` token when one was given.
 fn authed<'a>(b: rpcx_smol::RequestBuilder<'a>, auth: &str) -> rpcx_smol::RequestBuilder<'a> {
     if auth.is_empty() { b } else { b.metadata("__AUTH", auth) }
+}
+
+/// The same for a typed call.
+fn token<'c, C, A, R, K>(call: StubCall<'c, C, A, R, K>, auth: &str) -> StubCall<'c, C, A, R, K>
+where
+    C: CallClient,
+    K: StubCodec<A, R>,
+{
+    if auth.is_empty() { call } else { call.metadata("__AUTH", auth) }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,22 +38,19 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let client = Client::connect(&addr, ClientOptions::default()).await?;
     let with_auth = |b| authed(b, &auth);
 
-    // A plain call (MsgPack, Go's default).
-    let reply: Reply = with_auth(client.request("Arith", "Mul")).call(&Args { a: 10, b: 20 }).await?;
+    // The typed stub of the Arith trait (`#[service]` in rpcx-examples-common): a plain
+    // call (MsgPack, Go's default), then JSON and Protobuf as a per-call option.
+    let arith = ArithClient::new(&client);
+    let reply = token(arith.mul(Args { a: 10, b: 20 }), &auth).await?;
     println!("Arith.Mul 10*20 = {}", reply.c);
-
-    // The same in JSON and Protobuf.
     for st in [SerializeType::JSON, SerializeType::PROTOBUF] {
-        let reply: Reply = if st == SerializeType::PROTOBUF {
-            let msg = with_auth(client.request("Arith", "Add").serialize_type(st))
-                .call_raw(rpcx_smol::core::codec::to_proto(&Args { a: 1, b: 2 }))
-                .await?;
-            rpcx_smol::core::codec::from_proto(&msg.payload)?
-        } else {
-            with_auth(client.request("Arith", "Add").serialize_type(st)).call(&Args { a: 1, b: 2 }).await?
-        };
+        let reply = token(arith.add(Args { a: 1, b: 2 }), &auth).serialize_type(st).await?;
         println!("Arith.Add 1+2 = {} ({st:?})", reply.c);
     }
+
+    // The untyped API underneath, by name.
+    let reply: Reply = with_auth(client.request("Arith", "Mul")).call(&Args { a: 3, b: 4 }).await?;
+    println!("by name: Arith.Mul 3*4 = {}", reply.c);
 
     // Go-style: start several calls, then await them.
     let mut pending = Vec::new();

@@ -6,6 +6,44 @@
 //! `__rpcx_error__`, `__ServerTimeout`, heartbeat, server push), and the same user
 //! surface as `rpcx-tokio`.
 //!
+//! A service is a trait; `#[service]` registers it under Go's names and writes its
+//! typed client:
+//!
+//! ```
+//! use rpcx_smol::service::{Context, Router, ServiceError};
+//! use rpcx_smol::{Client, ClientOptions, Server};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! #[serde(rename_all = "PascalCase")]
+//! pub struct Args { a: i64, b: i64 }
+//! #[derive(serde::Serialize, serde::Deserialize, Debug)]
+//! #[serde(rename_all = "PascalCase")]
+//! pub struct Reply { c: i64 }
+//!
+//! #[rpcx_smol::service(name = "Arith")]
+//! pub trait Arith {
+//!     async fn mul(&self, ctx: &Context, args: Args) -> Result<Reply, ServiceError>;
+//! }
+//!
+//! struct Calc;
+//! impl Arith for Calc {
+//!     async fn mul(&self, _ctx: &Context, a: Args) -> Result<Reply, ServiceError> {
+//!         Ok(Reply { c: a.a * a.b })
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> { smol::block_on(async {
+//! let server = Server::new(Router::new().service(Calc.into_service())).bind("tcp@127.0.0.1:0").await?;
+//! let client = Client::connect(server.address(), ClientOptions::default()).await?;
+//! let reply = ArithClient::new(&client).mul(Args { a: 10, b: 20 }).await?;
+//! assert_eq!(reply.c, 200);
+//! # client.close().await;
+//! # server.shutdown(std::time::Duration::from_secs(1)).await;
+//! # Ok(()) }) }
+//! ```
+//!
+//! The dynamic API underneath: closures registered by name, calls by name.
+//!
 //! ```
 //! use rpcx_smol::service::{Context, Router, Service};
 //! use rpcx_smol::{Client, ClientOptions, Server};

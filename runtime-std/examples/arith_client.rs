@@ -9,7 +9,8 @@
 
 mod common;
 
-use common::{Args, Reply};
+use common::{Args, ArithClient, Reply};
+use rpcx_std::core::stub::{CallClient, StubCall, StubCodec};
 use rpcx_std::{Client, ClientOptions, SerializeType};
 use std::time::Duration;
 
@@ -18,27 +19,34 @@ fn authed<'a>(b: rpcx_std::RequestBuilder<'a>, auth: &str) -> rpcx_std::RequestB
     if auth.is_empty() { b } else { b.metadata("__AUTH", auth) }
 }
 
+/// The same for a typed call.
+fn token<'c, C, A, R, K>(call: StubCall<'c, C, A, R, K>, auth: &str) -> StubCall<'c, C, A, R, K>
+where
+    C: CallClient,
+    K: StubCodec<A, R>,
+{
+    if auth.is_empty() { call } else { call.metadata("__AUTH", auth) }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = common::flag("--addr", "localhost:8972");
     let auth = common::flag("--auth", "");
     let client = Client::connect(&addr, ClientOptions::default())?;
     let with_auth = |b| authed(b, &auth);
 
-    // A plain call (MsgPack, Go's default).
-    let reply: Reply = with_auth(client.request("Arith", "Mul")).call(&Args { a: 10, b: 20 })?;
+    // The typed stub of the Arith trait (`#[service]` in rpcx-examples-common): a plain
+    // call (MsgPack, Go's default), then JSON and Protobuf as a per-call option.
+    let arith = ArithClient::new(&client);
+    let reply = token(arith.mul(Args { a: 10, b: 20 }), &auth).call()?;
     println!("Arith.Mul 10*20 = {}", reply.c);
-
-    // The same in JSON and Protobuf.
     for st in [SerializeType::JSON, SerializeType::PROTOBUF] {
-        let reply: Reply = if st == SerializeType::PROTOBUF {
-            let msg = with_auth(client.request("Arith", "Add").serialize_type(st))
-                .call_raw(rpcx_std::core::codec::to_proto(&Args { a: 1, b: 2 }))?;
-            rpcx_std::core::codec::from_proto(&msg.payload)?
-        } else {
-            with_auth(client.request("Arith", "Add").serialize_type(st)).call(&Args { a: 1, b: 2 })?
-        };
+        let reply = token(arith.add(Args { a: 1, b: 2 }), &auth).serialize_type(st).call()?;
         println!("Arith.Add 1+2 = {} ({st:?})", reply.c);
     }
+
+    // The untyped API underneath, by name.
+    let reply: Reply = with_auth(client.request("Arith", "Mul")).call(&Args { a: 3, b: 4 })?;
+    println!("by name: Arith.Mul 3*4 = {}", reply.c);
 
     // Go-style: start several calls, then wait for them.
     let mut pending = Vec::new();

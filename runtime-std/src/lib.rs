@@ -6,6 +6,44 @@
 //! (MsgPack by default, `__rpcx_error__`, `__ServerTimeout`, heartbeat, server push),
 //! and with the same surface as `rpcx-tokio`, minus the `async`.
 //!
+//! A service is a trait; `#[service]` registers it under Go's names and writes its
+//! typed client, a blocking one here (`.call()` sends and waits):
+//!
+//! ```
+//! use rpcx_std::service::{Context, Router, ServiceError};
+//! use rpcx_std::{Client, ClientOptions, Server};
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! #[serde(rename_all = "PascalCase")]
+//! pub struct Args { a: i64, b: i64 }
+//! #[derive(serde::Serialize, serde::Deserialize, Debug)]
+//! #[serde(rename_all = "PascalCase")]
+//! pub struct Reply { c: i64 }
+//!
+//! #[rpcx_std::service(name = "Arith")]
+//! pub trait Arith {
+//!     async fn mul(&self, ctx: &Context, args: Args) -> Result<Reply, ServiceError>;
+//! }
+//!
+//! struct Calc;
+//! impl Arith for Calc {
+//!     async fn mul(&self, _ctx: &Context, a: Args) -> Result<Reply, ServiceError> {
+//!         Ok(Reply { c: a.a * a.b })
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::new(Router::new().service(Calc.into_service())).bind("tcp@127.0.0.1:0")?;
+//! let client = Client::connect(server.address(), ClientOptions::default())?;
+//! let reply = ArithClient::new(&client).mul(Args { a: 10, b: 20 }).call()?;
+//! assert_eq!(reply.c, 200);
+//! # client.close();
+//! # server.close();
+//! # Ok(()) }
+//! ```
+//!
+//! The dynamic API underneath: closures registered by name, calls by name.
+//!
 //! ```
 //! use rpcx_std::service::{Context, Router, Service};
 //! use rpcx_std::{Client, ClientOptions, Server};
