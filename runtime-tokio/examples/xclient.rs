@@ -60,8 +60,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Failover: a dead server in the list is skipped transparently.
     let d = MultiDiscovery::new([Instance::new(dead_addr().as_str(), ""), Instance::new(addrs[0].as_str(), "")]);
     let xc = XClient::new("Arith", Arc::new(d), XClientOptions { fail_mode: FailMode::Failover, ..Default::default() });
+    // Through the typed stub of the Arith trait (rpcx-examples-common): the XClient's
+    // fail mode and selector apply to it as to calls by name.
+    let arith = rpcx_examples_common::ArithClient::new(&xc);
     for i in 0..6 {
-        let r: Reply = xc.call("Mul", &Args { a: i, b: 10 }).await?;
+        let r = arith.mul(rpcx_examples_common::Args { a: i, b: 10 }).await?;
         assert_eq!(r.c, i * 10);
     }
     println!("Failover: 6/6 calls succeeded with a dead server in the list");
