@@ -356,10 +356,13 @@ fn expand(opts: ServiceArgs, mut tr: ItemTrait) -> syn::Result<TokenStream2> {
 
         #[doc = #client_doc]
         #[derive(Debug, Clone)]
+        #[allow(dead_code)]
         #vis struct #client_ident<C> {
             client: C,
         }
 
+        // A generated API: the methods a program does not call are not dead code to it.
+        #[allow(dead_code)]
         impl<C: #core::stub::CallClient> #client_ident<C> {
             /// A stub calling through `client`.
             #vis fn new(client: C) -> Self {

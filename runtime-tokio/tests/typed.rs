@@ -10,19 +10,19 @@ use std::time::Duration;
 
 #[derive(Serialize, Deserialize, Debug, Clone, Copy)]
 #[serde(rename_all = "PascalCase")]
-pub struct Args {
+struct Args {
     a: i64,
     b: i64,
 }
 
 #[derive(Serialize, Deserialize, Debug, PartialEq)]
 #[serde(rename_all = "PascalCase")]
-pub struct Reply {
+struct Reply {
     c: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoArgs {
+struct ProtoArgs {
     #[prost(int64, tag = "1")]
     a: i64,
     #[prost(int64, tag = "2")]
@@ -30,13 +30,13 @@ pub struct ProtoArgs {
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct ProtoReply {
+struct ProtoReply {
     #[prost(int64, tag = "1")]
     c: i64,
 }
 
 #[rpcx_tokio::service(name = "Arith")]
-pub trait Arith {
+trait Arith {
     async fn mul(&self, ctx: &Context, args: Args) -> Result<Reply, ServiceError>;
     #[rpcx(name = "Add")]
     async fn plus(&self, args: Args) -> Result<Reply, ServiceError>;
