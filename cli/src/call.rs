@@ -1,0 +1,213 @@
+//! `rpcx call ADDR Service.Method ARGS`.
+
+use crate::frame::{compress_name, payload_value, serialize_name};
+use crate::{ConnectArgs, Failure, Outcome, Serialize};
+use clap::{Args, ValueEnum};
+use rpcx_tokio::core::conn::CallError;
+use rpcx_tokio::core::wire::AUTH_KEY;
+use rpcx_tokio::{CompressType, Error, Message, SerializeType};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub(crate) struct CallArgs {
+    /// Server address: tcp@host:port, host:port or unix@/path.
+    addr: String,
+    /// The method, as Service.Method.
+    method: String,
+    /// The arguments: JSON text, @FILE, or - for stdin (raw bytes with --serialize raw,
+    /// hex with --serialize protobuf). Default: {} (empty with raw or protobuf).
+    args: Option<String>,
+    /// How the arguments are encoded on the wire.
+    #[arg(short, long, value_enum, default_value = "json")]
+    serialize: Serialize,
+    /// Request metadata, KEY=VALUE (repeatable).
+    #[arg(short = 'm', long = "meta", value_name = "KEY=VALUE")]
+    meta: Vec<String>,
+    /// Auth token, sent as `__AUTH` metadata.
+    #[arg(long)]
+    auth: Option<String>,
+    /// Call timeout (also sent to the server as `__ServerTimeout`).
+    #[arg(short, long, default_value = "10s", value_parser = crate::parse_duration)]
+    timeout: Duration,
+    /// Gzip the request (payloads over 1024 bytes; the server answers in kind).
+    #[arg(long)]
+    gzip: bool,
+    /// Send as oneway: no reply is waited for.
+    #[arg(long)]
+    oneway: bool,
+    /// How to print the reply.
+    #[arg(short, long, value_enum, default_value = "json")]
+    output: Output,
+    /// Show the response header and metadata on stderr.
+    #[arg(short, long)]
+    verbose: bool,
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// JSON (MsgPack converted); protobuf and binary replies as hex.
+    Json,
+    /// The payload bytes as hex.
+    Hex,
+    /// The payload bytes as they are.
+    Raw,
+}
+
+/// Split `Service.Method` at its last dot.
+pub(crate) fn split_method(m: &str) -> Result<(&str, &str), Failure> {
+    match m.rsplit_once('.') {
+        Some((s, m)) if !s.is_empty() && !m.is_empty() => Ok((s, m)),
+        _ => Err(Failure::usage(format!("bad method {m:?}: expected Service.Method"))),
+    }
+}
+
+/// The argument bytes as given: inline, `@file` or `-` (stdin).
+fn read_args(arg: Option<&str>, st: Serialize) -> Result<Vec<u8>, Failure> {
+    match arg {
+        None => Ok(match st {
+            Serialize::Json | Serialize::Msgpack => b"{}".to_vec(),
+            Serialize::Raw | Serialize::Protobuf => Vec::new(),
+        }),
+        Some("-") => {
+            let mut v = Vec::new();
+            std::io::stdin().read_to_end(&mut v).map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+            Ok(v)
+        }
+        Some(a) => match a.strip_prefix('@') {
+            Some(path) => std::fs::read(path).map_err(|e| Failure::usage(format!("reading {path}: {e}"))),
+            None => Ok(a.as_bytes().to_vec()),
+        },
+    }
+}
+
+/// The request payload for the serialize type: JSON checked and sent as is, MsgPack
+/// converted from the JSON, raw as given, protobuf from hex.
+pub(crate) fn encode_args(raw: &[u8], st: Serialize) -> Result<Vec<u8>, Failure> {
+    let json = || -> Result<serde_json::Value, Failure> {
+        serde_json::from_slice(raw).map_err(|e| Failure::usage(format!("bad JSON arguments: {e}")))
+    };
+    match st {
+        Serialize::Json => {
+            json()?;
+            Ok(raw.to_vec())
+        }
+        Serialize::Msgpack => rmp_serde::to_vec_named(&json()?).map_err(|e| Failure::usage(format!("msgpack: {e}"))),
+        Serialize::Raw => Ok(raw.to_vec()),
+        Serialize::Protobuf => {
+            let text: String = String::from_utf8_lossy(raw).chars().filter(|c| !c.is_whitespace()).collect();
+            hex::decode(&text).map_err(|e| Failure::usage(format!("protobuf arguments must be hex (no descriptor support): {e}")))
+        }
+    }
+}
+
+/// A failed call as the CLI reports it: the server's error (exit 1, or 2 for an
+/// unknown service or method), or the transport's.
+fn call_failure(e: &Error, verbose: bool) -> Failure {
+    if let Some(remote) = e.remote() {
+        if verbose {
+            eprint!("{}", response_header(&remote.response));
+        }
+        let text = &remote.text;
+        if text.starts_with("rpcx: can't find service") || text.starts_with("rpcx: can't find method") {
+            return Failure::usage(format!("server error: {text}"));
+        }
+        return Failure::failed(format!("server error: {text}"));
+    }
+    match e {
+        Error::Call(CallError::TimedOut) => Failure::failed("call timed out"),
+        other => Failure::failed(other.to_string()),
+    }
+}
+
+fn response_header(msg: &Message) -> String {
+    let h = &msg.header;
+    let mut s = format!(
+        "< seq={} serialize={} compress={} status={}{}\n",
+        h.seq(),
+        serialize_name(h.serialize_type()),
+        compress_name(h.compress_type()),
+        if h.status().bits() == 1 { "error" } else { "normal" },
+        if h.is_heartbeat() { " heartbeat" } else { "" },
+    );
+    for (k, v) in msg.metadata.iter() {
+        s.push_str(&format!("< {}: {}\n", String::from_utf8_lossy(k), String::from_utf8_lossy(v)));
+    }
+    s
+}
+
+pub(crate) async fn run(a: CallArgs) -> Outcome {
+    let (service, method) = split_method(&a.method)?;
+    crate::net::check_addr(&a.addr)?;
+    let raw = read_args(a.args.as_deref(), a.serialize)?;
+    let payload = encode_args(&raw, a.serialize)?;
+    let mut meta = Vec::new();
+    for kv in &a.meta {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(Failure::usage(format!("bad metadata {kv:?}: expected KEY=VALUE")));
+        };
+        meta.push((k.to_owned(), v.to_owned()));
+    }
+    let client = crate::net::connect(&a.addr, &a.connect).await?;
+    let mut req = client.request(service, method).serialize_type(a.serialize.wire()).timeout(a.timeout);
+    if a.gzip {
+        req = req.compress(CompressType::GZIP);
+    }
+    for (k, v) in &meta {
+        req = req.metadata(k, v);
+    }
+    if let Some(token) = &a.auth {
+        req = req.metadata(AUTH_KEY, token);
+    }
+    if a.oneway {
+        let r = req.oneway_raw(payload).await;
+        client.close().await;
+        return r.map_err(|e| call_failure(&e, a.verbose));
+    }
+    let result = req.call_raw(payload).await;
+    client.close().await;
+    let reply = result.map_err(|e| call_failure(&e, a.verbose))?;
+    if a.verbose {
+        eprint!("{}", response_header(&reply));
+    }
+    print_reply(&reply, a.output)
+}
+
+fn print_reply(reply: &Message, output: Output) -> Outcome {
+    let mut out = std::io::stdout().lock();
+    let r = match output {
+        Output::Raw => out.write_all(&reply.payload),
+        Output::Hex => writeln!(out, "{}", hex::encode(&reply.payload)),
+        Output::Json => {
+            let st = reply.header.serialize_type();
+            let text = if st == SerializeType::PROTOBUF {
+                hex::encode(&reply.payload)
+            } else {
+                match payload_value(st, &reply.payload) {
+                    (serde_json::Value::String(s), "text" | "hex" | "empty") => s,
+                    (v, _) => serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string()),
+                }
+            };
+            writeln!(out, "{text}")
+        }
+    };
+    r.and_then(|()| out.flush()).map_err(|e| Failure::failed(format!("writing the reply: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_encoding() {
+        assert_eq!(encode_args(br#"{"A":1}"#, Serialize::Json).unwrap(), br#"{"A":1}"#);
+        assert_eq!(encode_args(br#"{"A":10,"B":20}"#, Serialize::Msgpack).unwrap(), [0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14]);
+        assert_eq!(encode_args(b"08 0a 10 14", Serialize::Protobuf).unwrap(), [8, 10, 16, 20]);
+        assert!(matches!(encode_args(b"{nope", Serialize::Json), Err(Failure::Usage(_))));
+        assert!(matches!(encode_args(b"zz", Serialize::Protobuf), Err(Failure::Usage(_))));
+        assert_eq!(split_method("Arith.Mul").unwrap(), ("Arith", "Mul"));
+        assert!(split_method("ArithMul").is_err());
+    }
+}
