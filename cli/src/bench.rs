@@ -37,9 +37,10 @@ pub(crate) struct BenchArgs {
     /// Raw payload size in bytes (Echo.Raw, or --serialize raw without --args).
     #[arg(long, default_value_t = 581)]
     payload_size: usize,
-    /// Closed loop: callers. With --rate: most calls in flight at once.
-    #[arg(short = 'c', long, default_value_t = 10)]
-    concurrency: usize,
+    /// Closed loop: callers (default 10). With --rate: most calls in flight at once
+    /// (default 1000; a call waiting for room still counts its latency from its due time).
+    #[arg(short = 'c', long)]
+    concurrency: Option<usize>,
     /// Connections the callers share.
     #[arg(long, default_value_t = 1)]
     conns: usize,
@@ -97,7 +98,7 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Self {
-            hist: Mutex::new(Histogram::new(3).expect("3 significant digits is valid")),
+            hist: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")),
             ok: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -154,7 +155,7 @@ fn plan(a: &BenchArgs) -> Result<Plan, Failure> {
         }
         (None, st) => encode_args(br#"{"A":7,"B":6}"#, st)?,
     };
-    if a.concurrency == 0 || a.conns == 0 {
+    if a.concurrency == Some(0) || a.conns == 0 {
         return Err(Failure::usage("--concurrency and --conns must be at least 1"));
     }
     if a.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
@@ -175,6 +176,10 @@ fn plan(a: &BenchArgs) -> Result<Plan, Failure> {
     })
 }
 
+fn concurrency(a: &BenchArgs) -> usize {
+    a.concurrency.unwrap_or(if a.rate.is_some() { 1000 } else { 10 })
+}
+
 pub(crate) async fn run(a: BenchArgs) -> Outcome {
     crate::net::check_addr(&a.addr)?;
     let plan = Arc::new(plan(&a)?);
@@ -188,8 +193,8 @@ pub(crate) async fn run(a: BenchArgs) -> Outcome {
     let end = measure_from + a.duration;
     let progress = progress_bar(&a, tally.clone(), start, end);
     match a.rate {
-        None => closed_loop(&clients, &plan, &tally, a.concurrency, measure_from, end).await,
-        Some(rate) => fixed_rate(&clients, &plan, &tally, rate, a.concurrency, start, measure_from, end).await,
+        None => closed_loop(&clients, &plan, &tally, concurrency(&a), measure_from, end).await,
+        Some(rate) => fixed_rate(&clients, &plan, &tally, rate, concurrency(&a), start, measure_from, end).await,
     }
     let elapsed = end.min(Instant::now()).saturating_duration_since(measure_from).max(Duration::from_millis(1));
     if let Some((bar, ticker)) = progress {
@@ -311,7 +316,7 @@ fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outco
         let v = json!({
             "addr": a.addr, "method": a.method, "serialize": format!("{:?}", plan.serialize).to_lowercase(),
             "payload_bytes": plan.payload.len(), "mode": if a.rate.is_some() { "rate" } else { "closed" },
-            "rate": a.rate, "conns": a.conns, "concurrency": a.concurrency, "elapsed_s": elapsed.as_secs_f64(),
+            "rate": a.rate, "conns": a.conns, "concurrency": concurrency(a), "elapsed_s": elapsed.as_secs_f64(),
             "calls": ok, "errors": errors, "calls_per_s": cps,
             "p50_us": p50 as f64 / 1e3, "p90_us": p90 as f64 / 1e3, "p99_us": p99 as f64 / 1e3,
             "p999_us": p999 as f64 / 1e3, "max_us": max as f64 / 1e3, "first_error": first_error,
@@ -319,8 +324,8 @@ fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outco
         writeln!(out, "{v}")
     } else {
         let mode = match a.rate {
-            Some(r) => format!("rate {r}/s (latency from the intended send time), at most {} in flight", a.concurrency),
-            None => format!("closed loop, {} callers", a.concurrency),
+            Some(r) => format!("rate {r}/s (latency from the intended send time), at most {} in flight", concurrency(a)),
+            None => format!("closed loop, {} callers", concurrency(a)),
         };
         writeln!(
             out,

@@ -52,6 +52,9 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Most characters of a payload a text line shows.
+const TEXT_PAYLOAD_CHARS: usize = 256;
+
 /// One decoded frame, ready to print.
 pub(crate) struct FrameView {
     /// Byte offset of the frame in its stream.
@@ -139,10 +142,16 @@ impl FrameView {
             }
             None => {
                 let (v, how) = payload_value(h.serialize_type(), &self.msg.payload);
-                let shown = match v {
+                let mut shown = match v {
                     Value::String(t) => t,
                     other => other.to_string(),
                 };
+                // Text lines stay readable; --json has the whole payload.
+                if let Some((cut, _)) = shown.char_indices().nth(TEXT_PAYLOAD_CHARS) {
+                    let more = shown.len() - cut;
+                    shown.truncate(cut);
+                    let _ = write!(shown, "... ({more} more bytes of text; --json shows all)");
+                }
                 let wire = if self.wire_payload_len != n { format!(", {} on the wire", self.wire_payload_len) } else { String::new() };
                 let _ = write!(s, "\n  payload {n} bytes{wire} ({how}): {shown}");
             }
