@@ -138,7 +138,11 @@ async fn one_call(client: &Client, plan: &Plan) -> Result<(), String> {
     }
     let reply = req.call_raw(plan.payload.clone()).await.map_err(|e| e.to_string())?;
     if plan.echo && reply.payload != plan.payload {
-        return Err(format!("echo mismatch: sent {} bytes, got {} different bytes", plan.payload.len(), reply.payload.len()));
+        return Err(format!(
+            "echo mismatch: sent {} bytes, got {} different bytes",
+            plan.payload.len(),
+            reply.payload.len()
+        ));
     }
     Ok(())
 }
@@ -207,7 +211,14 @@ pub(crate) async fn run(a: BenchArgs) -> Outcome {
     report(&a, &plan, &tally, elapsed)
 }
 
-async fn closed_loop(clients: &[Client], plan: &Arc<Plan>, tally: &Arc<Tally>, c: usize, measure_from: Instant, end: Instant) {
+async fn closed_loop(
+    clients: &[Client],
+    plan: &Arc<Plan>,
+    tally: &Arc<Tally>,
+    c: usize,
+    measure_from: Instant,
+    end: Instant,
+) {
     let mut tasks = Vec::with_capacity(c);
     for i in 0..c {
         let (client, plan, tally) = (clients[i % clients.len()].clone(), plan.clone(), tally.clone());
@@ -324,7 +335,9 @@ fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outco
         writeln!(out, "{v}")
     } else {
         let mode = match a.rate {
-            Some(r) => format!("rate {r}/s (latency from the intended send time), at most {} in flight", concurrency(a)),
+            Some(r) => {
+                format!("rate {r}/s (latency from the intended send time), at most {} in flight", concurrency(a))
+            }
             None => format!("closed loop, {} callers", concurrency(a)),
         };
         writeln!(
@@ -393,7 +406,8 @@ mod tests {
             h.record(v).unwrap();
         }
         let s = ascii_histogram(&h);
-        let counted: u64 = s.lines().skip(1).map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()).sum();
+        let counted: u64 =
+            s.lines().skip(1).map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()).sum();
         assert_eq!(counted, 5, "{s}");
         assert!(s.lines().nth(1).unwrap().contains('#'));
     }

@@ -98,7 +98,8 @@ pub(crate) fn encode_args(raw: &[u8], st: Serialize) -> Result<Vec<u8>, Failure>
         Serialize::Raw => Ok(raw.to_vec()),
         Serialize::Protobuf => {
             let text: String = String::from_utf8_lossy(raw).chars().filter(|c| !c.is_whitespace()).collect();
-            hex::decode(&text).map_err(|e| Failure::usage(format!("protobuf arguments must be hex (no descriptor support): {e}")))
+            hex::decode(&text)
+                .map_err(|e| Failure::usage(format!("protobuf arguments must be hex (no descriptor support): {e}")))
         }
     }
 }
@@ -203,7 +204,10 @@ mod tests {
     #[test]
     fn args_encoding() {
         assert_eq!(encode_args(br#"{"A":1}"#, Serialize::Json).unwrap(), br#"{"A":1}"#);
-        assert_eq!(encode_args(br#"{"A":10,"B":20}"#, Serialize::Msgpack).unwrap(), [0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14]);
+        assert_eq!(
+            encode_args(br#"{"A":10,"B":20}"#, Serialize::Msgpack).unwrap(),
+            [0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14]
+        );
         assert_eq!(encode_args(b"08 0a 10 14", Serialize::Protobuf).unwrap(), [8, 10, 16, 20]);
         assert!(matches!(encode_args(b"{nope", Serialize::Json), Err(Failure::Usage(_))));
         assert!(matches!(encode_args(b"zz", Serialize::Protobuf), Err(Failure::Usage(_))));

@@ -36,18 +36,22 @@ pub(crate) fn frames_bytes(input: &[u8]) -> Result<Vec<u8>, Failure> {
     }
 }
 
-pub(crate) fn print_frame(out: &mut impl Write, view: &FrameView, json: bool, label: &str, extra: &[(&str, serde_json::Value)]) -> std::io::Result<()> {
-    if json {
-        writeln!(out, "{}", view.to_json(extra))
-    } else {
-        writeln!(out, "{}", view.to_text(label))
-    }
+pub(crate) fn print_frame(
+    out: &mut impl Write,
+    view: &FrameView,
+    json: bool,
+    label: &str,
+    extra: &[(&str, serde_json::Value)],
+) -> std::io::Result<()> {
+    if json { writeln!(out, "{}", view.to_json(extra)) } else { writeln!(out, "{}", view.to_text(label)) }
 }
 
 pub(crate) fn run(a: DecodeArgs) -> Outcome {
     let input = match (&a.hex, &a.file) {
         (Some(h), _) => h.as_bytes().to_vec(),
-        (None, Some(path)) => std::fs::read(path).map_err(|e| Failure::usage(format!("reading {}: {e}", path.display())))?,
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(|e| Failure::usage(format!("reading {}: {e}", path.display())))?
+        }
         (None, None) => {
             let mut v = Vec::new();
             std::io::stdin().read_to_end(&mut v).map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
@@ -100,7 +104,10 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_report_offsets() {
-        let v2 = hex::decode("0800003000000000000000000000001f000000054172697468000000034d756c000000000000000782a1410aa14214").unwrap();
+        let v2 = hex::decode(
+            "0800003000000000000000000000001f000000054172697468000000034d756c000000000000000782a1410aa14214",
+        )
+        .unwrap();
         let mut r = FrameReader::new();
         r.feed(&v2);
         r.feed(&v2[..10]);

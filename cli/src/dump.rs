@@ -92,7 +92,13 @@ pub(crate) async fn run(a: DumpArgs) -> Outcome {
 
 /// Forward one direction, decoding what passes; a decode error stops the decoding of
 /// that direction (reported once), never the forwarding.
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, id: u64, dir: &str, json: bool) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    dir: &str,
+    json: bool,
+) {
     let mut reader = FrameReader::new();
     let mut decoding = true;
     let mut buf = vec![0u8; 64 << 10];

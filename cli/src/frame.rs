@@ -56,6 +56,7 @@ fn lossy(b: &[u8]) -> String {
 const TEXT_PAYLOAD_CHARS: usize = 256;
 
 /// One decoded frame, ready to print.
+#[derive(Debug)]
 pub(crate) struct FrameView {
     /// Byte offset of the frame in its stream.
     pub(crate) offset: u64,
@@ -84,7 +85,16 @@ impl FrameView {
         o.insert("heartbeat".into(), json!(h.is_heartbeat()));
         o.insert("oneway".into(), json!(h.is_oneway()));
         o.insert("compress".into(), json!(compress_name(h.compress_type())));
-        o.insert("status".into(), json!(if h.status().bits() == 0 { "normal".to_owned() } else if h.status().bits() == 1 { "error".to_owned() } else { format!("status({})", h.status().bits()) }));
+        o.insert(
+            "status".into(),
+            json!(if h.status().bits() == 0 {
+                "normal".to_owned()
+            } else if h.status().bits() == 1 {
+                "error".to_owned()
+            } else {
+                format!("status({})", h.status().bits())
+            }),
+        );
         o.insert("serialize".into(), json!(serialize_name(h.serialize_type())));
         o.insert("seq".into(), json!(h.seq()));
         o.insert("path".into(), json!(lossy(&self.msg.service_path)));
@@ -114,7 +124,12 @@ impl FrameView {
         let mut s = String::new();
         let ty = if h.message_type() == MessageType::Response { "response" } else { "request" };
         let _ = write!(s, "{label}@{} {ty} seq={} len={}", self.offset, h.seq(), self.len);
-        let _ = write!(s, " serialize={} compress={}", serialize_name(h.serialize_type()), compress_name(h.compress_type()));
+        let _ = write!(
+            s,
+            " serialize={} compress={}",
+            serialize_name(h.serialize_type()),
+            compress_name(h.compress_type())
+        );
         match h.status().bits() {
             0 => {}
             1 => s.push_str(" status=error"),
@@ -152,7 +167,11 @@ impl FrameView {
                     shown.truncate(cut);
                     let _ = write!(shown, "... ({more} more bytes of text; --json shows all)");
                 }
-                let wire = if self.wire_payload_len != n { format!(", {} on the wire", self.wire_payload_len) } else { String::new() };
+                let wire = if self.wire_payload_len != n {
+                    format!(", {} on the wire", self.wire_payload_len)
+                } else {
+                    String::new()
+                };
                 let _ = write!(s, "\n  payload {n} bytes{wire} ({how}): {shown}");
             }
         }

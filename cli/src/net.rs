@@ -9,8 +9,9 @@ use std::sync::Arc;
 /// Check an address (`tcp@host:port`, `host:port`, `unix@/path`) before dialing, so a
 /// typo is a usage error rather than a connection failure.
 pub(crate) fn check_addr(addr: &str) -> Result<ServerAddr, Failure> {
-    let parsed: ServerAddr =
-        addr.parse().map_err(|e| Failure::usage(format!("bad address {addr:?}: {e} (use tcp@host:port, host:port or unix@/path)")))?;
+    let parsed: ServerAddr = addr.parse().map_err(|e| {
+        Failure::usage(format!("bad address {addr:?}: {e} (use tcp@host:port, host:port or unix@/path)"))
+    })?;
     if let ServerAddr::Tcp(hp) = &parsed {
         let port_ok = hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if !port_ok {
@@ -60,7 +61,8 @@ fn tls_config(c: &ConnectArgs) -> Result<Arc<rustls::ClientConfig>, Failure> {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter(ca).map_err(|e| Failure::usage(format!("--ca {}: {e}", ca.display())))?;
+        let certs =
+            CertificateDer::pem_file_iter(ca).map_err(|e| Failure::usage(format!("--ca {}: {e}", ca.display())))?;
         for cert in certs {
             let cert = cert.map_err(|e| Failure::usage(format!("--ca {}: {e}", ca.display())))?;
             roots.add(cert).map_err(|e| Failure::usage(format!("--ca {}: {e}", ca.display())))?;

@@ -1,0 +1,413 @@
+//! The `rpcx` binary end to end, on loopback: `call` against `rpcx serve` (golden
+//! outputs), `decode` of the Go-produced vectors, `dump` between a client and a server,
+//! and the exit status of usage errors. Every child process is bounded in time.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_rpcx");
+/// Longest any one command may take.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Run `rpcx ARGS` (stdin from `input`), bounded by [`LIMIT`].
+fn rpcx_in(args: &[&str], input: Option<&[u8]>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rpcx");
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(data).expect("write stdin");
+    }
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(LIMIT) {
+        Ok(out) => out.expect("wait rpcx"),
+        Err(_) => {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            panic!("rpcx {args:?} did not finish within {LIMIT:?}");
+        }
+    }
+}
+
+fn rpcx(args: &[&str]) -> Output {
+    rpcx_in(args, None)
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_status(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stdout: {}\nstderr: {}", stdout(o), stderr(o));
+}
+
+/// A background `rpcx` process (serve, dump) killed when dropped.
+struct Background {
+    child: Child,
+    /// The address from its first stdout line (`listening on ADDR...`).
+    addr: String,
+    rest: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Background {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn rpcx");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        let rest = std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _ = tx.send(first);
+            lines.map_while(Result::ok).collect::<Vec<_>>().join("\n")
+        });
+        let first = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("rpcx {args:?} printed no address");
+            }
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|r| r.split([' ', ',']).next())
+            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+            .to_owned();
+        Background { child, addr, rest: Some(rest) }
+    }
+
+    /// Wait for the process to end by itself (bounded) and return the rest of its stdout.
+    fn finish(mut self) -> String {
+        for _ in 0..300 {
+            if self.child.try_wait().expect("try_wait").is_some() {
+                return self.rest.take().expect("reader").join().expect("reader thread");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("background rpcx did not end");
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str]) -> Background {
+    let mut args = vec!["serve", "--addr", "tcp@127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    Background::start(&args)
+}
+
+#[test]
+fn call_golden_replies() {
+    let s = serve(&[]);
+    let a = s.addr.as_str();
+
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":7,"B":6}"#]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+
+    let o = rpcx(&["call", a, "Arith.Add", r#"{"A":7,"B":6}"#, "--serialize", "msgpack"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 13\n}\n");
+
+    // MsgPack reply bytes as hex: {C: 42}.
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":7,"B":6}"#, "-s", "msgpack", "--output", "hex"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "81a1432a\n");
+
+    // Protobuf without a descriptor: hex in, hex out. ProtoArgs{7,6} -> ProtoReply{42}.
+    let o = rpcx(&["call", a, "Arith.Mul", "08 07 10 06", "-s", "protobuf"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "082a\n");
+
+    let o = rpcx(&["call", a, "Echo.Raw", "hello, rpcx", "-s", "raw", "--output", "raw"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "hello, rpcx");
+
+    // Response metadata with -v, on stderr.
+    let o = rpcx(&["call", a, "Echo.Meta", r#"{"A":3,"B":4}"#, "-m", "k1=v1", "-m", "k2=v2", "-v"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 7\n}\n");
+    let err = stderr(&o);
+    assert!(err.contains("< k1: v1") && err.contains("< k2: v2"), "{err}");
+    assert!(!err.contains("__ServerTimeout"), "{err}");
+
+    // Arguments from stdin and from a file.
+    let o = rpcx_in(&["call", a, "Arith.Mul", "-"], Some(br#"{"A":5,"B":5}"#));
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 25\n}\n");
+    let path = std::env::temp_dir().join(format!("rpcx-cli-args-{}.json", std::process::id()));
+    std::fs::write(&path, br#"{"A":2,"B":21}"#).unwrap();
+    let at = format!("@{}", path.display());
+    let o = rpcx(&["call", a, "Arith.Mul", &at]);
+    let _ = std::fs::remove_file(&path);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+
+    // A large payload gzip'd both ways comes back intact.
+    let big = "abc".repeat(2000);
+    let o = rpcx(&["call", a, "Echo.Raw", &big, "-s", "raw", "--gzip", "--output", "raw", "-v"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), big);
+    assert!(stderr(&o).contains("compress=gzip"), "{}", stderr(&o));
+
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":1,"B":1}"#, "--oneway"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn call_errors() {
+    let s = serve(&["--auth", "sesame"]);
+    let a = s.addr.as_str();
+
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":7,"B":6}"#, "--auth", "sesame"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+
+    // A server error: exit status 1, its text on stderr.
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":7,"B":6}"#]);
+    assert_status(&o, 1);
+    assert_eq!(stderr(&o), "rpcx: server error: auth failed\n");
+    assert_eq!(stdout(&o), "");
+
+    // Unknown method: the server says so; a usage error (2).
+    let o = rpcx(&["call", a, "Arith.Div", "{}", "--auth", "sesame"]);
+    assert_status(&o, 2);
+    assert_eq!(stderr(&o), "rpcx: server error: rpcx: can't find method Div\n");
+
+    // Nothing listening: a failure (1).
+    let o = rpcx(&["call", "tcp@127.0.0.1:1", "Arith.Mul", "{}"]);
+    assert_status(&o, 1);
+    assert!(stderr(&o).starts_with("rpcx: tcp@127.0.0.1:1: connect failed"), "{}", stderr(&o));
+}
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    for (args, want) in [
+        (&["call", "127.0.0.1", "Arith.Mul", "{}"][..], "bad address"),
+        (&["call", "bogus@x:1", "Arith.Mul", "{}"][..], "bad address"),
+        (&["call", "127.0.0.1:1", "Arith.Mul", "{nope"][..], "bad JSON arguments"),
+        (&["call", "127.0.0.1:1", "ArithMul", "{}"][..], "bad method"),
+        (&["call", "127.0.0.1:1", "Arith.Mul", "{}", "-m", "novalue"][..], "bad metadata"),
+        (&["call", "127.0.0.1:1", "Arith.Mul", "zz", "-s", "protobuf"][..], "must be hex"),
+        (&["call", "127.0.0.1:1", "Arith.Mul", "{}", "--timeout", "5 parsecs"][..], "bad duration"),
+        (&["bench", "127.0.0.1:1", "--rate", "0"][..], "--rate must be"),
+        (&["dump", "--listen", "nowhere", "--upstream", "127.0.0.1:1"][..], "bad --listen address"),
+        (&["decode", "not hex at all"][..], "neither rpcx frames"),
+    ] {
+        let o = rpcx(args);
+        assert_status(&o, 2);
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // clap's own errors (unknown serialize type, unknown flag) exit 2 too.
+    let o = rpcx(&["call", "127.0.0.1:1", "Arith.Mul", "{}", "--serialize", "yaml"]);
+    assert_status(&o, 2);
+    assert!(stderr(&o).contains("invalid value 'yaml'"), "{}", stderr(&o));
+    let o = rpcx(&["frobnicate"]);
+    assert_status(&o, 2);
+}
+
+#[test]
+fn tls_call_with_insecure() {
+    let s = serve(&["--tls"]);
+    let o = rpcx(&["call", &s.addr, "Arith.Mul", r#"{"A":6,"B":7}"#, "--tls", "--insecure"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+    // Without trust settings: a usage error, nothing sent.
+    let o = rpcx(&["call", &s.addr, "Arith.Mul", "{}", "--tls"]);
+    assert_status(&o, 2);
+}
+
+/// The Go-produced frames of core/tests/fixtures/vectors.txt.
+fn vectors() -> Vec<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/fixtures/vectors.txt");
+    let text = std::fs::read_to_string(path).expect("vectors.txt");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (n, h) = l.split_once(' ').expect("NAME HEX");
+            (n.to_owned(), h.trim().to_owned())
+        })
+        .collect()
+}
+
+fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+#[test]
+fn decode_go_vectors() {
+    let vs = vectors();
+    assert!(vs.len() >= 18, "{} vectors", vs.len());
+    for (name, hex) in &vs {
+        let o = rpcx(&["decode", "--json", hex]);
+        assert_status(&o, 0);
+        let frames = json_lines(&o);
+        assert_eq!(frames.len(), 1, "{name}");
+        assert_eq!(frames[0]["len"], hex.len() / 2, "{name}");
+    }
+    let get = |n: &str| vs.iter().find(|v| v.0 == n).map(|v| v.1.clone()).unwrap();
+
+    let f = &json_lines(&rpcx(&["decode", "--json", &get("V11req")]))[0];
+    assert_eq!(f["type"], "request");
+    assert_eq!(f["seq"], 1234567890u64);
+    assert_eq!(f["serialize"], "json");
+    assert_eq!((f["path"].as_str(), f["method"].as_str()), (Some("Arith"), Some("Mul")));
+    assert_eq!(f["payload"], serde_json::json!({"A": 10, "B": 20}));
+
+    let f = &json_lines(&rpcx(&["decode", "--json", &get("V3")]))[0];
+    assert_eq!(f["type"], "response");
+    assert_eq!(f["payload"], serde_json::json!({"C": 200}));
+    assert_eq!(f["payload_encoding"], "msgpack");
+
+    let f = &json_lines(&rpcx(&["decode", "--json", &get("V4b")]))[0];
+    assert_eq!(f["status"], "error");
+    assert_eq!(f["metadata"]["__rpcx_error__"], "rpcx: can't find method Foo");
+
+    let f = &json_lines(&rpcx(&["decode", "--json", &get("V5a")]))[0];
+    assert_eq!(f["heartbeat"], true);
+
+    // Gzip inflated under the core's limits.
+    let f = &json_lines(&rpcx(&["decode", "--json", &get("V8")]))[0];
+    assert_eq!(f["compress"], "gzip");
+    assert!(f["payload_len"].as_u64().unwrap() > f["wire_payload_len"].as_u64().unwrap());
+
+    // Text form.
+    let o = rpcx(&["decode", &get("V12a")]);
+    assert_status(&o, 0);
+    let t = stdout(&o);
+    assert!(t.starts_with("#0 @0 request seq=5 len=69 serialize=msgpack compress=none\n  Arith.Mul\n"), "{t}");
+    assert!(t.contains("meta a=1") && t.contains("meta bb=22") && t.contains(r#"(msgpack): {"A":10,"B":20}"#), "{t}");
+
+    // Every vector in one stream, as binary on stdin: the offsets add up.
+    let all: Vec<u8> = vs.iter().flat_map(|(_, h)| hex::decode(h).unwrap()).collect();
+    let o = rpcx_in(&["decode", "--json"], Some(&all));
+    assert_status(&o, 0);
+    let frames = json_lines(&o);
+    assert_eq!(frames.len(), vs.len());
+    let mut at = 0u64;
+    for (f, (name, h)) in frames.iter().zip(&vs) {
+        assert_eq!(f["offset"], at, "{name}");
+        at += h.len() as u64 / 2;
+    }
+}
+
+#[test]
+fn decode_malformed_reports_the_offset() {
+    let vs = vectors();
+    let v2 = &vs.iter().find(|v| v.0 == "V2").unwrap().1;
+    // A whole frame, then one cut short.
+    let cut = format!("{v2}{}", &v2[..40]);
+    let o = rpcx(&["decode", &cut]);
+    assert_status(&o, 1);
+    assert!(stdout(&o).starts_with("#0 @0 request"), "{}", stdout(&o));
+    assert_eq!(
+        stderr(&o),
+        "rpcx: malformed frame at byte offset 47: unexpected EOF: stream ended with 20 bytes of an incomplete frame\n"
+    );
+    // Bad magic after a frame.
+    let o = rpcx(&["decode", &format!("{v2}0700")]);
+    assert_status(&o, 1);
+    assert_eq!(stderr(&o), "rpcx: malformed frame at byte offset 47: wrong magic number: 7\n");
+    // A section longer than the frame.
+    let o = rpcx(&["decode", "080000300000000000000000000000080000ffff00000000"]);
+    assert_status(&o, 1);
+    assert!(stderr(&o).contains("byte offset 0: service path length 65535 overruns"), "{}", stderr(&o));
+    // Corrupt gzip: reported on its frame, exit status 1, no panic.
+    let o = rpcx(&["decode", "--json", "080004000000000000000001000000160000000153000000014d000000000000000400010203"]);
+    assert_status(&o, 1);
+    let f = &json_lines(&o)[0];
+    assert!(f["payload_error"].is_string(), "{f}");
+    // Random garbage of every length never panics (status 1 or 2, never 101).
+    let mut x: u32 = 12345;
+    for len in 0..64 {
+        let bytes: Vec<u8> = std::iter::once(8u8)
+            .chain((0..len).map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                (x >> 16) as u8
+            }))
+            .collect();
+        let o = rpcx_in(&["decode"], Some(&bytes));
+        assert!(matches!(o.status.code(), Some(0..=2)), "len {len}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn dump_between_client_and_server() {
+    let s = serve(&[]);
+    let d =
+        Background::start(&["dump", "--listen", "127.0.0.1:0", "--upstream", &s.addr, "--json", "--max-conns", "1"]);
+    let o = rpcx(&["call", &d.addr, "Arith.Mul", r#"{"A":7,"B":6}"#, "-m", "trace=on"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+    let out = d.finish();
+    let frames: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    assert_eq!(frames.len(), 2, "{out}");
+    assert_eq!(frames[0]["dir"], "client->server");
+    assert_eq!(frames[0]["type"], "request");
+    assert_eq!(frames[0]["metadata"]["trace"], "on");
+    assert_eq!(frames[0]["payload"], serde_json::json!({"A": 7, "B": 6}));
+    assert_eq!(frames[1]["dir"], "server->client");
+    assert_eq!(frames[1]["type"], "response");
+    assert_eq!(frames[1]["payload"], serde_json::json!({"C": 42}));
+    assert_eq!(frames[0]["seq"], frames[1]["seq"]);
+}
+
+#[test]
+fn bench_closed_loop_and_fixed_rate() {
+    let s = serve(&[]);
+    let o = rpcx(&["bench", &s.addr, "-d", "500ms", "-c", "4", "--conns", "2", "--json"]);
+    assert_status(&o, 0);
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["method"], "Echo.Raw");
+    assert_eq!(r["payload_bytes"], 581);
+    assert!(r["calls"].as_u64().unwrap() > 0, "{r}");
+    let (p50, p99, max) = (r["p50_us"].as_f64().unwrap(), r["p99_us"].as_f64().unwrap(), r["max_us"].as_f64().unwrap());
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{r}");
+
+    // 200 calls/s for 0.5 s: 100 calls due, all made.
+    let o = rpcx(&["bench", &s.addr, "Arith.Mul", "-d", "500ms", "--rate", "200", "--json"]);
+    assert_status(&o, 0);
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(r["mode"], "rate");
+    assert_eq!(r["calls"], 100, "{r}");
+
+    let o = rpcx(&["bench", &s.addr, "-d", "300ms", "--histogram"]);
+    assert_status(&o, 0);
+    let t = stdout(&o);
+    assert!(t.contains("calls/s") && t.contains("p99.9") && t.contains("latency histogram") && t.contains('#'), "{t}");
+
+    // Errors are counted and make the exit status 1.
+    let o = rpcx(&["bench", &s.addr, "Arith.Nope", "-d", "200ms", "--json"]);
+    assert_status(&o, 1);
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert!(r["errors"].as_u64().unwrap() > 0);
+    assert!(r["first_error"].as_str().unwrap().contains("can't find method Nope"));
+}
