@@ -7,9 +7,11 @@ use std::io::{Read, Write};
 
 #[derive(Args, Debug)]
 pub(crate) struct DecodeArgs {
-    /// Frames as hex (whitespace ignored). Without it, --file or stdin is read.
+    /// Frames as hex (whitespace ignored). Without it, --file or stdin is read (either
+    /// may be binary frames, hex text or a pcap/pcapng capture).
     hex: Option<String>,
-    /// Read this file (binary frames, or hex text).
+    /// Read this file: binary frames, hex text, or a pcap/pcapng capture (TCP streams
+    /// reassembled per flow).
     #[arg(short, long, conflicts_with = "hex")]
     file: Option<std::path::PathBuf>,
     /// One JSON object per frame.
@@ -58,6 +60,9 @@ pub(crate) fn run(a: DecodeArgs) -> Outcome {
             v
         }
     };
+    if crate::pcap::is_capture(&input) {
+        return crate::pcap::decode_capture(&input, a.json);
+    }
     let bytes = frames_bytes(&input)?;
     let mut reader = FrameReader::new();
     reader.feed(&bytes);

@@ -12,6 +12,7 @@ mod decode;
 mod dump;
 mod frame;
 mod net;
+mod pcap;
 mod serve;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -53,7 +54,7 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load-test a server: closed loop or fixed rate, latency percentiles at the end.
     Bench(bench::BenchArgs),
-    /// Decode rpcx frames from hex, a file or stdin.
+    /// Decode rpcx frames from hex, a file, stdin or a pcap/pcapng capture.
     Decode(decode::DecodeArgs),
     /// A TCP proxy that forwards bytes both ways and prints every frame.
     Dump(dump::DumpArgs),
