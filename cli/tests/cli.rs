@@ -514,3 +514,59 @@ fn decode_pcap_and_pcapng_reassembles_tcp_flows() {
     let o = rpcx_in(&["decode"], Some(&pcap(&packets)[..100]));
     assert_status(&o, 1);
 }
+
+/// The Go client driver (`interop/go/cmd/client`), built once per test process. Go is
+/// required, as for the interop suite: this test never skips.
+fn go_client() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go-client-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let module = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/go");
+        let go = std::env::var_os("GO").unwrap_or_else(|| "go".into());
+        let mut cmd = Command::new(go);
+        cmd.args(["build", "-o"]).arg(dir.join("client")).arg("./cmd/client").current_dir(module);
+        if std::env::var_os("GONOSUMDB").is_none() {
+            cmd.env("GONOSUMDB", "github.com/rpcxio/*");
+        }
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("this test needs Go (>= 1.21 on PATH, or GO=/path/to/go), as the interop suite does");
+        for _ in 0..6000 {
+            if let Some(st) = child.try_wait().expect("wait go build") {
+                assert!(st.success(), "go build ./cmd/client failed: {st}");
+                return dir.join("client");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        panic!("go build ./cmd/client took over 10 minutes");
+    })
+    .clone()
+}
+
+#[test]
+fn dump_between_go_client_and_rust_server() {
+    let client = go_client();
+    let s = serve(&[]);
+    let d =
+        Background::start(&["dump", "--listen", "127.0.0.1:0", "--upstream", &s.addr, "--json", "--max-conns", "1"]);
+    let hostport = d.addr.strip_prefix("tcp@").unwrap_or(&d.addr).to_owned();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx
+            .send(Command::new(client).args(["-addr", &hostport, "-scenario", "msgpack", "-watchdog", "30s"]).output());
+    });
+    let o = rx.recv_timeout(LIMIT).expect("Go client finished in time").expect("Go client ran");
+    assert!(o.status.success() && stdout(&o).contains("PASS msgpack"), "{}\n{}", stdout(&o), stderr(&o));
+    let out = d.finish();
+    let frames: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let req = frames.iter().find(|f| f["dir"] == "client->server" && f["method"] == "Mul").expect("the Go request");
+    assert_eq!((req["path"].as_str(), req["serialize"].as_str()), (Some("Arith"), Some("msgpack")), "{out}");
+    assert_eq!(req["payload"], serde_json::json!({"A": 10, "B": 20}), "{out}");
+    let resp = frames.iter().find(|f| f["dir"] == "server->client" && f["seq"] == req["seq"]).expect("the reply");
+    assert_eq!(resp["type"], "response");
+    assert_eq!(resp["payload"], serde_json::json!({"C": 200}), "{out}");
+}
