@@ -37,6 +37,15 @@ pub(crate) struct BenchArgs {
     /// Raw payload size in bytes (Echo.Raw, or --serialize raw without --args).
     #[arg(long, default_value_t = 581)]
     payload_size: usize,
+    /// Send rpcx-benchmark's 581-byte protobuf `BenchmarkMessage` (every string field
+    /// the benchmark's text, every number 100000, every bool true) as the payload
+    /// (raw bytes through Echo.Raw, or --serialize protobuf to another method).
+    #[arg(long, conflicts_with = "args")]
+    bench_message: bool,
+    /// Read this process's CPU time (/proc/PID/stat utime+stime) at the start and end
+    /// of the measured window and report it per call (the server's pid, on Linux).
+    #[arg(long)]
+    pid: Option<u32>,
     /// Closed loop: callers (default 10). With --rate: most calls in flight at once
     /// (default 1000; a call waiting for room still counts its latency from its due time).
     #[arg(short = 'c', long)]
@@ -152,6 +161,7 @@ fn plan(a: &BenchArgs) -> Result<Plan, Failure> {
     let echo = a.method == "Echo.Raw";
     let serialize = a.serialize.unwrap_or(if echo { Serialize::Raw } else { Serialize::Msgpack });
     let payload = match (&a.args, serialize) {
+        _ if a.bench_message => benchmark_message(),
         (Some(args), st) => encode_args(args.as_bytes(), st)?,
         (None, Serialize::Raw) => (0..a.payload_size).map(|i| b'a' + (i % 26) as u8).collect(),
         (None, Serialize::Protobuf) => {
@@ -196,6 +206,14 @@ pub(crate) async fn run(a: BenchArgs) -> Outcome {
     let measure_from = start + a.warmup;
     let end = measure_from + a.duration;
     let progress = progress_bar(&a, tally.clone(), start, end);
+    let cpu = a.pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let t0 = cpu_ticks(pid);
+            tokio::time::sleep_until(end.into()).await;
+            Some(cpu_ticks(pid)?.saturating_sub(t0?))
+        })
+    });
     match a.rate {
         None => closed_loop(&clients, &plan, &tally, concurrency(&a), measure_from, end).await,
         Some(rate) => fixed_rate(&clients, &plan, &tally, rate, concurrency(&a), start, measure_from, end).await,
@@ -205,10 +223,17 @@ pub(crate) async fn run(a: BenchArgs) -> Outcome {
         ticker.abort();
         bar.finish_and_clear();
     }
+    let server_ticks = match cpu {
+        Some(t) => t.await.ok().flatten(),
+        None => None,
+    };
+    if a.pid.is_some() && server_ticks.is_none() {
+        return Err(Failure::failed(format!("cannot read /proc/{}/stat", a.pid.unwrap_or_default())));
+    }
     for c in &clients {
         c.close_now().await;
     }
-    report(&a, &plan, &tally, elapsed)
+    report(&a, &plan, &tally, elapsed, server_ticks)
 }
 
 async fn closed_loop(
@@ -314,7 +339,56 @@ fn fmt_ns(ns: u64) -> String {
     }
 }
 
-fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outcome {
+/// /proc/[pid]/stat ticks per second (Linux's USER_HZ, 100 on every architecture it
+/// reports to user space with).
+const USER_HZ: f64 = 100.0;
+
+/// utime + stime of a process, in USER_HZ ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name (which may hold spaces): state is
+    // field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+/// rpcx-benchmark's `BenchmarkMessage` (rpcx `protocol/testdata/benchmark.proto`) as
+/// its benchmark fills it, in protobuf wire form, fields in number order: 581 bytes.
+pub(crate) fn benchmark_message() -> Vec<u8> {
+    const TEXT: &str = "许多往事在眼前一幕一幕，变的那麼模糊";
+    const STRINGS: [u32; 8] = [1, 4, 7, 9, 18, 102, 103, 129];
+    const BOOLS: [u32; 10] = [12, 13, 14, 17, 24, 30, 59, 78, 80, 81];
+    const INTS: [u32; 21] = [2, 3, 6, 16, 22, 23, 25, 29, 60, 67, 68, 100, 101, 104, 128, 130, 131, 150, 271, 272, 280];
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut fields: Vec<(u32, u8)> = STRINGS.iter().map(|&f| (f, 2)).collect();
+    fields.extend(BOOLS.iter().map(|&f| (f, 0)));
+    fields.extend(INTS.iter().map(|&f| (f, 1)));
+    fields.sort_unstable();
+    let mut out = Vec::with_capacity(581);
+    for (field, kind) in fields {
+        // Wire type 2 (length-delimited) for strings, 0 (varint) for bools and ints.
+        let wire = if kind == 2 { 2 } else { 0 };
+        varint(&mut out, u64::from(field << 3 | wire));
+        match kind {
+            2 => {
+                varint(&mut out, TEXT.len() as u64);
+                out.extend_from_slice(TEXT.as_bytes());
+            }
+            0 => out.push(1),
+            _ => varint(&mut out, 100_000),
+        }
+    }
+    out
+}
+
+fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration, server_ticks: Option<u64>) -> Outcome {
     let hist = tally.hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let ok = tally.ok.load(Ordering::Relaxed);
     let errors = tally.errors.load(Ordering::Relaxed);
@@ -322,6 +396,7 @@ fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outco
     let cps = ok as f64 / elapsed.as_secs_f64();
     let q = |p: f64| if hist.is_empty() { 0 } else { hist.value_at_quantile(p) };
     let (p50, p90, p99, p999, max) = (q(0.5), q(0.9), q(0.99), q(0.999), if hist.is_empty() { 0 } else { hist.max() });
+    let cpu_per_call = server_ticks.filter(|_| ok > 0).map(|t| t as f64 / USER_HZ * 1e6 / ok as f64);
     let mut out = std::io::stdout().lock();
     let w = if a.json {
         let v = json!({
@@ -331,6 +406,7 @@ fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outco
             "calls": ok, "errors": errors, "calls_per_s": cps,
             "p50_us": p50 as f64 / 1e3, "p90_us": p90 as f64 / 1e3, "p99_us": p99 as f64 / 1e3,
             "p999_us": p999 as f64 / 1e3, "max_us": max as f64 / 1e3, "first_error": first_error,
+            "server_pid": a.pid, "server_ticks": server_ticks, "server_cpu_us_per_call": cpu_per_call,
         });
         writeln!(out, "{v}")
     } else {
@@ -358,6 +434,10 @@ fn report(a: &BenchArgs, plan: &Plan, tally: &Tally, elapsed: Duration) -> Outco
             fmt_ns(p999),
             fmt_ns(max),
         )
+        .and_then(|()| match (a.pid, cpu_per_call) {
+            (Some(pid), Some(us)) => writeln!(out, "server    pid {pid}: {us:.2}us CPU per call"),
+            _ => Ok(()),
+        })
         .and_then(|()| if a.histogram { write!(out, "{}", ascii_histogram(&hist)) } else { Ok(()) })
     };
     w.and_then(|()| out.flush()).map_err(|e| Failure::failed(format!("writing: {e}")))?;
@@ -410,6 +490,22 @@ mod tests {
             s.lines().skip(1).map(|l| l.split_whitespace().nth(2).unwrap().parse::<u64>().unwrap()).sum();
         assert_eq!(counted, 5, "{s}");
         assert!(s.lines().nth(1).unwrap().contains('#'));
+    }
+
+    #[test]
+    fn benchmark_message_is_581_bytes() {
+        let m = benchmark_message();
+        assert_eq!(m.len(), 581);
+        // Field 1, length-delimited, 54 bytes of text.
+        assert_eq!(&m[..2], &[0x0a, 54]);
+        // Field 280 (the highest), varint 100000, ends it.
+        assert_eq!(&m[m.len() - 5..], &[0xc0, 0x11, 0xa0, 0x8d, 0x06]);
+    }
+
+    #[test]
+    fn own_cpu_ticks_are_readable() {
+        assert!(cpu_ticks(std::process::id()).is_some());
+        assert!(cpu_ticks(u32::MAX).is_none());
     }
 
     #[test]
