@@ -167,13 +167,36 @@ pub(crate) async fn run(a: CallArgs) -> Outcome {
         client.close().await;
         return r.map_err(|e| call_failure(&e, a.verbose));
     }
+    let pushes = client.take_push_receiver();
     let result = req.call_raw(payload).await;
+    // Pushes the server sent on this connection before its reply (e.g. Notify.Subscribe).
+    if let Some(rx) = pushes {
+        while let Some(push) = rx.try_recv() {
+            eprintln!("{}", push_line(&push));
+        }
+    }
     client.close().await;
     let reply = result.map_err(|e| call_failure(&e, a.verbose))?;
     if a.verbose {
         eprint!("{}", response_header(&reply));
     }
     print_reply(&reply, a.output)
+}
+
+/// A server push, on one line: `push Service.Method {meta} payload`.
+fn push_line(m: &Message) -> String {
+    let (v, _) = payload_value(m.header.serialize_type(), &m.payload);
+    let payload = match v {
+        serde_json::Value::String(s) => s,
+        other => other.to_string(),
+    };
+    let meta: Vec<String> = m.metadata.iter_str().map(|(k, v)| format!("{k}={v}")).collect();
+    let meta = if meta.is_empty() { String::new() } else { format!(" {{{}}}", meta.join(", ")) };
+    format!(
+        "push {}.{}{meta} {payload}",
+        String::from_utf8_lossy(&m.service_path),
+        String::from_utf8_lossy(&m.service_method)
+    )
 }
 
 fn print_reply(reply: &Message, output: Output) -> Outcome {

@@ -174,6 +174,12 @@ fn call_golden_replies() {
     assert_eq!(stdout(&o), big);
     assert!(stderr(&o).contains("compress=gzip"), "{}", stderr(&o));
 
+    // Server pushes before the reply, on stderr.
+    let o = rpcx(&["call", a, "Notify.Subscribe", r#"{"A":2}"#]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 2\n}\n");
+    assert_eq!(stderr(&o), "push Notify.Tick tick 1\npush Notify.Tick tick 2\n");
+
     let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":1,"B":1}"#, "--oneway"]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "");
