@@ -576,3 +576,22 @@ fn dump_between_go_client_and_rust_server() {
     assert_eq!(resp["type"], "response");
     assert_eq!(resp["payload"], serde_json::json!({"C": 200}), "{out}");
 }
+
+#[test]
+fn call_and_bench_over_a_unix_socket() {
+    let path = std::env::temp_dir().join(format!("rpcx-cli-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let addr = format!("unix@{}", path.display());
+    let s = Background::start(&["serve", "--addr", &addr]);
+    assert_eq!(s.addr, addr);
+    let o = rpcx(&["call", &addr, "Arith.Mul", r#"{"A":9,"B":9}"#, "-s", "msgpack"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 81\n}\n");
+    let o = rpcx(&["bench", &addr, "-d", "200ms", "--bench-message", "--json"]);
+    assert_status(&o, 0);
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(r["payload_bytes"], 581);
+    assert_eq!(r["errors"], 0);
+    drop(s);
+    let _ = std::fs::remove_file(&path);
+}
