@@ -526,8 +526,12 @@ fn decode_pcap_and_pcapng_reassembles_tcp_flows() {
 fn go_client() -> std::path::PathBuf {
     static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("go-client-{}", std::process::id()));
+        // Built in a private directory, then renamed into place: another test process
+        // may be building or running it at the same time.
+        let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let dir = base.join(format!("go-client-build-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let bin = base.join("go-client");
         let module = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/go");
         let go = std::env::var_os("GO").unwrap_or_else(|| "go".into());
         let mut cmd = Command::new(go);
@@ -543,7 +547,9 @@ fn go_client() -> std::path::PathBuf {
         for _ in 0..6000 {
             if let Some(st) = child.try_wait().expect("wait go build") {
                 assert!(st.success(), "go build ./cmd/client failed: {st}");
-                return dir.join("client");
+                std::fs::rename(dir.join("client"), &bin).expect("move the Go client into place");
+                let _ = std::fs::remove_dir_all(&dir);
+                return bin;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
