@@ -172,6 +172,9 @@ fn plan(a: &BenchArgs) -> Result<Plan, Failure> {
     if a.concurrency == Some(0) || a.conns == 0 {
         return Err(Failure::usage("--concurrency and --conns must be at least 1"));
     }
+    if a.concurrency.is_some_and(|c| c > 1_000_000) || a.conns > 10_000 {
+        return Err(Failure::usage("--concurrency is at most 1000000, --conns at most 10000"));
+    }
     if a.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err(Failure::usage("--rate must be a positive number of calls per second"));
     }
@@ -277,30 +280,45 @@ async fn fixed_rate(
     end: Instant,
 ) {
     let room = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
-    let mut tasks = tokio::task::JoinSet::new();
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let mut k: u64 = 0;
-    loop {
-        // Due times come from the schedule, never from when the previous call went out.
-        let due = start + interval.mul_f64(k as f64);
-        if due >= end {
-            break;
+    let handle = tokio::runtime::Handle::current();
+    let (clients, plan, tally, pacer_room) = (clients.to_vec(), plan.clone(), tally.clone(), room.clone());
+    // The pacer is a thread of its own: tokio's timer has a 1 ms resolution, which
+    // would send every call up to a millisecond late (and count that as latency);
+    // a thread's sleep is precise to tens of microseconds.
+    let pacer = std::thread::spawn(move || {
+        let mut k: u64 = 0;
+        loop {
+            // Due times come from the schedule, never from when the previous call went out.
+            let due = start + interval.mul_f64(k as f64);
+            if due >= end {
+                break;
+            }
+            k += 1;
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // Waiting for room keeps the due time: that wait is part of the latency.
+            let permit = match pacer_room.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => match handle.block_on(pacer_room.clone().acquire_owned()) {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (client, plan, tally) = (clients[(k as usize) % clients.len()].clone(), plan.clone(), tally.clone());
+            handle.spawn(async move {
+                let r = one_call(&client, &plan).await;
+                tally.record(due, due >= measure_from, r);
+                drop(permit);
+            });
         }
-        k += 1;
-        tokio::time::sleep_until(due.into()).await;
-        // Waiting for room keeps the due time: that wait is part of the latency.
-        let Ok(permit) = room.clone().acquire_owned().await else { break };
-        let (client, plan, tally) = (clients[(k as usize) % clients.len()].clone(), plan.clone(), tally.clone());
-        tasks.spawn(async move {
-            let r = one_call(&client, &plan).await;
-            tally.record(due, due >= measure_from, r);
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
+    });
+    let _ = tokio::task::spawn_blocking(move || pacer.join()).await;
     // Calls still out at the end finish (bounded by their timeout) and count: they
     // were due inside the window.
-    while tasks.join_next().await.is_some() {}
+    let _ = room.acquire_many(u32::try_from(max_in_flight).unwrap_or(u32::MAX)).await;
 }
 
 type Progress = (indicatif::ProgressBar, tokio::task::JoinHandle<()>);
