@@ -521,21 +521,22 @@ fn decode_pcap_and_pcapng_reassembles_tcp_flows() {
     assert_status(&o, 1);
 }
 
-/// The Go client driver (`interop/go/cmd/client`), built once per test process. Go is
-/// required, as for the interop suite: this test never skips.
-fn go_client() -> std::path::PathBuf {
-    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
+/// The Go client driver and server (`interop/go/cmd/client`, `cmd/server`), built once
+/// per test process. Go is required, as for the interop suite: these tests never skip.
+fn go_bins() -> (std::path::PathBuf, std::path::PathBuf) {
+    static BINS: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf)> = std::sync::OnceLock::new();
+    BINS.get_or_init(|| {
         // Built in a private directory, then renamed into place: another test process
-        // may be building or running it at the same time.
+        // may be building or running them at the same time.
         let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let dir = base.join(format!("go-client-build-{}", std::process::id()));
+        let dir = base.join(format!("go-build-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let bin = base.join("go-client");
         let module = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/go");
         let go = std::env::var_os("GO").unwrap_or_else(|| "go".into());
+        let mut out = dir.clone().into_os_string();
+        out.push("/");
         let mut cmd = Command::new(go);
-        cmd.args(["build", "-o"]).arg(dir.join("client")).arg("./cmd/client").current_dir(module);
+        cmd.args(["build", "-o"]).arg(out).args(["./cmd/client", "./cmd/server"]).current_dir(module);
         if std::env::var_os("GONOSUMDB").is_none() {
             cmd.env("GONOSUMDB", "github.com/rpcxio/*");
         }
@@ -543,25 +544,92 @@ fn go_client() -> std::path::PathBuf {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("this test needs Go (>= 1.21 on PATH, or GO=/path/to/go), as the interop suite does");
+            .expect("these tests need Go (>= 1.21 on PATH, or GO=/path/to/go), as the interop suite does");
         for _ in 0..6000 {
             if let Some(st) = child.try_wait().expect("wait go build") {
-                assert!(st.success(), "go build ./cmd/client failed: {st}");
-                std::fs::rename(dir.join("client"), &bin).expect("move the Go client into place");
+                assert!(st.success(), "go build ./cmd/client ./cmd/server failed: {st}");
+                let (client, server) = (base.join("go-client"), base.join("go-server"));
+                std::fs::rename(dir.join("client"), &client).expect("move the Go client into place");
+                std::fs::rename(dir.join("server"), &server).expect("move the Go server into place");
                 let _ = std::fs::remove_dir_all(&dir);
-                return bin;
+                return (client, server);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = child.kill();
-        panic!("go build ./cmd/client took over 10 minutes");
+        panic!("go build took over 10 minutes");
     })
     .clone()
 }
 
+/// The Go rpcx server, killed when dropped.
+struct GoServer {
+    child: Child,
+    addr: String,
+}
+
+impl GoServer {
+    fn start() -> Self {
+        let mut child = Command::new(go_bins().1)
+            .args(["-addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the Go server");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            let _ = tx.send(lines.next().and_then(Result::ok).unwrap_or_default());
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let Some(addr) = line.strip_prefix("LISTENING ") else {
+            let _ = child.kill();
+            panic!("the Go server printed {line:?}");
+        };
+        GoServer { addr: addr.to_owned(), child }
+    }
+}
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn call_and_bench_against_the_go_server() {
+    let g = GoServer::start();
+    let a = g.addr.as_str();
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":7,"B":6}"#, "-s", "msgpack"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+    let o = rpcx(&["call", a, "ProtoArith.Mul", "080a1014", "-s", "protobuf"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "08c801\n");
+    let o = rpcx(&["call", a, "Arith.Error", r#"{"A":7}"#]);
+    assert_status(&o, 1);
+    assert_eq!(stderr(&o), "rpcx: server error: intentional error A=7\n");
+    let o = rpcx(&["call", a, "Nope.Nope", "{}"]);
+    assert_status(&o, 2);
+    assert_eq!(stderr(&o), "rpcx: server error: rpcx: can't find service Nope\n");
+    for args in [&["Echo.Raw", "--bench-message"][..], &["Arith.Mul", "--rate", "300"][..]] {
+        let mut cmd = vec!["bench", a, "-d", "300ms", "--conns", "2", "--json"];
+        cmd.extend_from_slice(args);
+        let o = rpcx(&cmd);
+        assert_status(&o, 0);
+        let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+        assert_eq!(r["errors"], 0, "{args:?}: {r}");
+        assert!(r["calls"].as_u64().unwrap() > 0, "{args:?}: {r}");
+    }
+}
+
 #[test]
 fn dump_between_go_client_and_rust_server() {
-    let client = go_client();
+    let client = go_bins().0;
     let s = serve(&[]);
     let d =
         Background::start(&["dump", "--listen", "127.0.0.1:0", "--upstream", &s.addr, "--json", "--max-conns", "1"]);
