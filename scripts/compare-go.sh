@@ -69,7 +69,7 @@ start_server() {
     local name="$1"
     case "$name" in
         go) GOMAXPROCS="$threads" taskset -c "$server_cpu" "$out/server" -addr 127.0.0.1:0 >"$out/$name.out" 2>"$out/$name.err" & ;;
-        tokio) TOKIO_WORKER_THREADS="$threads" taskset -c "$server_cpu" "$rpcx" serve --addr tcp@127.0.0.1:0 \
+        tokio) taskset -c "$server_cpu" "$rpcx" serve --threads "$threads" --addr tcp@127.0.0.1:0 \
             >"$out/$name.out" 2>"$out/$name.err" & ;;
     esac
     server_pid=$!

@@ -147,7 +147,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Serve(serve::ServeArgs { threads: Some(n), .. }) = &cli.command {
+        if *n == 0 {
+            eprintln!("rpcx: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        builder.worker_threads(*n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rpcx: cannot start the runtime: {e}");

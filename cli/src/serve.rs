@@ -17,6 +17,9 @@ pub(crate) struct ServeArgs {
     /// Require this token in every request's `__AUTH` metadata.
     #[arg(long)]
     auth: Option<String>,
+    /// Runtime worker threads (default: one per CPU, or TOKIO_WORKER_THREADS).
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
     /// Serve TLS with a fresh self-signed certificate for `localhost` (clients: --tls --insecure).
     #[arg(long)]
     tls: bool,
