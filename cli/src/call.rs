@@ -16,11 +16,28 @@ pub(crate) struct CallArgs {
     /// The method, as Service.Method.
     method: String,
     /// The arguments: JSON text, @FILE, or - for stdin (raw bytes with --serialize raw,
-    /// hex with --serialize protobuf). Default: {} (empty with raw or protobuf).
+    /// hex with --serialize protobuf and no schema). Default: {} (empty for raw and hex).
     args: Option<String>,
-    /// How the arguments are encoded on the wire.
-    #[arg(short, long, value_enum, default_value = "json")]
-    serialize: Serialize,
+    /// How the arguments are encoded on the wire (default: json, or protobuf with a schema).
+    #[arg(short, long, value_enum)]
+    serialize: Option<Serialize>,
+    /// Protobuf schema: a .proto file (compiled here; its directory and -I paths are
+    /// searched for imports). Arguments are then JSON, and the reply printed as JSON.
+    #[arg(long, value_name = "FILE")]
+    proto: Option<std::path::PathBuf>,
+    /// Protobuf schema as a FileDescriptorSet (protoc --include_imports --descriptor_set_out).
+    #[arg(long, value_name = "FILE")]
+    descriptor_set: Option<std::path::PathBuf>,
+    /// Import path for --proto (repeatable).
+    #[arg(short = 'I', long = "proto-path", value_name = "DIR")]
+    proto_path: Vec<std::path::PathBuf>,
+    /// Request message (full name, e.g. pkg.Args); default: the input of the schema's
+    /// rpc Service.Method.
+    #[arg(long, value_name = "NAME")]
+    request_type: Option<String>,
+    /// Reply message (full name); default: the output of the schema's rpc Service.Method.
+    #[arg(long, value_name = "NAME")]
+    reply_type: Option<String>,
     /// Request metadata, KEY=VALUE (repeatable).
     #[arg(short = 'm', long = "meta", value_name = "KEY=VALUE")]
     meta: Vec<String>,
@@ -142,8 +159,26 @@ fn response_header(msg: &Message) -> String {
 pub(crate) async fn run(a: CallArgs) -> Outcome {
     let (service, method) = split_method(&a.method)?;
     crate::net::check_addr(&a.addr)?;
-    let raw = read_args(a.args.as_deref(), a.serialize)?;
-    let payload = encode_args(&raw, a.serialize)?;
+    let schema = crate::proto::load(a.proto.as_deref(), a.descriptor_set.as_deref(), &a.proto_path)?;
+    let serialize = a.serialize.unwrap_or(if schema.is_some() { Serialize::Protobuf } else { Serialize::Json });
+    let types = match &schema {
+        Some(_) if serialize != Serialize::Protobuf => {
+            return Err(Failure::usage("--proto / --descriptor-set go with --serialize protobuf"));
+        }
+        Some(pool) => {
+            Some(crate::proto::types(pool, service, method, a.request_type.as_deref(), a.reply_type.as_deref())?)
+        }
+        None if a.request_type.is_some() || a.reply_type.is_some() => {
+            return Err(Failure::usage("--request-type / --reply-type need --proto or --descriptor-set"));
+        }
+        None => None,
+    };
+    let payload = match &types {
+        Some((req, _)) => {
+            crate::proto::encode(req, &read_args(Some(a.args.as_deref().unwrap_or("{}")), Serialize::Json)?)?
+        }
+        None => encode_args(&read_args(a.args.as_deref(), serialize)?, serialize)?,
+    };
     let mut meta = Vec::new();
     for kv in &a.meta {
         let Some((k, v)) = kv.split_once('=') else {
@@ -152,7 +187,7 @@ pub(crate) async fn run(a: CallArgs) -> Outcome {
         meta.push((k.to_owned(), v.to_owned()));
     }
     let client = crate::net::connect(&a.addr, &a.connect).await?;
-    let mut req = client.request(service, method).serialize_type(a.serialize.wire()).timeout(a.timeout);
+    let mut req = client.request(service, method).serialize_type(serialize.wire()).timeout(a.timeout);
     if a.gzip {
         req = req.compress(CompressType::GZIP);
     }
@@ -180,7 +215,7 @@ pub(crate) async fn run(a: CallArgs) -> Outcome {
     if a.verbose {
         eprint!("{}", response_header(&reply));
     }
-    print_reply(&reply, a.output)
+    print_reply(&reply, a.output, types.as_ref().map(|t| &t.1))
 }
 
 /// A server push, on one line: `push Service.Method {meta} payload`.
@@ -199,14 +234,17 @@ fn push_line(m: &Message) -> String {
     )
 }
 
-fn print_reply(reply: &Message, output: Output) -> Outcome {
+fn print_reply(reply: &Message, output: Output, schema: Option<&prost_reflect::MessageDescriptor>) -> Outcome {
     let mut out = std::io::stdout().lock();
     let r = match output {
         Output::Raw => out.write_all(&reply.payload),
         Output::Hex => writeln!(out, "{}", hex::encode(&reply.payload)),
         Output::Json => {
             let st = reply.header.serialize_type();
-            let text = if st == SerializeType::PROTOBUF {
+            let text = if let (Some(desc), true) = (schema, st == SerializeType::PROTOBUF) {
+                let v = crate::proto::to_json(desc, &reply.payload).map_err(Failure::failed)?;
+                serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string())
+            } else if st == SerializeType::PROTOBUF {
                 hex::encode(&reply.payload)
             } else {
                 match payload_value(st, &reply.payload) {

@@ -13,6 +13,7 @@ mod dump;
 mod frame;
 mod net;
 mod pcap;
+mod proto;
 mod serve;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -69,7 +70,7 @@ pub(crate) enum Serialize {
     Msgpack,
     /// Raw bytes (SerializeNone).
     Raw,
-    /// Protobuf: bytes given as hex (no descriptor support).
+    /// Protobuf: JSON with --proto / --descriptor-set, else bytes given as hex.
     Protobuf,
 }
 

@@ -143,6 +143,26 @@ fn call_golden_replies() {
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "082a\n");
 
+    // Protobuf with a schema: a .proto whose service names the types.
+    let dir = std::env::temp_dir().join(format!("rpcx-cli-golden-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proto = dir.join("arith.proto");
+    std::fs::write(
+        &proto,
+        "syntax = \"proto3\";\npackage demo;\nmessage Args { int64 A = 1; int64 B = 2; }\n\
+         message Reply { int64 C = 1; }\nservice Arith { rpc Mul(Args) returns (Reply); }\n",
+    )
+    .unwrap();
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"A":7,"B":6}"#, "--proto", proto.to_str().unwrap()]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+    let o = rpcx(&["call", a, "Arith.Add", r#"{"A":7}"#, "--proto", proto.to_str().unwrap()]);
+    assert_status(&o, 2);
+    assert!(stderr(&o).contains("no rpc Arith.Add"), "{}", stderr(&o));
+    let o = rpcx(&["call", a, "Arith.Mul", r#"{"Nope":1}"#, "--proto", proto.to_str().unwrap()]);
+    assert_status(&o, 2);
+    let _ = std::fs::remove_dir_all(&dir);
+
     let o = rpcx(&["call", a, "Echo.Raw", "hello, rpcx", "-s", "raw", "--output", "raw"]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "hello, rpcx");
@@ -610,6 +630,14 @@ fn call_and_bench_against_the_go_server() {
     let o = rpcx(&["call", a, "ProtoArith.Mul", "080a1014", "-s", "protobuf"]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "08c801\n");
+    // With the interop schema: JSON in, JSON out.
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../interop/go/proto/arith.proto");
+    let types = ["--request-type", "rpcxinterop.ProtoArgs", "--reply-type", "rpcxinterop.ProtoReply"];
+    let mut cmd = vec!["call", a, "ProtoArith.Mul", r#"{"A":10,"B":20}"#, "--proto", proto];
+    cmd.extend_from_slice(&types);
+    let o = rpcx(&cmd);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 200\n}\n");
     let o = rpcx(&["call", a, "Arith.Error", r#"{"A":7}"#]);
     assert_status(&o, 1);
     assert_eq!(stderr(&o), "rpcx: server error: intentional error A=7\n");
