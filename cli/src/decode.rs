@@ -17,6 +17,29 @@ pub(crate) struct DecodeArgs {
     /// One JSON object per frame.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    schema: SchemaArgs,
+}
+
+/// A protobuf schema for reading protobuf payloads (`decode`, `dump`).
+#[derive(clap::Args, Debug)]
+pub(crate) struct SchemaArgs {
+    /// Show protobuf payloads as JSON through this .proto's services: a frame of
+    /// `Service.Method` is read as the rpc's input (request) or output (response).
+    #[arg(long, value_name = "FILE")]
+    proto: Option<std::path::PathBuf>,
+    /// The same from a FileDescriptorSet (protoc --include_imports --descriptor_set_out).
+    #[arg(long, value_name = "FILE")]
+    descriptor_set: Option<std::path::PathBuf>,
+    /// Import path for --proto (repeatable).
+    #[arg(short = 'I', long = "proto-path", value_name = "DIR")]
+    proto_path: Vec<std::path::PathBuf>,
+}
+
+impl SchemaArgs {
+    pub(crate) fn load(&self) -> Result<Option<prost_reflect::DescriptorPool>, Failure> {
+        crate::proto::load(self.proto.as_deref(), self.descriptor_set.as_deref(), &self.proto_path)
+    }
 }
 
 /// Input bytes: binary frames start with the magic byte 0x08, anything else is read
@@ -60,11 +83,12 @@ pub(crate) fn run(a: DecodeArgs) -> Outcome {
             v
         }
     };
+    let schema = a.schema.load()?;
     if crate::pcap::is_capture(&input) {
-        return crate::pcap::decode_capture(&input, a.json);
+        return crate::pcap::decode_capture(&input, a.json, schema);
     }
     let bytes = frames_bytes(&input)?;
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::new(schema);
     reader.feed(&bytes);
     let mut out = std::io::stdout().lock();
     let io = |e: std::io::Error| Failure::failed(format!("writing: {e}"));
@@ -113,7 +137,7 @@ mod tests {
             "0800003000000000000000000000001f000000054172697468000000034d756c000000000000000782a1410aa14214",
         )
         .unwrap();
-        let mut r = FrameReader::new();
+        let mut r = FrameReader::new(None);
         r.feed(&v2);
         r.feed(&v2[..10]);
         let f = r.next_frame().unwrap().unwrap();
@@ -121,7 +145,7 @@ mod tests {
         assert!(r.next_frame().unwrap().is_none());
         let e = r.finish().unwrap_err();
         assert_eq!(e.offset, v2.len() as u64);
-        let mut r = FrameReader::new();
+        let mut r = FrameReader::new(None);
         r.feed(&v2);
         r.feed(&[0x07, 0, 0]);
         assert!(r.next_frame().unwrap().is_some());

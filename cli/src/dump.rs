@@ -21,6 +21,8 @@ pub(crate) struct DumpArgs {
     /// One JSON object per frame.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    schema: crate::decode::SchemaArgs,
     /// Stop after this many connections have ended (default: run until killed).
     #[arg(long, value_name = "N")]
     max_conns: Option<u64>,
@@ -38,6 +40,7 @@ fn tcp_part(a: &str, flag: &str) -> Result<String, Failure> {
 pub(crate) async fn run(a: DumpArgs) -> Outcome {
     let listen = tcp_part(&a.listen, "--listen")?;
     let upstream = tcp_part(&a.upstream, "--upstream")?;
+    let schema = a.schema.load()?;
     let listener = TcpListener::bind(&listen).await.map_err(|e| Failure::failed(format!("listen on {listen}: {e}")))?;
     let local = listener.local_addr().map_err(|e| Failure::failed(e.to_string()))?;
     {
@@ -67,7 +70,8 @@ pub(crate) async fn run(a: DumpArgs) -> Outcome {
         };
         let id = next_id;
         next_id += 1;
-        let (upstream, json, ended, done) = (upstream.clone(), a.json, ended.clone(), done.clone());
+        let (upstream, json, ended, done, schema) =
+            (upstream.clone(), a.json, ended.clone(), done.clone(), schema.clone());
         tokio::spawn(async move {
             match TcpStream::connect(&upstream).await {
                 Ok(server) => {
@@ -76,8 +80,8 @@ pub(crate) async fn run(a: DumpArgs) -> Outcome {
                     let _ = server.set_nodelay(true);
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
-                    let up = tokio::spawn(pump(cr, sw, id, "client->server", json));
-                    let down = tokio::spawn(pump(sr, cw, id, "server->client", json));
+                    let up = tokio::spawn(pump(cr, sw, id, "client->server", json, schema.clone()));
+                    let down = tokio::spawn(pump(sr, cw, id, "server->client", json, schema));
                     let _ = up.await;
                     let _ = down.await;
                     eprintln!("rpcx dump: conn {id} closed");
@@ -98,8 +102,9 @@ async fn pump(
     id: u64,
     dir: &str,
     json: bool,
+    schema: Option<prost_reflect::DescriptorPool>,
 ) {
-    let mut reader = FrameReader::new();
+    let mut reader = FrameReader::new(schema);
     let mut decoding = true;
     let mut buf = vec![0u8; 64 << 10];
     loop {

@@ -68,9 +68,31 @@ pub(crate) struct FrameView {
     pub(crate) wire_payload_len: usize,
     /// Why the payload could not be decompressed, if it could not.
     pub(crate) payload_error: Option<String>,
+    /// A protobuf schema to read protobuf payloads with.
+    pub(crate) schema: Option<prost_reflect::DescriptorPool>,
 }
 
 impl FrameView {
+    /// The payload as JSON: through the schema's rpc `path.method` (its input for a
+    /// request, its output for a response) for protobuf, else [`payload_value`].
+    fn payload(&self) -> (Value, &'static str) {
+        let h = &self.msg.header;
+        if let (Some(pool), true) = (&self.schema, h.serialize_type() == SerializeType::PROTOBUF) {
+            let (path, method) = (lossy(&self.msg.service_path), lossy(&self.msg.service_method));
+            let rpc = pool
+                .services()
+                .filter(|s| s.full_name() == path || s.name() == path)
+                .find_map(|s| s.methods().find(|m| m.name() == method));
+            if let Some(m) = rpc {
+                let desc = if h.message_type() == MessageType::Response { m.output() } else { m.input() };
+                if let Ok(v) = crate::proto::to_json(&desc, &self.msg.payload) {
+                    return (v, "protobuf");
+                }
+            }
+        }
+        payload_value(h.serialize_type(), &self.msg.payload)
+    }
+
     pub(crate) fn to_json(&self, extra: &[(&str, Value)]) -> Value {
         let h = &self.msg.header;
         let mut o = Map::new();
@@ -111,7 +133,7 @@ impl FrameView {
                 o.insert("payload_encoding".into(), json!("hex"));
             }
             None => {
-                let (v, how) = payload_value(h.serialize_type(), &self.msg.payload);
+                let (v, how) = self.payload();
                 o.insert("payload".into(), v);
                 o.insert("payload_encoding".into(), json!(how));
             }
@@ -156,7 +178,7 @@ impl FrameView {
                 let _ = write!(s, "\n  payload {} bytes on the wire, not decompressed: {e}", self.wire_payload_len);
             }
             None => {
-                let (v, how) = payload_value(h.serialize_type(), &self.msg.payload);
+                let (v, how) = self.payload();
                 let mut shown = match v {
                     Value::String(t) => t,
                     other => other.to_string(),
@@ -185,6 +207,7 @@ impl FrameView {
 pub(crate) struct FrameReader {
     decoder: StreamDecoder,
     fed: u64,
+    schema: Option<prost_reflect::DescriptorPool>,
 }
 
 /// A stream that is not rpcx frames, and where.
@@ -201,8 +224,9 @@ impl std::fmt::Display for Malformed {
 }
 
 impl FrameReader {
-    pub(crate) fn new() -> Self {
-        Self { decoder: StreamDecoder::new(DecoderConfig::default()), fed: 0 }
+    /// A reader; protobuf payloads are shown through `schema` when it has their rpc.
+    pub(crate) fn new(schema: Option<prost_reflect::DescriptorPool>) -> Self {
+        Self { decoder: StreamDecoder::new(DecoderConfig::default()), fed: 0, schema }
     }
 
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
@@ -221,7 +245,8 @@ impl FrameReader {
         };
         let len = before - self.decoder.buffered();
         let wire_payload_len = msg.payload.len();
-        let mut view = FrameView { offset, len, msg, wire_payload_len, payload_error: None };
+        let mut view =
+            FrameView { offset, len, msg, wire_payload_len, payload_error: None, schema: self.schema.clone() };
         let ct = view.msg.header.compress_type();
         if ct != CompressType::NONE {
             let cfg = self.decoder.config();

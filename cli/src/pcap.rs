@@ -37,6 +37,7 @@ struct Capture<'o, W: Write> {
     order: Vec<String>,
     json: bool,
     out: &'o mut W,
+    schema: Option<prost_reflect::DescriptorPool>,
     frames: usize,
     errors: Vec<String>,
 }
@@ -71,7 +72,13 @@ impl<W: Write> Capture<'_, W> {
             }
             // A SYN takes one sequence number; a capture started mid-stream begins here.
             let isn = if tcp.syn() { seq.wrapping_add(1) } else { seq };
-            let flow = Flow { isn, next: 0, pending: BTreeMap::new(), reader: FrameReader::new(), broken: false };
+            let flow = Flow {
+                isn,
+                next: 0,
+                pending: BTreeMap::new(),
+                reader: FrameReader::new(self.schema.clone()),
+                broken: false,
+            };
             self.flows.insert(key.clone(), flow);
             self.order.push(key.clone());
         }
@@ -146,10 +153,17 @@ impl<W: Write> Capture<'_, W> {
 }
 
 /// Decode every rpcx frame in a pcap or pcapng capture.
-pub(crate) fn decode_capture(bytes: &[u8], json: bool) -> Outcome {
+pub(crate) fn decode_capture(bytes: &[u8], json: bool, schema: Option<prost_reflect::DescriptorPool>) -> Outcome {
     let mut stdout = std::io::stdout().lock();
-    let mut cap =
-        Capture { flows: HashMap::new(), order: Vec::new(), json, out: &mut stdout, frames: 0, errors: Vec::new() };
+    let mut cap = Capture {
+        flows: HashMap::new(),
+        order: Vec::new(),
+        json,
+        out: &mut stdout,
+        schema,
+        frames: 0,
+        errors: Vec::new(),
+    };
     let io = |e: std::io::Error| Failure::failed(format!("writing: {e}"));
     let bad = |e: pcap_file::PcapError| Failure::failed(format!("capture: {e}"));
     if bytes.starts_with(&[0x0a, 0x0d, 0x0d, 0x0a]) {

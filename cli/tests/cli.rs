@@ -697,3 +697,47 @@ fn call_and_bench_over_a_unix_socket() {
     drop(s);
     let _ = std::fs::remove_file(&path);
 }
+
+/// One rpcx frame: version 0, no compression, seq 9.
+fn frame(response: bool, serialize: u8, path: &str, method: &str, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for section in [path.as_bytes(), method.as_bytes(), &[], payload] {
+        body.extend_from_slice(&(section.len() as u32).to_be_bytes());
+        body.extend_from_slice(section);
+    }
+    let mut f = vec![0x08, 0, if response { 0x80 } else { 0 }, serialize << 4];
+    f.extend_from_slice(&9u64.to_be_bytes());
+    f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    f.extend_from_slice(&body);
+    f
+}
+
+#[test]
+fn decode_protobuf_payloads_through_a_schema() {
+    let dir = std::env::temp_dir().join(format!("rpcx-cli-decode-proto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let proto = dir.join("arith.proto");
+    std::fs::write(
+        &proto,
+        "syntax = \"proto3\";\npackage demo;\nmessage Args { int64 A = 1; int64 B = 2; }\n\
+         message Reply { int64 C = 1; }\nservice ProtoArith { rpc Mul(Args) returns (Reply); }\n",
+    )
+    .unwrap();
+    let frames = [
+        frame(false, 2, "ProtoArith", "Mul", &[0x08, 10, 0x10, 20]),
+        frame(true, 2, "ProtoArith", "Mul", &[0x08, 0xc8, 0x01]),
+        frame(false, 2, "Other", "Thing", &[0x08, 1]),
+    ]
+    .concat();
+    let o = rpcx(&["decode", "--json", "--proto", proto.to_str().unwrap(), &hex::encode(&frames)]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_status(&o, 0);
+    let f = json_lines(&o);
+    assert_eq!(
+        (&f[0]["payload"], &f[0]["payload_encoding"]),
+        (&serde_json::json!({"A": 10, "B": 20}), &"protobuf".into())
+    );
+    assert_eq!(f[1]["payload"], serde_json::json!({"C": 200}));
+    // No rpc in the schema for it: hex, as without a schema.
+    assert_eq!((&f[2]["payload"], &f[2]["payload_encoding"]), (&"0801".into(), &"hex".into()));
+}
