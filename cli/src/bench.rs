@@ -259,7 +259,12 @@ async fn closed_loop(
                 let r = one_call(&client, &plan).await;
                 // A call counts if it started in the window and ended in it.
                 let counted = t0 >= measure_from && Instant::now() <= end;
-                tally.record(t0, counted || r.is_err(), r);
+                let failed = r.is_err();
+                tally.record(t0, counted || failed, r);
+                // A lost connection fails every call at once: stop rather than spin.
+                if failed && client.is_shutdown() {
+                    break;
+                }
             }
         }));
     }

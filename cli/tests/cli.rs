@@ -268,6 +268,14 @@ fn tls_call_with_insecure() {
     // Without trust settings: a usage error, nothing sent.
     let o = rpcx(&["call", &s.addr, "Arith.Mul", "{}", "--tls"]);
     assert_status(&o, 2);
+    let o = rpcx(&["bench", &s.addr, "-d", "300ms", "--tls", "--insecure", "--json"]);
+    assert_status(&o, 0);
+    // Plain rpcx to a TLS server: the connection is lost, the callers stop (no spin).
+    let o = rpcx(&["bench", &s.addr, "-d", "5s", "-c", "3", "--json"]);
+    assert_status(&o, 1);
+    let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
+    assert_eq!(r["errors"], 3, "{r}");
+    assert!(r["first_error"].as_str().unwrap().contains("connection lost"), "{r}");
 }
 
 /// The Go-produced frames of core/tests/fixtures/vectors.txt.
