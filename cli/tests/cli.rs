@@ -749,3 +749,20 @@ fn decode_protobuf_payloads_through_a_schema() {
     // No rpc in the schema for it: hex, as without a schema.
     assert_eq!((&f[2]["payload"], &f[2]["payload_encoding"]), (&"0801".into(), &"hex".into()));
 }
+
+#[test]
+fn dump_from_a_unix_socket_to_tcp() {
+    let s = serve(&[]);
+    let path = std::env::temp_dir().join(format!("rpcx-cli-dump-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let listen = format!("unix@{}", path.display());
+    let d = Background::start(&["dump", "--listen", &listen, "--upstream", &s.addr, "--max-conns", "1"]);
+    assert_eq!(d.addr, listen);
+    let o = rpcx(&["call", &listen, "Echo.Raw", "through a unix socket", "-s", "raw"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "through a unix socket\n");
+    let out = d.finish();
+    assert!(out.contains("[0 client->server] @0 request") && out.contains("[0 server->client] @0 response"), "{out}");
+    assert!(out.contains("(text): through a unix socket"), "{out}");
+    assert!(!path.exists(), "the socket file is removed on exit");
+}
