@@ -57,7 +57,7 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Decode rpcx frames from hex, a file, stdin or a pcap/pcapng capture.
     Decode(decode::DecodeArgs),
-    /// A TCP proxy that forwards bytes both ways and prints every frame.
+    /// A TCP or unix-socket proxy that forwards bytes both ways and prints every frame.
     Dump(dump::DumpArgs),
 }
 
@@ -70,7 +70,7 @@ pub(crate) enum Serialize {
     Msgpack,
     /// Raw bytes (SerializeNone).
     Raw,
-    /// Protobuf: JSON with --proto / --descriptor-set, else bytes given as hex.
+    /// Protobuf: bytes given as hex (or, for `call`, JSON with --proto / --descriptor-set).
     Protobuf,
 }
 
