@@ -58,7 +58,7 @@ impl Arith for Calculator {
 }
 
 /// `Arith.Mul`, `Arith.Add` ([`Calculator`]), `Notify.Subscribe` (pushes `A` messages to
-/// the caller) and `Echo.Meta`.
+/// the caller), `Echo.Meta` (metadata back) and `Echo.Raw` (raw payload back).
 pub fn router(auth: Option<String>) -> Router {
     let arith = Calculator.into_service();
     let notify = Service::new("Notify").method("Subscribe", |ctx: Context, a: Args| async move {
@@ -67,14 +67,18 @@ pub fn router(auth: Option<String>) -> Router {
         }
         Ok(Reply { c: a.a })
     });
-    let echo = Service::new("Echo").method("Meta", |ctx: Context, a: Args| async move {
-        for (k, v) in ctx.metadata().iter() {
-            if !k.starts_with(b"__") {
-                ctx.set_response_metadata(k.clone(), v.clone());
+    let echo = Service::new("Echo")
+        .method("Meta", |ctx: Context, a: Args| async move {
+            for (k, v) in ctx.metadata().iter() {
+                if !k.starts_with(b"__") {
+                    ctx.set_response_metadata(k.clone(), v.clone());
+                }
             }
-        }
-        Ok(Reply { c: a.a.wrapping_add(a.b) })
-    });
+            Ok(Reply { c: a.a.wrapping_add(a.b) })
+        })
+        // The payload back as it came (as the Go interop server has it); `rpcx bench`
+        // calls it by default.
+        .raw_method("Raw", |_ctx: Context, payload: rpcx_core::bytes::Bytes| async move { Ok(payload) });
     let router = Router::new().service(arith).service(notify).service(echo);
     match auth {
         None => router,
