@@ -98,7 +98,7 @@ seed_decompress
 
 status=0
 summary=()
-for target in $(cargo fuzz list); do
+for target in ${FUZZ_TARGETS:-$(cargo fuzz list)}; do
     log="$fuzz_dir/artifacts/$target.log"
     mkdir -p "$fuzz_dir/artifacts/$target" "$fuzz_dir/corpus/$target"
     echo "=== fuzz $target for ${seconds}s" >&2

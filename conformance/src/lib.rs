@@ -13,6 +13,7 @@
 
 pub mod child;
 pub mod faults;
+pub mod http_scenarios;
 pub mod runtimes;
 pub mod scenarios;
 pub mod server_scenarios;

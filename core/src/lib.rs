@@ -38,8 +38,10 @@ pub mod conn;
 pub mod error;
 pub mod govern;
 pub mod guard;
+pub mod http;
 #[cfg(unix)]
 pub mod memu;
+mod query;
 pub mod service;
 pub mod stub;
 pub mod wire;

@@ -84,6 +84,10 @@ pub enum LostReason {
     /// no bytes for the grace period (see [`MemoryBudget`]).
     #[error("server memory budget exceeded while the peer did not read")]
     MemoryBudget,
+    /// An HTTP request on the rpcx port could not be served (malformed, too large, a
+    /// protocol turned off); the peer got the HTTP error status first.
+    #[error("HTTP: {0}")]
+    Http(crate::http::HttpError),
     /// The transport failed (reported by the driver through `abort`).
     #[error("transport error: {0}")]
     Transport(String),

@@ -2,6 +2,7 @@
 
 use super::{CloseMode, LostReason, MemoryBudget, TRANSMIT_BATCH, min_instant};
 use crate::compress::{self, Inflate};
+use crate::http::{self, HttpConfig, front::Front};
 use crate::wire::{
     AUTH_KEY, DecoderConfig, EncodeBuf, EncodeError, EncoderConfig, Header, Message, MessageStatus, MessageType,
     Metadata, SERVER_TIMEOUT_KEY, SERVICE_ERROR_KEY, SerializeType, StreamDecoder,
@@ -37,6 +38,11 @@ pub struct ServerConfig {
     /// charged and the policy). A server's connections share one `Arc`; the default is
     /// a fresh [`MemoryBudget::default`] (512 MiB).
     pub budget: Arc<MemoryBudget>,
+    /// HTTP on the rpcx port: the X-RPCX gateway and JSON-RPC 2.0, both on by default
+    /// as in Go (see [`crate::http`]). A connection whose first bytes are an HTTP
+    /// request line is served as HTTP; [`HttpConfig::disabled`] makes every connection
+    /// rpcx only.
+    pub http: HttpConfig,
 }
 
 /// The default [`ServerConfig::frame_timeout`].
@@ -73,6 +79,7 @@ impl Default for ServerConfig {
             read_timeout: None,
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
             budget: Arc::new(MemoryBudget::default()),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -229,6 +236,25 @@ enum Step {
     Blocked,
 }
 
+/// What the connection speaks.
+#[derive(Debug)]
+enum Proto {
+    /// Not known yet: the first bytes (fewer than [`http::CLASSIFY_MAX`]) could begin
+    /// an HTTP request line.
+    Undecided(Vec<u8>),
+    Rpcx,
+    /// Boxed: an rpcx connection (nearly all) stays small.
+    Http(Box<Front>),
+}
+
+/// Queued output.
+#[derive(Debug)]
+enum Out {
+    Frame(Message),
+    /// Bytes ready for the wire (HTTP responses).
+    Raw(Bytes),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Open,
@@ -256,10 +282,14 @@ pub struct ServerConnection {
     /// Shared by every connection of a server (see [`ServerConnection::with_shared_config`]).
     config: Arc<ServerConfig>,
     decoder: StreamDecoder,
+    proto: Proto,
+    /// The reason the last event of a [`CloseMode::Flush`] close carries, when it is
+    /// not a plain local close (an HTTP request that could not be served).
+    close_reason: Option<LostReason>,
     next_id: u64,
     push_seq: u64,
     pending: FxHashMap<u64, Pending>,
-    queue: VecDeque<(Message, usize)>,
+    queue: VecDeque<(Out, usize)>,
     queued_bytes: usize,
     events: VecDeque<ServerEvent>,
     state: State,
@@ -304,6 +334,8 @@ impl ServerConnection {
     pub fn with_shared_config(config: Arc<ServerConfig>, now: Instant) -> Self {
         Self {
             decoder: StreamDecoder::new(config.decoder.clone()),
+            proto: if config.http.enabled() { Proto::Undecided(Vec::new()) } else { Proto::Rpcx },
+            close_reason: None,
             idle_deadline: config.read_timeout.map(|d| now + d),
             config,
             next_id: 0,
@@ -335,7 +367,31 @@ impl ServerConnection {
         if self.state != State::Open {
             return;
         }
-        self.decoder.feed(data);
+        match &mut self.proto {
+            Proto::Rpcx => self.decoder.feed(data),
+            Proto::Http(f) => f.feed(data),
+            Proto::Undecided(first) => {
+                let mut probe = [0u8; http::CLASSIFY_MAX];
+                let n = first.len();
+                let m = (http::CLASSIFY_MAX - n).min(data.len());
+                probe[..n].copy_from_slice(first);
+                probe[n..n + m].copy_from_slice(&data[..m]);
+                match http::classify(&probe[..n + m]) {
+                    http::Class::Unknown if n + m < http::CLASSIFY_MAX => first.extend_from_slice(data),
+                    http::Class::Http => {
+                        let mut f = Box::<Front>::default();
+                        f.feed(first);
+                        f.feed(data);
+                        self.proto = Proto::Http(f);
+                    }
+                    _ => {
+                        self.decoder.feed(first);
+                        self.decoder.feed(data);
+                        self.proto = Proto::Rpcx;
+                    }
+                }
+            }
+        }
         self.pump(now);
     }
 
@@ -361,10 +417,15 @@ impl ServerConnection {
             // Frames already buffered are still served before the stream end counts.
             self.pump(now);
         }
-        let reason = match self.decoder.finish() {
-            Err(crate::wire::DecodeError::UnexpectedEof { buffered }) => LostReason::UnexpectedEof { buffered },
-            Err(e) => LostReason::Protocol(e),
-            Ok(()) => LostReason::PeerClosed,
+        let reason = match &self.proto {
+            Proto::Http(f) if f.incomplete() => LostReason::UnexpectedEof { buffered: f.buffered() },
+            Proto::Undecided(first) if !first.is_empty() => LostReason::UnexpectedEof { buffered: first.len() },
+            Proto::Http(_) | Proto::Undecided(_) => LostReason::PeerClosed,
+            Proto::Rpcx => match self.decoder.finish() {
+                Err(crate::wire::DecodeError::UnexpectedEof { buffered }) => LostReason::UnexpectedEof { buffered },
+                Err(e) => LostReason::Protocol(e),
+                Ok(()) => LostReason::PeerClosed,
+            },
         };
         self.lose(reason);
     }
@@ -404,6 +465,20 @@ impl ServerConnection {
     /// Answer a request. For a oneway request nothing is sent, but the slot is released.
     /// Answering twice is [`RespondError::UnknownRequest`] and sends nothing.
     pub fn respond(&mut self, now: Instant, id: RequestId, response: Response) -> Result<(), RespondError> {
+        self.respond_with(now, id, response, false, false)
+    }
+
+    /// [`respond`](Self::respond), saying why: `unauthorized` (the auth check failed;
+    /// HTTP answers 401) and `close` (close the connection after the response, with a
+    /// [`CloseMode::Flush`] close; on HTTP once the exchange in progress is answered).
+    pub(crate) fn respond_with(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        response: Response,
+        unauthorized: bool,
+        close: bool,
+    ) -> Result<(), RespondError> {
         match self.state {
             State::Closed(_) | State::Closing(CloseMode::Flush) | State::Closing(CloseMode::Immediate) => {
                 return Err(RespondError::Closed);
@@ -411,10 +486,29 @@ impl ServerConnection {
             _ => {}
         }
         let p = self.pending.remove(&id.0).ok_or(RespondError::UnknownRequest(id))?;
-        if !p.header.is_oneway() {
-            let msg = build_response(p, response);
-            self.stats.responses += 1;
-            self.enqueue(msg);
+        let oneway = p.header.is_oneway();
+        if let Proto::Http(f) = &mut self.proto {
+            let answer = f.on_response(id.0, response, unauthorized, close, oneway);
+            let close_now = match answer {
+                Some((bytes, close_after)) => {
+                    self.stats.responses += 1;
+                    self.enqueue_raw(bytes);
+                    close_after
+                }
+                None => f.wants_close(),
+            };
+            if close_now {
+                self.close(now, CloseMode::Flush);
+            }
+        } else {
+            if !oneway {
+                let msg = build_response(p, response);
+                self.stats.responses += 1;
+                self.enqueue(msg);
+            }
+            if close {
+                self.close(now, CloseMode::Flush);
+            }
         }
         self.resume(now);
         Ok(())
@@ -489,8 +583,18 @@ impl ServerConnection {
             return None;
         }
         let start = buf.len();
-        while let Some((msg, size)) = self.queue.pop_front() {
+        while let Some((out, size)) = self.queue.pop_front() {
             self.queued_bytes -= size;
+            let msg = match out {
+                Out::Frame(msg) => msg,
+                Out::Raw(bytes) => {
+                    buf.put_slice(&bytes);
+                    if buf.len() - start >= TRANSMIT_BATCH {
+                        break;
+                    }
+                    continue;
+                }
+            };
             if let Err(e) = msg.encode(&self.config.encoder, buf) {
                 // Only a response can fail here (compressed output over the limit):
                 // answer with the error instead so the caller is not left waiting.
@@ -614,7 +718,13 @@ impl ServerConnection {
     fn enqueue(&mut self, msg: Message) {
         let size = QUEUED_OVERHEAD + msg.encoded_total_len() as usize;
         self.queued_bytes += size;
-        self.queue.push_back((msg, size));
+        self.queue.push_back((Out::Frame(msg), size));
+    }
+
+    fn enqueue_raw(&mut self, bytes: Bytes) {
+        let size = QUEUED_OVERHEAD + bytes.len();
+        self.queued_bytes += size;
+        self.queue.push_back((Out::Raw(bytes), size));
     }
 
     /// Room was made: decode more buffered requests, and restart the idle clock if
@@ -646,6 +756,9 @@ impl ServerConnection {
 
     /// Decode buffered frames while there is room, doing at most [`WORK_PER_TURN`].
     fn pump(&mut self, now: Instant) {
+        if let Proto::Http(_) = self.proto {
+            return self.http_pump(now);
+        }
         self.last_now = self.last_now.max(now);
         self.has_work = false;
         self.blocked = false;
@@ -695,14 +808,89 @@ impl ServerConnection {
         }
         // The frame clock: runs while part of a frame (and no whole one) is buffered,
         // restarting when a new frame begins.
-        let incomplete = !self.has_work && self.inflating.is_none() && !self.paused && self.decoder.buffered() > 0;
-        if incomplete && (decoded || !self.incomplete) {
+        let undecided = if let Proto::Undecided(first) = &self.proto { first.len() } else { 0 };
+        let incomplete =
+            !self.has_work && self.inflating.is_none() && !self.paused && self.decoder.buffered() + undecided > 0;
+        self.frame_clock(now, incomplete, decoded);
+    }
+
+    /// The frame clock: runs while part of a frame or HTTP request (and no whole one)
+    /// is buffered, restarting when a new one begins.
+    fn frame_clock(&mut self, now: Instant, incomplete: bool, taken: bool) {
+        if incomplete && (taken || !self.incomplete) {
             self.frame_deadline = self.config.frame_timeout.map(|d| now + d);
         } else if !incomplete && !self.paused {
             self.frame_deadline = None;
         }
         self.incomplete = incomplete || (self.incomplete && self.paused);
         self.review(now);
+    }
+
+    /// [`pump`](Self::pump) for an HTTP connection: take the next request when none is
+    /// being answered, and dispatch its calls.
+    fn http_pump(&mut self, now: Instant) {
+        self.last_now = self.last_now.max(now);
+        self.has_work = false;
+        self.blocked = false;
+        let mut taken = false;
+        while self.state == State::Open {
+            if self.full() {
+                self.paused = true;
+                break;
+            }
+            let cfg = &self.config;
+            let Proto::Http(f) = &mut self.proto else { unreachable!("an HTTP connection") };
+            let parsed =
+                f.next(&cfg.http, cfg.decoder.max_message_len, cfg.decoder.max_metadata_pairs, cfg.max_in_flight);
+            match parsed {
+                http::front::Parsed::Need { continue_wanted } => {
+                    let held = f.buffered();
+                    if continue_wanted {
+                        self.enqueue_raw(Bytes::from_static(http::h1::CONTINUE));
+                    }
+                    // A large body is held back while the server is over its budget.
+                    if held > SMALL_FRAME && self.config.budget.over(self.budget_limit()) {
+                        self.blocked = true;
+                    }
+                    break;
+                }
+                http::front::Parsed::Reply { bytes, close } => {
+                    taken = true;
+                    self.stats.responses += 1;
+                    self.enqueue_raw(bytes);
+                    if close {
+                        self.close(now, CloseMode::Flush);
+                    }
+                }
+                http::front::Parsed::Fail(e, bytes) => {
+                    self.enqueue_raw(bytes);
+                    self.close_reason = Some(LostReason::Http(e));
+                    self.close(now, CloseMode::Flush);
+                }
+                http::front::Parsed::Calls(messages) => {
+                    taken = true;
+                    if let Some(d) = self.config.read_timeout {
+                        self.idle_deadline = Some(now + d);
+                    }
+                    let ids: Vec<u64> = messages.into_iter().map(|m| self.admit(now, m).0).collect();
+                    let Proto::Http(f) = &mut self.proto else { unreachable!("an HTTP connection") };
+                    if let Some((bytes, close)) = f.bind(&ids) {
+                        self.stats.responses += 1;
+                        self.enqueue_raw(bytes);
+                        if close {
+                            self.close(now, CloseMode::Flush);
+                        }
+                    }
+                }
+            }
+        }
+        if self.state != State::Open {
+            self.sync_budget();
+            return;
+        }
+        let Proto::Http(f) = &self.proto else { unreachable!("an HTTP connection") };
+        let incomplete = !self.paused && f.incomplete();
+        self.frame_clock(now, incomplete, taken);
     }
 
     /// One step of the decompression in progress.
@@ -774,7 +962,8 @@ impl ServerConnection {
     /// Charge the budget with what this connection holds now.
     fn sync_budget(&mut self) {
         let held = if self.state == State::Open || matches!(self.state, State::Closing(_)) {
-            let input = self.decoder.buffered().max(self.reserved_frame);
+            let http = if let Proto::Http(f) = &self.proto { f.buffered() } else { 0 };
+            let input = (self.decoder.buffered() + http).max(self.reserved_frame);
             let inflate =
                 self.inflating.as_ref().map_or(0, |i| i.input_len + i.inflater.as_ref().map_or(0, |f| f.held()));
             input + inflate + self.queued_bytes
@@ -836,6 +1025,11 @@ impl ServerConnection {
             self.events.push_back(ServerEvent::Heartbeat { seq });
             return;
         }
+        self.admit(now, msg);
+    }
+
+    /// Hand a request to the application.
+    fn admit(&mut self, now: Instant, msg: Message) -> RequestId {
         let deadline = msg.metadata.get(SERVER_TIMEOUT_KEY).and_then(|v| parse_server_timeout(now, v));
         let id = RequestId(self.next_id);
         self.next_id += 1;
@@ -845,14 +1039,16 @@ impl ServerConnection {
         );
         self.stats.requests += 1;
         self.events.push_back(ServerEvent::Request(Request { id, message: msg, deadline }));
+        id
     }
 
     fn check_closing_done(&mut self) {
         if let State::Closing(mode) = self.state {
             let waiting = mode == CloseMode::Graceful && !self.pending.is_empty();
             if self.queue.is_empty() && !waiting {
-                self.state = State::Closed(LostReason::LocalClose);
-                self.events.push_back(ServerEvent::ConnectionLost(LostReason::LocalClose));
+                let reason = self.close_reason.take().unwrap_or(LostReason::LocalClose);
+                self.state = State::Closed(reason.clone());
+                self.events.push_back(ServerEvent::ConnectionLost(reason));
             }
         }
     }

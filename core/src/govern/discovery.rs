@@ -169,58 +169,12 @@ fn parse_go_int(s: &str) -> Option<i64> {
     s.parse().ok()
 }
 
-/// Go's `url.ParseQuery` (Go ≥ 1.17): `None` if Go would return an error.
+/// Go's `url.ParseQuery`: `None` if Go would return an error.
 fn parse_query(query: &str) -> Option<Vec<(String, String)>> {
-    let mut pairs = Vec::new();
-    let mut ok = true;
-    for pair in query.split('&') {
-        if pair.contains(';') {
-            ok = false;
-            continue;
-        }
-        if pair.is_empty() {
-            continue;
-        }
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match (query_unescape(k), query_unescape(v)) {
-            (Some(k), Some(v)) => pairs.push((k, v)),
-            _ => ok = false,
-        }
-    }
-    ok.then_some(pairs)
-}
-
-/// Go's `url.QueryUnescape`: `+` is a space, `%XX` a byte; a bad escape is an error.
-fn query_unescape(s: &str) -> Option<String> {
-    if !s.contains(['%', '+']) {
-        return Some(s.to_owned());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hi = b.get(i + 1).copied().and_then(hex_val)?;
-                let lo = b.get(i + 2).copied().and_then(hex_val)?;
-                out.push(hi << 4 | lo);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn hex_val(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
+    let (pairs, err) = crate::query::parse(query);
+    let lossy =
+        |b: Vec<u8>| String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    err.is_none().then(|| pairs.into_iter().map(|(k, v)| (lossy(k), lossy(v))).collect())
 }
 
 /// One server as discovery reports it: its key and metadata. Cloning is cheap.

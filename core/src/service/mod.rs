@@ -363,6 +363,8 @@ pub struct Dispatched {
     pub response: Response,
     /// Close the connection after sending the response (auth failure, or a hook asked).
     pub close: bool,
+    /// The auth check refused the request (the HTTP gateway answers 401).
+    pub unauthorized: bool,
 }
 
 /// All services of a server, with its auth function and hooks. Cheap to clone.
@@ -473,14 +475,11 @@ impl Router {
         }
         // Only fails for a closed connection or a request answered already (the latter
         // cannot happen here: each request is served once).
-        let _ = conn.respond(now, id, response);
+        let _ = conn.respond_with(now, id, response, d.unauthorized, d.close);
         if !oneway {
             for h in self.hooks() {
                 crate::guard::catch("post_write_response hook", || h.post_write_response(&ctx));
             }
-        }
-        if d.close {
-            conn.close(now, crate::conn::CloseMode::Flush);
         }
     }
 
@@ -490,8 +489,12 @@ impl Router {
         for h in self.hooks.iter() {
             match crate::guard::catch("post_read_request hook", || h.post_read_request(&ctx)) {
                 Some(Ok(())) => {}
-                Some(Err(r)) => return Dispatched { response: Response::error(r.text), close: r.close },
-                None => return Dispatched { response: Response::error(HOOK_PANICKED), close: false },
+                Some(Err(r)) => {
+                    return Dispatched { response: Response::error(r.text), close: r.close, unauthorized: false };
+                }
+                None => {
+                    return Dispatched { response: Response::error(HOOK_PANICKED), close: false, unauthorized: false };
+                }
             }
         }
         if let Some(auth) = &self.auth {
@@ -499,9 +502,15 @@ impl Router {
             let verdict = CatchUnwind::new(|| auth(ctx.clone(), token)).await;
             match verdict {
                 Ok(Ok(())) => {}
-                Ok(Err(text)) => return Dispatched { response: Response::error(text), close: true },
+                Ok(Err(text)) => {
+                    return Dispatched { response: Response::error(text), close: true, unauthorized: true };
+                }
                 Err(panic) => {
-                    return Dispatched { response: Response::error(format!("auth panicked: {panic}")), close: true };
+                    return Dispatched {
+                        response: Response::error(format!("auth panicked: {panic}")),
+                        close: true,
+                        unauthorized: true,
+                    };
                 }
             }
         }
@@ -553,6 +562,6 @@ impl Router {
             Ok(payload) => Response { metadata, payload, error: None },
             Err(text) => Response { metadata, payload: Bytes::new(), error: Some(Bytes::from(text)) },
         };
-        Dispatched { response, close: false }
+        Dispatched { response, close: false, unauthorized: false }
     }
 }

@@ -60,7 +60,8 @@ impl ServerSettings {
 /// (and its alias `idle_timeout`), `frame_timeout`, `memory_budget`,
 /// `max_concurrent_inflations`, `memory_grace`, `write_timeout`, `max_message_len`, `max_decompressed_len`, `max_metadata_pairs`,
 /// `strict_payload_len`, `max_in_flight`, `max_unsent_bytes`, `max_connections`,
-/// `tls_handshake_timeout`, `tcp_keepalive`, `compressor` and `connection`. Every
+/// `tls_handshake_timeout`, `tcp_keepalive`, `compressor`, `disable_http_gateway`,
+/// `disable_jsonrpc`, `http_cors`, `settings` and `connection`. Every
 /// runtime's `Server` uses it, so they offer the same knobs with the same meaning.
 #[macro_export]
 macro_rules! server_settings_setters {
@@ -191,6 +192,26 @@ macro_rules! server_settings_setters {
             let conn = &mut self.$($path).+.connection;
             conn.decoder.compressors.register(ty, c.clone());
             conn.encoder.compressors.register(ty, c);
+            self
+        }
+
+        /// Turn the X-RPCX HTTP gateway on this port off (Go's `DisableHTTPGateway`).
+        /// On by default: see `rpcx_core::http`.
+        pub fn disable_http_gateway(mut self) -> Self {
+            self.$($path).+.connection.http.gateway = false;
+            self
+        }
+
+        /// Turn JSON-RPC 2.0 on this port off (Go's `DisableJSONRPC`). On by default.
+        pub fn disable_jsonrpc(mut self) -> Self {
+            self.$($path).+.connection.http.jsonrpc = false;
+            self
+        }
+
+        /// Answer CORS requests from any origin on the HTTP gateway and JSON-RPC (Go's
+        /// `SetCORS(AllowAllCORSOptions())`). Off by default.
+        pub fn http_cors(mut self, on: bool) -> Self {
+            self.$($path).+.connection.http.cors = on;
             self
         }
 
