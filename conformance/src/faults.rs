@@ -199,9 +199,9 @@ pub fn garbage_truncation_and_bombs_while_another_calls(s: &dyn ServerRt) {
         })
     };
     let before = server.stats().expect("counters").protocol_errors;
-    // Not rpcx at all.
+    // Not rpcx at all (nor HTTP, which the port also speaks).
     let mut g = connect(&addr);
-    g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    g.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
     assert!(closed_within(&mut g, Duration::from_secs(5)), "garbage closes");
     // A truncated frame, then the peer goes away.
     let mut t = connect(&addr);

@@ -242,6 +242,27 @@ pub fn in_process_memu(s: &dyn ServerRt, c: &dyn ClientRt) {
     server.close();
 }
 
+/// rpcx through an HTTP CONNECT tunnel (`http@`): the server bound to an `http@`
+/// address names it so, the client tunnels, and calls, pushes and a `tcp@` client on
+/// the same port all work.
+pub fn http_connect_tunnel(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts { addr: Some("http@127.0.0.1:0".into()), ..Default::default() });
+    let addr = server.address();
+    assert!(addr.starts_with("http@"), "{addr}");
+    let client = c.connect(&addr, ConnOpts::default());
+    assert_eq!(reply(client.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 6, b: 7 })).unwrap()).c, 42);
+    let raw = client.call(CallSpec::new("Echo", "Raw", SerializeType::NONE, pattern(5000))).expect("Raw");
+    assert_eq!(raw.expect("response").payload, pattern(5000));
+    let mut sp = spec("Mul", SerializeType::MSGPACK, &Args { a: 2, b: 0 });
+    sp.service_path = Bytes::from_static(b"Push");
+    sp.service_method = Bytes::from_static(b"Me");
+    assert_eq!(reply(client.call(sp).expect("Push.Me")).c, 2);
+    assert_eq!(client.next_push(Duration::from_secs(5)).expect("a push through the tunnel").payload, &b"push-1"[..]);
+    let plain = c.connect(&addr.replacen("http@", "tcp@", 1), ConnOpts::default());
+    assert_eq!(reply(plain.call(spec("Mul", SerializeType::JSON, &Args { a: 3, b: 3 })).unwrap()).c, 9);
+    server.close();
+}
+
 /// A server at its in-flight limit stops reading: a peer that floods it with requests
 /// is pushed back by TCP (its writes block) instead of the server buffering everything.
 /// Server-only (a raw socket is the client).

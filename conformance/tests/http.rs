@@ -32,4 +32,5 @@ on_every_server!(
     jsonrpc_like_go,
     hostile_http_is_bounded,
     http_can_be_turned_off,
+    connect_keeps_pipelined_bytes,
 );

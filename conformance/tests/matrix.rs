@@ -29,6 +29,7 @@ macro_rules! pair {
             scenario!(graceful_shutdown_with_calls_in_flight);
             scenario!(server_killed_mid_call);
             scenario!(in_process_memu);
+            scenario!(http_connect_tunnel);
         }
     };
 }

@@ -14,6 +14,10 @@ pub enum ServerAddr {
     Unix(PathBuf),
     /// An in-process server name (`memu@name`, see [`crate::memu`]).
     Memory(String),
+    /// rpcx through an HTTP CONNECT tunnel (`http@host:port`): TCP (and TLS when
+    /// configured), then `CONNECT /_rpcx_` before the first frame. A server bound to
+    /// an `http@` address serves what a `tcp@` one does (CONNECT included).
+    Http(String),
 }
 
 /// An address that could not be parsed or names a network we do not speak.
@@ -21,7 +25,7 @@ pub enum ServerAddr {
 #[non_exhaustive]
 pub enum AddrError {
     /// The network before `@` is not supported (quic, kcp, http, ws, ...).
-    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, unix, memu)")]
+    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, http, unix, memu)")]
     UnsupportedNetwork(String),
     /// Nothing after the `@`.
     #[error("empty address")]
@@ -40,6 +44,7 @@ impl FromStr for ServerAddr {
             "tcp" | "tcp4" | "tcp6" => Ok(ServerAddr::Tcp(addr.to_owned())),
             "unix" => Ok(ServerAddr::Unix(PathBuf::from(addr))),
             "memu" => Ok(ServerAddr::Memory(addr.to_owned())),
+            "http" => Ok(ServerAddr::Http(addr.to_owned())),
             other => Err(AddrError::UnsupportedNetwork(other.to_owned())),
         }
     }
@@ -51,6 +56,7 @@ impl fmt::Display for ServerAddr {
             ServerAddr::Tcp(a) => write!(f, "tcp@{a}"),
             ServerAddr::Unix(p) => write!(f, "unix@{}", p.display()),
             ServerAddr::Memory(n) => write!(f, "memu@{n}"),
+            ServerAddr::Http(a) => write!(f, "http@{a}"),
         }
     }
 }

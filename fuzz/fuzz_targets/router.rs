@@ -131,6 +131,8 @@ fn dispatcher() -> Arc<Dispatcher> {
         }));
         let mut settings = ServerSettings::default();
         settings.connection.max_in_flight = 8;
+        // rpcx only: the http_conn target covers HTTP connections.
+        settings.connection.http = rpcx_core::http::HttpConfig::disabled();
         // gzip at the fastest level, as in server_conn: deflating at the default level
         // costs more than the rest of an execution.
         settings.connection.encoder.compressors.register(CompressType::GZIP, Arc::new(Gzip::with_level(1)));

@@ -43,6 +43,8 @@ fuzz_target!(|data: &[u8]| {
         max_in_flight: MAX_IN_FLIGHT,
         max_unsent_bytes: 8192,
         read_timeout: Some(Duration::from_secs(5)),
+        // rpcx only: the http_conn target covers connections that speak HTTP.
+        http: rpcx_core::http::HttpConfig::disabled(),
         ..Default::default()
     };
     let mut conn = ServerConnection::new(cfg, now);

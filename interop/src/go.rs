@@ -226,6 +226,15 @@ impl GoServer {
         Self::start("tcp", &args, None)
     }
 
+    /// Start Go's `Serve("http", ..)` on `127.0.0.1:0`: rpcx through HTTP CONNECT only.
+    pub fn http(auth: Option<&str>) -> GoServer {
+        let mut args = vec!["-network", "http", "-addr", "127.0.0.1:0"];
+        if let Some(t) = auth {
+            args.extend(["-auth", t]);
+        }
+        Self::start("http", &args, None)
+    }
+
     /// Start on a fresh unix socket.
     pub fn unix(name: &str, auth: Option<&str>) -> GoServer {
         let path = crate::unique_socket_path(name);

@@ -14,6 +14,13 @@ fn over_tcp(rt: Runtime, scenario: &str) {
     server.go_client(scenario, &[]).assert_pass();
 }
 
+/// Run `scenario` from the Go driver, tunnelling through HTTP CONNECT (`-network
+/// http`), against a fresh TCP server on `rt` (which takes CONNECT on its rpcx port).
+fn over_http(rt: Runtime, scenario: &str) {
+    let server = RustServer::tcp_on(rt, None);
+    server.go_client(scenario, &["-network", "http"]).assert_pass();
+}
+
 /// Run `scenario` from the Go driver against a fresh unix-socket server on `rt`.
 fn over_unix(rt: Runtime, scenario: &str) {
     let server = RustServer::unix_on(rt, scenario, None);
@@ -132,6 +139,12 @@ macro_rules! go_client_suite {
                 unix_auth_fail,
                 unix_all,
             );
+
+            mod http_connect {
+                use super::super::*;
+
+                scenarios!($rt, over_http; msgpack, json, gzip_large, push, big, concurrent, metadata);
+            }
 
             mod unix {
                 use super::super::*;

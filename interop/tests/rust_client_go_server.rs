@@ -44,6 +44,14 @@ macro_rules! client_suite {
 
             checks!(client $rt, GoServer::tcp(Some(TOKEN)); auth_ok, auth_fail);
 
+            /// Through Go's `Serve("http", ..)`: rpcx in an HTTP CONNECT tunnel.
+            mod http_connect {
+                use super::super::*;
+
+                checks!(client $rt, GoServer::http(None); msgpack, json, gzip_large, push, heartbeat, big, concurrent);
+                checks!(client $rt, GoServer::http(Some(TOKEN)); auth_ok, auth_fail);
+            }
+
             mod unix {
                 use super::super::*;
 

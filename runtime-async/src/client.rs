@@ -53,6 +53,8 @@ pub struct ClientOptions<Rt: Runtime> {
     /// The connection machine's settings: frame limits, in-flight calls, unsent bytes,
     /// heartbeat and idle timeout.
     pub connection: ClientConfig,
+    /// The HTTP CONNECT path for `http@` addresses (Go's `Option.RPCPath`).
+    pub rpc_path: String,
     /// Runs the connection's driver task, its timers and its sockets.
     pub runtime: Rt,
 }
@@ -68,6 +70,7 @@ impl<Rt: Runtime> Default for ClientOptions<Rt> {
             tls: None,
             push_capacity: 1024,
             connection: ClientConfig::default(),
+            rpc_path: rpcx_core::http::connect::DEFAULT_RPC_PATH.to_owned(),
             runtime: Rt::default(),
         }
     }

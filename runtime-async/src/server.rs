@@ -94,16 +94,19 @@ impl<R: Runtime> Server<R> {
         self
     }
 
-    /// Bind `addr` (`tcp@host:port`, `host:port`, `unix@/path`; port 0 picks one) and
-    /// start serving in the background.
+    /// Bind `addr` (`tcp@host:port`, `host:port`, `http@host:port`, `unix@/path`; port 0
+    /// picks one) and start serving in the background. A TCP port also answers HTTP
+    /// (the gateway, JSON-RPC and CONNECT tunnels; see `rpcx_core::http`); an `http@`
+    /// address is the same listener, named for clients that tunnel.
     pub async fn bind(self, addr: &str) -> io::Result<ServerHandle<R>> {
         let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rt = self.opts.runtime.clone();
         let (listener, local_addr, address) = match &parsed {
-            ServerAddr::Tcp(a) => {
+            ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
                 let l = bind_tcp(&rt, a).await?;
                 let local = R::tcp_local_addr(&l)?;
-                (Listener::Tcp(l), Some(local), format!("tcp@{local}"))
+                let network = if let ServerAddr::Http(_) = parsed { "http" } else { "tcp" };
+                (Listener::Tcp(l), Some(local), format!("{network}@{local}"))
             }
             #[cfg(unix)]
             ServerAddr::Unix(p) => {

@@ -111,24 +111,50 @@ async fn connect_tcp<R: Runtime>(rt: &R, addr: &str) -> io::Result<R::Tcp> {
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
+/// Open the HTTP CONNECT tunnel of an `http@` address (see `rpcx_core::http::connect`).
+/// The answer is read a byte at a time so nothing after it is taken from the stream.
+async fn http_connect<R: Runtime>(s: &mut Stream<R>, path: &str) -> Result<(), Error> {
+    use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
+    use rpcx_core::http::connect::{ConnectReply, connect_request};
+    s.write_all(&connect_request(path)).await.map_err(Error::Connect)?;
+    s.flush().await.map_err(Error::Connect)?;
+    let mut reply = ConnectReply::new();
+    let mut b = [0u8; 1];
+    loop {
+        if s.read(&mut b).await.map_err(Error::Connect)? == 0 {
+            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the HTTP CONNECT tunnel");
+            return Err(Error::Connect(eof));
+        }
+        match reply.feed(&b) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(Error::Connect(io::Error::new(io::ErrorKind::ConnectionRefused, e))),
+        }
+    }
+}
+
 /// Dial `addr` within the connect timeout.
 pub(crate) async fn dial<R: Runtime>(addr: &ServerAddr, opts: &ClientOptions<R>) -> Result<Stream<R>, Error> {
     let rt = &opts.runtime;
     let connect = async {
         match addr {
-            ServerAddr::Tcp(a) => {
+            ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
                 let s = connect_tcp(rt, a).await.map_err(Error::Connect)?;
                 tune_tcp(R::tcp_socket(&s), opts.tcp_keepalive);
-                match &opts.tls {
-                    None => Ok(Stream::Tcp(s)),
+                let mut s = match &opts.tls {
+                    None => Stream::Tcp(s),
                     Some(tls) => {
                         let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
                             .map_err(|e| Error::Tls(e.to_string()))?;
                         let connector = futures_rustls::TlsConnector::from(tls.config.clone());
                         let s = connector.connect(name, s).await.map_err(|e| Error::Tls(e.to_string()))?;
-                        Ok(Stream::ClientTls(Box::new(s)))
+                        Stream::ClientTls(Box::new(s))
                     }
+                };
+                if let ServerAddr::Http(_) = addr {
+                    http_connect(&mut s, &opts.rpc_path).await?;
                 }
+                Ok(s)
             }
             #[cfg(unix)]
             ServerAddr::Unix(p) => {

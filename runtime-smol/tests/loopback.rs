@@ -401,7 +401,7 @@ mod scenarios {
         let client = Client::connect(server.address(), rt.client_opts()).await.unwrap();
         let local = server.local_addr().unwrap();
         let mut raw = async_io::Async::<std::net::TcpStream>::connect(local).await.unwrap();
-        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        raw.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
         let mut buf = [0u8; 64];
         let n = timeout(Duration::from_secs(2), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
         assert_eq!(n, 0, "the server closed the garbage connection without answering");

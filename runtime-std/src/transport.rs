@@ -126,11 +126,11 @@ pub(crate) type Dialed = (Sock, Option<rustls::Connection>);
 pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Error> {
     let deadline = Instant::now() + opts.connect_timeout;
     match addr {
-        ServerAddr::Tcp(a) => {
+        ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
             let s = connect_tcp(a, deadline)?;
             tune_tcp(&s, opts.tcp_keepalive);
             let mut sock = Sock::Tcp(s);
-            let tls = match &opts.tls {
+            let mut tls = match &opts.tls {
                 None => None,
                 Some(cfg) => {
                     let name = rustls::pki_types::ServerName::try_from(cfg.server_name.clone())
@@ -145,6 +145,9 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Er
                     Some(conn)
                 }
             };
+            if let ServerAddr::Http(_) = addr {
+                http_connect(&mut sock, tls.as_mut(), &opts.rpc_path, deadline)?;
+            }
             Ok((sock, tls))
         }
         ServerAddr::Unix(p) => {
@@ -165,6 +168,50 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Er
                 return Err(refused());
             }
             Ok((Sock::Unix(ours), None))
+        }
+    }
+}
+
+/// Open the HTTP CONNECT tunnel of an `http@` address (see `rpcx_core::http::connect`),
+/// through TLS when it is on, within the connect deadline. The answer is read a byte at
+/// a time so nothing after it is taken from the stream.
+fn http_connect(
+    sock: &mut Sock,
+    tls: Option<&mut rustls::Connection>,
+    path: &str,
+    deadline: Instant,
+) -> Result<(), Error> {
+    use rpcx_core::http::connect::{ConnectReply, connect_request};
+    trait Io: Read + Write {}
+    impl<T: Read + Write> Io for T {}
+    let timed_out = |e: io::Error| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::ConnectTimeout,
+        _ => Error::Connect(e),
+    };
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+    sock.set_timeouts(Some(left), Some(left)).map_err(Error::Connect)?;
+    let mut tls_stream;
+    let io: &mut dyn Io = match tls {
+        Some(rustls::Connection::Client(conn)) => {
+            tls_stream = rustls::Stream::new(conn, sock);
+            &mut tls_stream
+        }
+        Some(rustls::Connection::Server(_)) => return Err(Error::Tls("a server session on a client".into())),
+        None => sock,
+    };
+    io.write_all(&connect_request(path)).map_err(timed_out)?;
+    io.flush().map_err(timed_out)?;
+    let mut reply = ConnectReply::new();
+    let mut b = [0u8; 1];
+    loop {
+        if io.read(&mut b).map_err(timed_out)? == 0 {
+            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the HTTP CONNECT tunnel");
+            return Err(Error::Connect(eof));
+        }
+        match reply.feed(&b) {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(Error::Connect(io::Error::new(io::ErrorKind::ConnectionRefused, e))),
         }
     }
 }

@@ -354,7 +354,7 @@ fn a_garbage_sending_peer_does_not_disturb_other_connections() {
         let client = Client::connect(server.address(), ClientOptions::default()).unwrap();
         let mut raw = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
         raw.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        raw.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
         let mut buf = [0u8; 64];
         let n = raw.read(&mut buf).unwrap_or(0);
         assert_eq!(n, 0, "the server closed the garbage connection without answering");

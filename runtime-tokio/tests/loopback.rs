@@ -286,7 +286,7 @@ async fn a_garbage_sending_peer_does_not_disturb_other_connections() {
         let server = start(router()).await;
         let client = Client::connect(server.address(), ClientOptions::default()).await.unwrap();
         let mut raw = tokio::net::TcpStream::connect(server.local_addr().unwrap()).await.unwrap();
-        raw.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        raw.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
         let mut buf = [0u8; 64];
         let n = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
         assert_eq!(n, 0, "the server closed the garbage connection without answering");

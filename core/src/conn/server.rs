@@ -867,6 +867,14 @@ impl ServerConnection {
                     self.close_reason = Some(LostReason::Http(e));
                     self.close(now, CloseMode::Flush);
                 }
+                http::front::Parsed::Tunnel { bytes, rest } => {
+                    self.enqueue_raw(bytes);
+                    self.proto = Proto::Rpcx;
+                    self.decoder.feed(&rest);
+                    self.frame_deadline = None;
+                    self.incomplete = false;
+                    return self.pump(now);
+                }
                 http::front::Parsed::Calls(messages) => {
                     taken = true;
                     if let Some(d) = self.config.read_timeout {

@@ -6,7 +6,7 @@ use super::h1::{self, Head, Next, Reader};
 use super::{HttpConfig, HttpError, gateway, jsonrpc};
 use crate::conn::Response;
 use crate::wire::Message;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 /// What an HTTP connection speaks, decided by its first request (as Go's `cmux`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub(crate) enum Parsed {
     Fail(HttpError, Bytes),
     /// Dispatch these requests, then [`Front::bind`] their request ids.
     Calls(Vec<Message>),
+    /// A CONNECT to the rpcx path: answer `bytes`, then the connection speaks rpcx,
+    /// starting with the bytes that followed the request.
+    Tunnel { bytes: Bytes, rest: BytesMut },
 }
 
 /// The HTTP state of a connection.
@@ -100,6 +103,20 @@ impl Front {
         if head.minor > 1 {
             let e = HttpError::Version;
             return Parsed::Fail(e.clone(), h1::Response::text(e.status(), &e.to_string()).encode(1, true));
+        }
+        if self.mode.is_none() && head.method == "CONNECT" && cfg.connect {
+            if head.target == cfg.rpc_path {
+                return Parsed::Tunnel {
+                    bytes: Bytes::from_static(super::connect::CONNECTED),
+                    rest: self.reader.take_rest(),
+                };
+            }
+            let r = h1::Response::text(404, "404 page not found");
+            return Parsed::Reply { bytes: r.encode(head.minor, true), close: true };
+        }
+        if !cfg.gateway && !cfg.jsonrpc {
+            let e = HttpError::Disabled;
+            return Parsed::Fail(e.clone(), h1::Response::text(404, &e.to_string()).encode(head.minor, true));
         }
         let mode = match self.mode {
             Some(m) => m,

@@ -134,6 +134,11 @@ impl Reader {
         self.buf.len() + if let Stage::Chunked { body, .. } = &self.stage { body.len() } else { 0 }
     }
 
+    /// The bytes after the requests taken so far (the connection stops being HTTP).
+    pub(crate) fn take_rest(&mut self) -> BytesMut {
+        std::mem::take(&mut self.buf)
+    }
+
     /// Whether part of a request has arrived (and no whole one is waiting to be taken).
     pub(crate) fn started(&self) -> bool {
         !self.buf.is_empty() || !matches!(self.stage, Stage::Head { .. })

@@ -132,7 +132,9 @@ fn call(w: Wire<'_>, metadata: &Metadata) -> Call {
     let id = w.id.filter(|id| id.get() != "null").map(|id| Bytes::copy_from_slice(id.get().as_bytes()));
     let answer = |code, text: &str| Call::Answered(id.as_ref().map(|id| error_object(Some(id), code, text)));
     if let Some(v) = w.jsonrpc.as_deref().filter(|v| *v != "2.0") {
-        return answer(PARSE_ERROR, &format!("invalid RPC version {v}"));
+        // Go fails the whole decoding here: a parse error, without an id (even for a
+        // notification).
+        return Call::Answered(Some(error_object(None, PARSE_ERROR, &format!("invalid RPC version {v}"))));
     }
     if let Some(id) = &w.id {
         let t = id.get();

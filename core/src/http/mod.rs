@@ -52,6 +52,7 @@
 //! -32602 (Go crashes), batches work (Go refuses them), the content type is
 //! `Content-Type: application/json` (Go writes `Context-Type`).
 
+pub mod connect;
 pub(crate) mod front;
 pub(crate) mod gateway;
 pub(crate) mod h1;
@@ -65,6 +66,11 @@ pub struct HttpConfig {
     pub gateway: bool,
     /// Serve JSON-RPC 2.0 (Go's `DisableJSONRPC` turns it off).
     pub jsonrpc: bool,
+    /// Accept rpcx over an HTTP CONNECT tunnel (`http@` clients) to
+    /// [`rpc_path`](Self::rpc_path), as the first request of a connection.
+    pub connect: bool,
+    /// The CONNECT path (Go's `DefaultRPCPath`, `/_rpcx_`).
+    pub rpc_path: String,
     /// Largest request head (request line and headers); 431 past it. Default 64 KiB.
     pub max_head_bytes: usize,
     /// Answer CORS requests for any origin (Go's `SetCORS(AllowAllCORSOptions())`):
@@ -75,19 +81,26 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { gateway: true, jsonrpc: true, max_head_bytes: 64 << 10, cors: false }
+        Self {
+            gateway: true,
+            jsonrpc: true,
+            connect: true,
+            rpc_path: connect::DEFAULT_RPC_PATH.to_owned(),
+            max_head_bytes: 64 << 10,
+            cors: false,
+        }
     }
 }
 
 impl HttpConfig {
     /// No HTTP at all: the connection speaks rpcx only.
     pub fn disabled() -> Self {
-        Self { gateway: false, jsonrpc: false, ..Self::default() }
+        Self { gateway: false, jsonrpc: false, connect: false, ..Self::default() }
     }
 
     /// Whether any HTTP protocol is served.
     pub fn enabled(&self) -> bool {
-        self.gateway || self.jsonrpc
+        self.gateway || self.jsonrpc || self.connect
     }
 }
 

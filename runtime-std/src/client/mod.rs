@@ -51,6 +51,8 @@ pub struct ClientOptions {
     /// heartbeat and idle timeout (one place for each; see
     /// [`heartbeat`](Self::heartbeat) and [`idle_timeout`](Self::idle_timeout)).
     pub connection: ClientConfig,
+    /// The HTTP CONNECT path for `http@` addresses (Go's `Option.RPCPath`).
+    pub rpc_path: String,
 }
 
 impl Default for ClientOptions {
@@ -64,6 +66,7 @@ impl Default for ClientOptions {
             tls: None,
             push_capacity: 1024,
             connection: ClientConfig::default(),
+            rpc_path: rpcx_core::http::connect::DEFAULT_RPC_PATH.to_owned(),
         }
     }
 }

@@ -123,10 +123,11 @@ impl Server {
     pub fn bind(self, addr: &str) -> io::Result<ServerHandle> {
         let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (listener, local_addr, address) = match &parsed {
-            ServerAddr::Tcp(a) => {
+            ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
                 let l = crate::transport::listen_tcp(a.as_str())?;
                 let local = l.local_addr()?;
-                (Listener::Tcp(l), Some(local), format!("tcp@{local}"))
+                let network = if let ServerAddr::Http(_) = parsed { "http" } else { "tcp" };
+                (Listener::Tcp(l), Some(local), format!("{network}@{local}"))
             }
             ServerAddr::Unix(p) => {
                 let _ = std::fs::remove_file(p);

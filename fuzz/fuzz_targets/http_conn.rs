@@ -1,0 +1,217 @@
+//! Fuzz a `ServerConnection` on a port that also speaks HTTP: the classification of the
+//! first bytes, the HTTP/1 reader (heads, Content-Length and chunked bodies, pipelining,
+//! `Expect: 100-continue`), the gateway and JSON-RPC mappings, answers to any id, time
+//! jumps, closes and EOF.
+//!
+//! Checked: no panic; what the server transmits is a run of whole HTTP/1 responses, each
+//! with a status the server may send and a `Content-Length` its body matches (or whole
+//! rpcx frames, when the first bytes made the connection rpcx); nothing follows
+//! `ConnectionLost`; requests in flight stay within `max_in_flight`; the memory the
+//! connection charges stays within its limits.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use rpcx_core::conn::{CloseMode, RequestId, Response, ServerConfig, ServerConnection, ServerEvent};
+use rpcx_core::http::HttpConfig;
+use rpcx_core::wire::{DecoderConfig, StreamDecoder};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+const MAX_IN_FLIGHT: usize = 4;
+const MAX_BODY: usize = 2048;
+const MAX_HEAD: usize = 1024;
+
+/// First bytes: none (the operations decide), HTTP methods (whole and cut), the rpcx
+/// magic, garbage.
+const STARTS: [&[u8]; 9] = [b"", b"POST / HTTP/1.1\r\n", b"GET /Arith HTTP/1.0\r\n", b"PUT", b"OPTIONS * HTTP/1.1\r\n", b"DELETE /x HTTP/1.1\r\n", b"CONNECT /_rpcx_ HTTP/1.0\n\n", b"\x08\x01", b"HEAD"];
+
+/// The server's output, checked as it arrives.
+enum Sent {
+    Unknown(Vec<u8>),
+    Http(Vec<u8>),
+    Rpcx(StreamDecoder),
+}
+
+impl Sent {
+    fn feed(&mut self, out: &[u8]) {
+        if out.is_empty() {
+            return;
+        }
+        if let Sent::Unknown(_) = self {
+            *self = if out[0] == b'H' { Sent::Http(Vec::new()) } else { Sent::Rpcx(StreamDecoder::default()) };
+        }
+        match self {
+            Sent::Http(buf) => {
+                buf.extend_from_slice(out);
+                check_responses(buf);
+            }
+            Sent::Rpcx(dec) => {
+                dec.feed(out);
+                while dec.next_message().expect("the server sent an invalid rpcx frame").is_some() {}
+            }
+            Sent::Unknown(_) => unreachable!(),
+        }
+    }
+}
+
+/// Take the whole responses off `buf`, checking each.
+fn check_responses(buf: &mut Vec<u8>) {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut headers);
+        let n = match r.parse(buf).expect("the server sent an invalid HTTP response") {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => return,
+        };
+        let status = r.code.expect("status");
+        assert!(
+            [100, 200, 204, 400, 401, 404, 405, 413, 431, 500, 501, 505].contains(&status),
+            "unexpected status {status}"
+        );
+        let len = r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")).map(|h| {
+            std::str::from_utf8(h.value).expect("ASCII").parse::<usize>().expect("a number")
+        });
+        let len = match status {
+            100 | 204 => {
+                assert!(len.is_none(), "no body on {status}");
+                0
+            }
+            _ => len.expect("every response says its length"),
+        };
+        if buf.len() < n + len {
+            return;
+        }
+        buf.drain(..n + len);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [flags, start, rest @ ..] = data else { return };
+    let mut now = Instant::now();
+    let cfg = ServerConfig {
+        decoder: DecoderConfig { max_message_len: MAX_BODY, ..Default::default() },
+        max_in_flight: MAX_IN_FLIGHT,
+        max_unsent_bytes: 16 << 10,
+        read_timeout: Some(Duration::from_secs(5)),
+        frame_timeout: Some(Duration::from_secs(1)),
+        http: HttpConfig {
+            gateway: flags & 1 == 0,
+            jsonrpc: flags & 2 == 0,
+            max_head_bytes: MAX_HEAD,
+            cors: flags & 4 == 4,
+        },
+        ..Default::default()
+    };
+    let mut conn = ServerConnection::new(cfg, now);
+    conn.handle_input(now, STARTS[usize::from(*start) % STARTS.len()]);
+    let mut sent = Sent::Unknown(Vec::new());
+    let mut open: BTreeSet<RequestId> = BTreeSet::new();
+    let mut lost = false;
+    let mut i = 0;
+    let next = |i: &mut usize| -> u8 {
+        let b = rest.get(*i).copied().unwrap_or(0);
+        *i += 1;
+        b
+    };
+    while i < rest.len() {
+        match next(&mut i) % 8 {
+            0 | 1 => {
+                let n = usize::from(next(&mut i) % 128);
+                let s = i.min(rest.len());
+                let e = (s + n).min(rest.len());
+                conn.handle_input(now, &rest[s..e]);
+                i = e;
+            }
+            2 => {
+                // A well-formed gateway request.
+                let arg = next(&mut i);
+                let method = ["POST", "GET", "PUT", "PATCH"][usize::from(arg & 3)];
+                let mut req = format!("{method} /Arith HTTP/1.{}\r\nX-RPCX-ServiceMethod: Mul\r\n", (arg >> 2) & 1);
+                if arg & 8 == 8 {
+                    req.push_str("X-RPCX-SerializeType: 1\r\n");
+                }
+                if arg & 16 == 16 {
+                    req.push_str("X-RPCX-Meta: a=1&b=%zz\r\nX-RPCX-MessageID: 9\r\n");
+                }
+                if arg & 32 == 32 {
+                    req.push_str("X-RPCX-Oneway: 1\r\nOrigin: x\r\n");
+                }
+                if arg & 64 == 64 {
+                    req.push_str("Connection: close\r\n");
+                }
+                let body = r#"{"A":2,"B":3}"#;
+                if arg & 128 == 128 {
+                    req.push_str(&format!("Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len()));
+                } else {
+                    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+                }
+                conn.handle_input(now, req.as_bytes());
+            }
+            3 => {
+                // A well-formed JSON-RPC request: a call, a notification or a batch.
+                let arg = next(&mut i);
+                let call = |id: u8| format!(r#"{{"jsonrpc":"2.0","method":"Arith.Mul","params":{{"A":{id}}},"id":{id}}}"#);
+                let body = match arg % 4 {
+                    0 => call(arg),
+                    1 => r#"{"jsonrpc":"2.0","method":"Arith.Mul","params":1}"#.to_owned(),
+                    2 => format!("[{},{},{}]", call(1), r#"{"method":"S.M","params":[]}"#, call(2)),
+                    _ => r#"{"jsonrpc":"2.0","method":"NoDot","id":"x"}"#.to_owned(),
+                };
+                let req = format!("POST / HTTP/1.1\r\nX-JSONRPC-2.0: true\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                conn.handle_input(now, req.as_bytes());
+            }
+            4 => {
+                let arg = next(&mut i);
+                let id = RequestId(u64::from(arg % 16));
+                let resp = match arg >> 6 {
+                    0 => Response::ok(&br#"{"C":6}"#[..]),
+                    1 => Response::error("boom"),
+                    2 => Response::ok(vec![0x93u8; usize::from(arg)]),
+                    _ => Response::default(),
+                };
+                let was_open = open.remove(&id);
+                let res = conn.respond(now, id, resp);
+                if !was_open {
+                    assert!(res.is_err(), "responding to {id:?} that is not open must fail");
+                }
+            }
+            5 => {
+                now += Duration::from_millis(u64::from(next(&mut i)) * 20);
+                conn.handle_timeout(now);
+            }
+            6 => {
+                let mode = [CloseMode::Graceful, CloseMode::Flush, CloseMode::Immediate][usize::from(next(&mut i) % 3)];
+                conn.close(now, mode);
+                if mode != CloseMode::Graceful {
+                    open.clear();
+                }
+            }
+            _ => {
+                if next(&mut i) % 4 == 0 {
+                    conn.handle_eof(now);
+                    open.clear();
+                }
+            }
+        }
+        let mut out = Vec::new();
+        while conn.poll_transmit(&mut out).is_some() {}
+        sent.feed(&out);
+        while let Some(ev) = conn.poll_event() {
+            assert!(!lost, "event after ConnectionLost: {ev:?}");
+            match ev {
+                ServerEvent::Request(r) => assert!(open.insert(r.id), "request id reused"),
+                ServerEvent::ConnectionLost(_) => {
+                    lost = true;
+                    open.clear();
+                }
+                _ => {}
+            }
+        }
+        if !conn.is_closing() {
+            // A batch may put a few more in flight than the limit (it is bounded by it).
+            assert!(conn.in_flight() <= 2 * MAX_IN_FLIGHT, "{} in flight", conn.in_flight());
+        }
+        // Input held: a head, a body and a chunked body so far, beside queued output.
+        assert!(conn.charged_bytes() <= 64 << 10, "{} bytes charged", conn.charged_bytes());
+    }
+});
