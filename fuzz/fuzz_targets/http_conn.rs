@@ -5,7 +5,7 @@
 //!
 //! Checked: no panic; what the server transmits is a run of whole HTTP/1 responses, each
 //! with a status the server may send and a `Content-Length` its body matches (or whole
-//! rpcx frames, when the first bytes made the connection rpcx); nothing follows
+//! rpcx frames, when the first bytes made the connection rpcx or a CONNECT tunnelled); nothing follows
 //! `ConnectionLost`; requests in flight stay within `max_in_flight`; the memory the
 //! connection charges stays within its limits.
 #![no_main]
@@ -43,7 +43,13 @@ impl Sent {
         match self {
             Sent::Http(buf) => {
                 buf.extend_from_slice(out);
-                check_responses(buf);
+                if let Some(rest) = check_responses(buf) {
+                    // A CONNECT tunnel: rpcx from here on.
+                    let mut dec = StreamDecoder::default();
+                    dec.feed(&rest);
+                    while dec.next_message().expect("the server sent an invalid rpcx frame").is_some() {}
+                    *self = Sent::Rpcx(dec);
+                }
             }
             Sent::Rpcx(dec) => {
                 dec.feed(out);
@@ -54,16 +60,21 @@ impl Sent {
     }
 }
 
-/// Take the whole responses off `buf`, checking each.
-fn check_responses(buf: &mut Vec<u8>) {
+/// Take the whole responses off `buf`, checking each. A CONNECT answer ends HTTP:
+/// the bytes after it are returned.
+fn check_responses(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Response::new(&mut headers);
         let n = match r.parse(buf).expect("the server sent an invalid HTTP response") {
             httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => return,
+            httparse::Status::Partial => return None,
         };
         let status = r.code.expect("status");
+        if status == 200 && r.reason == Some("Connected to rpcx") {
+            assert_eq!(&buf[..n], rpcx_core::http::connect::CONNECTED);
+            return Some(buf.split_off(n));
+        }
         assert!(
             [100, 200, 204, 400, 401, 404, 405, 413, 431, 500, 501, 505].contains(&status),
             "unexpected status {status}"
@@ -79,7 +90,7 @@ fn check_responses(buf: &mut Vec<u8>) {
             _ => len.expect("every response says its length"),
         };
         if buf.len() < n + len {
-            return;
+            return None;
         }
         buf.drain(..n + len);
     }
@@ -97,8 +108,10 @@ fuzz_target!(|data: &[u8]| {
         http: HttpConfig {
             gateway: flags & 1 == 0,
             jsonrpc: flags & 2 == 0,
+            connect: flags & 8 == 0,
             max_head_bytes: MAX_HEAD,
             cors: flags & 4 == 4,
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -114,7 +127,14 @@ fuzz_target!(|data: &[u8]| {
         b
     };
     while i < rest.len() {
-        match next(&mut i) % 8 {
+        let op = next(&mut i) % 8;
+        // Input only while the machine wants it (the drive contract; a driver reads
+        // nothing else).
+        if matches!(op, 0..=3) && !conn.wants_read() {
+            i += 1;
+            continue;
+        }
+        match op {
             0 | 1 => {
                 let n = usize::from(next(&mut i) % 128);
                 let s = i.min(rest.len());

@@ -668,9 +668,15 @@ impl ServerConnection {
     /// Whether the driver should read: false while the application has
     /// `max_in_flight` requests unanswered, while too many bytes are unsent, while
     /// work is pending ([`has_work`](Self::has_work)) or the server's memory budget
-    /// holds this connection back, and once closing.
+    /// holds this connection back, while an HTTP request is being answered and the
+    /// next one has begun to arrive, and once closing.
     pub fn wants_read(&self) -> bool {
-        self.state == State::Open && !self.full() && !self.has_work && !self.blocked && !self.out_paused
+        self.state == State::Open
+            && !self.full()
+            && !self.has_work
+            && !self.blocked
+            && !self.out_paused
+            && !matches!(&self.proto, Proto::Http(f) if f.holding())
     }
 
     /// Bytes this connection has charged to the server's [`MemoryBudget`].

@@ -81,6 +81,12 @@ impl Front {
         self.reader.buffered()
     }
 
+    /// Whether reading should wait: a request is being answered and bytes of the next
+    /// one are held already (HTTP/1 answers in order, so they wait in the socket).
+    pub(crate) fn holding(&self) -> bool {
+        self.exchange.is_some() && self.reader.buffered() > 0
+    }
+
     /// Whether part of a request has arrived while none is being answered: the
     /// connection's frame clock runs.
     pub(crate) fn incomplete(&self) -> bool {
