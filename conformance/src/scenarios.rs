@@ -263,6 +263,34 @@ pub fn http_connect_tunnel(s: &dyn ServerRt, c: &dyn ClientRt) {
     server.close();
 }
 
+/// rpcx over WebSocket (`ws@`): calls, a large payload, pushes and heartbeats in
+/// WebSocket frames, and a `tcp@` client on the same port.
+pub fn websocket_transport(s: &dyn ServerRt, c: &dyn ClientRt) {
+    let server = s.serve(router(false), ServeOpts { addr: Some("ws@127.0.0.1:0".into()), ..Default::default() });
+    let addr = server.address();
+    assert!(addr.starts_with("ws@"), "{addr}");
+    let client = c.connect(&addr, ConnOpts { heartbeat: Some(Duration::from_millis(50)), ..Default::default() });
+    assert_eq!(reply(client.call(spec("Mul", SerializeType::MSGPACK, &Args { a: 6, b: 7 })).unwrap()).c, 42);
+    for n in [10, 70_000, 1 << 20] {
+        let raw = client.call(CallSpec::new("Echo", "Raw", SerializeType::NONE, pattern(n))).expect("Raw");
+        assert_eq!(raw.expect("response").payload, pattern(n), "{n} bytes");
+    }
+    let mut sp = spec("Mul", SerializeType::MSGPACK, &Args { a: 2, b: 0 });
+    sp.service_path = Bytes::from_static(b"Push");
+    sp.service_method = Bytes::from_static(b"Me");
+    assert_eq!(reply(client.call(sp).expect("Push.Me")).c, 2);
+    assert_eq!(client.next_push(Duration::from_secs(5)).expect("a push over WebSocket").payload, &b"push-1"[..]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        reply(client.call(spec("Mul", SerializeType::JSON, &Args { a: 5, b: 5 })).unwrap()).c,
+        25,
+        "after heartbeats"
+    );
+    let plain = c.connect(&addr.replacen("ws@", "tcp@", 1), ConnOpts::default());
+    assert_eq!(reply(plain.call(spec("Mul", SerializeType::JSON, &Args { a: 3, b: 3 })).unwrap()).c, 9);
+    server.close();
+}
+
 /// A server at its in-flight limit stops reading: a peer that floods it with requests
 /// is pushed back by TCP (its writes block) instead of the server buffering everything.
 /// Server-only (a raw socket is the client).

@@ -30,6 +30,7 @@ macro_rules! pair {
             scenario!(server_killed_mid_call);
             scenario!(in_process_memu);
             scenario!(http_connect_tunnel);
+            scenario!(websocket_transport);
         }
     };
 }

@@ -18,6 +18,11 @@ pub enum ServerAddr {
     /// configured), then `CONNECT /_rpcx_` before the first frame. A server bound to
     /// an `http@` address serves what a `tcp@` one does (CONNECT included).
     Http(String),
+    /// rpcx over WebSocket (`ws@host:port`): an upgrade at `/_rpcx_`, then WebSocket
+    /// frames. A server bound to it serves what a `tcp@` one does.
+    Ws(String),
+    /// rpcx over WebSocket over TLS (`wss@host:port`): needs the client's TLS settings.
+    Wss(String),
 }
 
 /// An address that could not be parsed or names a network we do not speak.
@@ -25,7 +30,7 @@ pub enum ServerAddr {
 #[non_exhaustive]
 pub enum AddrError {
     /// The network before `@` is not supported (quic, kcp, http, ws, ...).
-    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, http, unix, memu)")]
+    #[error("unsupported network {0:?} (supported: tcp, tcp4, tcp6, http, ws, wss, unix, memu)")]
     UnsupportedNetwork(String),
     /// Nothing after the `@`.
     #[error("empty address")]
@@ -45,6 +50,8 @@ impl FromStr for ServerAddr {
             "unix" => Ok(ServerAddr::Unix(PathBuf::from(addr))),
             "memu" => Ok(ServerAddr::Memory(addr.to_owned())),
             "http" => Ok(ServerAddr::Http(addr.to_owned())),
+            "ws" => Ok(ServerAddr::Ws(addr.to_owned())),
+            "wss" => Ok(ServerAddr::Wss(addr.to_owned())),
             other => Err(AddrError::UnsupportedNetwork(other.to_owned())),
         }
     }
@@ -57,6 +64,8 @@ impl fmt::Display for ServerAddr {
             ServerAddr::Unix(p) => write!(f, "unix@{}", p.display()),
             ServerAddr::Memory(n) => write!(f, "memu@{n}"),
             ServerAddr::Http(a) => write!(f, "http@{a}"),
+            ServerAddr::Ws(a) => write!(f, "ws@{a}"),
+            ServerAddr::Wss(a) => write!(f, "wss@{a}"),
         }
     }
 }

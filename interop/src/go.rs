@@ -235,6 +235,15 @@ impl GoServer {
         Self::start("http", &args, None)
     }
 
+    /// Start Go's `Serve("ws", ..)` on `127.0.0.1:0`: rpcx over WebSocket only.
+    pub fn ws(auth: Option<&str>) -> GoServer {
+        let mut args = vec!["-network", "ws", "-addr", "127.0.0.1:0"];
+        if let Some(t) = auth {
+            args.extend(["-auth", t]);
+        }
+        Self::start("ws", &args, None)
+    }
+
     /// Start on a fresh unix socket.
     pub fn unix(name: &str, auth: Option<&str>) -> GoServer {
         let path = crate::unique_socket_path(name);

@@ -21,6 +21,13 @@ fn over_http(rt: Runtime, scenario: &str) {
     server.go_client(scenario, &["-network", "http"]).assert_pass();
 }
 
+/// Run `scenario` from the Go driver over WebSocket (`-network ws`: x/net's client,
+/// which sends text frames) against a fresh TCP server on `rt`.
+fn over_ws(rt: Runtime, scenario: &str) {
+    let server = RustServer::tcp_on(rt, None);
+    server.go_client(scenario, &["-network", "ws"]).assert_pass();
+}
+
 /// Run `scenario` from the Go driver against a fresh unix-socket server on `rt`.
 fn over_unix(rt: Runtime, scenario: &str) {
     let server = RustServer::unix_on(rt, scenario, None);
@@ -144,6 +151,12 @@ macro_rules! go_client_suite {
                 use super::super::*;
 
                 scenarios!($rt, over_http; msgpack, json, gzip_large, push, big, concurrent, metadata);
+            }
+
+            mod websocket {
+                use super::super::*;
+
+                scenarios!($rt, over_ws; msgpack, json, gzip_large, push, big, concurrent, metadata);
             }
 
             mod unix {

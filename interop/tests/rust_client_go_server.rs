@@ -52,6 +52,14 @@ macro_rules! client_suite {
                 checks!(client $rt, GoServer::http(Some(TOKEN)); auth_ok, auth_fail);
             }
 
+            /// Through Go's `Serve("ws", ..)`: rpcx over WebSocket (Go's x/net server).
+            mod websocket {
+                use super::super::*;
+
+                checks!(client $rt, GoServer::ws(None); msgpack, json, gzip_large, push, heartbeat, big, concurrent);
+                checks!(client $rt, GoServer::ws(Some(TOKEN)); auth_ok, auth_fail);
+            }
+
             mod unix {
                 use super::super::*;
 

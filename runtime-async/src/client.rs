@@ -166,7 +166,9 @@ impl<Rt: Runtime> Client<Rt> {
     /// Connect to `addr` (`tcp@host:port`, `host:port`, `unix@/path`, `memu@name`).
     pub async fn connect(addr: &str, opts: ClientOptions<Rt>) -> Result<Self, Error> {
         let server: ServerAddr = addr.parse()?;
-        let stream = transport::dial(&server, &opts).await?;
+        let (stream, websocket) = transport::dial(&server, &opts).await?;
+        let mut opts = opts;
+        opts.connection.websocket = websocket;
         Ok(Self::over(stream, addr.to_owned(), opts))
     }
 

@@ -102,10 +102,10 @@ impl<R: Runtime> Server<R> {
         let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let rt = self.opts.runtime.clone();
         let (listener, local_addr, address) = match &parsed {
-            ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
+            ServerAddr::Tcp(a) | ServerAddr::Http(a) | ServerAddr::Ws(a) | ServerAddr::Wss(a) => {
                 let l = bind_tcp(&rt, a).await?;
                 let local = R::tcp_local_addr(&l)?;
-                let network = if let ServerAddr::Http(_) = parsed { "http" } else { "tcp" };
+                let network = parsed.to_string().split('@').next().unwrap_or("tcp").to_owned();
                 (Listener::Tcp(l), Some(local), format!("{network}@{local}"))
             }
             #[cfg(unix)]

@@ -4,6 +4,7 @@ use crate::runtime::{Runtime, timeout};
 use crate::{ClientOptions, Error};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use rpcx_core::addr::ServerAddr;
+use rpcx_core::http::ClientHandshake;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -111,34 +112,41 @@ async fn connect_tcp<R: Runtime>(rt: &R, addr: &str) -> io::Result<R::Tcp> {
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
 
-/// Open the HTTP CONNECT tunnel of an `http@` address (see `rpcx_core::http::connect`).
-/// The answer is read a byte at a time so nothing after it is taken from the stream.
-async fn http_connect<R: Runtime>(s: &mut Stream<R>, path: &str) -> Result<(), Error> {
+/// The HTTP handshake of an `http@` (CONNECT) or `ws@`/`wss@` (WebSocket) address (see
+/// `rpcx_core::http::ClientHandshake`). The answer is read a byte at a time so nothing
+/// after it is taken from the stream.
+async fn http_handshake<R: Runtime>(s: &mut Stream<R>, mut h: ClientHandshake) -> Result<Option<u64>, Error> {
     use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
-    use rpcx_core::http::connect::{ConnectReply, connect_request};
-    s.write_all(&connect_request(path)).await.map_err(Error::Connect)?;
+    s.write_all(h.request()).await.map_err(Error::Connect)?;
     s.flush().await.map_err(Error::Connect)?;
-    let mut reply = ConnectReply::new();
     let mut b = [0u8; 1];
     loop {
         if s.read(&mut b).await.map_err(Error::Connect)? == 0 {
-            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the HTTP CONNECT tunnel");
+            let eof =
+                io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection in the HTTP handshake");
             return Err(Error::Connect(eof));
         }
-        match reply.feed(&b) {
-            Ok(Some(_)) => return Ok(()),
+        match h.feed(&b) {
+            Ok(Some(_)) => return Ok(h.websocket()),
             Ok(None) => {}
             Err(e) => return Err(Error::Connect(io::Error::new(io::ErrorKind::ConnectionRefused, e))),
         }
     }
 }
 
-/// Dial `addr` within the connect timeout.
-pub(crate) async fn dial<R: Runtime>(addr: &ServerAddr, opts: &ClientOptions<R>) -> Result<Stream<R>, Error> {
+/// Dial `addr` within the connect timeout; with the WebSocket seed the connection's
+/// machine must run with (`ws@`, `wss@`).
+pub(crate) async fn dial<R: Runtime>(
+    addr: &ServerAddr,
+    opts: &ClientOptions<R>,
+) -> Result<(Stream<R>, Option<u64>), Error> {
     let rt = &opts.runtime;
     let connect = async {
         match addr {
-            ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
+            ServerAddr::Tcp(a) | ServerAddr::Http(a) | ServerAddr::Ws(a) | ServerAddr::Wss(a) => {
+                if matches!(addr, ServerAddr::Wss(_)) && opts.tls.is_none() {
+                    return Err(Error::Tls(format!("{addr} needs TLS settings (ClientOptions::tls)")));
+                }
                 let s = connect_tcp(rt, a).await.map_err(Error::Connect)?;
                 tune_tcp(R::tcp_socket(&s), opts.tcp_keepalive);
                 let mut s = match &opts.tls {
@@ -151,14 +159,16 @@ pub(crate) async fn dial<R: Runtime>(addr: &ServerAddr, opts: &ClientOptions<R>)
                         Stream::ClientTls(Box::new(s))
                     }
                 };
-                if let ServerAddr::Http(_) = addr {
-                    http_connect(&mut s, &opts.rpc_path).await?;
-                }
-                Ok(s)
+                let seed = rpcx_core::http::ws::fresh_seed();
+                let ws = match ClientHandshake::for_address(addr, &opts.rpc_path, opts.tls.is_some(), seed) {
+                    Some(h) => http_handshake(&mut s, h).await?,
+                    None => None,
+                };
+                Ok((s, ws))
             }
             #[cfg(unix)]
             ServerAddr::Unix(p) => {
-                rt.connect_unix(std::path::Path::new(p)).await.map(Stream::Unix).map_err(Error::Connect)
+                rt.connect_unix(std::path::Path::new(p)).await.map(|s| (Stream::Unix(s), None)).map_err(Error::Connect)
             }
             #[cfg(not(unix))]
             ServerAddr::Unix(_) => Err(Error::Connect(io::Error::new(
@@ -179,7 +189,7 @@ pub(crate) async fn dial<R: Runtime>(addr: &ServerAddr, opts: &ClientOptions<R>)
                 if !accept(theirs) {
                     return Err(refused());
                 }
-                rt.unix_from_std(ours).map(Stream::Unix).map_err(Error::Connect)
+                rt.unix_from_std(ours).map(|s| (Stream::Unix(s), None)).map_err(Error::Connect)
             }
             #[cfg(not(unix))]
             ServerAddr::Memory(_) => Err(Error::Connect(io::Error::new(

@@ -122,11 +122,16 @@ pub(crate) fn tune_tcp(s: &TcpStream, keepalive: Option<Duration>) {
 /// A dialled connection: the socket and, for TLS, the handshaken session.
 pub(crate) type Dialed = (Sock, Option<rustls::Connection>);
 
-/// Dial `addr` within the connect timeout (TCP connect and TLS handshake together).
-pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Error> {
+/// Dial `addr` within the connect timeout (TCP connect, TLS handshake and HTTP
+/// handshake together); with the WebSocket seed the connection's machine must run with
+/// (`ws@`, `wss@`).
+pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<(Dialed, Option<u64>), Error> {
     let deadline = Instant::now() + opts.connect_timeout;
     match addr {
-        ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
+        ServerAddr::Tcp(a) | ServerAddr::Http(a) | ServerAddr::Ws(a) | ServerAddr::Wss(a) => {
+            if matches!(addr, ServerAddr::Wss(_)) && opts.tls.is_none() {
+                return Err(Error::Tls(format!("{addr} needs TLS settings (ClientOptions::tls)")));
+            }
             let s = connect_tcp(a, deadline)?;
             tune_tcp(&s, opts.tcp_keepalive);
             let mut sock = Sock::Tcp(s);
@@ -145,14 +150,16 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Er
                     Some(conn)
                 }
             };
-            if let ServerAddr::Http(_) = addr {
-                http_connect(&mut sock, tls.as_mut(), &opts.rpc_path, deadline)?;
-            }
-            Ok((sock, tls))
+            let seed = rpcx_core::http::ws::fresh_seed();
+            let ws = match rpcx_core::http::ClientHandshake::for_address(addr, &opts.rpc_path, tls.is_some(), seed) {
+                Some(h) => http_handshake(&mut sock, tls.as_mut(), h, deadline)?,
+                None => None,
+            };
+            Ok(((sock, tls), ws))
         }
         ServerAddr::Unix(p) => {
             let s = UnixStream::connect(p).map_err(Error::Connect)?;
-            Ok((Sock::Unix(s), None))
+            Ok(((Sock::Unix(s), None), None))
         }
         ServerAddr::Memory(name) => {
             // In-process: a socket pair, one end handed to the server bound to the name.
@@ -167,21 +174,21 @@ pub(crate) fn dial(addr: &ServerAddr, opts: &ClientOptions) -> Result<Dialed, Er
             if !accept(theirs) {
                 return Err(refused());
             }
-            Ok((Sock::Unix(ours), None))
+            Ok(((Sock::Unix(ours), None), None))
         }
     }
 }
 
-/// Open the HTTP CONNECT tunnel of an `http@` address (see `rpcx_core::http::connect`),
-/// through TLS when it is on, within the connect deadline. The answer is read a byte at
-/// a time so nothing after it is taken from the stream.
-fn http_connect(
+/// The HTTP handshake of an `http@` (CONNECT) or `ws@`/`wss@` (WebSocket) address (see
+/// `rpcx_core::http::ClientHandshake`), through TLS when it is on, within the connect
+/// deadline. The answer is read a byte at a time so nothing after it is taken from the
+/// stream.
+fn http_handshake(
     sock: &mut Sock,
     tls: Option<&mut rustls::Connection>,
-    path: &str,
+    mut h: rpcx_core::http::ClientHandshake,
     deadline: Instant,
-) -> Result<(), Error> {
-    use rpcx_core::http::connect::{ConnectReply, connect_request};
+) -> Result<Option<u64>, Error> {
     trait Io: Read + Write {}
     impl<T: Read + Write> Io for T {}
     let timed_out = |e: io::Error| match e.kind() {
@@ -199,17 +206,17 @@ fn http_connect(
         Some(rustls::Connection::Server(_)) => return Err(Error::Tls("a server session on a client".into())),
         None => sock,
     };
-    io.write_all(&connect_request(path)).map_err(timed_out)?;
+    io.write_all(h.request()).map_err(timed_out)?;
     io.flush().map_err(timed_out)?;
-    let mut reply = ConnectReply::new();
     let mut b = [0u8; 1];
     loop {
         if io.read(&mut b).map_err(timed_out)? == 0 {
-            let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the HTTP CONNECT tunnel");
+            let eof =
+                io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection in the HTTP handshake");
             return Err(Error::Connect(eof));
         }
-        match reply.feed(&b) {
-            Ok(Some(_)) => return Ok(()),
+        match h.feed(&b) {
+            Ok(Some(_)) => return Ok(h.websocket()),
             Ok(None) => {}
             Err(e) => return Err(Error::Connect(io::Error::new(io::ErrorKind::ConnectionRefused, e))),
         }

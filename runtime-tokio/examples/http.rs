@@ -50,7 +50,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let a = addr.clone();
     let reply = tokio::task::spawn_blocking(move || {
-        http(&a, &[("X-JSONRPC-2.0", "true")], r#"{"jsonrpc":"2.0","method":"Arith.Mul","params":{"A":6,"B":7},"id":1}"#)
+        http(
+            &a,
+            &[("X-JSONRPC-2.0", "true")],
+            r#"{"jsonrpc":"2.0","method":"Arith.Mul","params":{"A":6,"B":7},"id":1}"#,
+        )
     })
     .await??;
     println!("--- JSON-RPC 2.0\n{reply}\n");

@@ -32,6 +32,10 @@ pub struct ClientConfig {
     pub max_wait_for_heartbeat: Duration,
     /// Close the connection after this long without sending or receiving a frame.
     pub idle_timeout: Option<Duration>,
+    /// Speak rpcx in WebSocket frames (a `ws@`/`wss@` connection after its upgrade),
+    /// masking with keys drawn from this seed (see `rpcx_core::http::ws`). Runtimes set
+    /// it per connection; `None` (the default) is plain rpcx.
+    pub websocket: Option<u64>,
 }
 
 impl Default for ClientConfig {
@@ -44,6 +48,7 @@ impl Default for ClientConfig {
             heartbeat_interval: None,
             max_wait_for_heartbeat: Duration::from_secs(30),
             idle_timeout: None,
+            websocket: None,
         }
     }
 }
@@ -467,6 +472,8 @@ pub struct ClientConnection {
     heartbeat: Option<Heartbeat>,
     idle_deadline: Option<Instant>,
     stats: ClientStats,
+    /// WebSocket framing (boxed: rare).
+    ws: Option<Box<crate::http::ws::WsFraming>>,
 }
 
 impl ClientConnection {
@@ -478,7 +485,11 @@ impl ClientConnection {
             outstanding: None,
         });
         let idle_deadline = config.idle_timeout.map(|d| now + d);
+        let ws = config
+            .websocket
+            .map(|seed| Box::new(crate::http::ws::WsFraming::client(config.decoder.max_message_len, seed)));
         Self {
+            ws,
             decoder: StreamDecoder::new(config.decoder.clone()),
             config,
             epoch: now,
@@ -584,7 +595,32 @@ impl ClientConnection {
         if matches!(self.state, State::Closed(_)) {
             return;
         }
-        self.decoder.feed(data);
+        let mut ws_closed = false;
+        match &mut self.ws {
+            None => self.decoder.feed(data),
+            Some(ws) => {
+                ws.feed(data);
+                loop {
+                    match ws.next() {
+                        Ok(Some(crate::http::ws::Incoming::Data(d))) => self.decoder.feed(&d),
+                        Ok(Some(crate::http::ws::Incoming::Closed)) => {
+                            // Frames received before the close are still taken below.
+                            ws_closed = true;
+                            break;
+                        }
+                        Ok(None) => break,
+                        Err(e) => return self.lose(LostReason::Http(crate::http::HttpError::WebSocket(e))),
+                    }
+                }
+            }
+        }
+        self.decode_input(now);
+        if ws_closed {
+            self.lose(LostReason::PeerClosed);
+        }
+    }
+
+    fn decode_input(&mut self, now: Instant) {
         loop {
             match self.decoder.next_message() {
                 Ok(Some(msg)) => self.on_message(now, msg),
@@ -655,6 +691,20 @@ impl ClientConnection {
     /// The caller must write them to the transport in order.
     #[must_use]
     pub fn poll_transmit<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
+        if let Some(ws) = &mut self.ws {
+            // Control frames (pongs) first, then the rpcx bytes in one frame.
+            let start = buf.len();
+            buf.put_slice(&ws.take_control());
+            let mut frames = Vec::new();
+            if self.transmit(&mut frames).is_some() {
+                self.ws.as_mut().expect("WebSocket framing").wrap(&frames, buf);
+            }
+            return (buf.len() > start).then(|| buf.len() - start);
+        }
+        self.transmit(buf)
+    }
+
+    fn transmit<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
         let start = buf.len();
         while let Some(out) = self.queue.pop_front() {
             self.queued_bytes -= out.size;

@@ -2,7 +2,7 @@
 
 use super::{CloseMode, LostReason, MemoryBudget, TRANSMIT_BATCH, min_instant};
 use crate::compress::{self, Inflate};
-use crate::http::{self, HttpConfig, front::Front};
+use crate::http::{self, HttpConfig, front::Front, ws::WsFraming};
 use crate::wire::{
     AUTH_KEY, DecoderConfig, EncodeBuf, EncodeError, EncoderConfig, Header, Message, MessageStatus, MessageType,
     Metadata, SERVER_TIMEOUT_KEY, SERVICE_ERROR_KEY, SerializeType, StreamDecoder,
@@ -245,6 +245,8 @@ enum Proto {
     Rpcx,
     /// Boxed: an rpcx connection (nearly all) stays small.
     Http(Box<Front>),
+    /// rpcx in WebSocket frames (after an upgrade).
+    Ws(Box<WsFraming>),
 }
 
 /// Queued output.
@@ -369,6 +371,10 @@ impl ServerConnection {
         }
         match &mut self.proto {
             Proto::Rpcx => self.decoder.feed(data),
+            Proto::Ws(ws) => {
+                ws.feed(data);
+                self.unwrap_ws(now);
+            }
             Proto::Http(f) => f.feed(data),
             Proto::Undecided(first) => {
                 let mut probe = [0u8; http::CLASSIFY_MAX];
@@ -419,9 +425,10 @@ impl ServerConnection {
         }
         let reason = match &self.proto {
             Proto::Http(f) if f.incomplete() => LostReason::UnexpectedEof { buffered: f.buffered() },
+            Proto::Ws(ws) if ws.buffered() > 0 => LostReason::UnexpectedEof { buffered: ws.buffered() },
             Proto::Undecided(first) if !first.is_empty() => LostReason::UnexpectedEof { buffered: first.len() },
             Proto::Http(_) | Proto::Undecided(_) => LostReason::PeerClosed,
-            Proto::Rpcx => match self.decoder.finish() {
+            Proto::Rpcx | Proto::Ws(_) => match self.decoder.finish() {
                 Err(crate::wire::DecodeError::UnexpectedEof { buffered }) => LostReason::UnexpectedEof { buffered },
                 Err(e) => LostReason::Protocol(e),
                 Ok(()) => LostReason::PeerClosed,
@@ -579,6 +586,21 @@ impl ServerConnection {
     /// Returns the number of bytes appended, or `None` if there was nothing to send.
     #[must_use]
     pub fn poll_transmit<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
+        if let Proto::Ws(ws) = &mut self.proto {
+            // Control frames (pongs, the close) first, then the rpcx bytes in one frame.
+            let start = buf.len();
+            buf.put_slice(&ws.take_control());
+            let mut frames = Vec::new();
+            if self.transmit(&mut frames).is_some() {
+                let Proto::Ws(ws) = &mut self.proto else { unreachable!("a WebSocket connection") };
+                ws.wrap(&frames, buf);
+            }
+            return (buf.len() > start).then(|| buf.len() - start);
+        }
+        self.transmit(buf)
+    }
+
+    fn transmit<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
         if matches!(self.state, State::Closed(_)) {
             return None;
         }
@@ -814,7 +836,11 @@ impl ServerConnection {
         }
         // The frame clock: runs while part of a frame (and no whole one) is buffered,
         // restarting when a new frame begins.
-        let undecided = if let Proto::Undecided(first) = &self.proto { first.len() } else { 0 };
+        let undecided = match &self.proto {
+            Proto::Undecided(first) => first.len(),
+            Proto::Ws(ws) => ws.buffered(),
+            _ => 0,
+        };
         let incomplete =
             !self.has_work && self.inflating.is_none() && !self.paused && self.decoder.buffered() + undecided > 0;
         self.frame_clock(now, incomplete, decoded);
@@ -872,6 +898,17 @@ impl ServerConnection {
                     self.enqueue_raw(bytes);
                     self.close_reason = Some(LostReason::Http(e));
                     self.close(now, CloseMode::Flush);
+                }
+                http::front::Parsed::Upgrade { bytes, rest } => {
+                    let mut ws = Box::new(WsFraming::server(self.config.decoder.max_message_len));
+                    // The 101 answer goes out before any frame, not in one.
+                    ws.send_raw(&bytes);
+                    ws.feed(&rest);
+                    self.proto = Proto::Ws(ws);
+                    self.frame_deadline = None;
+                    self.incomplete = false;
+                    self.unwrap_ws(now);
+                    return self.pump(now);
                 }
                 http::front::Parsed::Tunnel { bytes, rest } => {
                     self.enqueue_raw(bytes);
@@ -976,7 +1013,11 @@ impl ServerConnection {
     /// Charge the budget with what this connection holds now.
     fn sync_budget(&mut self) {
         let held = if self.state == State::Open || matches!(self.state, State::Closing(_)) {
-            let http = if let Proto::Http(f) = &self.proto { f.buffered() } else { 0 };
+            let http = match &self.proto {
+                Proto::Http(f) => f.buffered(),
+                Proto::Ws(ws) => ws.buffered(),
+                _ => 0,
+            };
             let input = (self.decoder.buffered() + http).max(self.reserved_frame);
             let inflate =
                 self.inflating.as_ref().map_or(0, |i| i.input_len + i.inflater.as_ref().map_or(0, |f| f.held()));
@@ -1040,6 +1081,23 @@ impl ServerConnection {
             return;
         }
         self.admit(now, msg);
+    }
+
+    /// Move the data of whole WebSocket frames to the rpcx decoder; a close from the
+    /// peer ends the connection after our close frame, a bad frame at once.
+    fn unwrap_ws(&mut self, now: Instant) {
+        let Proto::Ws(ws) = &mut self.proto else { return };
+        loop {
+            match ws.next() {
+                Ok(Some(http::ws::Incoming::Data(d))) => self.decoder.feed(&d),
+                Ok(Some(http::ws::Incoming::Closed)) => {
+                    self.close(now, CloseMode::Flush);
+                    return;
+                }
+                Ok(None) => return,
+                Err(e) => return self.lose(LostReason::Http(http::HttpError::WebSocket(e))),
+            }
+        }
     }
 
     /// Hand a request to the application.

@@ -58,6 +58,9 @@ pub(crate) enum Parsed {
     /// A CONNECT to the rpcx path: answer `bytes`, then the connection speaks rpcx,
     /// starting with the bytes that followed the request.
     Tunnel { bytes: Bytes, rest: BytesMut },
+    /// A WebSocket upgrade at the rpcx path: answer `bytes`, then the connection speaks
+    /// rpcx in WebSocket frames, starting with the bytes that followed the request.
+    Upgrade { bytes: Bytes, rest: BytesMut },
 }
 
 /// The HTTP state of a connection.
@@ -119,6 +122,24 @@ impl Front {
             }
             let r = h1::Response::text(404, "404 page not found");
             return Parsed::Reply { bytes: r.encode(head.minor, true), close: true };
+        }
+        if self.mode.is_none() && cfg.websocket && head.method == "GET" && head.has_token("upgrade", "websocket") {
+            if head.path() != cfg.rpc_path.as_bytes() {
+                let r = h1::Response::text(404, "404 page not found");
+                return Parsed::Reply { bytes: r.encode(head.minor, true), close: true };
+            }
+            let key = head.get("Sec-WebSocket-Key").filter(|k| !k.is_empty());
+            let version_ok = head.get("Sec-WebSocket-Version").is_some_and(|v| &v[..] == b"13");
+            let Some(key) = key.filter(|_| version_ok && head.minor == 1) else {
+                let r = h1::Response::text(400, "Bad Request: not a WebSocket 13 handshake")
+                    .header("Sec-WebSocket-Version", "13");
+                return Parsed::Reply { bytes: r.encode(head.minor, true), close: true };
+            };
+            let r = h1::Response::new(101)
+                .header("Upgrade", "websocket")
+                .header("Connection", "Upgrade")
+                .header("Sec-WebSocket-Accept", super::ws::accept_key(key));
+            return Parsed::Upgrade { bytes: r.encode(1, false), rest: self.reader.take_rest() };
         }
         if !cfg.gateway && !cfg.jsonrpc {
             let e = HttpError::Disabled;

@@ -32,7 +32,7 @@ impl Head {
     }
 
     /// Whether a comma-separated header holds `token` (case-insensitive).
-    fn has_token(&self, name: &str, token: &str) -> bool {
+    pub(crate) fn has_token(&self, name: &str, token: &str) -> bool {
         self.headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -350,6 +350,7 @@ fn step_chunks(buf: &mut BytesMut, body: &mut BytesMut, state: &mut Chunk, max_b
 fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",

@@ -57,6 +57,84 @@ pub(crate) mod front;
 pub(crate) mod gateway;
 pub(crate) mod h1;
 pub(crate) mod jsonrpc;
+pub mod ws;
+
+/// The HTTP handshake a client does before rpcx on an `http@` (CONNECT) or `ws@` /
+/// `wss@` (WebSocket upgrade) address: write [`request`](Self::request), then
+/// [`feed`](Self::feed) the server's bytes (a byte at a time is simplest: nothing after
+/// the answer may be taken from the stream) until it says done; then set
+/// [`ClientConfig::websocket`](crate::conn::ClientConfig::websocket) to
+/// [`websocket`](Self::websocket).
+#[derive(Debug)]
+pub struct ClientHandshake {
+    request: bytes::Bytes,
+    reply: Reply,
+    websocket: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Reply {
+    Connect(connect::ConnectReply),
+    Upgrade(ws::UpgradeReply),
+}
+
+/// A client handshake the server refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The CONNECT was refused.
+    #[error(transparent)]
+    Connect(connect::ConnectError),
+    /// The WebSocket upgrade was refused.
+    #[error(transparent)]
+    WebSocket(ws::WsError),
+}
+
+impl ClientHandshake {
+    /// The handshake `addr` needs, if any: `host` is what the client dialled
+    /// (`host:port`), `tls` whether TLS is under it (the WebSocket `Origin` says
+    /// `https`), `seed` fresh randomness for the WebSocket key and masks
+    /// ([`ws::fresh_seed`]).
+    pub fn for_address(addr: &crate::addr::ServerAddr, rpc_path: &str, tls: bool, seed: u64) -> Option<Self> {
+        use crate::addr::ServerAddr;
+        match addr {
+            ServerAddr::Http(_) => Some(Self {
+                request: connect::connect_request(rpc_path),
+                reply: Reply::Connect(connect::ConnectReply::new()),
+                websocket: None,
+            }),
+            ServerAddr::Ws(host) | ServerAddr::Wss(host) => {
+                let key = ws::key_from_seed(seed);
+                Some(Self {
+                    request: ws::upgrade_request(host, rpc_path, &key, tls),
+                    reply: Reply::Upgrade(ws::UpgradeReply::new(&key)),
+                    websocket: Some(seed),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The bytes to write first.
+    pub fn request(&self) -> &[u8] {
+        &self.request
+    }
+
+    /// Bytes from the server: `Ok(Some(n))` once the answer ended after `n` bytes of
+    /// `data`; `Ok(None)`: more is needed.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<usize>, HandshakeError> {
+        match &mut self.reply {
+            Reply::Connect(r) => r.feed(data).map_err(HandshakeError::Connect),
+            Reply::Upgrade(r) => r.feed(data).map_err(HandshakeError::WebSocket),
+        }
+    }
+
+    /// The [`ClientConfig::websocket`](crate::conn::ClientConfig::websocket) seed the
+    /// connection then runs with.
+    pub fn websocket(&self) -> Option<u64> {
+        self.websocket
+    }
+}
 
 /// HTTP on the rpcx port: which protocols a server answers beside rpcx, and their
 /// limits. Both are on by default, as in Go.
@@ -69,7 +147,10 @@ pub struct HttpConfig {
     /// Accept rpcx over an HTTP CONNECT tunnel (`http@` clients) to
     /// [`rpc_path`](Self::rpc_path), as the first request of a connection.
     pub connect: bool,
-    /// The CONNECT path (Go's `DefaultRPCPath`, `/_rpcx_`).
+    /// Accept rpcx over WebSocket (`ws@`/`wss@` clients): an upgrade at
+    /// [`rpc_path`](Self::rpc_path) as the first request of a connection.
+    pub websocket: bool,
+    /// The CONNECT and WebSocket path (Go's `DefaultRPCPath`, `/_rpcx_`).
     pub rpc_path: String,
     /// Largest request head (request line and headers); 431 past it. Default 64 KiB.
     pub max_head_bytes: usize,
@@ -85,6 +166,7 @@ impl Default for HttpConfig {
             gateway: true,
             jsonrpc: true,
             connect: true,
+            websocket: true,
             rpc_path: connect::DEFAULT_RPC_PATH.to_owned(),
             max_head_bytes: 64 << 10,
             cors: false,
@@ -95,12 +177,12 @@ impl Default for HttpConfig {
 impl HttpConfig {
     /// No HTTP at all: the connection speaks rpcx only.
     pub fn disabled() -> Self {
-        Self { gateway: false, jsonrpc: false, connect: false, ..Self::default() }
+        Self { gateway: false, jsonrpc: false, connect: false, websocket: false, ..Self::default() }
     }
 
     /// Whether any HTTP protocol is served.
     pub fn enabled(&self) -> bool {
-        self.gateway || self.jsonrpc || self.connect
+        self.gateway || self.jsonrpc || self.connect || self.websocket
     }
 }
 
@@ -136,6 +218,9 @@ pub enum HttpError {
     /// Not HTTP/1.0 or HTTP/1.1 (505).
     #[error("unsupported HTTP version")]
     Version,
+    /// A WebSocket handshake or frame is malformed (a bad handshake gets 400).
+    #[error(transparent)]
+    WebSocket(ws::WsError),
     /// The request is for a protocol this server has turned off (the gateway, when
     /// only JSON-RPC is on) (404).
     #[error("the HTTP gateway is disabled")]
@@ -146,7 +231,7 @@ impl HttpError {
     /// The status the peer gets.
     pub(crate) fn status(&self) -> u16 {
         match self {
-            Self::Malformed(_) => 400,
+            Self::Malformed(_) | Self::WebSocket(_) => 400,
             Self::HeadTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
             Self::BodyTooLarge { .. } => 413,
             Self::UnsupportedTransferEncoding => 501,

@@ -173,7 +173,9 @@ impl Client {
     /// threads.
     pub fn connect(addr: &str, opts: ClientOptions) -> Result<Client, Error> {
         let server: ServerAddr = addr.parse()?;
-        let dialed = transport::dial(&server, &opts)?;
+        let (dialed, websocket) = transport::dial(&server, &opts)?;
+        let mut opts = opts;
+        opts.connection.websocket = websocket;
         Self::start_driver(dialed, addr.to_owned(), opts)
     }
 

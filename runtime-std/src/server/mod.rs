@@ -123,10 +123,10 @@ impl Server {
     pub fn bind(self, addr: &str) -> io::Result<ServerHandle> {
         let parsed: ServerAddr = addr.parse().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (listener, local_addr, address) = match &parsed {
-            ServerAddr::Tcp(a) | ServerAddr::Http(a) => {
+            ServerAddr::Tcp(a) | ServerAddr::Http(a) | ServerAddr::Ws(a) | ServerAddr::Wss(a) => {
                 let l = crate::transport::listen_tcp(a.as_str())?;
                 let local = l.local_addr()?;
-                let network = if let ServerAddr::Http(_) = parsed { "http" } else { "tcp" };
+                let network = parsed.to_string().split('@').next().unwrap_or("tcp").to_owned();
                 (Listener::Tcp(l), Some(local), format!("{network}@{local}"))
             }
             ServerAddr::Unix(p) => {

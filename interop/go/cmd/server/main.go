@@ -25,7 +25,7 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (host:port, or socket path for -network unix)")
-	network := flag.String("network", "tcp", "listen network: tcp, tcp4, tcp6, http (CONNECT tunnels only) or unix")
+	network := flag.String("network", "tcp", "listen network: tcp, tcp4, tcp6, http (CONNECT tunnels only), ws (WebSocket only) or unix")
 	auth := flag.String("auth", "", "if non-empty, only accept requests whose __AUTH metadata equals this token")
 	flag.Parse()
 
@@ -33,7 +33,7 @@ func main() {
 	rpcxlog.SetLogger(rpcxlog.NewDefaultLogger(os.Stderr, "", stdlog.LstdFlags|stdlog.Lmicroseconds|stdlog.Lshortfile, rpcxlog.LvError))
 
 	switch *network {
-	case "tcp", "tcp4", "tcp6", "http":
+	case "tcp", "tcp4", "tcp6", "http", "ws":
 	case "unix":
 		_ = os.Remove(*addr) // stale socket from an earlier run
 	default:
@@ -48,10 +48,10 @@ func main() {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Serve(*network, *addr) }()
 
-	// Serve("http") (rpcx over HTTP CONNECT only) never closes Started: wait for
-	// the listener instead.
+	// Serve("http") and Serve("ws") (rpcx over HTTP CONNECT or WebSocket only)
+	// never close Started: wait for the listener instead.
 	started := s.Started
-	if *network == "http" {
+	if *network == "http" || *network == "ws" {
 		ch := make(chan struct{})
 		go func() {
 			for s.Address() == nil {
