@@ -150,6 +150,16 @@ pub(crate) enum Incoming {
     Closed,
 }
 
+/// A frame header: FIN, opcode, whether masked, payload length, and the header's length
+/// before the mask key.
+struct FrameHead {
+    fin: bool,
+    opcode: u8,
+    masked: bool,
+    len: usize,
+    at: usize,
+}
+
 /// Framing of one connection's bytes as WebSocket frames, both ways.
 #[derive(Debug)]
 pub(crate) struct WsFraming {
@@ -189,7 +199,7 @@ impl WsFraming {
             if self.closed {
                 return Ok(Some(Incoming::Closed));
             }
-            let Some((fin, opcode, masked, len, at)) = self.parse_header()? else { return Ok(None) };
+            let Some(FrameHead { fin, opcode, masked, len, at }) = self.parse_header()? else { return Ok(None) };
             let total = at + if masked { 4 } else { 0 } + len;
             if self.buf.len() < total {
                 return Ok(None);
@@ -230,9 +240,8 @@ impl WsFraming {
         }
     }
 
-    /// The header at the front of the buffer: (fin, opcode, masked, payload length,
-    /// header length before the mask key).
-    fn parse_header(&self) -> Result<Option<(bool, u8, bool, usize, usize)>, WsError> {
+    /// The header at the front of the buffer.
+    fn parse_header(&self) -> Result<Option<FrameHead>, WsError> {
         let b = &self.buf[..];
         if b.len() < 2 {
             return Ok(None);
@@ -259,7 +268,7 @@ impl WsFraming {
         if len > self.max_frame as u64 {
             return Err(WsError::TooLarge { len, max: self.max_frame });
         }
-        Ok(Some((fin, opcode, masked, len as usize, at)))
+        Ok(Some(FrameHead { fin, opcode, masked, len: len as usize, at }))
     }
 
     /// Bytes to send as they are before anything else (the server's 101 answer).
