@@ -40,6 +40,7 @@ pub mod govern;
 pub mod guard;
 #[cfg(unix)]
 pub mod memu;
+pub mod registry;
 pub mod service;
 pub mod stub;
 pub mod wire;

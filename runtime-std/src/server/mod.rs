@@ -19,6 +19,8 @@ use crate::executor::Pool;
 use crate::housekeeper::Housekeeper;
 use crate::transport::Sock;
 use rpcx_core::addr::ServerAddr;
+use rpcx_core::govern::ServerKey;
+use rpcx_core::registry::{self, Registered};
 use rpcx_core::service::{Dispatcher, Peer, Router, ServerSettings, ServerTotals};
 use rustc_hash::FxHashMap;
 use std::io;
@@ -148,6 +150,8 @@ impl Server {
             cv: Condvar::new(),
         });
         let pool = Pool::new(self.opts.workers);
+        let registry = self.opts.settings.registry.clone();
+        let router = self.router.clone();
         let mut settings = self.opts.settings;
         let fit = fitting_connection_cap(self.opts.workers);
         if settings.max_connections > fit {
@@ -168,7 +172,38 @@ impl Server {
             accept_loop(listener, ctx);
         })?;
         let dispatcher = ctx_dispatcher;
-        Ok(ServerHandle { address, local_addr, shared, dispatcher, wake, accept: Some(accept), accept_done })
+        let mut handle = ServerHandle {
+            address,
+            local_addr,
+            shared,
+            dispatcher,
+            wake,
+            accept: Some(accept),
+            accept_done,
+            registered: None,
+            advertised: None,
+        };
+        // The registry life cycle (rpcx_core::registry): register once accepting.
+        let pending = match registry::begin(&registry, &router, &handle.address) {
+            Ok(p) => p,
+            Err(e) => {
+                handle.close();
+                return Err(e.into());
+            }
+        };
+        if let Some((key, pending)) = pending {
+            match pending.wait() {
+                Ok(r) => {
+                    handle.registered = Some(r);
+                    handle.advertised = Some(key);
+                }
+                Err(e) => {
+                    handle.close();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(handle)
     }
 }
 
@@ -368,6 +403,9 @@ pub struct ServerHandle {
     accept: Option<JoinHandle<()>>,
     /// Disconnects when the accept thread ends.
     accept_done: Receiver<()>,
+    /// The live registry registration, taken by shutdown or close.
+    registered: Option<Box<dyn Registered>>,
+    advertised: Option<ServerKey>,
 }
 
 impl std::fmt::Debug for ServerShared {
@@ -401,11 +439,27 @@ impl ServerHandle {
         self.dispatcher.stats()
     }
 
+    /// The key the server is registered under, when a registrar is configured.
+    pub fn advertised(&self) -> Option<&ServerKey> {
+        self.advertised.as_ref()
+    }
+
+    /// Remove the server from its registry (once). Failures are logged.
+    fn unregister(&mut self) {
+        if let Some(r) = self.registered.take() {
+            if let Err(e) = r.unregister().wait() {
+                tracing::warn!(error = %e, "unregistering from the registry failed");
+            }
+        }
+    }
+
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
     /// requests finish and their responses are written; after `grace`, whatever is left
     /// is closed immediately. Returns when every connection has ended (a connection's
     /// last flush waits at most [`ServerSettings::close_linger`]).
     pub fn shutdown(mut self, grace: Duration) {
+        // Unregister before draining, as Go's `Shutdown` does.
+        self.unregister();
         self.stop_accepting(Phase::Graceful);
         if !self.shared.wait_idle(Some(grace)) {
             self.shared.set_phase(Phase::Immediate);
@@ -417,6 +471,7 @@ impl ServerHandle {
     /// Close the listener and every connection now. Handlers still running on workers
     /// are not interrupted; their results are discarded.
     pub fn close(mut self) {
+        self.unregister();
         self.stop_accepting(Phase::Immediate);
         self.shared.wait_idle(None);
         self.join_accept(Some(ACCEPT_EXIT_WAIT));
