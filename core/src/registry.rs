@@ -151,7 +151,12 @@ pub fn advertised_key(bound: &str, advertise: Option<&str>) -> Result<ServerKey,
                 _ => None,
             })
             .ok_or_else(|| invalid("a bare host needs a TCP server to take the port from"))?;
-        let host = if rest.contains(':') && !rest.starts_with('[') { format!("[{rest}]") } else { rest.to_owned() };
+        let host = if rest.contains(':') && !rest.starts_with('[') {
+            rest.parse::<std::net::Ipv6Addr>().map_err(|_| invalid("expected host:port or a bare host"))?;
+            format!("[{rest}]")
+        } else {
+            rest.to_owned()
+        };
         format!("{host}:{port}")
     };
     let (host, port) = host_port(&full).ok_or_else(|| invalid("expected host:port"))?;
@@ -480,7 +485,7 @@ mod tests {
         assert_eq!(advertised_key("tcp@[::]:8972", Some("fd00::5")).unwrap().as_str(), "tcp@[fd00::5]:8972");
         assert_eq!(advertised_key("tcp@0.0.0.0:1", Some("tcp@node1:9000")).unwrap().as_str(), "tcp@node1:9000");
         assert_eq!(advertised_key("unix@/tmp/s", None).unwrap().as_str(), "unix@/tmp/s");
-        for bad in ["tcp@0.0.0.0:9", "[::]", "tcp@", "tcp@h:0", "tcp@h:99999", "tcp@fd00::5:1"] {
+        for bad in ["tcp@0.0.0.0:9", "[::]", "tcp@", "tcp@h:0", "tcp@h:99999", "tcp@h:x1"] {
             assert!(
                 matches!(advertised_key("tcp@0.0.0.0:8972", Some(bad)), Err(AdvertiseError::Invalid { .. })),
                 "{bad}"
