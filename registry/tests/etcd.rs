@@ -416,3 +416,36 @@ async fn a_burst_of_events_is_one_update_and_foreign_keys_are_ignored() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(discovery.version(), v0 + 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let started = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (s, g) = (started.clone(), gate.clone());
+    let router = Router::new().service(Service::new("Arith").method("Slow", move |_c: Context, a: Args| {
+        let (s, g) = (s.clone(), g.clone());
+        async move {
+            s.notify_one();
+            g.notified().await;
+            Ok(Reply { c: a.a })
+        }
+    }));
+    let server = rpcx_tokio::Server::new(router).registrar(registrar(&etcd)).bind("tcp@127.0.0.1:0").await.expect("bind");
+    let key = node(server.advertised().expect("advertised").as_str());
+    let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
+    let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());
+    let call = tokio::spawn(async move { xc.call::<_, Reply>("Slow", &Args { a: 9, b: 0 }).await });
+    tokio::time::timeout(Duration::from_secs(5), started.notified()).await.expect("the call reached the handler");
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    let mut raw = raw_client(&etcd).await;
+    until(Duration::from_secs(5), "the node to be deleted while a call is in flight", async || {
+        raw_get(&mut raw, &key).await.is_none()
+    })
+    .await;
+    assert!(!call.is_finished() && !shutdown.is_finished(), "unregistered before the drain finished");
+    gate.notify_one();
+    let r = call.await.expect("join").expect("the in-flight call is answered during the drain");
+    assert_eq!(r.c, 9);
+    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
+}
