@@ -341,18 +341,25 @@ pub fn begin(
     settings: &RegistrySettings,
     router: &crate::service::Router,
     bound: &str,
-) -> Result<Option<(ServerKey, Completion<Box<dyn Registered>>)>, RegistryError> {
+) -> Result<Option<Pending>, RegistryError> {
     let Some(registrar) = &settings.registrar else {
         return Ok(None);
     };
     let key = advertised_key(bound, settings.advertise_address.as_deref())?;
-    let services = router.services().map(|(name, metadata)| ServiceEntry {
-        name: name.to_owned(),
-        metadata: metadata.to_owned(),
-    });
+    let services =
+        router.services().map(|(name, metadata)| ServiceEntry { name: name.to_owned(), metadata: metadata.to_owned() });
     let registration = Registration::new(key, services);
     tracing::debug!(address = %registration.address(), services = registration.services().len(), "registering");
-    Ok(Some((key_of(&registration), registrar.register(registration))))
+    Ok(Some(Pending { key: key_of(&registration), registered: registrar.register(registration) }))
+}
+
+/// A registration [`begin`] started: the key it publishes and its completion.
+#[derive(Debug)]
+pub struct Pending {
+    /// The advertised key.
+    pub key: ServerKey,
+    /// Resolves once the first registration succeeded or failed.
+    pub registered: Completion<Box<dyn Registered>>,
 }
 
 fn key_of(r: &Registration) -> ServerKey {
@@ -396,10 +403,8 @@ impl<T> fmt::Debug for Completer<T> {
 
 /// A connected [`Completer`] / [`Completion`] pair.
 pub fn completion<T>() -> (Completer<T>, Completion<T>) {
-    let inner = Arc::new(Slot {
-        state: Mutex::new(SlotState { value: None, done: false, waker: None }),
-        cv: Condvar::new(),
-    });
+    let inner =
+        Arc::new(Slot { state: Mutex::new(SlotState { value: None, done: false, waker: None }), cv: Condvar::new() });
     (Completer { inner: inner.clone() }, Completion { inner })
 }
 
@@ -503,7 +508,10 @@ mod tests {
             ],
         );
         let nodes = r.nodes("/rpcx_test");
-        assert_eq!(nodes[0], Node { key: "/rpcx_test/Arith/tcp@127.0.0.1:8972".into(), value: "weight=10&group=a".into() });
+        assert_eq!(
+            nodes[0],
+            Node { key: "/rpcx_test/Arith/tcp@127.0.0.1:8972".into(), value: "weight=10&group=a".into() }
+        );
         assert_eq!(nodes[1].key, "/rpcx_test/Echo/tcp@127.0.0.1:8972");
         let dirs = r.directories("/rpcx_test");
         assert_eq!(dirs[0], Node { key: "/rpcx_test".into(), value: "rpcx_path".into() });

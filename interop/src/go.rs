@@ -68,7 +68,13 @@ fn build() -> Result<GoBinaries, String> {
     let mut out = tmp.clone().into_os_string();
     out.push("/");
     let mut cmd = Command::new(&go);
-    cmd.arg("build").arg("-o").arg(&out).arg("./cmd/server").arg("./cmd/client").arg("./cmd/etcd").current_dir(go_module_dir());
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg("./cmd/server")
+        .arg("./cmd/client")
+        .arg("./cmd/etcd")
+        .current_dir(go_module_dir());
     // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
     if std::env::var_os("GONOSUMDB").is_none() {
         cmd.env("GONOSUMDB", "github.com/rpcxio/*");

@@ -89,7 +89,7 @@ async fn tokio_server_registers_in_go_layout_and_xclient_calls_it() {
     assert_ne!(lease, 0, "the node must be on a lease");
 
     let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
-    assert_eq!(keys(&discovery), [key.clone()]);
+    assert_eq!(keys(&discovery), std::slice::from_ref(&key));
     assert_eq!(discovery.snapshot().servers[0].metadata().weight(), 10);
     let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
     let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("call through etcd");
@@ -270,7 +270,7 @@ async fn etcd_restart_keeps_calls_on_the_last_list_and_the_registration() {
     while t0.elapsed() < Duration::from_secs(4) {
         calls(10).await;
     }
-    assert_eq!(keys(&discovery), [key.clone()], "the last known list is served while etcd is down");
+    assert_eq!(keys(&discovery), std::slice::from_ref(&key), "the last known list is served while etcd is down");
     let lists = discovery.lists();
     etcd = tokio::task::spawn_blocking(move || {
         etcd.restart().expect("restart etcd");
@@ -431,7 +431,8 @@ async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
             Ok(Reply { c: a.a })
         }
     }));
-    let server = rpcx_tokio::Server::new(router).registrar(registrar(&etcd)).bind("tcp@127.0.0.1:0").await.expect("bind");
+    let server =
+        rpcx_tokio::Server::new(router).registrar(registrar(&etcd)).bind("tcp@127.0.0.1:0").await.expect("bind");
     let key = node(server.advertised().expect("advertised").as_str());
     let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
     let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());

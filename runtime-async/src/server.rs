@@ -10,19 +10,19 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::conn::{CloseMode, PushError, ServerConnection};
+use rpcx_core::govern::ServerKey;
+use rpcx_core::registry::{self, Registered};
 use rpcx_core::service::{
     Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, Served, ServerSettings, ServerTotals,
     Session, Waiting,
 };
-use rpcx_core::govern::ServerKey;
-use rpcx_core::registry::{self, Registered};
 use rpcx_core::wire::Metadata;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError};
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -156,8 +156,8 @@ impl<R: Runtime> Server<R> {
                 return Err(e.into());
             }
         };
-        if let Some((key, pending)) = pending {
-            match pending.await {
+        if let Some(registry::Pending { key, registered }) = pending {
+            match registered.await {
                 Ok(r) => {
                     *handle.shared.registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
                     handle.advertised = Some(key);

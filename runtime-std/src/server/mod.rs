@@ -191,8 +191,8 @@ impl Server {
                 return Err(e.into());
             }
         };
-        if let Some((key, pending)) = pending {
-            match pending.wait() {
+        if let Some(registry::Pending { key, registered }) = pending {
+            match registered.wait() {
                 Ok(r) => {
                     handle.registered = Some(r);
                     handle.advertised = Some(key);
