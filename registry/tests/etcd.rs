@@ -237,8 +237,8 @@ async fn killed_server_node_expires_within_ttl_and_xclient_stops_selecting_it() 
         !keys(&discovery).contains(&killed_key)
     })
     .await;
-    // The lease TTL is 3 s; etcd checks expiry every 500 ms.
-    assert!(took <= Duration::from_secs(5), "node expired after {took:?}, TTL is 3 s");
+    // The lease TTL is 3 s; etcd checks expiry every 500 ms (plus slack for a loaded machine).
+    assert!(took <= Duration::from_secs(6), "node expired after {took:?}, TTL is 3 s");
     let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
     for _ in 0..10 {
         let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
@@ -334,11 +334,11 @@ async fn revoked_lease_is_regranted_at_once_and_a_deleted_node_recreated() {
     raw.lease_revoke(lease).await.expect("revoke");
     assert_eq!(raw_get(&mut raw, &key).await, None);
     // The keep-alive (every TTL/3 = 1 s) finds the lease gone; the update tick is 60 s.
-    let took = until(Duration::from_secs(5), "the node to come back on a new lease", async || {
+    let took = until(Duration::from_secs(10), "the node to come back on a new lease", async || {
         raw_get(&mut raw, &key).await.as_deref() == Some("group=x")
     })
     .await;
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: the 60 s update tick must not be what restores it");
     let new_lease = raw.get(key.as_str(), None).await.expect("get").kvs()[0].lease();
     assert!(new_lease != 0 && new_lease != lease);
     server.shutdown(Duration::from_secs(5)).await;
