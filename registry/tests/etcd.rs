@@ -66,6 +66,42 @@ fn keys(d: &EtcdDiscovery) -> Vec<String> {
     d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
 }
 
+/// Which servers (by `Arith.Who` id) answered `n` calls from each runtime's XClient
+/// over `discovery`: tokio, smol, std (the blocking ones off the tokio workers).
+async fn who_on_every_runtime(discovery: &Arc<EtcdDiscovery>, n: usize) -> [Vec<i64>; 3] {
+    let args = Args { a: 0, b: 0 };
+    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+    let mut on_tokio = std::collections::BTreeSet::new();
+    for _ in 0..n {
+        let r: Reply = xc.call("Who", &args).await.expect("tokio XClient call");
+        on_tokio.insert(r.c);
+    }
+    let d = discovery.clone();
+    let on_smol = tokio::task::spawn_blocking(move || {
+        smol::block_on(async {
+            let xc = rpcx_smol::XClient::new("Arith", d, Default::default());
+            let mut ids = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("smol XClient call");
+                ids.insert(r.c);
+            }
+            ids
+        })
+    });
+    let d = discovery.clone();
+    let on_std = tokio::task::spawn_blocking(move || {
+        let xc = rpcx_std::XClient::new("Arith", d, Default::default());
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).expect("std XClient call");
+            ids.insert(r.c);
+        }
+        ids
+    });
+    let (on_smol, on_std) = (on_smol.await.expect("smol"), on_std.await.expect("std"));
+    [on_tokio, on_smol, on_std].map(|s| s.into_iter().collect())
+}
+
 fn node(key: &str) -> String {
     format!("{BASE}/Arith/{key}")
 }
@@ -239,11 +275,8 @@ async fn killed_server_node_expires_within_ttl_and_xclient_stops_selecting_it() 
     .await;
     // The lease TTL is 3 s; etcd checks expiry every 500 ms (plus slack for a loaded machine).
     assert!(took <= Duration::from_secs(6), "node expired after {took:?}, TTL is 3 s");
-    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-    for _ in 0..10 {
-        let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
-        assert_eq!(r.c, 2, "only the survivor is selected");
-    }
+    let only_survivor = vec![2];
+    assert_eq!(who_on_every_runtime(&discovery, 10).await, [(); 3].map(|_| only_survivor.clone()));
     survivor.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -270,6 +303,8 @@ async fn etcd_restart_keeps_calls_on_the_last_list_and_the_registration() {
     while t0.elapsed() < Duration::from_secs(4) {
         calls(10).await;
     }
+    // A new XClient on every runtime gets the last list too.
+    assert_eq!(who_on_every_runtime(&discovery, 5).await, [(); 3].map(|_| vec![1]));
     assert_eq!(keys(&discovery), std::slice::from_ref(&key), "the last known list is served while etcd is down");
     let lists = discovery.lists();
     etcd = tokio::task::spawn_blocking(move || {
@@ -376,6 +411,7 @@ async fn inactive_flip_stops_selection_and_survives_refreshes() {
         ids
     };
     assert_eq!(who(20).await.into_iter().collect::<Vec<_>>(), [1, 2], "both selected at first");
+    assert_eq!(who_on_every_runtime(&discovery, 20).await, [(); 3].map(|_| vec![1, 2]));
     let mut raw = raw_client(&etcd).await;
     let key = node(a.advertised().expect("advertised").as_str());
     raw.put(key.as_str(), "state=inactive", Some(PutOptions::new().with_ignore_lease())).await.expect("flip");
@@ -384,6 +420,7 @@ async fn inactive_flip_stops_selection_and_survives_refreshes() {
     })
     .await;
     assert_eq!(who(20).await.into_iter().collect::<Vec<_>>(), [2], "an inactive server is not selected");
+    assert_eq!(who_on_every_runtime(&discovery, 20).await, [(); 3].map(|_| vec![2]), "on every runtime");
     // Several update ticks later the flip still holds (refresh keeps present values).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(raw_get(&mut raw, &key).await.as_deref(), Some("state=inactive"));
