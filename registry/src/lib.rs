@@ -37,8 +37,10 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(feature = "etcd")]
+#[cfg(any(feature = "etcd", feature = "redis"))]
 mod exec;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 pub use rpcx_core::registry::{Completion, Registered, Registrar, RegistryError};
 
