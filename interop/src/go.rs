@@ -31,6 +31,9 @@ pub struct GoBinaries {
     /// `cmd/etcd`: a server registering through Go's rpcx-etcd plugin, and a client
     /// discovering through its etcd discovery.
     pub etcd: PathBuf,
+    /// `cmd/redis`: a server registering through rpcx's in-tree Redis plugin, and a
+    /// client discovering through rpcx-redis.
+    pub redis: PathBuf,
 }
 
 /// `interop/go`, the Go module.
@@ -74,6 +77,7 @@ fn build() -> Result<GoBinaries, String> {
         .arg("./cmd/server")
         .arg("./cmd/client")
         .arg("./cmd/etcd")
+        .arg("./cmd/redis")
         .current_dir(go_module_dir());
     // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
     if std::env::var_os("GONOSUMDB").is_none() {
@@ -95,15 +99,22 @@ fn build() -> Result<GoBinaries, String> {
     if run.timed_out || !run.status.is_some_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
-            "`go build ./cmd/server ./cmd/client ./cmd/etcd` in {} failed ({}):\n{}{}",
+            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis` in {} failed ({}):\n{}{}",
             go_module_dir().display(),
             run.describe_status(),
             run.stdout,
             run.stderr
         ));
     }
-    let bins = GoBinaries { server: dir.join("server"), client: dir.join("client"), etcd: dir.join("etcd") };
-    for (name, dst) in [("server", &bins.server), ("client", &bins.client), ("etcd", &bins.etcd)] {
+    let bins = GoBinaries {
+        server: dir.join("server"),
+        client: dir.join("client"),
+        etcd: dir.join("etcd"),
+        redis: dir.join("redis"),
+    };
+    for (name, dst) in
+        [("server", &bins.server), ("client", &bins.client), ("etcd", &bins.etcd), ("redis", &bins.redis)]
+    {
         std::fs::rename(tmp.join(name), dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
