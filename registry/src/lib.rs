@@ -3,7 +3,8 @@
 //! given to any runtime's `Server::registrar`, and an XClient finds servers through a
 //! [`Discovery`](rpcx_core::govern::Discovery).
 //!
-//! One crate, one cargo feature per backend (`etcd`, on by default): the backends share
+//! One crate, one cargo feature per backend (`etcd` and `redis`, both on by default;
+//! `test-support` adds harnesses that start the real engines): the backends share
 //! the key layout, the life cycle and the discovery model of `rpcx_core::registry` and
 //! `rpcx_core::govern`, and an application compiles in only the client libraries it uses.
 //!
