@@ -1,8 +1,9 @@
-//! Where tokio-only client libraries (etcd-client) run: on the caller's tokio runtime
-//! when it is a multi-threaded one, else on one private current-thread runtime on a
-//! thread of its own, started on first use and shared by every registrar and discovery
-//! of the process. Callers on smol, on rpcx-std threads, or on a current-thread tokio
-//! runtime (which a blocking wait would stall) land on the private one.
+//! Where tokio-only client libraries (etcd-client, redis) run: on the caller's tokio
+//! runtime when it is a multi-threaded one with at least two workers, else on one
+//! private current-thread runtime on a thread of its own, started on first use and
+//! shared by every registrar and discovery of the process. Callers on smol, on rpcx-std
+//! threads, or on a tokio runtime that one blocking wait could stall (current-thread, or
+//! a single worker) land on the private one.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -14,7 +15,7 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread && h.metrics().num_workers() >= 2 => {
             h.spawn(task);
         }
         _ => match private() {

@@ -171,8 +171,10 @@ impl Watcher {
                 Ok(changed) => changed,
                 Err(e) => return End::Broken(e),
             };
-            // Coalesce a burst: take whatever follows within the coalescing window.
-            loop {
+            // Coalesce a burst: take whatever follows within the coalescing window (a
+            // steady stream of events still publishes at least every ten windows).
+            let latest = tokio::time::Instant::now() + self.config.coalesce * 10;
+            while tokio::time::Instant::now() < latest {
                 match tokio::time::timeout(self.config.coalesce, stream.message()).await {
                     Err(_) => break,
                     Ok(msg) => match self.handle(msg, servers) {
