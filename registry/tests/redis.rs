@@ -328,3 +328,38 @@ async fn refused_config_falls_back_to_polling_and_sibling_services_stay_apart() 
     server.shutdown(Duration::from_secs(5)).await;
     until(Duration::from_secs(5), "polling to see the unregistration", async || keys(&discovery).is_empty()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_server_handle_leaves_the_server_serving_and_registered() {
+    let redis = RedisServer::start().expect("redis");
+    let tokio_server = rpcx_tokio::Server::new(router(1, ""))
+        .registrar(registrar(&redis))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let r = registrar(&redis);
+    let std_server = tokio::task::spawn_blocking(move || {
+        rpcx_std::Server::new(router(2, "")).registrar(r).bind("tcp@127.0.0.1:0").expect("std bind")
+    })
+    .await
+    .expect("join");
+    let mut want = vec![tokio_server.address().to_owned(), std_server.address().to_owned()];
+    want.sort();
+    drop(tokio_server);
+    drop(std_server);
+    // Nodes expire after 1 s unless refreshed; wait well past that.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut con = raw(&redis).await;
+    for key in &want {
+        assert!(raw_get(&mut con, &redis_key(&node(key))).await.is_some(), "{key} still registered");
+    }
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+    assert_eq!(keys(&discovery), want);
+    let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
+        ids.insert(r.c);
+    }
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), [1, 2]);
+}

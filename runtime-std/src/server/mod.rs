@@ -29,7 +29,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -145,6 +145,7 @@ impl Server {
         };
         let wake = listener.wake_target();
         let shared = Arc::new(ServerShared {
+            registered: Mutex::new(None),
             phase: AtomicU8::new(Phase::Running as u8),
             table: Mutex::new(Table { next_id: 0, conns: FxHashMap::default() }),
             cv: Condvar::new(),
@@ -180,7 +181,6 @@ impl Server {
             wake,
             accept: Some(accept),
             accept_done,
-            registered: None,
             advertised: None,
         };
         // The registry life cycle (rpcx_core::registry): register once accepting.
@@ -194,7 +194,7 @@ impl Server {
         if let Some(registry::Pending { key, registered }) = pending {
             match registered.wait() {
                 Ok(r) => {
-                    handle.registered = Some(r);
+                    *handle.shared.registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
                     handle.advertised = Some(key);
                 }
                 Err(e) => {
@@ -317,6 +317,9 @@ impl Listener {
 
 /// What the accept thread and every connection share with the handle.
 struct ServerShared {
+    /// The live registry registration: kept as long as the server runs (a dropped handle
+    /// leaves it serving and registered), taken by shutdown or close.
+    registered: Mutex<Option<Box<dyn Registered>>>,
     phase: AtomicU8,
     table: Mutex<Table>,
     /// Signals connection-count and phase changes.
@@ -403,8 +406,6 @@ pub struct ServerHandle {
     accept: Option<JoinHandle<()>>,
     /// Disconnects when the accept thread ends.
     accept_done: Receiver<()>,
-    /// The live registry registration, taken by shutdown or close.
-    registered: Option<Box<dyn Registered>>,
     advertised: Option<ServerKey>,
 }
 
@@ -446,7 +447,8 @@ impl ServerHandle {
 
     /// Remove the server from its registry (once). Failures are logged.
     fn unregister(&mut self) {
-        if let Some(r) = self.registered.take() {
+        let registered = self.shared.registered.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(r) = registered {
             if let Err(e) = r.unregister().wait() {
                 tracing::warn!(error = %e, "unregistering from the registry failed");
             }
