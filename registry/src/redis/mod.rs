@@ -47,9 +47,9 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Redis at `url` (`redis://127.0.0.1:6379`, `redis://:password@host/2`), keys under
     /// `base_path` (Go's `BasePath`, used as given, a trailing `/` dropped). Defaults:
-    /// update interval 10 s (nodes
-    /// expire after 20 s), 5 s per operation, backoff 100 ms doubling to 5 s, 20 ms event
-    /// coalescing, 2 s polling when keyspace notifications are unavailable.
+    /// update interval 10 s (nodes expire after 20 s), 5 s per operation, backoff 100 ms
+    /// doubling to 5 s, 20 ms event coalescing, 2 s polling when keyspace notifications
+    /// are unavailable.
     pub fn new(url: &str, base_path: &str) -> Self {
         RedisConfig {
             url: url.to_owned(),
