@@ -53,9 +53,8 @@ pub struct EtcdConfig {
 impl EtcdConfig {
     /// etcd at `endpoints` (`http://127.0.0.1:2379`, or `host:port`), keys under
     /// `base_path` (Go's `BasePath`, e.g. `/rpcx_test`; used as given, a trailing `/`
-    /// dropped). Defaults:
-    /// lease TTL 30 s (Go's `defaultTTL`), update interval 10 s, 5 s per operation,
-    /// reconnect backoff 100 ms doubling to 5 s, 20 ms event coalescing.
+    /// dropped). Defaults: lease TTL 30 s (Go's `defaultTTL`), update interval 10 s, 5 s
+    /// per operation, reconnect backoff 100 ms doubling to 5 s, 20 ms event coalescing.
     pub fn new<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>, base_path: &str) -> Self {
         EtcdConfig {
             endpoints: endpoints.into_iter().map(|e| e.as_ref().to_owned()).collect(),
