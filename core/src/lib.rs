@@ -42,6 +42,7 @@ pub mod http;
 #[cfg(unix)]
 pub mod memu;
 mod query;
+pub mod registry;
 pub mod service;
 pub mod stub;
 pub mod wire;

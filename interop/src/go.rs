@@ -28,6 +28,12 @@ pub struct GoBinaries {
     pub server: PathBuf,
     /// `cmd/client`.
     pub client: PathBuf,
+    /// `cmd/etcd`: a server registering through Go's rpcx-etcd plugin, and a client
+    /// discovering through its etcd discovery.
+    pub etcd: PathBuf,
+    /// `cmd/redis`: a server registering through rpcx's in-tree Redis plugin, and a
+    /// client discovering through rpcx-redis.
+    pub redis: PathBuf,
 }
 
 /// `interop/go`, the Go module.
@@ -65,7 +71,18 @@ fn build() -> Result<GoBinaries, String> {
     let mut out = tmp.clone().into_os_string();
     out.push("/");
     let mut cmd = Command::new(&go);
-    cmd.arg("build").arg("-o").arg(&out).arg("./cmd/server").arg("./cmd/client").current_dir(go_module_dir());
+    cmd.arg("build")
+        .arg("-o")
+        .arg(&out)
+        .arg("./cmd/server")
+        .arg("./cmd/client")
+        .arg("./cmd/etcd")
+        .arg("./cmd/redis")
+        .current_dir(go_module_dir());
+    // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
+    if std::env::var_os("GONOSUMDB").is_none() {
+        cmd.env("GONOSUMDB", "github.com/rpcxio/*");
+    }
     let run = match Run::spawn(cmd) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -82,15 +99,22 @@ fn build() -> Result<GoBinaries, String> {
     if run.timed_out || !run.status.is_some_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
-            "`go build ./cmd/server ./cmd/client` in {} failed ({}):\n{}{}",
+            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis` in {} failed ({}):\n{}{}",
             go_module_dir().display(),
             run.describe_status(),
             run.stdout,
             run.stderr
         ));
     }
-    let bins = GoBinaries { server: dir.join("server"), client: dir.join("client") };
-    for (name, dst) in [("server", &bins.server), ("client", &bins.client)] {
+    let bins = GoBinaries {
+        server: dir.join("server"),
+        client: dir.join("client"),
+        etcd: dir.join("etcd"),
+        redis: dir.join("redis"),
+    };
+    for (name, dst) in
+        [("server", &bins.server), ("client", &bins.client), ("etcd", &bins.etcd), ("redis", &bins.redis)]
+    {
         std::fs::rename(tmp.join(name), dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);

@@ -10,6 +10,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::conn::{CloseMode, PushError, ServerConnection};
+use rpcx_core::govern::ServerKey;
+use rpcx_core::registry::{self, Registered};
 use rpcx_core::service::{
     Dispatch, Dispatcher, Peer, Push, PushQueue, PushSink, Pusher, Router, Served, ServerSettings, ServerTotals,
     Session, Waiting,
@@ -19,8 +21,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -132,7 +134,10 @@ impl<R: Runtime> Server<R> {
                 return Err(io::Error::new(io::ErrorKind::Unsupported, "in-process servers need unix socket pairs"));
             }
         };
+        let registry = self.opts.settings.registry.clone();
+        let router = self.router.clone();
         let shared = Arc::new(Shared {
+            registered: std::sync::Mutex::new(None),
             dispatcher: Arc::new(Dispatcher::new(self.router, self.opts.settings)),
             tls: self.opts.tls,
             runtime: rt.clone(),
@@ -145,7 +150,28 @@ impl<R: Runtime> Server<R> {
             accept_loop(listener, accept_shared).await;
             drop(done_tx);
         }));
-        Ok(ServerHandle { address, local_addr, shared, done })
+        let mut handle = ServerHandle { address, local_addr, shared, done, advertised: None };
+        // The registry life cycle (rpcx_core::registry): register once accepting.
+        let pending = match registry::begin(&registry, &router, &handle.address) {
+            Ok(p) => p,
+            Err(e) => {
+                handle.close().await;
+                return Err(e.into());
+            }
+        };
+        if let Some(registry::Pending { key, registered }) = pending {
+            match registered.await {
+                Ok(r) => {
+                    *handle.shared.registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                    handle.advertised = Some(key);
+                }
+                Err(e) => {
+                    handle.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(handle)
     }
 }
 
@@ -170,6 +196,8 @@ enum Phase {
 
 /// What the accept loop, every connection task and the handle share.
 struct Shared<R: Runtime> {
+    /// The live registry registration, taken by the first shutdown or close.
+    registered: std::sync::Mutex<Option<Box<dyn Registered>>>,
     dispatcher: Arc<Dispatcher>,
     tls: Option<Arc<rustls::ServerConfig>>,
     runtime: R,
@@ -240,6 +268,7 @@ pub struct ServerHandle<R: Runtime> {
     shared: Arc<Shared<R>>,
     /// Disconnects when the accept loop and every connection have ended.
     done: async_channel::Receiver<()>,
+    advertised: Option<ServerKey>,
 }
 
 impl<R: Runtime> ServerHandle<R> {
@@ -259,11 +288,30 @@ impl<R: Runtime> ServerHandle<R> {
         self.shared.dispatcher.stats()
     }
 
+    /// The key the server is registered under, when a registrar is configured.
+    pub fn advertised(&self) -> Option<&ServerKey> {
+        self.advertised.as_ref()
+    }
+
+    /// Remove the server from its registry (once; later calls do nothing). Shutdown
+    /// and close do this first; failures are logged, not returned.
+    async fn unregister(&self) {
+        let registered = self.shared.registered.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(r) = registered {
+            if let Err(e) = r.unregister().await {
+                tracing::warn!(error = %e, "unregistering from the registry failed");
+            }
+        }
+    }
+
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
     /// requests finish and their responses are written; after `grace`, whatever is left
     /// is closed immediately. Returns when every connection has ended (a connection's
     /// last flush waits at most [`ServerSettings::close_linger`]).
     pub async fn shutdown(self, grace: Duration) {
+        // Unregister before draining, as Go's `Shutdown` does: clients stop selecting the
+        // server while it still answers what they already sent.
+        self.unregister().await;
         self.shared.set_phase(Phase::Graceful);
         let finished = timeout(&self.shared.runtime, grace, false, async {
             let _ = self.done.recv().await;
@@ -278,6 +326,7 @@ impl<R: Runtime> ServerHandle<R> {
 
     /// Close the listener and every connection now.
     pub async fn close(self) {
+        self.unregister().await;
         self.shared.set_phase(Phase::Immediate);
         let _ = self.done.recv().await;
     }

@@ -217,6 +217,7 @@ pub struct Service {
     name: String,
     methods: HashMap<String, Arc<dyn Handler>>,
     decoding: Decoding,
+    metadata: String,
 }
 
 impl std::fmt::Debug for Service {
@@ -230,7 +231,7 @@ impl std::fmt::Debug for Service {
 impl Service {
     /// An empty service called `name` (the rpcx service path).
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), methods: HashMap::new(), decoding: Decoding::Go }
+        Self { name: name.into(), methods: HashMap::new(), decoding: Decoding::Go, metadata: String::new() }
     }
 
     /// Decode the arguments of the typed methods added after this call with serde's and
@@ -249,6 +250,19 @@ impl Service {
     /// The service path.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The metadata published with this service in a registry (Go's
+    /// `Register(name, rcvr, "weight=10&group=a")`): a URL query string clients read
+    /// (`group`, `weight`, `state=inactive`, `latitude`/`longitude`, anything else).
+    pub fn metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = metadata.into();
+        self
+    }
+
+    /// The registry metadata (empty unless set with [`metadata`](Self::metadata)).
+    pub fn registry_metadata(&self) -> &str {
+        &self.metadata
     }
 
     /// Add a method over serde types: `Args` is decoded and `Reply` encoded with the
@@ -416,6 +430,13 @@ impl Router {
     /// The hooks, for runtimes to call the connection-level ones.
     pub fn hooks(&self) -> &[Arc<dyn ServerHooks>] {
         &self.hooks
+    }
+
+    /// Every service's name and registry metadata, sorted by name.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let mut v: Vec<_> = self.services.values().map(|s| (s.name.as_str(), s.metadata.as_str())).collect();
+        v.sort_unstable();
+        v.into_iter()
     }
 
     /// Whether `service.method` exists.

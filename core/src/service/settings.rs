@@ -1,6 +1,7 @@
 //! The server settings every runtime shares, and the builder methods that set them.
 
 use crate::conn::ServerConfig;
+use crate::registry::RegistrySettings;
 use std::time::Duration;
 
 /// How long the end of a connection may wait to flush its transport (a TLS
@@ -30,6 +31,9 @@ pub struct ServerSettings {
     pub tls_handshake_timeout: Duration,
     /// TCP keepalive period for accepted connections.
     pub tcp_keepalive: Option<Duration>,
+    /// Where the server registers itself, and under which address (see
+    /// [`registry`](crate::registry) for the life cycle every runtime follows).
+    pub registry: RegistrySettings,
 }
 
 impl Default for ServerSettings {
@@ -40,6 +44,7 @@ impl Default for ServerSettings {
             max_connections: 10_000,
             tls_handshake_timeout: Duration::from_secs(10),
             tcp_keepalive: Some(Duration::from_secs(180)),
+            registry: RegistrySettings::default(),
         }
     }
 }
@@ -66,6 +71,21 @@ impl ServerSettings {
 #[macro_export]
 macro_rules! server_settings_setters {
     ($($path:ident).+) => {
+        /// Register the server's services with `registrar` after binding, keep them
+        /// registered while it runs, and unregister before a graceful shutdown drains
+        /// (see `rpcx_core::registry`).
+        pub fn registrar(mut self, registrar: impl $crate::registry::Registrar + 'static) -> Self {
+            self.$($path).+.registry.registrar = Some(::std::sync::Arc::new(registrar));
+            self
+        }
+
+        /// The address to publish in the registry: `tcp@host:port`, or a bare host
+        /// combined with the bound port. Required when bound to `0.0.0.0` / `[::]`.
+        pub fn advertise_address(mut self, address: impl Into<String>) -> Self {
+            self.$($path).+.registry.advertise_address = Some(address.into());
+            self
+        }
+
         /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
         pub fn read_timeout(mut self, d: ::std::time::Duration) -> Self {
             self.$($path).+.connection.read_timeout = Some(d);

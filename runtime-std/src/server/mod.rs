@@ -19,6 +19,8 @@ use crate::executor::Pool;
 use crate::housekeeper::Housekeeper;
 use crate::transport::Sock;
 use rpcx_core::addr::ServerAddr;
+use rpcx_core::govern::ServerKey;
+use rpcx_core::registry::{self, Registered};
 use rpcx_core::service::{Dispatcher, Peer, Router, ServerSettings, ServerTotals};
 use rustc_hash::FxHashMap;
 use std::io;
@@ -27,7 +29,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -144,11 +146,14 @@ impl Server {
         };
         let wake = listener.wake_target();
         let shared = Arc::new(ServerShared {
+            registered: Mutex::new(None),
             phase: AtomicU8::new(Phase::Running as u8),
             table: Mutex::new(Table { next_id: 0, conns: FxHashMap::default() }),
             cv: Condvar::new(),
         });
         let pool = Pool::new(self.opts.workers);
+        let registry = self.opts.settings.registry.clone();
+        let router = self.router.clone();
         let mut settings = self.opts.settings;
         let fit = fitting_connection_cap(self.opts.workers);
         if settings.max_connections > fit {
@@ -169,7 +174,37 @@ impl Server {
             accept_loop(listener, ctx);
         })?;
         let dispatcher = ctx_dispatcher;
-        Ok(ServerHandle { address, local_addr, shared, dispatcher, wake, accept: Some(accept), accept_done })
+        let mut handle = ServerHandle {
+            address,
+            local_addr,
+            shared,
+            dispatcher,
+            wake,
+            accept: Some(accept),
+            accept_done,
+            advertised: None,
+        };
+        // The registry life cycle (rpcx_core::registry): register once accepting.
+        let pending = match registry::begin(&registry, &router, &handle.address) {
+            Ok(p) => p,
+            Err(e) => {
+                handle.close();
+                return Err(e.into());
+            }
+        };
+        if let Some(registry::Pending { key, registered }) = pending {
+            match registered.wait() {
+                Ok(r) => {
+                    *handle.shared.registered.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+                    handle.advertised = Some(key);
+                }
+                Err(e) => {
+                    handle.close();
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(handle)
     }
 }
 
@@ -283,6 +318,9 @@ impl Listener {
 
 /// What the accept thread and every connection share with the handle.
 struct ServerShared {
+    /// The live registry registration: kept as long as the server runs (a dropped handle
+    /// leaves it serving and registered), taken by shutdown or close.
+    registered: Mutex<Option<Box<dyn Registered>>>,
     phase: AtomicU8,
     table: Mutex<Table>,
     /// Signals connection-count and phase changes.
@@ -369,6 +407,7 @@ pub struct ServerHandle {
     accept: Option<JoinHandle<()>>,
     /// Disconnects when the accept thread ends.
     accept_done: Receiver<()>,
+    advertised: Option<ServerKey>,
 }
 
 impl std::fmt::Debug for ServerShared {
@@ -402,11 +441,28 @@ impl ServerHandle {
         self.dispatcher.stats()
     }
 
+    /// The key the server is registered under, when a registrar is configured.
+    pub fn advertised(&self) -> Option<&ServerKey> {
+        self.advertised.as_ref()
+    }
+
+    /// Remove the server from its registry (once). Failures are logged.
+    fn unregister(&mut self) {
+        let registered = self.shared.registered.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(r) = registered {
+            if let Err(e) = r.unregister().wait() {
+                tracing::warn!(error = %e, "unregistering from the registry failed");
+            }
+        }
+    }
+
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
     /// requests finish and their responses are written; after `grace`, whatever is left
     /// is closed immediately. Returns when every connection has ended (a connection's
     /// last flush waits at most [`ServerSettings::close_linger`]).
     pub fn shutdown(mut self, grace: Duration) {
+        // Unregister before draining, as Go's `Shutdown` does.
+        self.unregister();
         self.stop_accepting(Phase::Graceful);
         if !self.shared.wait_idle(Some(grace)) {
             self.shared.set_phase(Phase::Immediate);
@@ -418,6 +474,7 @@ impl ServerHandle {
     /// Close the listener and every connection now. Handlers still running on workers
     /// are not interrupted; their results are discarded.
     pub fn close(mut self) {
+        self.unregister();
         self.stop_accepting(Phase::Immediate);
         self.shared.wait_idle(None);
         self.join_accept(Some(ACCEPT_EXIT_WAIT));

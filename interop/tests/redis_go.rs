@@ -1,0 +1,232 @@
+//! Redis registry interop with Go, both directions, against a real redis-server: a Go
+//! server registering through rpcx's in-tree `RedisRegisterPlugin` (libkv) is found and
+//! called by Rust XClients on every runtime, its keys are the ones we write (checked
+//! byte for byte on a real Go run, with and without a leading `/` in the base path),
+//! and Rust servers on every runtime registering through rpcx-registry are found and
+//! called by rpcx-redis's discovery and Go's XClient (`interop/go/cmd/redis`).
+
+use rpcx_core::govern::Discovery;
+use rpcx_core::service::{Context, Router, Service};
+use rpcx_interop::go::go_binaries;
+use rpcx_registry::redis::testing::RedisServer;
+use rpcx_registry::redis::{RedisConfig, RedisDiscovery, RedisRegistrar, decode_value, redis_key};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "/rpcx_test";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Args {
+    #[serde(rename = "A")]
+    a: i64,
+    #[serde(rename = "B")]
+    b: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reply {
+    #[serde(rename = "C")]
+    c: i64,
+}
+
+fn config(redis: &RedisServer, base: &str) -> RedisConfig {
+    RedisConfig::new(&redis.url(), base).update_interval(Duration::from_secs(1)).op_timeout(Duration::from_secs(5))
+}
+
+fn router() -> Router {
+    Router::new().service(
+        Service::new("Arith")
+            .metadata("group=rust&weight=4")
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) }),
+    )
+}
+
+/// Go's server, killed on drop; closing its stdin makes it shut down (and unregister).
+struct GoServer {
+    child: Child,
+    key: String,
+}
+
+impl GoServer {
+    fn start(redis: &RedisServer, base: &str, meta: &str) -> GoServer {
+        let mut child = Command::new(&go_binaries().redis)
+            .args(["server", "-redis", &redis.address(), "-base", base, "-meta", meta, "-update", "1s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the Go redis server");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(k) = line.strip_prefix("REGISTERED ") {
+                    let _ = tx.send(k.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(key) => GoServer { child, key },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the Go server did not register within 30 s:\n{err}");
+            }
+        }
+    }
+
+    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits.
+    fn shutdown(mut self) {
+        drop(self.child.stdin.take());
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the Go server did not exit within 10 s of its stdin closing");
+    }
+}
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run rpcx-redis's discovery + Go's XClient against the registry; returns its stdout.
+fn go_client(redis: &RedisServer, calls: usize) -> String {
+    let mut child = Command::new(&go_binaries().redis)
+        .args(["client", "-redis", &redis.address(), "-base", BASE, "-service", "Arith", "-calls", &calls.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the Go redis client");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the Go client did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    if let Some(mut o) = child.stdout.take() {
+        let _ = o.read_to_string(&mut out);
+    }
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(status.success(), "Go client failed ({status}):\n{out}{err}");
+    out
+}
+
+fn wait_keys(d: &RedisDiscovery, want: &[&str], what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let keys: Vec<String> = d.snapshot().servers.iter().map(|s| s.key().to_string()).collect();
+        if keys == want {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: have {keys:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn raw_get(redis: &RedisServer, key: &str) -> Option<Vec<u8>> {
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut con = client.get_multiplexed_async_connection().await.expect("raw connection");
+    redis::cmd("GET").arg(key).query_async(&mut con).await.expect("GET")
+}
+
+#[test]
+fn go_server_keys_are_libkv_keys_with_and_without_a_leading_slash() {
+    let redis = RedisServer::start().expect("redis");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    // libkv's Normalize is "/" + the key as given: a leading "/" in the base path doubles.
+    for (base, redis_prefix) in [("/rpcx_test", "//rpcx_test/Arith/"), ("rpcx_test", "/rpcx_test/Arith/")] {
+        let go = GoServer::start(&redis, base, "group=go");
+        let given = format!("{base}/Arith/{}", go.key);
+        let expected_redis_key = format!("{redis_prefix}{}", go.key);
+        assert_eq!(redis_key(&given), expected_redis_key, "our key form");
+        let raw = rt
+            .block_on(raw_get(&redis, &expected_redis_key))
+            .unwrap_or_else(|| panic!("Go wrote no Redis key {expected_redis_key:?} for base {base:?}"));
+        assert_eq!(
+            decode_value(&raw),
+            Some((given.clone(), "group=go".to_owned())),
+            "{}",
+            String::from_utf8_lossy(&raw)
+        );
+        let discovery = Arc::new(RedisDiscovery::connect(config(&redis, base), "Arith").wait().expect("discovery"));
+        wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+        go.shutdown();
+        wait_keys(&discovery, &[], "the Go server to unregister");
+    }
+}
+
+#[test]
+fn go_server_registered_by_the_redis_plugin_is_found_and_called_by_rust_xclients_on_every_runtime() {
+    let redis = RedisServer::start().expect("redis");
+    let go = GoServer::start(&redis, BASE, "group=go&weight=5");
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis, BASE), "Arith").wait().expect("discovery"));
+    wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+    let snap = discovery.snapshot();
+    let md = snap.servers[0].metadata();
+    assert!(md.in_group("go") && md.weight() == 5, "Go's metadata as written: {:?}", md.raw());
+
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    tokio_rt.block_on(async {
+        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+        let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("tokio XClient -> Go server");
+        assert_eq!(r.c, 42);
+    });
+    smol::block_on(async {
+        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
+        let r: Reply = xc.call("Mul", &Args { a: 3, b: 9 }).await.expect("smol XClient -> Go server");
+        assert_eq!(r.c, 27);
+    });
+    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 5, b: 5 }).expect("std XClient -> Go server");
+    assert_eq!(r.c, 25);
+
+    // Go's Shutdown unregisters; our discovery sees the node go.
+    go.shutdown();
+    wait_keys(&discovery, &[], "the Go server to unregister");
+}
+
+#[test]
+fn rust_servers_registered_through_rpcx_registry_are_found_and_called_by_go_redis_discovery() {
+    let redis = RedisServer::start().expect("redis");
+    let registrar = || RedisRegistrar::new(config(&redis, BASE)).expect("config");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let server = rt.block_on(rpcx_tokio::Server::new(router()).registrar(registrar()).bind("tcp@127.0.0.1:0"));
+    let server = server.expect("tokio bind and register");
+    let out = go_client(&redis, 10);
+    assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "tokio server via Go discovery: {out}");
+    rt.block_on(server.shutdown(Duration::from_secs(5)));
+
+    let server = smol::block_on(rpcx_smol::Server::new(router()).registrar(registrar()).bind("tcp@127.0.0.1:0"));
+    let server = server.expect("smol bind and register");
+    let out = go_client(&redis, 10);
+    assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "smol server via Go discovery: {out}");
+    smol::block_on(server.shutdown(Duration::from_secs(5)));
+
+    let server = rpcx_std::Server::new(router()).registrar(registrar()).bind("tcp@127.0.0.1:0");
+    let server = server.expect("std bind and register");
+    let out = go_client(&redis, 10);
+    assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "std server via Go discovery: {out}");
+    server.shutdown(Duration::from_secs(5));
+}

@@ -1,0 +1,365 @@
+//! Registration and discovery against a real Redis (Debian's `redis-server`, started per
+//! test by `rpcx_registry::redis::testing`): every runtime's server registers in Go's
+//! libkv layout and an XClient on the same runtime finds and calls it; faults (a killed
+//! server, a restarted Redis, an `inactive` flip, `CONFIG` refused). Every wait is bounded.
+
+use rpcx_core::govern::Discovery;
+use rpcx_core::registry::RegistryError;
+use rpcx_core::service::{Context, Router, Service};
+use rpcx_examples_common::{Args, Reply};
+use rpcx_registry::redis::testing::RedisServer;
+use rpcx_registry::redis::{RedisConfig, RedisDiscovery, RedisRegistrar, decode_value, encode_value, redis_key};
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "/rpcx_test";
+const CHILD_ENV: &str = "RPCX_REGISTRY_TEST_CHILD_REDIS";
+
+fn router(id: i64, metadata: &str) -> Router {
+    Router::new().service(
+        Service::new("Arith")
+            .metadata(metadata)
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
+            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { c: id }) }),
+    )
+}
+
+/// Nodes expire after 2 x 500 ms.
+fn config(redis: &RedisServer) -> RedisConfig {
+    RedisConfig::new(&redis.url(), BASE)
+        .update_interval(Duration::from_millis(500))
+        .op_timeout(Duration::from_secs(2))
+        .backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .poll_interval(Duration::from_millis(200))
+}
+
+fn registrar(redis: &RedisServer) -> RedisRegistrar {
+    RedisRegistrar::new(config(redis)).expect("config")
+}
+
+fn node(key: &str) -> String {
+    format!("{BASE}/Arith/{key}")
+}
+
+async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url()).expect("url").get_multiplexed_async_connection().await.expect("raw connection")
+}
+
+async fn raw_get(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query_async(con).await.expect("GET")
+}
+
+async fn until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if cond().await {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn keys(d: &RedisDiscovery) -> Vec<String> {
+    d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokio_server_registers_in_libkv_layout_and_xclient_calls_it() {
+    let redis = RedisServer::start().expect("redis");
+    let server = rpcx_tokio::Server::new(router(1, "weight=10&group=a"))
+        .registrar(registrar(&redis))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind and register");
+    let key = server.advertised().expect("advertised").to_string();
+    let mut con = raw(&redis).await;
+    // libkv: Redis key "/" + key, value JSON with the key as given and base64 metadata.
+    let redis_node = format!("/{}", node(&key));
+    assert_eq!(redis_key(&node(&key)), redis_node);
+    let value = raw_get(&mut con, &redis_node).await.expect("the node exists");
+    let text = String::from_utf8(value.clone()).expect("utf8");
+    assert!(text.starts_with(&format!(r#"{{"Key":"{}","Value":"#, node(&key))), "{text}");
+    assert_eq!(decode_value(&value), Some((node(&key), "weight=10&group=a".to_owned())));
+    let pttl: i64 = redis::cmd("PTTL").arg(&redis_node).query_async(&mut con).await.expect("PTTL");
+    assert!(pttl > 0 && pttl <= 1000, "expiry is twice the update interval: {pttl} ms");
+    let dir = raw_get(&mut con, &format!("/{BASE}")).await.expect("base path key");
+    assert_eq!(decode_value(&dir), Some((BASE.to_owned(), "rpcx_path".to_owned())));
+
+    // A long poll interval: only keyspace notifications can bring the updates in time.
+    let notified = config(&redis).poll_interval(Duration::from_secs(60));
+    let discovery = Arc::new(RedisDiscovery::connect(notified, "Arith").await.expect("discovery"));
+    until(Duration::from_secs(5), "keyspace notifications", async || discovery.uses_notifications()).await;
+    assert_eq!(keys(&discovery), std::slice::from_ref(&key));
+    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("call through Redis");
+    assert_eq!(r.c, 42);
+    // Refreshes keep the node past its expiry.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(raw_get(&mut con, &redis_node).await.is_some(), "refreshed");
+    server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(raw_get(&mut con, &redis_node).await, None, "shutdown deletes the node");
+    until(Duration::from_secs(5), "discovery to drop it", async || keys(&discovery).is_empty()).await;
+}
+
+#[test]
+fn smol_and_std_servers_register_and_their_xclients_call_them() {
+    let redis = RedisServer::start().expect("redis");
+    smol::block_on(async {
+        let server = rpcx_smol::Server::new(router(1, ""))
+            .registrar(registrar(&redis))
+            .bind("tcp@127.0.0.1:0")
+            .await
+            .expect("smol bind and register");
+        let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+        assert_eq!(keys(&discovery), [server.address().to_owned()]);
+        let xc = rpcx_smol::XClient::new("Arith", discovery, Default::default());
+        let r: Reply = xc.call("Mul", &Args { a: 3, b: 5 }).await.expect("smol call through Redis");
+        assert_eq!(r.c, 15);
+        server.close().await;
+    });
+    let server = rpcx_std::Server::new(router(1, ""))
+        .registrar(registrar(&redis))
+        .advertise_address("127.0.0.1")
+        .bind("tcp@0.0.0.0:0")
+        .expect("std bind and register");
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").wait().expect("discovery"));
+    let t0 = Instant::now();
+    // The smol server unregistered on close; only the std one is listed.
+    while keys(&discovery) != [server.advertised().expect("advertised").to_string()] {
+        assert!(t0.elapsed() < Duration::from_secs(5), "listed: {:?}", keys(&discovery));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let xc = rpcx_std::XClient::new("Arith", discovery, Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 4, b: 5 }).expect("std call through Redis");
+    assert_eq!(r.c, 20);
+    server.shutdown(Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_redis_and_bad_config_are_typed_errors() {
+    let port = rpcx_registry::etcd::testing::free_port().expect("port");
+    let cfg = RedisConfig::new(&format!("redis://127.0.0.1:{port}"), BASE).op_timeout(Duration::from_millis(500));
+    let err = rpcx_tokio::Server::new(router(1, ""))
+        .registrar(RedisRegistrar::new(cfg.clone()).expect("config"))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect_err("no Redis");
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<RegistryError>());
+    assert!(matches!(inner, Some(RegistryError::Connect { .. } | RegistryError::Timeout { .. })), "{err:?}");
+    let d = RedisDiscovery::connect(cfg, "Arith").await;
+    assert!(matches!(d, Err(RegistryError::Connect { .. } | RegistryError::Timeout { .. })), "{d:?}");
+    assert!(matches!(RedisRegistrar::new(RedisConfig::new("nope://", BASE)), Err(RegistryError::Config(_))));
+}
+
+/// Run in a child process by `killed_server_node_expires`: a std server registered in
+/// the Redis named by the environment, until it is killed.
+#[test]
+#[ignore = "helper: run in a child process by killed_server_node_expires"]
+fn child_process_server() {
+    let Ok(url) = std::env::var(CHILD_ENV) else { return };
+    let cfg = RedisConfig::new(&url, BASE).update_interval(Duration::from_millis(500));
+    let server = rpcx_std::Server::new(router(1, ""))
+        .registrar(RedisRegistrar::new(cfg).expect("config"))
+        .bind("tcp@127.0.0.1:0")
+        .expect("bind and register");
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "REGISTERED {}", server.advertised().expect("advertised"));
+    let _ = out.flush();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_node_expires_and_xclient_stops_selecting_it() {
+    let redis = RedisServer::start().expect("redis");
+    let survivor = rpcx_tokio::Server::new(router(2, ""))
+        .registrar(registrar(&redis))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["child_process_server", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, redis.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn child server");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, k)) = line.split_once("REGISTERED ") {
+                let _ = tx.send(k.to_owned());
+            }
+        }
+    });
+    let killed = rx.recv_timeout(Duration::from_secs(60)).expect("child registered");
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+    let mut want = vec![killed.clone(), survivor.address().to_owned()];
+    want.sort();
+    until(Duration::from_secs(5), "both servers listed", async || keys(&discovery) == want).await;
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    // Expiry 2 x 500 ms; Redis expires keys actively within ~100 ms of their deadline.
+    let took = until(Duration::from_secs(10), "the killed server's node to expire", async || {
+        !keys(&discovery).contains(&killed)
+    })
+    .await;
+    assert!(took <= Duration::from_secs(3), "expired after {took:?}");
+    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+    for _ in 0..10 {
+        let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
+        assert_eq!(r.c, 2, "only the survivor is selected");
+    }
+    survivor.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_keeps_calls_on_the_last_list_and_the_registration_comes_back() {
+    let mut redis = RedisServer::start().expect("redis");
+    let server = rpcx_tokio::Server::new(router(1, ""))
+        .registrar(registrar(&redis))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+    let calls = async |n: usize| {
+        for i in 0..n {
+            let r: Result<Reply, _> = xc.call("Mul", &Args { a: i as i64, b: 3 }).await;
+            assert_eq!(r.expect("call while Redis restarts").c, i as i64 * 3);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    calls(10).await;
+    redis.kill();
+    until(Duration::from_secs(10), "discovery to notice", async || !discovery.is_connected()).await;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(2) {
+        calls(10).await;
+    }
+    assert_eq!(keys(&discovery), std::slice::from_ref(&key), "the last list is served while Redis is down");
+    // Without persistence Redis comes back empty: the registrar writes everything again.
+    redis = tokio::task::spawn_blocking(move || {
+        redis.restart().expect("restart redis");
+        redis
+    })
+    .await
+    .expect("restart");
+    let mut con = raw(&redis).await;
+    let redis_node = redis_key(&node(&key));
+    let took = until(Duration::from_secs(10), "the registration to come back", async || {
+        raw_get(&mut con, &redis_node).await.is_some()
+    })
+    .await;
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    until(Duration::from_secs(10), "discovery to reconnect", async || discovery.is_connected()).await;
+    calls(10).await;
+    assert_eq!(keys(&discovery), [key]);
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inactive_flip_stops_selection_and_survives_refreshes() {
+    let redis = RedisServer::start().expect("redis");
+    let a =
+        rpcx_tokio::Server::new(router(1, "")).registrar(registrar(&redis)).bind("tcp@127.0.0.1:0").await.expect("a");
+    let b =
+        rpcx_tokio::Server::new(router(2, "")).registrar(registrar(&redis)).bind("tcp@127.0.0.1:0").await.expect("b");
+    let notified = config(&redis).poll_interval(Duration::from_secs(60));
+    let discovery = Arc::new(RedisDiscovery::connect(notified, "Arith").await.expect("discovery"));
+    until(Duration::from_secs(5), "the subscription", async || discovery.uses_notifications()).await;
+    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+    let who = async |n: usize| {
+        let mut ids = std::collections::BTreeSet::new();
+        for _ in 0..n {
+            let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
+            ids.insert(r.c);
+        }
+        ids.into_iter().collect::<Vec<_>>()
+    };
+    assert_eq!(who(20).await, [1, 2]);
+    let a_node = node(a.advertised().expect("advertised").as_str());
+    let mut con = raw(&redis).await;
+    let flipped = encode_value(&a_node, "state=inactive");
+    let () = redis::cmd("SET")
+        .arg(redis_key(&a_node))
+        .arg(&flipped)
+        .arg("KEEPTTL")
+        .query_async(&mut con)
+        .await
+        .expect("flip");
+    until(Duration::from_secs(5), "discovery to see the flip", async || {
+        discovery.snapshot().servers.iter().any(|s| s.metadata().is_inactive())
+    })
+    .await;
+    assert_eq!(who(20).await, [2], "an inactive server is not selected");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = raw_get(&mut con, &redis_key(&a_node)).await.expect("still there: its expiry is renewed");
+    assert_eq!(decode_value(&now).map(|(_, v)| v).as_deref(), Some("state=inactive"), "refresh keeps the value");
+    assert_eq!(who(20).await, [2]);
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_config_falls_back_to_polling_and_sibling_services_stay_apart() {
+    let redis = RedisServer::start_without_config().expect("redis");
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+    let server = rpcx_tokio::Server::new(router(1, ""))
+        .registrar(registrar(&redis))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    until(Duration::from_secs(5), "polling to find the server", async || keys(&discovery) == [key.clone()]).await;
+    assert!(!discovery.uses_notifications());
+    // A sibling service sharing the prefix (Go's SCAN lists Arith2 under Arith).
+    let sibling = Router::new().service(
+        Service::new("Arith2").method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) }),
+    );
+    let other =
+        rpcx_tokio::Server::new(sibling).registrar(registrar(&redis)).bind("tcp@127.0.0.1:0").await.expect("bind");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(keys(&discovery), [key], "Arith2's node is not Arith's");
+    other.shutdown(Duration::from_secs(5)).await;
+    server.shutdown(Duration::from_secs(5)).await;
+    until(Duration::from_secs(5), "polling to see the unregistration", async || keys(&discovery).is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_server_handle_leaves_the_server_serving_and_registered() {
+    let redis = RedisServer::start().expect("redis");
+    let tokio_server = rpcx_tokio::Server::new(router(1, ""))
+        .registrar(registrar(&redis))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let r = registrar(&redis);
+    let std_server = tokio::task::spawn_blocking(move || {
+        rpcx_std::Server::new(router(2, "")).registrar(r).bind("tcp@127.0.0.1:0").expect("std bind")
+    })
+    .await
+    .expect("join");
+    let mut want = vec![tokio_server.address().to_owned(), std_server.address().to_owned()];
+    want.sort();
+    drop(tokio_server);
+    drop(std_server);
+    // Nodes expire after 1 s unless refreshed; wait well past that.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut con = raw(&redis).await;
+    for key in &want {
+        assert!(raw_get(&mut con, &redis_key(&node(key))).await.is_some(), "{key} still registered");
+    }
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+    assert_eq!(keys(&discovery), want);
+    let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());
+    let mut ids = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
+        ids.insert(r.c);
+    }
+    assert_eq!(ids.into_iter().collect::<Vec<_>>(), [1, 2]);
+}
