@@ -98,14 +98,17 @@ seed_http_conn() {
     mkdir -p "$dir"
     # flags (bit 0: gateway off, 1: JSON-RPC off, 2: CORS), the first bytes (an index),
     # then operations: 02 ARG a gateway request, 03 ARG a JSON-RPC one, 04 ID answer,
-    # 05 T time, 00 N BYTES raw input.
-    hex_to_file "0000020804000400" "$dir/gateway-call-answered"
-    hex_to_file "000002c804000401" "$dir/gateway-chunked-pipelined"
-    hex_to_file "0000030204000401040205ff" "$dir/jsonrpc-batch"
-    hex_to_file "04000328040005ff" "$dir/jsonrpc-cors"
+    # 05 T time, 00 N BYTES raw input. First bytes: 00 a WebSocket upgrade, 01 none, 02 `POST / HTTP/1.1`.
+    hex_to_file "0001020804000400" "$dir/gateway-call-answered"
+    hex_to_file "000102c804000401" "$dir/gateway-chunked-pipelined"
+    hex_to_file "0001030204000401040205ff" "$dir/jsonrpc-batch"
+    hex_to_file "04010328040005ff" "$dir/jsonrpc-cors"
+    # Start 00 is a WebSocket upgrade; 07 00 ARG sends a frame (ARG % 4: text or binary
+    # request, ping, close; ARG & 4: masked).
+    hex_to_file "00000700050400070002070007" "$dir/websocket-frames"
     local raw
     raw="$(printf 'X-RPCX-ServicePath: Arith\r\nX-RPCX-ServiceMethod: Mul\r\nX-RPCX-SerializeType: 1\r\nContent-Length: 2\r\n\r\n{}' | od -An -tx1 | tr -d ' \n')"
-    hex_to_file "0001007f$raw" "$dir/raw-head"
+    hex_to_file "0002007f$raw" "$dir/raw-head"
 }
 
 seed_frame_decode

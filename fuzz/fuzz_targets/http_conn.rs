@@ -21,15 +21,49 @@ const MAX_IN_FLIGHT: usize = 4;
 const MAX_BODY: usize = 2048;
 const MAX_HEAD: usize = 1024;
 
-/// First bytes: none (the operations decide), HTTP methods (whole and cut), the rpcx
-/// magic, garbage.
-const STARTS: [&[u8]; 9] = [b"", b"POST / HTTP/1.1\r\n", b"GET /Arith HTTP/1.0\r\n", b"PUT", b"OPTIONS * HTTP/1.1\r\n", b"DELETE /x HTTP/1.1\r\n", b"CONNECT /_rpcx_ HTTP/1.0\n\n", b"\x08\x01", b"HEAD"];
+/// First bytes: a WebSocket upgrade, none (the operations decide), HTTP methods (whole
+/// and cut), the rpcx magic, garbage.
+const STARTS: [&[u8]; 10] = [
+    b"GET /_rpcx_ HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+   b"", b"POST / HTTP/1.1\r\n", b"GET /Arith HTTP/1.0\r\n", b"PUT", b"OPTIONS * HTTP/1.1\r\n", b"DELETE /x HTTP/1.1\r\n", b"CONNECT /_rpcx_ HTTP/1.0\n\n", b"\x08\x01", b"HEAD"];
 
 /// The server's output, checked as it arrives.
 enum Sent {
     Unknown(Vec<u8>),
     Http(Vec<u8>),
     Rpcx(StreamDecoder),
+    /// WebSocket frames (after a 101) carrying rpcx frames.
+    Ws(Vec<u8>, StreamDecoder),
+}
+
+/// Take whole server frames off `buf` (unmasked, as a server sends them), feeding
+/// binary payloads to `dec`.
+fn check_ws(buf: &mut Vec<u8>, dec: &mut StreamDecoder) {
+    loop {
+        if buf.len() < 2 {
+            return;
+        }
+        assert_eq!(buf[0] & 0x70, 0, "reserved bits");
+        assert_eq!(buf[1] & 0x80, 0, "a server does not mask");
+        let (len, at) = match buf[1] & 0x7f {
+            126 if buf.len() >= 4 => (usize::from(u16::from_be_bytes([buf[2], buf[3]])), 4),
+            127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+            126 | 127 => return,
+            n => (usize::from(n), 2),
+        };
+        if buf.len() < at + len {
+            return;
+        }
+        match buf[0] & 0x0f {
+            2 => {
+                dec.feed(&buf[at..at + len]);
+                while dec.next_message().expect("the server sent an invalid rpcx frame").is_some() {}
+            }
+            8 | 10 => {}
+            op => panic!("the server sent opcode {op}"),
+        }
+        buf.drain(..at + len);
+    }
 }
 
 impl Sent {
@@ -43,13 +77,25 @@ impl Sent {
         match self {
             Sent::Http(buf) => {
                 buf.extend_from_slice(out);
-                if let Some(rest) = check_responses(buf) {
-                    // A CONNECT tunnel: rpcx from here on.
-                    let mut dec = StreamDecoder::default();
-                    dec.feed(&rest);
-                    while dec.next_message().expect("the server sent an invalid rpcx frame").is_some() {}
-                    *self = Sent::Rpcx(dec);
+                match check_responses(buf) {
+                    Some(Switch::Tunnel(rest)) => {
+                        // A CONNECT tunnel: rpcx from here on.
+                        let mut dec = StreamDecoder::default();
+                        dec.feed(&rest);
+                        while dec.next_message().expect("the server sent an invalid rpcx frame").is_some() {}
+                        *self = Sent::Rpcx(dec);
+                    }
+                    Some(Switch::WebSocket(mut rest)) => {
+                        let mut dec = StreamDecoder::default();
+                        check_ws(&mut rest, &mut dec);
+                        *self = Sent::Ws(rest, dec);
+                    }
+                    None => {}
                 }
+            }
+            Sent::Ws(buf, dec) => {
+                buf.extend_from_slice(out);
+                check_ws(buf, dec);
             }
             Sent::Rpcx(dec) => {
                 dec.feed(out);
@@ -60,9 +106,15 @@ impl Sent {
     }
 }
 
-/// Take the whole responses off `buf`, checking each. A CONNECT answer ends HTTP:
-/// the bytes after it are returned.
-fn check_responses(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+/// Where HTTP ended.
+enum Switch {
+    Tunnel(Vec<u8>),
+    WebSocket(Vec<u8>),
+}
+
+/// Take the whole responses off `buf`, checking each. A CONNECT answer or a 101 ends
+/// HTTP: the bytes after it are returned.
+fn check_responses(buf: &mut Vec<u8>) -> Option<Switch> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut r = httparse::Response::new(&mut headers);
@@ -73,17 +125,22 @@ fn check_responses(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
         let status = r.code.expect("status");
         if status == 200 && r.reason == Some("Connected to rpcx") {
             assert_eq!(&buf[..n], rpcx_core::http::connect::CONNECTED);
-            return Some(buf.split_off(n));
+            return Some(Switch::Tunnel(buf.split_off(n)));
+        }
+        if status == 101 {
+            return Some(Switch::WebSocket(buf.split_off(n)));
         }
         assert!(
-            [100, 200, 204, 400, 401, 404, 405, 413, 431, 500, 501, 505].contains(&status),
+            [100, 101, 200, 204, 400, 401, 404, 405, 413, 431, 500, 501, 505].contains(&status),
             "unexpected status {status}"
         );
-        let len = r.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")).map(|h| {
-            std::str::from_utf8(h.value).expect("ASCII").parse::<usize>().expect("a number")
-        });
+        let len = r
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .map(|h| std::str::from_utf8(h.value).expect("ASCII").parse::<usize>().expect("a number"));
         let len = match status {
-            100 | 204 => {
+            100 | 101 | 204 => {
                 assert!(len.is_none(), "no body on {status}");
                 0
             }
@@ -170,15 +227,51 @@ fuzz_target!(|data: &[u8]| {
             3 => {
                 // A well-formed JSON-RPC request: a call, a notification or a batch.
                 let arg = next(&mut i);
-                let call = |id: u8| format!(r#"{{"jsonrpc":"2.0","method":"Arith.Mul","params":{{"A":{id}}},"id":{id}}}"#);
+                let call =
+                    |id: u8| format!(r#"{{"jsonrpc":"2.0","method":"Arith.Mul","params":{{"A":{id}}},"id":{id}}}"#);
                 let body = match arg % 4 {
                     0 => call(arg),
                     1 => r#"{"jsonrpc":"2.0","method":"Arith.Mul","params":1}"#.to_owned(),
                     2 => format!("[{},{},{}]", call(1), r#"{"method":"S.M","params":[]}"#, call(2)),
                     _ => r#"{"jsonrpc":"2.0","method":"NoDot","id":"x"}"#.to_owned(),
                 };
-                let req = format!("POST / HTTP/1.1\r\nX-JSONRPC-2.0: true\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let req =
+                    format!("POST / HTTP/1.1\r\nX-JSONRPC-2.0: true\r\nContent-Length: {}\r\n\r\n{body}", body.len());
                 conn.handle_input(now, req.as_bytes());
+            }
+            7 if next(&mut i) % 2 == 0 => {
+                // A WebSocket frame: a request frame, a ping or a close, masked or not,
+                // text or binary.
+                let arg = next(&mut i);
+                let mut payload = Vec::new();
+                match arg % 4 {
+                    0 | 1 => {
+                        let mut m = rpcx_core::wire::Message::request(
+                            rpcx_core::wire::SerializeType::JSON,
+                            u64::from(arg),
+                            "Arith",
+                            "Mul",
+                        );
+                        m.payload = bytes::Bytes::from_static(br#"{"A":1}"#);
+                        m.encode(&Default::default(), &mut payload).expect("encode");
+                    }
+                    2 => payload.extend_from_slice(b"ping"),
+                    _ => payload.extend_from_slice(&[0x03, 0xe8]),
+                }
+                let opcode = [1u8, 2, 9, 8][usize::from(arg % 4)];
+                let mut frame = vec![0x80 | opcode];
+                let masked = arg & 4 == 4;
+                frame.push(if masked { 0x80 } else { 0 } | payload.len() as u8);
+                if masked {
+                    frame.extend_from_slice(&[1, 2, 3, 4]);
+                    for (k, b) in payload.iter_mut().enumerate() {
+                        *b ^= [1, 2, 3, 4][k & 3];
+                    }
+                }
+                frame.extend_from_slice(&payload);
+                if conn.wants_read() {
+                    conn.handle_input(now, &frame);
+                }
             }
             4 => {
                 let arg = next(&mut i);

@@ -1,6 +1,7 @@
 //! HTTP on the rpcx port: the Arith server answers rpcx, the X-RPCX HTTP gateway,
-//! JSON-RPC 2.0 and rpcx tunnelled through HTTP CONNECT, all on one port (as Go's
-//! server does). The HTTP calls below are what curl sends:
+//! JSON-RPC 2.0, rpcx tunnelled through HTTP CONNECT and rpcx over WebSocket, all on
+//! one port (Go's server needs a port per transport for the last two). The HTTP calls
+//! below are what curl sends:
 //!
 //! ```text
 //! curl -s http://127.0.0.1:8972/ -H 'X-RPCX-ServicePath: Arith' -H 'X-RPCX-ServiceMethod: Mul' \
@@ -40,7 +41,7 @@ fn http(addr: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<Str
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::new(common::router(None)).bind("tcp@127.0.0.1:0").await?;
     let addr = server.local_addr().expect("a TCP server").to_string();
-    println!("server listening on {} (rpcx, HTTP gateway, JSON-RPC, CONNECT)", server.address());
+    println!("server listening on {} (rpcx, HTTP gateway, JSON-RPC, CONNECT, WebSocket)", server.address());
 
     let gateway = [("X-RPCX-ServicePath", "Arith"), ("X-RPCX-ServiceMethod", "Mul"), ("X-RPCX-SerializeType", "1")];
     let a = addr.clone();
@@ -65,6 +66,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let r = ArithClient::new(&client).mul(Args { a: 6, b: 7 }).await?;
     println!("--- rpcx over CONNECT (http@{addr}): Arith.Mul(6, 7) = {}", r.c);
     assert_eq!(r.c, 42);
+
+    // And through WebSocket: a `ws@` address (`wss@` with TLS settings).
+    let client = Client::connect(&format!("ws@{addr}"), ClientOptions::default()).await?;
+    let r = ArithClient::new(&client).mul(Args { a: 7, b: 8 }).await?;
+    println!("--- rpcx over WebSocket (ws@{addr}): Arith.Mul(7, 8) = {}", r.c);
+    assert_eq!(r.c, 56);
 
     server.shutdown(std::time::Duration::from_secs(1)).await;
     Ok(())
