@@ -464,3 +464,69 @@ pub fn connect_keeps_pipelined_bytes(s: &dyn ServerRt) {
     assert_eq!(c.response().expect("404").status, 404);
     server.close();
 }
+
+/// CORS, when turned on (`http_cors(true)`, Go's `SetCORS(AllowAllCORSOptions())`): a
+/// preflight is answered 204 with the method and headers asked for, a request with an
+/// `Origin` gets `Access-Control-Allow-Origin: *`. Off (the default), neither.
+pub fn cors_when_turned_on(s: &dyn ServerRt) {
+    let mut settings = ServerSettings::default();
+    settings.connection.http.cors = true;
+    let server = s.serve(router(false), ServeOpts { settings: Some(settings), ..Default::default() });
+    let mut c = HttpConn::open(&server.address());
+    let r = c.request(
+        "OPTIONS",
+        "/",
+        &[
+            ("Origin", "http://example.com"),
+            ("Access-Control-Request-Method", "post"),
+            ("Access-Control-Request-Headers", "x-rpcx-servicepath, x-rpcx-servicemethod"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(r.header("Access-Control-Allow-Methods"), Some("POST"));
+    assert_eq!(r.header("Access-Control-Allow-Headers"), Some("x-rpcx-servicepath, x-rpcx-servicemethod"));
+    let r = c.request("POST", "/", &[&MUL[..], &[("Origin", "http://example.com")]].concat(), br#"{"A":2,"B":5}"#);
+    assert_eq!((r.status, r.body_text()), (200, r#"{"C":10}"#));
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some("*"));
+    server.close();
+
+    let server = s.serve(router(false), ServeOpts::default());
+    let mut c = HttpConn::open(&server.address());
+    let r = c.request("POST", "/", &[&MUL[..], &[("Origin", "http://example.com")]].concat(), br#"{"A":2,"B":5}"#);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), None, "CORS is off by default");
+    server.close();
+}
+
+/// A thousand idle keep-alive HTTP connections (each after one answered request) are
+/// all held, the server still answers a new client at once, and closing them brings the
+/// open count back to zero.
+pub fn a_thousand_idle_keep_alive_connections(s: &dyn ServerRt) {
+    crate::faults::raise_fd_limit();
+    let server = s.serve(router(false), ServeOpts::default());
+    let addr = server.address();
+    let mut conns = Vec::new();
+    for i in 0..1000 {
+        let mut c = HttpConn::open(&addr);
+        if i % 100 == 0 {
+            assert_eq!(c.request("POST", "/", &MUL, br#"{"A":1,"B":1}"#).body_text(), r#"{"C":1}"#);
+        } else {
+            c.send(&request_bytes("POST", "/", &MUL, br#"{"A":1,"B":1}"#));
+        }
+        conns.push(c);
+    }
+    // The others' answers, read now (every hundredth was read as it was sent).
+    for (i, c) in conns.iter_mut().enumerate().filter(|(i, _)| i % 100 != 0) {
+        assert_eq!(c.response().unwrap_or_else(|| panic!("connection {i} closed")).status, 200, "connection {i}");
+    }
+    crate::faults::eventually(&*server, Duration::from_secs(20), "1000 open", |t| t.connections_open >= 1000);
+    let started = Instant::now();
+    let mut fresh = HttpConn::open(&addr);
+    assert_eq!(fresh.request("POST", "/", &MUL, br#"{"A":6,"B":7}"#).body_text(), r#"{"C":42}"#);
+    assert!(started.elapsed() < Duration::from_secs(2), "a new client waited {:?}", started.elapsed());
+    drop(conns);
+    drop(fresh);
+    crate::faults::eventually(&*server, Duration::from_secs(20), "all closed", |t| t.connections_open == 0);
+    server.close();
+}

@@ -33,4 +33,6 @@ on_every_server!(
     hostile_http_is_bounded,
     http_can_be_turned_off,
     connect_keeps_pipelined_bytes,
+    cors_when_turned_on,
+    a_thousand_idle_keep_alive_connections,
 );
