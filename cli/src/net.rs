@@ -6,19 +6,30 @@ use rpcx_tokio::tls::TlsClient;
 use rpcx_tokio::{Client, ClientOptions};
 use std::sync::Arc;
 
-/// Check an address (`tcp@host:port`, `host:port`, `unix@/path`) before dialing, so a
-/// typo is a usage error rather than a connection failure.
+/// Check an address (`tcp@host:port`, `host:port`, `http@host:port` (CONNECT),
+/// `ws@host:port`, `wss@host:port`, `unix@/path`) before dialing, so a typo is a usage
+/// error rather than a connection failure.
 pub(crate) fn check_addr(addr: &str) -> Result<ServerAddr, Failure> {
     let parsed: ServerAddr = addr.parse().map_err(|e| {
-        Failure::usage(format!("bad address {addr:?}: {e} (use tcp@host:port, host:port or unix@/path)"))
+        Failure::usage(format!(
+            "bad address {addr:?}: {e} (use tcp@host:port, host:port, http@, ws@ or wss@host:port, or unix@/path)"
+        ))
     })?;
-    if let ServerAddr::Tcp(hp) = &parsed {
+    if let Some(hp) = host_port(&parsed) {
         let port_ok = hp.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
         if !port_ok {
             return Err(Failure::usage(format!("bad address {addr:?}: expected host:port")));
         }
     }
     Ok(parsed)
+}
+
+/// The `host:port` of a network address (TCP, or HTTP CONNECT or WebSocket over TCP).
+fn host_port(addr: &ServerAddr) -> Option<&str> {
+    match addr {
+        ServerAddr::Tcp(hp) | ServerAddr::Http(hp) | ServerAddr::Ws(hp) | ServerAddr::Wss(hp) => Some(hp),
+        _ => None,
+    }
 }
 
 /// The host part of `host:port` (brackets of an IPv6 literal removed).
@@ -30,9 +41,10 @@ fn host_of(hp: &str) -> &str {
 /// Client options for the connect flags (TLS, dial timeout).
 pub(crate) fn client_options(addr: &ServerAddr, c: &ConnectArgs) -> Result<ClientOptions, Failure> {
     let mut opts = ClientOptions { connect_timeout: c.connect_timeout, ..ClientOptions::default() };
-    if c.tls {
-        let ServerAddr::Tcp(hp) = addr else {
-            return Err(Failure::usage("--tls needs a tcp address"));
+    // `wss@` is WebSocket over TLS: it implies --tls.
+    if c.tls || matches!(addr, ServerAddr::Wss(_)) {
+        let Some(hp) = host_port(addr) else {
+            return Err(Failure::usage("--tls needs a tcp, http, ws or wss address"));
         };
         let server_name = c.server_name.clone().unwrap_or_else(|| host_of(hp).to_owned());
         opts.tls = Some(TlsClient { config: tls_config(c)?, server_name });

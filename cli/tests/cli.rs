@@ -259,6 +259,24 @@ fn usage_errors_exit_2_with_one_line() {
     assert_status(&o, 2);
 }
 
+/// `rpcx call` through the transports on the same port: an HTTP CONNECT tunnel
+/// (`http@`) and WebSocket (`ws@`, and `wss@` against a TLS server).
+#[test]
+fn call_over_connect_and_websocket() {
+    let s = serve(&[]);
+    let hp = s.addr.trim_start_matches("tcp@").to_owned();
+    for network in ["http", "ws"] {
+        let o = rpcx(&["call", &format!("{network}@{hp}"), "Arith.Mul", r#"{"A":6,"B":7}"#]);
+        assert_status(&o, 0);
+        assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n", "{network}@");
+    }
+    let t = serve(&["--tls"]);
+    let hp = t.addr.trim_start_matches("tcp@").to_owned();
+    let o = rpcx(&["call", &format!("wss@{hp}"), "Arith.Mul", r#"{"A":2,"B":21}"#, "--tls", "--insecure"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
+}
+
 #[test]
 fn tls_call_with_insecure() {
     let s = serve(&["--tls"]);

@@ -106,3 +106,28 @@ pub fn start(client: &Arc<dyn ClientCtl>, spec: CallSpec) -> std::thread::JoinHa
 pub fn pattern(n: usize) -> Bytes {
     (0..n).map(|i| b"rpcx-conformance-"[i % 17] ^ (i / 97) as u8).collect::<Vec<u8>>().into()
 }
+
+/// One `#[test]` per scenario and server runtime: `on_every_server!(faults; a, b)` makes
+/// `mod a { fn tokio(), fn smol(), fn std() }` calling `faults::a(&Tokio)` and so on,
+/// for scenario functions of this crate that take a `&dyn ServerRt`.
+#[macro_export]
+macro_rules! on_every_server {
+    ($module:ident; $($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn tokio() {
+                    $crate::$module::$scenario(&$crate::runtimes::Tokio);
+                }
+                #[test]
+                fn smol() {
+                    $crate::$module::$scenario(&$crate::runtimes::Smol);
+                }
+                #[test]
+                fn std() {
+                    $crate::$module::$scenario(&$crate::runtimes::Std);
+                }
+            }
+        )*
+    };
+}

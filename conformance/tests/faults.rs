@@ -1,31 +1,7 @@
 //! The fault suite (`rpcx_conformance::faults`) against every server runtime.
 
-use rpcx_conformance::faults as f;
-use rpcx_conformance::runtimes::{Smol, Std, Tokio};
-
-macro_rules! on_every_server {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::*;
-                #[test]
-                fn tokio() {
-                    f::$scenario(&Tokio);
-                }
-                #[test]
-                fn smol() {
-                    f::$scenario(&Smol);
-                }
-                #[test]
-                fn std() {
-                    f::$scenario(&Std);
-                }
-            }
-        )*
-    };
-}
-
-on_every_server!(
+rpcx_conformance::on_every_server!(
+    faults;
     trickled_frames_are_closed_by_the_frame_timeout,
     a_thousand_idle_connections,
     garbage_truncation_and_bombs_while_another_calls,

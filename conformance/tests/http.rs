@@ -1,31 +1,8 @@
-//! HTTP on the rpcx port (gateway and JSON-RPC), against every server runtime.
+//! HTTP on the rpcx port (gateway, JSON-RPC, CONNECT, WebSocket upgrade, CORS, hostile
+//! HTTP), against every server runtime.
 
-use rpcx_conformance::http_scenarios as sc;
-use rpcx_conformance::runtimes::{Smol, Std, Tokio};
-
-macro_rules! on_every_server {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                use super::*;
-                #[test]
-                fn tokio() {
-                    sc::$scenario(&Tokio);
-                }
-                #[test]
-                fn smol() {
-                    sc::$scenario(&Smol);
-                }
-                #[test]
-                fn std() {
-                    sc::$scenario(&Std);
-                }
-            }
-        )*
-    };
-}
-
-on_every_server!(
+rpcx_conformance::on_every_server!(
+    http_scenarios;
     gateway_calls_like_go,
     gateway_errors_like_go,
     gateway_auth_is_401,

@@ -34,32 +34,8 @@ fn std_server_close_does_not_wait_for_a_peer_that_stopped_reading() {
 }
 
 mod same_on_every_server {
-    use rpcx_conformance::runtimes::{Smol, Std, Tokio};
-    use rpcx_conformance::server_scenarios as sc;
-
-    macro_rules! on_every_server {
-        ($($scenario:ident),* $(,)?) => {
-            $(
-                mod $scenario {
-                    use super::*;
-                    #[test]
-                    fn tokio() {
-                        sc::$scenario(&Tokio);
-                    }
-                    #[test]
-                    fn smol() {
-                        sc::$scenario(&Smol);
-                    }
-                    #[test]
-                    fn std() {
-                        sc::$scenario(&Std);
-                    }
-                }
-            )*
-        };
-    }
-
-    on_every_server!(
+    rpcx_conformance::on_every_server!(
+        server_scenarios;
         server_writes_responses_while_a_pipelined_batch_is_handled,
         dropped_server_handle_keeps_serving,
         server_shutdown_with_a_tls_peer_that_stopped_reading,

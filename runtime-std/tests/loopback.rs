@@ -147,6 +147,28 @@ fn unix_socket_round_trip() {
     });
 }
 
+/// rpcx over WebSocket over TLS (`wss@`) and over an HTTP CONNECT inside TLS, to one TLS
+/// port; `wss@` without TLS settings is a clear error.
+#[test]
+fn wss_and_tls_connect_tunnels() {
+    bounded(|| {
+        let (server_cfg, client_tls) = tls_pair();
+        let server = Server::new(router()).tls(server_cfg).bind("wss@127.0.0.1:0").unwrap();
+        assert!(server.address().starts_with("wss@"), "{}", server.address());
+        let opts = || ClientOptions { tls: Some(client_tls.clone()), ..Default::default() };
+        let client = Client::connect(server.address(), opts()).unwrap();
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 3, B: 5 }).unwrap();
+        assert_eq!(r.C, 15);
+        let port = server.local_addr().unwrap().port();
+        let tunnel = Client::connect(&format!("http@127.0.0.1:{port}"), opts()).unwrap();
+        let r: Reply = tunnel.call("Arith", "Mul", &Args { A: 4, B: 5 }).unwrap();
+        assert_eq!(r.C, 20);
+        let err = Client::connect(server.address(), ClientOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("needs TLS settings"), "{err}");
+        server.close();
+    });
+}
+
 #[test]
 fn tls_round_trip_with_a_generated_certificate() {
     bounded(|| {

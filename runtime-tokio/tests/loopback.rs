@@ -124,6 +124,32 @@ async fn tls_round_trip_with_a_generated_certificate() {
     .await;
 }
 
+/// rpcx over WebSocket over TLS (`wss@`) and over an HTTP CONNECT inside TLS, to one TLS
+/// port; `wss@` without TLS settings is a clear error.
+#[tokio::test]
+async fn wss_and_tls_connect_tunnels() {
+    bounded(async {
+        let (server_cfg, client_cfg) = rpcx_examples_common::self_signed_localhost_tls();
+        let server = Server::new(router()).tls(server_cfg).bind("wss@127.0.0.1:0").await.unwrap();
+        assert!(server.address().starts_with("wss@"), "{}", server.address());
+        let opts = || ClientOptions {
+            tls: Some(rpcx_tokio::tls::TlsClient { config: client_cfg.clone(), server_name: "localhost".into() }),
+            ..Default::default()
+        };
+        let client = Client::connect(server.address(), opts()).await.unwrap();
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 3, B: 5 }).await.unwrap();
+        assert_eq!(r.C, 15);
+        let port = server.local_addr().unwrap().port();
+        let tunnel = Client::connect(&format!("http@127.0.0.1:{port}"), opts()).await.unwrap();
+        let r: Reply = tunnel.call("Arith", "Mul", &Args { A: 4, B: 5 }).await.unwrap();
+        assert_eq!(r.C, 20);
+        let err = Client::connect(server.address(), ClientOptions::default()).await.unwrap_err();
+        assert!(err.to_string().contains("needs TLS settings"), "{err}");
+        server.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_lets_in_flight_calls_complete_and_refuses_new_ones() {
     bounded(async {
