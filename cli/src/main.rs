@@ -11,6 +11,7 @@ mod call;
 mod decode;
 mod dump;
 mod frame;
+mod gateway;
 mod net;
 mod pcap;
 mod proto;
@@ -41,7 +42,7 @@ impl Failure {
 pub(crate) type Outcome = Result<(), Failure>;
 
 #[derive(Parser, Debug)]
-#[command(name = "rpcx", version, about = "rpcx from the shell: call, serve, bench, decode, dump")]
+#[command(name = "rpcx", version, about = "rpcx from the shell: call, serve, bench, decode, dump, gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,6 +60,8 @@ enum Command {
     Decode(decode::DecodeArgs),
     /// A TCP or unix-socket proxy that forwards bytes both ways and prints every frame.
     Dump(dump::DumpArgs),
+    /// An HTTP gateway (X-RPCX headers, JSON-RPC) and rpcx proxy in front of upstream servers.
+    Gateway(gateway::GatewayArgs),
 }
 
 /// The payload encoding (`SerializeType` on the wire).
@@ -170,6 +173,7 @@ fn main() -> ExitCode {
             Command::Bench(a) => bench::run(a).await,
             Command::Decode(a) => decode::run(a),
             Command::Dump(a) => dump::run(a).await,
+            Command::Gateway(a) => gateway::run(a).await,
         }
     });
     // Leave tasks still running (a proxy's connections, a client's driver) behind.

@@ -277,6 +277,78 @@ fn call_over_connect_and_websocket() {
     assert_eq!(stdout(&o), "{\n  \"C\": 42\n}\n");
 }
 
+/// One HTTP/1.1 request (Connection: close) to `addr` (`tcp@host:port`); the response.
+fn http_post(addr: &str, headers: &[(&str, &str)], body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr.trim_start_matches("tcp@")).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!("POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// `rpcx gateway` in front of two `rpcx serve` upstreams: HTTP gateway and JSON-RPC
+/// requests and rpcx calls are forwarded through the XClient (response metadata and
+/// upstream errors as they came back), and a dead upstream is failed over.
+#[test]
+fn gateway_forwards_http_jsonrpc_and_rpcx_to_upstreams() {
+    let up = serve(&[]);
+    let gw = Background::start(&[
+        "gateway",
+        "--addr",
+        "tcp@127.0.0.1:0",
+        "--upstream",
+        &up.addr,
+        "--upstream",
+        "tcp@127.0.0.1:1",
+        "--select",
+        "roundrobin",
+    ]);
+    for _ in 0..4 {
+        let r = http_post(
+            &gw.addr,
+            &[("X-RPCX-ServicePath", "Arith"), ("X-RPCX-ServiceMethod", "Mul"), ("X-RPCX-SerializeType", "1")],
+            r#"{"A":6,"B":7}"#,
+        );
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with(r#"{"C":42}"#), "{r}");
+    }
+    let r = http_post(
+        &gw.addr,
+        &[
+            ("X-RPCX-ServicePath", "Echo"),
+            ("X-RPCX-ServiceMethod", "Meta"),
+            ("X-RPCX-SerializeType", "1"),
+            ("X-RPCX-Meta", "k=v"),
+        ],
+        r#"{"A":1,"B":2}"#,
+    );
+    assert!(r.contains("X-Rpcx-Meta: k=v\r\n"), "response metadata from upstream: {r}");
+    let r = http_post(
+        &gw.addr,
+        &[("X-RPCX-ServicePath", "Arith"), ("X-RPCX-ServiceMethod", "Nope"), ("X-RPCX-SerializeType", "1")],
+        "{}",
+    );
+    assert!(r.starts_with("HTTP/1.1 500") && r.contains("X-Rpcx-Errormessage: rpcx: can't find method Nope"), "{r}");
+    let r = http_post(
+        &gw.addr,
+        &[("X-JSONRPC-2.0", "true")],
+        r#"{"jsonrpc":"2.0","method":"Arith.Add","params":{"A":1,"B":2},"id":9}"#,
+    );
+    assert!(r.ends_with(r#"{"jsonrpc":"2.0","result":{"C":3},"id":9}"#), "{r}");
+    let o = rpcx(&["call", &gw.addr, "Arith.Mul", r#"{"A":5,"B":5}"#]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 25\n}\n");
+    let o = rpcx(&["gateway"]);
+    assert_status(&o, 2);
+}
+
 #[test]
 fn tls_call_with_insecure() {
     let s = serve(&["--tls"]);

@@ -387,6 +387,8 @@ pub struct Router {
     services: Arc<HashMap<String, Service>>,
     auth: Option<AuthFn>,
     hooks: Arc<Vec<Arc<dyn ServerHooks>>>,
+    /// Serves every request no service method is registered for (a gateway or proxy).
+    fallback: Option<Arc<dyn Handler>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -416,6 +418,19 @@ impl Router {
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         self.auth = Some(Arc::new(move |ctx, token| Box::pin(f(ctx, token))));
+        self
+    }
+
+    /// Serve every request that no registered service method matches with `f` (raw
+    /// payload in, raw reply out, as [`Service::raw_method`]): what a gateway or proxy
+    /// needs, forwarding whatever arrives. Without one, such a request gets Go's
+    /// "can't find service/method" error. Hooks and auth apply as to any method.
+    pub fn fallback<Fut, F>(mut self, f: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, ServiceError>> + Send + 'static,
+    {
+        self.fallback = Some(raw_handler(f));
         self
     }
 
@@ -540,10 +555,16 @@ impl Router {
         let path = std::str::from_utf8(ctx.service_path_bytes()).ok();
         let method = std::str::from_utf8(ctx.service_method_bytes()).ok();
         let handler = match path.and_then(|p| self.services.get(p)) {
-            None => return self.not_found(&ctx, b"rpcx: can't find service ", ctx.service_path_bytes()),
-            Some(s) => match method.and_then(|m| s.methods.get(m)) {
-                None => return self.not_found(&ctx, b"rpcx: can't find method ", ctx.service_method_bytes()),
-                Some(h) => h.clone(),
+            None => match &self.fallback {
+                Some(f) => f.clone(),
+                None => return self.not_found(&ctx, b"rpcx: can't find service ", ctx.service_path_bytes()),
+            },
+            Some(s) => match (method.and_then(|m| s.methods.get(m)), &self.fallback) {
+                (Some(h), _) => h.clone(),
+                (None, Some(f)) => f.clone(),
+                (None, None) => {
+                    return self.not_found(&ctx, b"rpcx: can't find method ", ctx.service_method_bytes());
+                }
             },
         };
         let method = method.unwrap_or_default();
