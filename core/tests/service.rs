@@ -402,3 +402,35 @@ fn context_passes_the_handlers_deadline_on_and_the_earlier_deadline_wins() {
     let b = Builder { opts: opts() }.context(&ctx_with(None));
     assert_eq!(b.opts.deadline, None);
 }
+
+/// A fallback serves what no registered method matches (unknown service or method), with
+/// the request's names at hand; registered methods still win, and the auth check still
+/// runs first.
+#[test]
+fn a_fallback_serves_unknown_services_and_methods() {
+    let r = router().fallback(|ctx: Context, payload: Bytes| async move {
+        let mut out = format!(
+            "{}.{}:",
+            String::from_utf8_lossy(ctx.service_path_bytes()),
+            String::from_utf8_lossy(ctx.service_method_bytes())
+        )
+        .into_bytes();
+        out.extend_from_slice(&payload);
+        Ok(Bytes::from(out))
+    });
+    let d = run(&r, "Nope", "Any", SerializeType::NONE, &b"x"[..]);
+    assert_eq!((d.response.error, &d.response.payload[..]), (None, &b"Nope.Any:x"[..]));
+    let d = run(&r, "Arith", "Nope", SerializeType::NONE, &b"y"[..]);
+    assert_eq!(&d.response.payload[..], b"Arith.Nope:y");
+    let d = run(
+        &r,
+        "Arith",
+        "Mul",
+        SerializeType::JSON,
+        codec::to_payload(SerializeType::JSON, &Args { A: 2, B: 3 }).unwrap(),
+    );
+    assert_eq!(codec::from_payload::<Reply>(SerializeType::JSON, &d.response.payload).unwrap(), Reply { C: 6 });
+    let guarded = r.auth(|_c, token| async move { if token == "ok" { Ok(()) } else { Err("no".to_owned()) } });
+    let d = run(&guarded, "Nope", "Any", SerializeType::NONE, &b"z"[..]);
+    assert_eq!((d.response.error.as_deref(), d.unauthorized), (Some(&b"no"[..]), true));
+}
