@@ -280,7 +280,12 @@ pub fn websocket_transport(s: &dyn ServerRt, c: &dyn ClientRt) {
     sp.service_method = Bytes::from_static(b"Me");
     assert_eq!(reply(client.call(sp).expect("Push.Me")).c, 2);
     assert_eq!(client.next_push(Duration::from_secs(5)).expect("a push over WebSocket").payload, &b"push-1"[..]);
-    std::thread::sleep(Duration::from_millis(200));
+    // Heartbeats (every 50 ms) reach the server through the frames and are echoed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.stats().expect("server counters").heartbeats < 2 {
+        assert!(Instant::now() < deadline, "no heartbeats over WebSocket: {:?}", server.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(
         reply(client.call(spec("Mul", SerializeType::JSON, &Args { a: 5, b: 5 })).unwrap()).c,
         25,

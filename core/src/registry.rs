@@ -350,7 +350,22 @@ pub fn begin(
         router.services().map(|(name, metadata)| ServiceEntry { name: name.to_owned(), metadata: metadata.to_owned() });
     let registration = Registration::new(key, services);
     tracing::debug!(address = %registration.address(), services = registration.services().len(), "registering");
-    Ok(Some(Pending { key: key_of(&registration), registered: registrar.register(registration) }))
+    let key = key_of(&registration);
+    // A registrar is user code: a panic fails the registration instead of the bind.
+    let registered = crate::guard::catch("registrar", || registrar.register(registration))
+        .unwrap_or_else(|| Completion::ready(Err(panicked("register"))));
+    Ok(Some(Pending { key, registered }))
+}
+
+/// Unregister `r` (what every server's shutdown and close call, before draining); a
+/// panicking `unregister` is an error, not a crashed shutdown.
+pub fn end(r: Box<dyn Registered>) -> Completion<()> {
+    crate::guard::catch("unregister", || r.unregister())
+        .unwrap_or_else(|| Completion::ready(Err(panicked("unregister"))))
+}
+
+fn panicked(op: &'static str) -> RegistryError {
+    RegistryError::Operation { op, source: "the registrar panicked".into() }
 }
 
 /// A registration [`begin`] started: the key it publishes and its completion.
@@ -479,6 +494,31 @@ impl<T> Future for Completion<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Panicking;
+
+    impl Registrar for Panicking {
+        fn register(&self, _: Registration) -> Completion<Box<dyn Registered>> {
+            panic!("registrar bug")
+        }
+    }
+
+    impl Registered for Panicking {
+        fn unregister(self: Box<Self>) -> Completion<()> {
+            panic!("unregister bug")
+        }
+    }
+
+    #[test]
+    fn a_panicking_registrar_is_an_error_not_a_crash() {
+        let settings = RegistrySettings { registrar: Some(Arc::new(Panicking)), advertise_address: None };
+        let router = crate::service::Router::new().service(crate::service::Service::new("Arith"));
+        let pending =
+            begin(&settings, &router, "tcp@127.0.0.1:8972").expect("an advertisable address").expect("pending");
+        assert!(matches!(pending.registered.wait(), Err(RegistryError::Operation { op: "register", .. })));
+        assert!(matches!(end(Box::new(Panicking)).wait(), Err(RegistryError::Operation { op: "unregister", .. })));
+    }
 
     #[test]
     fn unspecified_bind_needs_an_advertised_address() {

@@ -47,6 +47,24 @@ pub use rpcx_core::registry::{Completion, Registered, Registrar, RegistryError};
 
 use std::time::Duration;
 
+/// A live registration of any backend: unregistering sends the request to the
+/// backend's task, which deletes the nodes and completes it. If the task is gone, the
+/// completer is dropped with the message and the caller sees `Stopped`.
+#[derive(Debug)]
+pub(crate) struct TaskRegistration {
+    pub(crate) address: String,
+    pub(crate) stop: tokio::sync::oneshot::Sender<rpcx_core::registry::Completer<()>>,
+}
+
+impl Registered for TaskRegistration {
+    fn unregister(self: Box<Self>) -> Completion<()> {
+        let (tx, rx) = rpcx_core::registry::completion();
+        let _ = self.stop.send(tx);
+        tracing::debug!(address = %self.address, "unregister requested");
+        rx
+    }
+}
+
 /// Exponential backoff between reconnection attempts: doubles from `min` to `max`,
 /// reset after a success.
 #[derive(Debug, Clone)]

@@ -298,7 +298,7 @@ impl<R: Runtime> ServerHandle<R> {
     async fn unregister(&self) {
         let registered = self.shared.registered.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(r) = registered {
-            if let Err(e) = r.unregister().await {
+            if let Err(e) = registry::end(r).await {
                 tracing::warn!(error = %e, "unregistering from the registry failed");
             }
         }

@@ -134,6 +134,10 @@ impl UpgradeReply {
     }
 }
 
+/// Most control-frame bytes (pongs) queued unsent: a peer that pings without reading
+/// the answers is closed instead of growing the queue.
+const MAX_CONTROL: usize = 16 << 10;
+
 const OP_CONT: u8 = 0;
 const OP_TEXT: u8 = 1;
 const OP_BINARY: u8 = 2;
@@ -221,6 +225,9 @@ impl WsFraming {
                 OP_PING => {
                     if !fin {
                         return Err(WsError::Protocol("fragmented control frame"));
+                    }
+                    if self.control.len() > MAX_CONTROL {
+                        return Err(WsError::Protocol("pings arrive faster than their pongs are taken"));
                     }
                     let mut pong = std::mem::take(&mut self.control);
                     self.encode(OP_PONG, &payload, &mut pong);
@@ -366,6 +373,22 @@ mod tests {
         server.feed(&[0x89, 0x01, b'x', 0x88, 0x02, 0x03, 0xe8]);
         assert_eq!(server.next(), Ok(Some(Incoming::Closed)));
         assert_eq!(server.take_control(), vec![0x8a, 0x01, b'x', 0x88, 0x02, 0x03, 0xe8]);
+    }
+
+    #[test]
+    fn a_peer_that_pings_without_reading_is_refused() {
+        let mut server = WsFraming::server(1024);
+        let ping = [0x89, 0x7d].iter().copied().chain([b'p'; 125]).collect::<Vec<u8>>();
+        let mut result = Ok(None);
+        for _ in 0..1000 {
+            server.feed(&ping);
+            result = server.next();
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(WsError::Protocol("pings arrive faster than their pongs are taken")));
+        assert!(server.take_control().len() <= MAX_CONTROL + 127);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! lease or a lost registry, and deletes the nodes on unregister.
 
 use super::EtcdConfig;
-use crate::{Backoff, RegistryError};
+use crate::{Backoff, RegistryError, TaskRegistration};
 use etcd_client::{Client, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use rpcx_core::registry::{
     Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion, refresh_action,
@@ -30,7 +30,7 @@ impl Registrar for EtcdRegistrar {
     fn register(&self, registration: Registration) -> Completion<Box<dyn Registered>> {
         let (first_tx, first_rx) = completion();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let handle = EtcdRegistered { address: registration.address().to_string(), stop: stop_tx };
+        let handle = TaskRegistration { address: registration.address().to_string(), stop: stop_tx };
         let keeper = Keeper {
             dirs: registration.directories(self.config.base_path()),
             nodes: registration.nodes(self.config.base_path()),
@@ -38,23 +38,6 @@ impl Registrar for EtcdRegistrar {
         };
         crate::exec::spawn(keeper.run(first_tx, handle, stop_rx));
         first_rx
-    }
-}
-
-/// A live etcd registration: unregister it, or drop it to let the lease expire.
-#[derive(Debug)]
-struct EtcdRegistered {
-    address: String,
-    stop: oneshot::Sender<Completer<()>>,
-}
-
-impl Registered for EtcdRegistered {
-    fn unregister(self: Box<Self>) -> Completion<()> {
-        let (tx, rx) = completion();
-        // If the task is gone, the completer is dropped with the message: `Stopped`.
-        let _ = self.stop.send(tx);
-        tracing::debug!(address = %self.address, "unregister requested");
-        rx
     }
 }
 
@@ -82,7 +65,7 @@ impl Keeper {
     async fn run(
         self,
         first: Completer<Box<dyn Registered>>,
-        handle: EtcdRegistered,
+        handle: TaskRegistration,
         mut stop: oneshot::Receiver<Completer<()>>,
     ) {
         let mut session = match self.establish(None).await {

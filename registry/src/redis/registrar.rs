@@ -4,7 +4,7 @@
 //! on unregister.
 
 use super::{RedisConfig, encode_value, redis_key};
-use crate::{Backoff, RegistryError};
+use crate::{Backoff, RegistryError, TaskRegistration};
 use redis::aio::MultiplexedConnection;
 use rpcx_core::registry::{
     Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion, refresh_action,
@@ -30,7 +30,7 @@ impl Registrar for RedisRegistrar {
     fn register(&self, registration: Registration) -> Completion<Box<dyn Registered>> {
         let (first_tx, first_rx) = completion();
         let (stop_tx, stop_rx) = oneshot::channel();
-        let handle = RedisRegistered { address: registration.address().to_string(), stop: stop_tx };
+        let handle = TaskRegistration { address: registration.address().to_string(), stop: stop_tx };
         let keeper = Keeper {
             dirs: registration.directories(self.config.base_path()),
             nodes: registration.nodes(self.config.base_path()),
@@ -38,21 +38,6 @@ impl Registrar for RedisRegistrar {
         };
         crate::exec::spawn(keeper.run(first_tx, handle, stop_rx));
         first_rx
-    }
-}
-
-#[derive(Debug)]
-struct RedisRegistered {
-    address: String,
-    stop: oneshot::Sender<Completer<()>>,
-}
-
-impl Registered for RedisRegistered {
-    fn unregister(self: Box<Self>) -> Completion<()> {
-        let (tx, rx) = completion();
-        let _ = self.stop.send(tx);
-        tracing::debug!(address = %self.address, "unregister requested");
-        rx
     }
 }
 
@@ -66,7 +51,7 @@ impl Keeper {
     async fn run(
         self,
         first: Completer<Box<dyn Registered>>,
-        handle: RedisRegistered,
+        handle: TaskRegistration,
         mut stop: oneshot::Receiver<Completer<()>>,
     ) {
         let mut con = match self.establish().await {

@@ -450,7 +450,7 @@ impl ServerHandle {
     fn unregister(&mut self) {
         let registered = self.shared.registered.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(r) = registered {
-            if let Err(e) = r.unregister().wait() {
+            if let Err(e) = registry::end(r).wait() {
                 tracing::warn!(error = %e, "unregistering from the registry failed");
             }
         }
