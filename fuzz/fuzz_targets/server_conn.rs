@@ -51,6 +51,25 @@ fuzz_target!(|data: &[u8]| {
     let mut open: BTreeMap<RequestId, u64> = BTreeMap::new();
     let mut answered: BTreeSet<RequestId> = BTreeSet::new();
     let mut seqs_asked: BTreeSet<u64> = BTreeSet::new();
+    // Every byte the server is given, decoded alongside: the seqs of all requests it
+    // could answer (arbitrary input can hold whole frames too).
+    let mut mirror = Some(StreamDecoder::default());
+    let mut asked = |bytes: &[u8], seqs: &mut BTreeSet<u64>| {
+        let Some(m) = mirror.as_mut() else { return };
+        m.feed(bytes);
+        loop {
+            match m.next_raw() {
+                Ok(Some(msg)) => {
+                    seqs.insert(msg.header.seq());
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    mirror = None;
+                    break;
+                }
+            }
+        }
+    };
     let mut sent = StreamDecoder::default();
     let mut lost = false;
     let mut gzipped = 0;
@@ -66,6 +85,7 @@ fuzz_target!(|data: &[u8]| {
                 let n = usize::from(next(&mut i) % 64);
                 let start = i.min(data.len());
                 let end = (start + n).min(data.len());
+                asked(&data[start..end], &mut seqs_asked);
                 conn.handle_input(now, &data[start..end]);
                 i = end;
             }
@@ -99,7 +119,7 @@ fuzz_target!(|data: &[u8]| {
                         })
                         .clone()
                 });
-                seqs_asked.insert(seq);
+                asked(&buf, &mut seqs_asked);
                 conn.handle_input(now, &buf);
             }
             2 => {
