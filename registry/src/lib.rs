@@ -36,9 +36,11 @@
 //! # let _ = c; Ok(()) }
 //! ```
 
+#[cfg(feature = "consul")]
+pub mod consul;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(any(feature = "etcd", feature = "redis"))]
+#[cfg(any(feature = "etcd", feature = "redis", feature = "consul"))]
 mod exec;
 #[cfg(feature = "redis")]
 pub mod redis;
