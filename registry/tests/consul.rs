@@ -182,6 +182,7 @@ async fn tokio_server_registers_in_go_layout_and_xclients_on_every_runtime_call_
     assert!(consul.sessions().is_empty(), "and destroys the session");
     assert!(raw_get(&addr, "rpcx_test/Arith").is_some(), "the directory keys stay, as Go leaves them");
     until(Duration::from_secs(5), "discovery to drop it", async || keys(&discovery).is_empty()).await;
+    assert_eq!(consul.unsupported_requests(), Vec::<String>::new());
 }
 
 #[test]

@@ -35,8 +35,10 @@
 //! * `GET /v1/status/leader`.
 //!
 //! Every GET answers `X-Consul-Index`, `X-Consul-KnownLeader: true` and
-//! `X-Consul-LastContact: 0`. Anything else is a 404 or 405; there are no ACLs, no
-//! datacenters, no namespaces, no health checks, no transactions.
+//! `X-Consul-LastContact: 0`. Anything else is a 404, recorded in
+//! [`ConsulStandIn::unsupported_requests`] (the interop tests check Go's client made
+//! none); there are no ACLs, no datacenters, no namespaces, no health checks, no
+//! transactions.
 //!
 //! **One test-only knob:** [`StandInOptions::session_expiry`] invalidates sessions after
 //! a fixed time instead of twice their TTL, so a test can watch a killed server's nodes
@@ -92,6 +94,8 @@ struct Shared {
     state: Mutex<State>,
     changed: tokio::sync::watch::Sender<u64>,
     options: StandInOptions,
+    /// Requests outside the implemented subset (`METHOD path`).
+    unsupported: Mutex<Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -139,7 +143,12 @@ impl ConsulStandIn {
     pub fn start_with(options: StandInOptions) -> io::Result<ConsulStandIn> {
         let port = crate::etcd::testing::free_port()?;
         let (changed, _) = tokio::sync::watch::channel(0);
-        let state = Arc::new(Shared { state: Mutex::new(State::default()), changed, options });
+        let state = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed,
+            options,
+            unsupported: Mutex::new(Vec::new()),
+        });
         let mut s = ConsulStandIn { port, state, running: None };
         s.spawn()?;
         Ok(s)
@@ -193,6 +202,12 @@ impl ConsulStandIn {
             .collect();
         out.sort();
         out
+    }
+
+    /// Every request so far that fell outside the implemented subset (an unknown path
+    /// or method), as `METHOD path`: a client needing more than the stand-in offers.
+    pub fn unsupported_requests(&self) -> Vec<String> {
+        self.state.unsupported.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn spawn(&mut self) -> io::Result<()> {
@@ -455,21 +470,33 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Answer {
         Ok(b) => b.to_bytes(),
         Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
     };
-    if let Some(key) = path.strip_prefix("/v1/kv/") {
-        return match method {
+    let reply = if let Some(key) = path.strip_prefix("/v1/kv/") {
+        match method.clone() {
             Method::GET => kv_get(shared, key, &q).await,
             Method::PUT => kv_put(shared, key, &q, &body),
             Method::DELETE => kv_delete(shared, key, &q),
-            _ => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
-        };
+            _ => unsupported(),
+        }
+    } else if let Some(rest) = path.strip_prefix("/v1/session/") {
+        session(shared, &method, rest, &body)
+    } else if method == Method::GET && path == "/v1/status/leader" {
+        answer(StatusCode::OK, None, "\"127.0.0.1:8300\"")
+    } else {
+        unsupported()
+    };
+    if reply.headers().contains_key(UNSUPPORTED) {
+        shared.unsupported.lock().unwrap_or_else(PoisonError::into_inner).push(format!("{method} {path}"));
     }
-    if let Some(rest) = path.strip_prefix("/v1/session/") {
-        return session(shared, &method, rest, &body);
-    }
-    match (method, path.as_str()) {
-        (Method::GET, "/v1/status/leader") => answer(StatusCode::OK, None, "\"127.0.0.1:8300\""),
-        _ => text(StatusCode::NOT_FOUND, "not found"),
-    }
+    reply
+}
+
+/// Marks an answer to a request outside the subset.
+const UNSUPPORTED: &str = "x-stand-in-unsupported";
+
+fn unsupported() -> Answer {
+    let mut r = text(StatusCode::NOT_FOUND, "not implemented by the Consul stand-in");
+    r.headers_mut().insert(UNSUPPORTED, hyper::header::HeaderValue::from_static("1"));
+    r
 }
 
 async fn kv_get(shared: &Shared, key: &str, q: &HashMap<String, String>) -> Answer {
@@ -714,7 +741,7 @@ fn session(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Answer 
             let all: Vec<_> = st.sessions.iter().map(|(id, s)| st.session_json(id, s)).collect();
             json(Some(index), &all)
         }
-        _ => text(StatusCode::NOT_FOUND, "not found"),
+        _ => unsupported(),
     }
 }
 
