@@ -11,10 +11,9 @@ use base64::Engine as _;
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
 use rpcx_interop::go::go_binaries;
-use rpcx_registry::consul::testing::ConsulStandIn;
+use rpcx_registry::consul::testing::{ConsulStandIn, raw_http};
 use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar, LOCK_FLAG_VALUE};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -54,16 +53,8 @@ fn router(metadata: &str) -> Router {
 
 /// One raw HTTP/1.0 exchange: status and body.
 fn http(consul: &ConsulStandIn, method: &str, path: &str) -> (u16, Vec<u8>) {
-    let host = consul.host_port();
-    let mut s = TcpStream::connect(&host).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let head = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    s.write_all(head.as_bytes()).expect("write");
-    let mut all = Vec::new();
-    s.take(16 << 20).read_to_end(&mut all).expect("read");
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
-    let status = std::str::from_utf8(&all[9..12]).expect("status").parse().expect("status code");
-    (status, all[split + 4..].to_vec())
+    let r = raw_http(&consul.address(), method, path, b"").expect("raw HTTP exchange");
+    (r.status, r.body)
 }
 
 /// `GET /v1/kv/<key>` as JSON, `None` on 404.

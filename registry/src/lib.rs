@@ -42,6 +42,8 @@ pub mod consul;
 pub mod etcd;
 #[cfg(any(feature = "etcd", feature = "redis", feature = "consul"))]
 mod exec;
+#[cfg(any(feature = "etcd", feature = "redis", feature = "consul"))]
+mod publish;
 #[cfg(feature = "redis")]
 pub mod redis;
 

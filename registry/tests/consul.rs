@@ -10,10 +10,9 @@ use rpcx_core::govern::Discovery;
 use rpcx_core::registry::RegistryError;
 use rpcx_core::service::{Context, Router, Service};
 use rpcx_examples_common::{Args, Reply};
-use rpcx_registry::consul::testing::{ConsulAgent, ConsulStandIn, StandInOptions, consul_on_path};
+use rpcx_registry::consul::testing::{ConsulAgent, ConsulStandIn, RawAnswer, StandInOptions, consul_on_path, raw_http};
 use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar, LOCK_FLAG_VALUE};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,16 +60,8 @@ fn node(key: &str) -> String {
 
 /// One raw HTTP/1.0 exchange: status and body.
 fn http(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let host = address.trim_start_matches("http://");
-    let mut s = TcpStream::connect(host).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let head = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n", body.len());
-    s.write_all(head.as_bytes()).and_then(|()| s.write_all(body)).expect("write");
-    let mut all = Vec::new();
-    s.take(16 << 20).read_to_end(&mut all).expect("read");
-    let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
-    let status = std::str::from_utf8(&all[9..12]).expect("status").parse().expect("status code");
-    (status, all[split + 4..].to_vec())
+    let r = raw_http(address, method, path, body).expect("raw HTTP exchange");
+    (r.status, r.body)
 }
 
 /// `GET /v1/kv/<key>` as JSON, `None` on 404.
@@ -494,4 +485,100 @@ async fn real_consul_agent_when_on_path() {
     server.shutdown(Duration::from_secs(5)).await;
     assert!(raw_get(&addr, &node(&key)).is_none());
     until(Duration::from_secs(10), "discovery to drop it", async || keys(&discovery).is_empty()).await;
+}
+
+/// The stand-in's subset behaves as Consul documents it: what both clients rely on.
+#[test]
+fn stand_in_follows_consul_semantics_for_its_subset() {
+    let consul = fast_expiring();
+    let a = consul.address();
+    let ex = |m: &str, p: &str, b: &[u8]| -> RawAnswer { raw_http(&a, m, p, b).expect("raw HTTP") };
+    let entry = |r: &RawAnswer| serde_json::from_slice::<serde_json::Value>(&r.body).expect("json")[0].clone();
+    let missing = ex("GET", "/v1/kv/k", b"");
+    assert_eq!((missing.status, missing.index.is_some()), (404, true), "404 with X-Consul-Index");
+    assert_eq!(ex("PUT", "/v1/kv/k", b"v").body, b"true");
+    let got = ex("GET", "/v1/kv/k", b"");
+    let e = entry(&got);
+    assert_eq!((e["Key"].as_str(), e["Value"].as_str(), e["Flags"].as_u64()), (Some("k"), Some("dg=="), Some(0)));
+    assert_eq!((e["LockIndex"].as_u64(), e.get("Session")), (Some(0), None));
+    assert_eq!(e["CreateIndex"], e["ModifyIndex"]);
+    assert_eq!(got.index, e["ModifyIndex"].as_u64(), "a key's index is its ModifyIndex");
+    assert_eq!(ex("GET", "/v1/kv/k?raw", b"").body, b"v");
+    assert_eq!(ex("PUT", "/v1/kv/%2Fk", b"v").status, 400, "keys must not start with /");
+    // Check-and-set.
+    assert_eq!(ex("PUT", "/v1/kv/k?cas=0", b"w").body, b"false", "cas=0 only creates");
+    let m = e["ModifyIndex"].as_u64().expect("index");
+    assert_eq!(ex("PUT", &format!("/v1/kv/k?cas={m}&flags=7"), b"w").body, b"true");
+    let e2 = entry(&ex("GET", "/v1/kv/k", b""));
+    assert!(e2["ModifyIndex"].as_u64() > Some(m) && e2["CreateIndex"] == e["CreateIndex"] && e2["Flags"] == 7);
+    // Locks: one holder at a time, a plain write keeps the holder, release only by it.
+    let create = |body: &[u8]| -> String {
+        let r = ex("PUT", "/v1/session/create", body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        serde_json::from_slice::<serde_json::Value>(&r.body).expect("json")["ID"].as_str().expect("ID").to_owned()
+    };
+    let (s1, s2) = (create(b""), create(br#"{"Name":"two"}"#));
+    assert_eq!(ex("PUT", &format!("/v1/kv/k?acquire={s1}"), b"held").body, b"true");
+    let held = entry(&ex("GET", "/v1/kv/k", b""));
+    assert_eq!((held["Session"].as_str(), held["LockIndex"].as_u64()), (Some(s1.as_str()), Some(1)));
+    assert_eq!(ex("PUT", &format!("/v1/kv/k?acquire={s2}"), b"x").body, b"false");
+    assert_eq!(ex("PUT", "/v1/kv/k", b"plain").body, b"true");
+    assert_eq!(entry(&ex("GET", "/v1/kv/k", b""))["Session"].as_str(), Some(s1.as_str()), "plain PUT keeps the lock");
+    assert_eq!(ex("PUT", &format!("/v1/kv/k?release={s2}"), b"x").body, b"false");
+    assert_eq!(ex("PUT", &format!("/v1/kv/k?release={s1}"), b"free").body, b"true");
+    assert!(entry(&ex("GET", "/v1/kv/k", b"")).get("Session").is_none());
+    assert_eq!(ex("PUT", "/v1/kv/k?acquire=no-such-session", b"x").status, 500);
+    // Listings: keys with a separator, recursive indexes raised by tombstones.
+    for k in ["dir/a/x", "dir/a/y", "dir/b"] {
+        assert_eq!(ex("PUT", &format!("/v1/kv/{k}"), b"").body, b"true");
+    }
+    let keys: Vec<String> = serde_json::from_slice(&ex("GET", "/v1/kv/dir/?keys&separator=/", b"").body).expect("json");
+    assert_eq!(keys, ["dir/a/", "dir/b"]);
+    let before = ex("GET", "/v1/kv/dir/?recurse", b"").index.expect("index");
+    assert_eq!(ex("DELETE", "/v1/kv/dir/b", b"").body, b"true");
+    let after = ex("GET", "/v1/kv/dir/?recurse", b"");
+    assert!(after.index > Some(before), "a delete raises the prefix's index (tombstone)");
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&after.body).expect("json");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(ex("GET", "/v1/kv/nothing/?recurse", b"").status, 404);
+    // Blocking queries: the wait passes with the same index, a change answers at once.
+    let idx = after.index.expect("index");
+    let t0 = Instant::now();
+    let r = ex("GET", &format!("/v1/kv/dir/?recurse&index={idx}&wait=300ms"), b"");
+    assert!(t0.elapsed() >= Duration::from_millis(290) && r.index == Some(idx), "{:?} {:?}", t0.elapsed(), r.index);
+    let a2 = a.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        raw_http(&a2, "PUT", "/v1/kv/dir/c", b"").expect("write")
+    });
+    let t0 = Instant::now();
+    let r = ex("GET", &format!("/v1/kv/dir/?recurse&index={idx}&wait=4s"), b"");
+    assert!(r.index > Some(idx) && t0.elapsed() < Duration::from_secs(3), "woken by the write: {:?}", t0.elapsed());
+    writer.join().expect("writer");
+    let unrelated = ex("GET", &format!("/v1/kv/dir/?recurse&index={}&wait=300ms", r.index.expect("index")), b"");
+    assert_eq!(unrelated.index, r.index);
+    // Sessions: TTL bounds, Behavior=delete on expiry, renew answering 404 afterwards.
+    for bad in [&br#"{"TTL":"9s"}"#[..], br#"{"TTL":"86401s"}"#, br#"{"TTL":"ten"}"#, br#"{"Behavior":"bogus"}"#] {
+        assert_eq!(ex("PUT", "/v1/session/create", bad).status, 400, "{}", String::from_utf8_lossy(bad));
+    }
+    let eph = create(br#"{"TTL":"10s","Behavior":"delete","LockDelay":"1ms"}"#);
+    assert_eq!(ex("PUT", &format!("/v1/kv/eph?acquire={eph}"), b"x").body, b"true");
+    let renewed = ex("PUT", &format!("/v1/session/renew/{eph}"), b"");
+    let renewed: serde_json::Value = serde_json::from_slice(&renewed.body).expect("json");
+    assert_eq!((renewed[0]["TTL"].as_str(), renewed[0]["Behavior"].as_str()), (Some("10s"), Some("delete")));
+    let t0 = Instant::now();
+    while ex("GET", "/v1/kv/eph", b"").status == 200 {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the session's key outlived its expiry");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(t0.elapsed() >= Duration::from_millis(800), "not before the 1 s expiry: {:?}", t0.elapsed());
+    assert_eq!(ex("PUT", &format!("/v1/session/renew/{eph}"), b"").status, 404);
+    // Destroying a release session frees its keys without deleting them.
+    assert_eq!(ex("PUT", &format!("/v1/kv/k?acquire={s2}"), b"v2").body, b"true");
+    assert_eq!(ex("PUT", &format!("/v1/session/destroy/{s2}"), b"").body, b"true");
+    assert!(entry(&ex("GET", "/v1/kv/k", b"")).get("Session").is_none());
+    assert_eq!(ex("GET", "/v1/status/leader", b"").status, 200);
+    assert_eq!(consul.unsupported_requests(), Vec::<String>::new());
+    assert_eq!(ex("GET", "/v1/agent/self", b"").status, 404);
+    assert_eq!(consul.unsupported_requests(), ["GET /v1/agent/self"]);
 }

@@ -5,7 +5,7 @@
 use super::http::Api;
 use super::{ConsulConfig, KvEntry, consul_key};
 use crate::{Backoff, RegistryError};
-use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
 use rpcx_core::registry::{Completer, Completion, completion, discovered_key, service_prefix};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -143,12 +143,18 @@ impl Watcher {
     /// Blocking queries until one fails.
     async fn watch(&self, mut index: u64) -> RegistryError {
         loop {
+            let asked = tokio::time::Instant::now();
             let (entries, next) = match self.query(index, self.config.wait).await {
                 Ok(r) => r,
                 Err(e) => return e,
             };
             if next == index {
-                continue; // the wait passed without a change
+                // The wait passed without a change. An agent answering at once without
+                // one (not what Consul does) is not queried in a tight loop.
+                if asked.elapsed() < self.config.wait / 4 {
+                    tokio::time::sleep(self.config.backoff_min).await;
+                }
+                continue;
             }
             let mut servers = match self.servers(&entries) {
                 Ok(s) => s,
@@ -211,12 +217,6 @@ impl Watcher {
 
     /// Publish `servers` if they differ from what clients see.
     fn publish(&self, servers: &Servers) {
-        let current = self.shared.list.snapshot();
-        let same = current.servers.len() == servers.len()
-            && current.servers.iter().zip(servers).all(|(i, (k, v))| i.key().as_str() == k && i.metadata().raw() == v);
-        if !same {
-            let version = self.shared.list.update(servers.iter().map(|(k, v)| Instance::new(k.as_str(), v)));
-            tracing::debug!(prefix = %self.prefix, version, servers = servers.len(), "discovery updated");
-        }
+        crate::publish::publish(&self.shared.list, servers, &self.prefix);
     }
 }

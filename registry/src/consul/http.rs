@@ -180,7 +180,13 @@ impl Api {
             limit += wait + wait / 16;
         }
         let r = self.send("list", Method::GET, &path, None, limit).await?;
-        let index = r.index.unwrap_or(0);
+        if !matches!(r.status, StatusCode::OK | StatusCode::NOT_FOUND) {
+            return Err(refused("list", &r));
+        }
+        // Blocking queries need the index; an agent that sends none is not Consul.
+        let Some(index) = r.index else {
+            return Err(RegistryError::Operation { op: "list", source: "no X-Consul-Index in the answer".into() });
+        };
         match r.status {
             StatusCode::NOT_FOUND => Ok((Vec::new(), index)),
             StatusCode::OK => {

@@ -764,6 +764,44 @@ fn session_id(n: u64) -> String {
     )
 }
 
+/// What [`raw_http`] got back.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// `X-Consul-Index`, if sent.
+    pub index: Option<u64>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// One raw HTTP/1.0 exchange with `address` (`http://host:port` or `host:port`), for
+/// checks that bypass the backend's client: the status, `X-Consul-Index` and the body
+/// (at most 16 MiB), each step bounded by 5 s (a blocking query must wait less).
+pub fn raw_http(address: &str, method: &str, path: &str, body: &[u8]) -> io::Result<RawAnswer> {
+    let host = address.trim_start_matches("http://").trim_end_matches('/');
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no address for {host}")))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.set_write_timeout(Some(Duration::from_secs(5)))?;
+    let head = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n", body.len());
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut all = Vec::new();
+    s.take(16 << 20).read_to_end(&mut all)?;
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP/1 answer");
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(bad)?;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(bad)?;
+    let index = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("x-consul-index").then(|| value.trim().parse().ok()).flatten()
+    });
+    Ok(RawAnswer { status, index, body: all[split + 4..].to_vec() })
+}
+
 /// Whether a `consul` binary is on `PATH` (`RPCX_CONSUL_BIN` overrides the path).
 pub fn consul_on_path() -> bool {
     Command::new(consul_bin())
