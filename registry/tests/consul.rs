@@ -219,7 +219,7 @@ async fn short_ttl_is_refused_at_configuration_and_unreachable_consul_is_a_typed
     assert!(matches!(ConsulRegistrar::new(slow), Err(RegistryError::Config(_))));
     // The stand-in refuses such a TTL too, as Consul does.
     let (status, body) = http(&consul.address(), "PUT", "/v1/session/create", br#"{"TTL":"5s","Behavior":"delete"}"#);
-    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(status, 500, "{}", String::from_utf8_lossy(&body));
 
     let port = rpcx_registry::etcd::testing::free_port().expect("port");
     let cfg = config_at(&format!("127.0.0.1:{port}")).op_timeout(Duration::from_millis(500));
@@ -558,8 +558,15 @@ fn stand_in_follows_consul_semantics_for_its_subset() {
     let unrelated = ex("GET", &format!("/v1/kv/dir/?recurse&index={}&wait=300ms", r.index.expect("index")), b"");
     assert_eq!(unrelated.index, r.index);
     // Sessions: TTL bounds, Behavior=delete on expiry, renew answering 404 afterwards.
-    for bad in [&br#"{"TTL":"9s"}"#[..], br#"{"TTL":"86401s"}"#, br#"{"TTL":"ten"}"#, br#"{"Behavior":"bogus"}"#] {
-        assert_eq!(ex("PUT", "/v1/session/create", bad).status, 400, "{}", String::from_utf8_lossy(bad));
+    // As Consul: an out-of-range TTL or an unknown behavior is its session RPC's 500,
+    // an unparsable TTL a 400.
+    let refused = ex("PUT", "/v1/session/create", br#"{"TTL":"9s"}"#);
+    assert_eq!(refused.status, 500);
+    assert_eq!(refused.body, b"Invalid Session TTL '9000000000', must be between [10s=24h0m0s]");
+    for (bad, status) in
+        [(&br#"{"TTL":"86401s"}"#[..], 500), (br#"{"Behavior":"bogus"}"#, 500), (br#"{"TTL":"ten"}"#, 400)]
+    {
+        assert_eq!(ex("PUT", "/v1/session/create", bad).status, status, "{}", String::from_utf8_lossy(bad));
     }
     let eph = create(br#"{"TTL":"10s","Behavior":"delete","LockDelay":"1ms"}"#);
     assert_eq!(ex("PUT", &format!("/v1/kv/eph?acquire={eph}"), b"x").body, b"true");

@@ -27,8 +27,8 @@
 //!   Answers `true` or `false`. A key must not start with `/`.
 //! * `DELETE /v1/kv/<key>` (`?recurse`, `?cas=`), leaving tombstones.
 //! * `PUT /v1/session/create` (JSON `Name`, `Behavior` `release` (default) or `delete`,
-//!   `TTL` as a Go duration between 10 s and 24 h, `LockDelay` as a duration string or
-//!   number, accepted but not enforced), `PUT /v1/session/renew/<id>` (404 if unknown),
+//!   `TTL` as a Go duration between 10 s and 24 h, else a 500 with Consul's message,
+//!   `LockDelay` as a duration string or number, accepted but not enforced), `PUT /v1/session/renew/<id>` (404 if unknown),
 //!   `PUT /v1/session/destroy/<id>`, `GET /v1/session/info/<id>`, `GET /v1/session/list`.
 //!   A session not renewed within twice its TTL is invalidated (the keys it holds are
 //!   deleted under `Behavior=delete`, released otherwise), as Consul does.
@@ -676,7 +676,9 @@ fn session(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Answer 
             let behavior_delete = match req.get("Behavior").and_then(|b| b.as_str()).unwrap_or("release") {
                 "delete" => true,
                 "release" | "" => false,
-                other => return text(StatusCode::BAD_REQUEST, &format!("Invalid Behavior setting '{other}'")),
+                other => {
+                    return text(StatusCode::INTERNAL_SERVER_ERROR, &format!("Invalid Behavior setting '{other}'"));
+                }
             };
             let ttl = req.get("TTL").and_then(|t| t.as_str()).filter(|t| !t.is_empty()).map(str::to_owned);
             let mut expiry = None;
@@ -685,13 +687,14 @@ fn session(shared: &Shared, method: &Method, rest: &str, body: &[u8]) -> Answer 
                     Some(d) if (MIN_SESSION_TTL..=MAX_SESSION_TTL).contains(&d) => {
                         expiry = Some(shared.options.session_expiry.unwrap_or(d * 2));
                     }
-                    Some(_) => {
+                    // Consul's answer, from its session RPC: a 500 naming the TTL in ns.
+                    Some(d) => {
                         return text(
-                            StatusCode::BAD_REQUEST,
-                            &format!("Session TTL '{t}' must be between [10s=24h0m0s]"),
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &format!("Invalid Session TTL '{}', must be between [10s=24h0m0s]", d.as_nanos()),
                         );
                     }
-                    None => return text(StatusCode::BAD_REQUEST, &format!("Invalid Session TTL '{t}'")),
+                    None => return text(StatusCode::BAD_REQUEST, &format!("Request decode failed: bad TTL '{t}'")),
                 }
             }
             let lock_delay = match req.get("LockDelay") {
@@ -829,8 +832,17 @@ pub struct ConsulAgent {
 }
 
 impl ConsulAgent {
-    /// Start `consul agent -dev` and wait until it has a leader.
+    /// Start `consul agent -dev` and wait until it has a leader. Every port is a free
+    /// one or disabled; the gRPC TLS port (on by default since Consul 1.14) is disabled
+    /// through `-hcl`, and an older agent refusing that key is started without it.
     pub fn start() -> io::Result<ConsulAgent> {
+        match Self::start_with(&["-hcl", "ports { grpc_tls = -1 }"]) {
+            Err(e) if e.to_string().contains("grpc_tls") => Self::start_with(&[]),
+            r => r,
+        }
+    }
+
+    fn start_with(extra: &[&str]) -> io::Result<ConsulAgent> {
         let free = crate::etcd::testing::free_port;
         let (http_port, server, lan, wan) = (free()?, free()?, free()?, free()?);
         let dir = std::env::temp_dir().join(format!("rpcx-consul-{}-{http_port}", std::process::id()));
@@ -841,6 +853,7 @@ impl ConsulAgent {
             .args(["-http-port", &http_port.to_string(), "-server-port", &server.to_string()])
             .args(["-serf-lan-port", &lan.to_string(), "-serf-wan-port", &wan.to_string()])
             .args(["-dns-port", "-1", "-grpc-port", "-1"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
