@@ -589,3 +589,32 @@ fn stand_in_follows_consul_semantics_for_its_subset() {
     assert_eq!(ex("GET", "/v1/agent/self", b"").status, 404);
     assert_eq!(consul.unsupported_requests(), ["GET /v1/agent/self"]);
 }
+
+/// A server restarted at the same address while its previous process's session still
+/// holds the node: the node gets the new metadata at once and is taken over by the new
+/// session as soon as the old one expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_held_by_a_previous_session_is_taken_over_when_it_expires() {
+    let consul = fast_expiring();
+    let addr = consul.address();
+    let key = node("tcp@127.0.0.1:9");
+    let (status, body) = http(&addr, "PUT", "/v1/session/create", br#"{"TTL":"10s","Behavior":"delete"}"#);
+    assert_eq!(status, 200);
+    let old: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let old = old["ID"].as_str().expect("ID").to_owned();
+    assert_eq!(http(&addr, "PUT", &format!("/v1/kv/{key}?acquire={old}"), b"old=1").1, b"true");
+    let server = rpcx_tokio::Server::new(router(1, "new=1"))
+        .registrar(registrar(&consul))
+        .advertise_address("tcp@127.0.0.1:9")
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind and register");
+    let now = raw_get(&addr, &key).expect("node");
+    assert_eq!((value_of(&now).as_str(), now["Session"].as_str()), ("new=1", Some(old.as_str())), "value at once");
+    until(Duration::from_secs(5), "the new session to take the node over", async || {
+        raw_get(&addr, &key).is_some_and(|e| e["Session"].as_str().is_some_and(|s| s != old) && value_of(&e) == "new=1")
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+    assert!(raw_get(&addr, &key).is_none());
+}

@@ -20,9 +20,9 @@
 //!
 //! No Consul server can be installed where this crate is developed (Consul is not in
 //! Debian, and current releases are under the BUSL). The tests therefore run against
-//! [`testing::ConsulStandIn`], a small in-repo HTTP server implementing the subset of
-//! Consul's KV + session API both clients use (documented there), with Consul's
-//! semantics for it. The point of the exercise: **Go's own rpcx-consul (v0.1.1) is run
+//! `testing::ConsulStandIn` (feature `test-support`), a small in-repo HTTP server
+//! implementing the subset of Consul's KV + session API both clients use (documented
+//! there), with Consul's semantics for it. The point of the exercise: **Go's own rpcx-consul (v0.1.1) is run
 //! against the same stand-in** (`interop/tests/consul_go.rs`), in both directions, so
 //! both sides prove the same layout and requests. One test uses a real
 //! `consul agent -dev` when `consul` is on `PATH`; it is skipped otherwise (with a
