@@ -11,7 +11,7 @@ use base64::Engine as _;
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
 use rpcx_interop::go::go_binaries;
-use rpcx_registry::consul::testing::{ConsulStandIn, raw_http};
+use rpcx_registry::consul::testing::{ConsulStandIn, StandInOptions, raw_http};
 use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar, LOCK_FLAG_VALUE};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -303,4 +303,44 @@ fn go_discovery_started_first_sees_rust_servers_of_every_runtime_through_blockin
     smol::block_on(b.shutdown(Duration::from_secs(5)));
     c.shutdown(Duration::from_secs(5));
     assert_eq!(consul.unsupported_requests(), Vec::<String>::new(), "Go used only the stand-in's subset");
+}
+
+#[test]
+fn killed_go_server_goes_with_its_session_and_rust_xclients_stop_selecting_it() {
+    // Go renews its node's session only on its update tick (10 s here): the stand-in's
+    // test-only knob invalidates sessions 13 s after their last renewal (Consul's rule
+    // would be 2 x 10 s).
+    let consul =
+        ConsulStandIn::start_with(StandInOptions { session_expiry: Some(Duration::from_secs(13)) }).expect("stand-in");
+    let go = GoServer::start(&consul, "group=go");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let registrar = ConsulRegistrar::new(config(&consul)).expect("config");
+    let survivor =
+        rt.block_on(rpcx_tokio::Server::new(router("group=rust")).registrar(registrar).bind("tcp@127.0.0.1:0"));
+    let survivor = survivor.expect("tokio bind and register");
+    let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").wait().expect("discovery"));
+    let mut both = [go.key.clone(), survivor.address().to_owned()];
+    both.sort();
+    wait_keys(&discovery, &both.iter().map(String::as_str).collect::<Vec<_>>(), "both servers");
+    let node = format!("rpcx_test/Arith/{}", go.key);
+    let mut go = go;
+    go.child.kill().expect("kill -9 the Go server");
+    let _ = go.child.wait();
+    let t0 = Instant::now();
+    while raw_get(&consul, &node).is_some() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "Go's node outlived its session");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_keys(&discovery, &[survivor.address()], "discovery to drop the killed Go server");
+    rt.block_on(async {
+        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+        for i in 0..10 {
+            let r: Reply = xc.call("Mul", &Args { a: i, b: 2 }).await.expect("only the Rust server is selected");
+            assert_eq!(r.c, i * 2);
+        }
+    });
+    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 4, b: 4 }).expect("std XClient -> the survivor");
+    assert_eq!(r.c, 16);
+    rt.block_on(survivor.shutdown(Duration::from_secs(5)));
 }
