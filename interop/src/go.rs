@@ -268,6 +268,18 @@ impl GoServer {
         Self::start("ws", &args, None)
     }
 
+    /// Start Go's `Serve("wss", ..)` on `127.0.0.1:0`: rpcx over WebSocket in TLS, with
+    /// the certificate of [`crate::tls::test_tls`].
+    pub fn wss(auth: Option<&str>) -> GoServer {
+        let tls = crate::tls::test_tls();
+        let (cert, key) = (tls.cert_pem.display().to_string(), tls.key_pem.display().to_string());
+        let mut args = vec!["-network", "wss", "-addr", "127.0.0.1:0", "-cert", &cert, "-key", &key];
+        if let Some(t) = auth {
+            args.extend(["-auth", t]);
+        }
+        Self::start("wss", &args, None)
+    }
+
     /// Start on a fresh unix socket.
     pub fn unix(name: &str, auth: Option<&str>) -> GoServer {
         let path = crate::unique_socket_path(name);
