@@ -300,6 +300,37 @@ async fn etcd_losing_its_data_gets_the_registration_back() {
     server.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Go's CacheDiscovery: while etcd lists nothing (its node deleted, the server still up
+/// and refreshing only every minute) the cache file keeps XClients of every runtime
+/// calling, and a client started then begins from the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_file_serves_the_last_list_while_etcd_lists_nothing() {
+    use rpcx_registry::cache::CacheDiscovery;
+    let etcd = EtcdServer::start().expect("etcd");
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(EtcdRegistrar::new(config(&etcd).update_interval(Duration::from_secs(60))).expect("config"))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    let file = std::env::temp_dir().join(format!("rpcx-etcd-cache-{}", std::process::id())).join("discovery.json");
+    let etcd_list = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
+    let cached = Arc::new(CacheDiscovery::new(etcd_list.clone(), &file, 0));
+    assert_eq!(common::keys(&*cached), [key.clone()]);
+    let stored = std::fs::read_to_string(&file).expect("the cache file");
+    assert_eq!(stored, format!(r#"[{{"Key":"{key}","Value":"weight=3"}}]"#));
+    let mut raw = raw_client(&etcd).await;
+    raw.delete(node(&key), None).await.expect("delete the node");
+    until(Duration::from_secs(5), "etcd to list nothing", async || keys(&etcd_list).is_empty()).await;
+    assert!(cached.serving_cache());
+    assert_eq!(who_on_every_runtime(cached.clone(), 3).await, [vec![1], vec![1], vec![1]]);
+    let fresh = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
+    let started_empty = Arc::new(CacheDiscovery::new(fresh, &file, 0));
+    assert_eq!(who_on_every_runtime(started_empty, 3).await, [vec![1], vec![1], vec![1]]);
+    server.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_lease_is_regranted_at_once_and_a_deleted_node_recreated() {
     let etcd = EtcdServer::start().expect("etcd");
