@@ -316,7 +316,7 @@ async fn the_cache_file_serves_the_last_list_while_etcd_lists_nothing() {
     let file = std::env::temp_dir().join(format!("rpcx-etcd-cache-{}", std::process::id())).join("discovery.json");
     let etcd_list = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
     let cached = Arc::new(CacheDiscovery::new(etcd_list.clone(), &file, 0));
-    assert_eq!(common::keys(&*cached), [key.clone()]);
+    assert_eq!(common::keys(&*cached), std::slice::from_ref(&key));
     let stored = std::fs::read_to_string(&file).expect("the cache file");
     assert_eq!(stored, format!(r#"[{{"Key":"{key}","Value":"weight=3"}}]"#));
     let mut raw = raw_client(&etcd).await;
