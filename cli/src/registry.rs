@@ -85,6 +85,27 @@ impl Registry {
     }
 }
 
+/// One server of `service` from `registry`, for a single call: an active one (not
+/// `state=inactive`), chosen at random.
+pub(crate) async fn pick(registry: &Registry, service: &str) -> Result<String, Failure> {
+    let discovery =
+        registry.discovery(service).await.map_err(|e| Failure::failed(format!("discovery of {service}: {e}")))?;
+    let servers: Vec<String> = discovery
+        .snapshot()
+        .servers
+        .iter()
+        .filter(|s| !s.metadata().is_inactive())
+        .map(|s| s.key().to_string())
+        .collect();
+    if servers.is_empty() {
+        return Err(Failure::failed(format!("no active server of {service} in the registry")));
+    }
+    // Random enough to spread one-off calls: the std hasher's per-process random keys.
+    use std::hash::{BuildHasher, RandomState};
+    let i = RandomState::new().hash_one(std::time::SystemTime::now()) as usize % servers.len();
+    Ok(servers[i].clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

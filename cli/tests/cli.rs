@@ -387,6 +387,19 @@ fn gateway_through_registry(url: &str, arith_nodes: impl Fn() -> Vec<String>) {
     let o = rpcx(&["call", &gw.addr, "Arith.Mul", r#"{"A":5,"B":5}"#]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "{\n  \"C\": 25\n}\n");
+    // `rpcx call` straight to a server found in the registry.
+    let o = rpcx(&["call", url, "Arith.Mul", r#"{"A":4,"B":5}"#, "--base-path", "/gw", "-v"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 20\n}\n");
+    let picked = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        picked.contains(&format!("calling {} (from {url})", s1.addr))
+            || picked.contains(&format!("calling {} (from {url})", s2.addr)),
+        "{picked}"
+    );
+    let o = rpcx(&["call", url, "Nobody.Mul", "{}", "--base-path", "/gw"]);
+    assert_status(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no active server of Nobody"), "{o:?}");
 }
 
 #[test]
