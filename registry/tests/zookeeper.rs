@@ -486,3 +486,44 @@ async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
     assert_eq!(r.c, 9);
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_level_base_two_services_and_a_dropped_registration_left_to_its_session() {
+    use rpcx_core::govern::ServerKey;
+    use rpcx_core::registry::{Registrar, Registration, ServiceEntry};
+    let zk = ZkServer::start().expect("zookeeper");
+    // BasePath without the leading `/` and with two levels, normalised as libkv does.
+    let cfg = ZkConfig::new([zk.address()], "rpcx/multi/")
+        .session_timeout(Duration::from_secs(2))
+        .update_interval(Duration::from_millis(500))
+        .op_timeout(Duration::from_secs(2));
+    let registration = Registration::new(
+        ServerKey::new("tcp@10.9.0.1:8972"),
+        [
+            ServiceEntry { name: "Arith".into(), metadata: "weight=7".into() },
+            ServiceEntry { name: "Echo".into(), metadata: String::new() },
+        ],
+    );
+    let registered = ZkRegistrar::new(cfg.clone()).expect("config").register(registration).await.expect("register");
+    let raw = raw_client(&zk).await;
+    assert_eq!(raw_get(&raw, "/rpcx").await.as_deref(), Some(""), "a deeper ancestor is created empty");
+    assert_eq!(raw_get(&raw, "/rpcx/multi").await.as_deref(), Some("rpcx_path"));
+    assert_eq!(raw_get(&raw, "/rpcx/multi/Arith").await.as_deref(), Some("Arith"));
+    assert_eq!(raw_get(&raw, "/rpcx/multi/Echo").await.as_deref(), Some("Echo"));
+    assert_eq!(raw_get(&raw, "/rpcx/multi/Arith/tcp@10.9.0.1:8972").await.as_deref(), Some("weight=7"));
+    assert_eq!(raw_get(&raw, "/rpcx/multi/Echo/tcp@10.9.0.1:8972").await.as_deref(), Some(""));
+    let echo = ZkDiscovery::connect(cfg, "Echo").await.expect("discovery");
+    assert_eq!(keys(&echo), ["tcp@10.9.0.1:8972"]);
+
+    // Dropped without unregistering: the nodes stay until the session expires, as after
+    // a crash (2 s session timeout, on the server's 500 ms tick).
+    drop(registered);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(raw_get(&raw, "/rpcx/multi/Arith/tcp@10.9.0.1:8972").await.is_some(), "not deleted on drop");
+    let took = until(Duration::from_secs(15), "the session to expire", async || {
+        raw_get(&raw, "/rpcx/multi/Arith/tcp@10.9.0.1:8972").await.is_none()
+    })
+    .await;
+    assert!(took <= Duration::from_secs(6), "took {took:?}");
+    until(Duration::from_secs(5), "discovery to follow", async || keys(&echo).is_empty()).await;
+}
