@@ -43,10 +43,12 @@ pub mod cache;
 pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(any(feature = "etcd", feature = "redis"))]
+#[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper"))]
 mod exec;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 pub use rpcx_core::registry::{Completion, Registered, Registrar, RegistryError};
 
