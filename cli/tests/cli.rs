@@ -411,10 +411,20 @@ fn gateway_finds_upstreams_in_etcd() {
         let d = rpcx_registry::etcd::EtcdDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
         keys(&d)
     });
-    let o = rpcx(&["gateway", "--registry", "zk://127.0.0.1:1"]);
+    let o = rpcx(&["gateway", "--registry", "zoo://127.0.0.1:1"]);
     assert_status(&o, 2);
     let o = rpcx(&["gateway", "--registry", "etcd://x:1", "--upstream", "tcp@127.0.0.1:1"]);
     assert_status(&o, 2);
+}
+
+#[test]
+fn gateway_finds_upstreams_in_zookeeper() {
+    let zk = rpcx_registry::zookeeper::testing::ZkServer::start().expect("start ZooKeeper");
+    let config = rpcx_registry::zookeeper::ZkConfig::new([zk.address()], "/gw");
+    gateway_through_registry(&format!("zookeeper://{}", zk.address()), || {
+        let d = rpcx_registry::zookeeper::ZkDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
+        keys(&d)
+    });
 }
 
 #[test]
