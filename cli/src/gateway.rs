@@ -3,16 +3,25 @@
 //! with its service path, method, metadata, serialize type and payload as they came,
 //! to upstream rpcx servers through an XClient: its fail mode and selector choose and
 //! retry. rpcx clients (`tcp@`, `http@`, `ws@`) can use it as a proxy the same way.
+//!
+//! Upstreams are a static list (`--upstream`, one XClient for every service) or found
+//! in a registry (`--registry`, as Go's rpcx-gateway does): then each service path gets
+//! its own discovery and XClient on its first request, up to `--max-services` of them
+//! (a request naming one more is answered with an error, so callers cannot make the
+//! gateway watch an unbounded number of registry prefixes).
 
+use crate::registry::{Registry, RegistryArgs};
 use crate::{Failure, Outcome};
 use clap::{Args, ValueEnum};
 use rpcx_tokio::core::govern::{FailMode, Instance, MultiDiscovery, SelectMode};
 use rpcx_tokio::core::wire::Message;
 use rpcx_tokio::service::{Router, ServiceError};
 use rpcx_tokio::{Server, XClient, XClientOptions};
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::OnceCell;
 
 #[derive(Args, Debug)]
 pub(crate) struct GatewayArgs {
@@ -20,8 +29,13 @@ pub(crate) struct GatewayArgs {
     #[arg(long, default_value = "tcp@127.0.0.1:9981")]
     addr: String,
     /// An upstream rpcx server (repeat for several): tcp@host:port, unix@/path, ...
-    #[arg(long = "upstream", required = true)]
+    #[arg(long = "upstream", required_unless_present = "registry", conflicts_with = "registry")]
     upstreams: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// With --registry: how many service paths may be watched at once.
+    #[arg(long, default_value_t = 256, requires = "registry")]
+    max_services: usize,
     /// How a failed call is retried.
     #[arg(long, value_enum, default_value_t = Fail::Failover)]
     fail_mode: Fail,
@@ -49,12 +63,68 @@ enum Select {
     Latency,
 }
 
-/// The router of a gateway: nothing registered, everything forwarded through `xc`
+/// Where a gateway's requests go.
+pub(crate) enum Upstreams {
+    /// One XClient over a static list, for every service.
+    Static(Arc<XClient>),
+    /// An XClient per service path, over the registry's discovery of it.
+    Registry {
+        registry: Box<Registry>,
+        /// Options of every XClient made (a function: options may hold a selector,
+        /// which is not shared between XClients).
+        opts: Box<dyn Fn() -> XClientOptions + Send + Sync>,
+        max: usize,
+        clients: Mutex<HashMap<String, Arc<OnceCell<Arc<XClient>>>>>,
+    },
+}
+
+impl Upstreams {
+    /// The XClient for `service`, made (discovery listed once) on first use. A failed
+    /// discovery is not kept: the next request tries again.
+    async fn xclient(&self, service: &str) -> Result<Arc<XClient>, ServiceError> {
+        let (registry, opts, max, clients) = match self {
+            Upstreams::Static(xc) => return Ok(xc.clone()),
+            Upstreams::Registry { registry, opts, max, clients } => (registry, opts, *max, clients),
+        };
+        let cell = {
+            let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(service) {
+                Some(c) => c.clone(),
+                None if map.len() >= max => {
+                    return Err(ServiceError::new(format!(
+                        "rpcx gateway: service {service:?} not served: already watching {max} services (--max-services)"
+                    )));
+                }
+                None => map.entry(service.to_owned()).or_default().clone(),
+            }
+        };
+        let made = cell
+            .get_or_try_init(|| async {
+                let discovery = registry.discovery(service).await?;
+                Ok::<_, rpcx_registry::RegistryError>(Arc::new(XClient::new(service, discovery, opts())))
+            })
+            .await;
+        match made {
+            Ok(xc) => Ok(xc.clone()),
+            Err(e) => {
+                let mut map = clients.lock().unwrap_or_else(|p| p.into_inner());
+                if map.get(service).is_some_and(|c| Arc::ptr_eq(c, &cell) && !c.initialized()) {
+                    map.remove(service);
+                }
+                Err(ServiceError::new(format!("rpcx gateway: discovery of {service:?}: {e}")))
+            }
+        }
+    }
+}
+
+/// The router of a gateway: nothing registered, everything forwarded to `upstreams`
 /// (response metadata and errors come back as the upstream sent them).
-pub(crate) fn forwarding_router(xc: Arc<XClient>) -> Router {
+pub(crate) fn forwarding_router(upstreams: Arc<Upstreams>) -> Router {
     Router::new().fallback(move |ctx, payload| {
-        let xc = xc.clone();
+        let upstreams = upstreams.clone();
         async move {
+            let service = String::from_utf8_lossy(ctx.service_path_bytes()).into_owned();
+            let xc = upstreams.xclient(&service).await?;
             let mut msg = Message::request(
                 ctx.serialize_type(),
                 0,
@@ -83,7 +153,7 @@ pub(crate) async fn run(a: GatewayArgs) -> Outcome {
     for u in &a.upstreams {
         crate::net::check_addr(u)?;
     }
-    let discovery = Arc::new(MultiDiscovery::new(a.upstreams.iter().map(|u| Instance::new(u.as_str(), ""))));
+    let registry = a.registry.parse()?;
     let fail_mode = match a.fail_mode {
         Fail::Failover => FailMode::Failover,
         Fail::Failfast => FailMode::Failfast,
@@ -96,10 +166,33 @@ pub(crate) async fn run(a: GatewayArgs) -> Outcome {
         Select::Weighted => SelectMode::WeightedRoundRobin,
         Select::Latency => SelectMode::WeightedLatency,
     };
-    let mut opts = XClientOptions { fail_mode, ..Default::default() }.select_mode(select);
-    opts.client.call_timeout = Some(a.timeout);
-    let xc = Arc::new(XClient::new("", discovery, opts));
-    let server = Server::new(forwarding_router(xc))
+    let timeout = a.timeout;
+    let opts = move || {
+        let mut opts = XClientOptions { fail_mode, ..Default::default() }.select_mode(select);
+        opts.client.call_timeout = Some(timeout);
+        opts
+    };
+    let (upstreams, source) = match registry {
+        Some(registry) => {
+            let source =
+                format!("services in {} under {}", a.registry.registry.as_deref().unwrap_or(""), a.registry.base_path);
+            let clients = Mutex::new(HashMap::new());
+            (
+                Upstreams::Registry {
+                    registry: Box::new(registry),
+                    opts: Box::new(opts),
+                    max: a.max_services.max(1),
+                    clients,
+                },
+                source,
+            )
+        }
+        None => {
+            let discovery = Arc::new(MultiDiscovery::new(a.upstreams.iter().map(|u| Instance::new(u.as_str(), ""))));
+            (Upstreams::Static(Arc::new(XClient::new("", discovery, opts()))), a.upstreams.join(", "))
+        }
+    };
+    let server = Server::new(forwarding_router(Arc::new(upstreams)))
         .bind(&a.addr)
         .await
         .map_err(|e| Failure::failed(format!("listen on {}: {e}", a.addr)))?;
@@ -108,7 +201,7 @@ pub(crate) async fn run(a: GatewayArgs) -> Outcome {
         let _ = writeln!(out, "listening on {}", server.address());
         let _ = out.flush();
     }
-    eprintln!("forwarding to {} ({:?}, {:?}); ctrl-c stops", a.upstreams.join(", "), a.fail_mode, a.select);
+    eprintln!("forwarding to {source} ({:?}, {:?}); ctrl-c stops", a.fail_mode, a.select);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::failed(format!("signal: {e}")))?;
     tokio::select! {

@@ -15,6 +15,7 @@ mod gateway;
 mod net;
 mod pcap;
 mod proto;
+mod registry;
 mod serve;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};

@@ -21,6 +21,11 @@ pub(crate) struct ServeArgs {
     /// Serve TLS with a fresh self-signed certificate for `localhost` (clients: --tls --insecure).
     #[arg(long)]
     tls: bool,
+    #[command(flatten)]
+    registry: crate::registry::RegistryArgs,
+    /// With --registry: the host published there (needed when listening on 0.0.0.0 or [::]).
+    #[arg(long, value_name = "HOST", requires = "registry")]
+    advertise: Option<String>,
 }
 
 /// The examples' router: `Arith.Mul`/`Arith.Add`, `Notify.Subscribe`, `Echo.Meta` and
@@ -36,6 +41,12 @@ pub(crate) async fn run(a: ServeArgs) -> Outcome {
         let (config, _) = rpcx_examples_common::self_signed_localhost_tls();
         server = server.tls(config);
     }
+    if let Some(registry) = a.registry.parse()? {
+        server = server.registrar(registry.registrar()?);
+        if let Some(host) = &a.advertise {
+            server = server.advertise_address(host.clone());
+        }
+    }
     let server = server.bind(&a.addr).await.map_err(|e| Failure::failed(format!("listen on {}: {e}", a.addr)))?;
     {
         let mut out = std::io::stdout().lock();
@@ -43,6 +54,9 @@ pub(crate) async fn run(a: ServeArgs) -> Outcome {
         let _ = out.flush();
     }
     eprintln!("services: Arith.Mul, Arith.Add, Echo.Meta, Echo.Raw, Notify.Subscribe; ctrl-c stops");
+    if let Some(url) = &a.registry.registry {
+        eprintln!("registered in {url} under {}", a.registry.base_path);
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Failure::failed(format!("signal: {e}")))?;
     tokio::select! {

@@ -349,6 +349,94 @@ fn gateway_forwards_http_jsonrpc_and_rpcx_to_upstreams() {
     assert_status(&o, 2);
 }
 
+fn keys(d: &dyn rpcx_tokio::core::govern::Discovery) -> Vec<String> {
+    d.snapshot().servers.iter().map(|i| i.key().to_string()).collect()
+}
+
+/// `rpcx serve --registry` publishes in a real registry and `rpcx gateway --registry`
+/// finds the servers there: an XClient per service path, at most `--max-services`.
+/// `arith_nodes` lists the keys the registry holds for `Arith`.
+fn gateway_through_registry(url: &str, arith_nodes: impl Fn() -> Vec<String>) {
+    let reg = ["--registry", url, "--base-path", "/gw"];
+    let s1 = serve(&reg);
+    let s2 = serve(&reg);
+    let mut nodes = arith_nodes();
+    nodes.sort();
+    let mut want = vec![s1.addr.clone(), s2.addr.clone()];
+    want.sort();
+    assert_eq!(nodes, want, "both servers registered");
+    let gw = Background::start(&[&["gateway", "--addr", "tcp@127.0.0.1:0", "--max-services", "2"][..], &reg].concat());
+    let mul = [("X-RPCX-ServicePath", "Arith"), ("X-RPCX-ServiceMethod", "Mul"), ("X-RPCX-SerializeType", "1")];
+    for _ in 0..4 {
+        let r = http_post(&gw.addr, &mul, r#"{"A":6,"B":7}"#);
+        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with(r#"{"C":42}"#), "{r}");
+    }
+    let r = http_post(
+        &gw.addr,
+        &[("X-RPCX-ServicePath", "Echo"), ("X-RPCX-ServiceMethod", "Meta"), ("X-RPCX-SerializeType", "1")],
+        r#"{"A":1,"B":2}"#,
+    );
+    assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "second service: {r}");
+    // A third service path is one over --max-services: refused, the others still served.
+    let r = http_post(
+        &gw.addr,
+        &[("X-RPCX-ServicePath", "Notify"), ("X-RPCX-ServiceMethod", "Subscribe"), ("X-RPCX-SerializeType", "1")],
+        "{}",
+    );
+    assert!(r.starts_with("HTTP/1.1 500") && r.contains("--max-services"), "{r}");
+    let o = rpcx(&["call", &gw.addr, "Arith.Mul", r#"{"A":5,"B":5}"#]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 25\n}\n");
+    // `rpcx call` straight to a server found in the registry.
+    let o = rpcx(&["call", url, "Arith.Mul", r#"{"A":4,"B":5}"#, "--base-path", "/gw", "-v"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 20\n}\n");
+    let picked = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        picked.contains(&format!("calling {} (from {url})", s1.addr))
+            || picked.contains(&format!("calling {} (from {url})", s2.addr)),
+        "{picked}"
+    );
+    let o = rpcx(&["call", url, "Nobody.Mul", "{}", "--base-path", "/gw"]);
+    assert_status(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no active server of Nobody"), "{o:?}");
+}
+
+#[test]
+fn gateway_finds_upstreams_in_etcd() {
+    let etcd = rpcx_registry::etcd::testing::EtcdServer::start().expect("start etcd");
+    let hp = etcd.endpoint().trim_start_matches("http://").to_owned();
+    let config = rpcx_registry::etcd::EtcdConfig::new([etcd.endpoint()], "/gw");
+    gateway_through_registry(&format!("etcd://{hp}"), || {
+        let d = rpcx_registry::etcd::EtcdDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
+        keys(&d)
+    });
+    let o = rpcx(&["gateway", "--registry", "zoo://127.0.0.1:1"]);
+    assert_status(&o, 2);
+    let o = rpcx(&["gateway", "--registry", "etcd://x:1", "--upstream", "tcp@127.0.0.1:1"]);
+    assert_status(&o, 2);
+}
+
+#[test]
+fn gateway_finds_upstreams_in_zookeeper() {
+    let zk = rpcx_registry::zookeeper::testing::ZkServer::start().expect("start ZooKeeper");
+    let config = rpcx_registry::zookeeper::ZkConfig::new([zk.address()], "/gw");
+    gateway_through_registry(&format!("zookeeper://{}", zk.address()), || {
+        let d = rpcx_registry::zookeeper::ZkDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
+        keys(&d)
+    });
+}
+
+#[test]
+fn gateway_finds_upstreams_in_redis() {
+    let redis = rpcx_registry::redis::testing::RedisServer::start().expect("start redis-server");
+    let config = rpcx_registry::redis::RedisConfig::new(&redis.url(), "/gw");
+    gateway_through_registry(&redis.url(), || {
+        let d = rpcx_registry::redis::RedisDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
+        keys(&d)
+    });
+}
+
 #[test]
 fn tls_call_with_insecure() {
     let s = serve(&["--tls"]);

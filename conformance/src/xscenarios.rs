@@ -423,3 +423,46 @@ pub fn bidirectional_xclient_tags_pushes_and_lost_connections(s: &dyn ServerRt, 
         s.close();
     }
 }
+
+/// An XClient over `http@` (CONNECT tunnel) and `ws@` (WebSocket) servers: calls reach
+/// both through their transports, a dead `http@` server is failed over, and pushes
+/// come back through the tunnel and the WebSocket frames tagged with their server.
+pub fn xclient_over_http_connect_and_websocket(s: &dyn ServerRt, x: &dyn XClientRt) {
+    let gate = Arc::new(Gate::default());
+    let servers: Vec<Box<dyn ServerCtl>> = (1..=2).map(|id| serve(s, id, &gate)).collect();
+    let tunnelled = |i: usize, network: &str| servers[i].address().replacen("tcp@", &format!("{network}@"), 1);
+    let addrs = vec![tunnelled(0, "http"), tunnelled(1, "ws")];
+    let dead = dead_addr().replacen("tcp@", "http@", 1);
+    let xc = x.xclient(
+        &[dead.clone(), addrs[0].clone(), addrs[1].clone()],
+        XOpts { fail_mode: FailMode::Failover, ..Default::default() },
+    );
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        answered.insert(who(xc.call(XReq::args("Who", &args()))));
+    }
+    assert_eq!(answered, [1, 2].into(), "both servers answered through their transports");
+    let mut connected = xc.connected();
+    connected.sort();
+    assert_eq!(connected, addrs, "connections cached under their http@/ws@ keys");
+    xc.close();
+
+    let (xc, next) = x.bidirectional(&addrs, XOpts::default());
+    let mut pushed_by = std::collections::BTreeSet::new();
+    for _ in 0..2 {
+        who(xc.call(XReq::args("Push", &Args { a: 1, b: 0 })));
+    }
+    while pushed_by.len() < 2 {
+        match next(Duration::from_secs(5)).expect("a push through a tunnel") {
+            rpcx_core::govern::XPush::Message { server, .. } => {
+                pushed_by.insert(server.as_str().to_owned());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(pushed_by.into_iter().collect::<Vec<_>>(), addrs);
+    xc.close();
+    for s in servers {
+        s.close();
+    }
+}

@@ -24,6 +24,7 @@ macro_rules! pair {
             scenario!(geo_selector_picks_the_nearest_server);
             scenario!(send_raw_goes_through_the_fail_mode);
             scenario!(bidirectional_xclient_tags_pushes_and_lost_connections);
+            scenario!(xclient_over_http_connect_and_websocket);
         }
     };
 }

@@ -315,6 +315,13 @@ pub trait Registrar: Send + Sync + fmt::Debug {
     fn register(&self, registration: Registration) -> Completion<Box<dyn Registered>>;
 }
 
+/// A boxed registrar is one (a backend chosen at run time, as from a URL).
+impl<R: Registrar + ?Sized> Registrar for Box<R> {
+    fn register(&self, registration: Registration) -> Completion<Box<dyn Registered>> {
+        (**self).register(registration)
+    }
+}
+
 /// A live registration. Dropping it stops the refreshes without deleting anything: the
 /// nodes expire with their lease or TTL, as when the process dies.
 pub trait Registered: Send + Sync + fmt::Debug {

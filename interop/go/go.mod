@@ -6,6 +6,7 @@ require (
 	github.com/rpcxio/rpcx-consul v0.1.1
 	github.com/rpcxio/rpcx-etcd v0.5.0
 	github.com/rpcxio/rpcx-redis v0.0.0-20250107024620-f10ac7d956cb
+	github.com/rpcxio/rpcx-zookeeper v0.0.0-20220730061732-d20531677676
 	google.golang.org/protobuf v1.36.12
 )
 
@@ -33,6 +34,7 @@ require (
 	github.com/rcrowley/go-metrics v0.0.0-20201227073835-cf1acfcdf475 // indirect
 	github.com/redis/go-redis/v9 v9.7.3 // indirect
 	github.com/rpcxio/libkv v0.5.1 // indirect
+	github.com/samuel/go-zookeeper v0.0.0-20201211165307-7117e9ea2414 // indirect
 	go.etcd.io/etcd/api/v3 v3.6.7 // indirect
 	go.etcd.io/etcd/client/pkg/v3 v3.6.7 // indirect
 	go.etcd.io/etcd/client/v2 v2.305.26 // indirect

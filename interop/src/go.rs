@@ -37,6 +37,9 @@ pub struct GoBinaries {
     /// `cmd/consul`: a server registering through rpcx-consul's plugin, and a client
     /// discovering through its Consul discovery.
     pub consul: PathBuf,
+    /// `cmd/zookeeper`: a server registering through Go's rpcx-zookeeper plugin, and a
+    /// client discovering through its ZooKeeper discovery.
+    pub zookeeper: PathBuf,
 }
 
 /// `interop/go`, the Go module.
@@ -82,6 +85,7 @@ fn build() -> Result<GoBinaries, String> {
         .arg("./cmd/etcd")
         .arg("./cmd/redis")
         .arg("./cmd/consul")
+        .arg("./cmd/zookeeper")
         .current_dir(go_module_dir());
     // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
     if std::env::var_os("GONOSUMDB").is_none() {
@@ -103,7 +107,7 @@ fn build() -> Result<GoBinaries, String> {
     if run.timed_out || !run.status.is_some_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
-            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis ./cmd/consul` in {} failed ({}):\n{}{}",
+            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis ./cmd/consul ./cmd/zookeeper` in {} failed ({}):\n{}{}",
             go_module_dir().display(),
             run.describe_status(),
             run.stdout,
@@ -116,6 +120,7 @@ fn build() -> Result<GoBinaries, String> {
         etcd: dir.join("etcd"),
         redis: dir.join("redis"),
         consul: dir.join("consul"),
+        zookeeper: dir.join("zookeeper"),
     };
     for (name, dst) in [
         ("server", &bins.server),
@@ -123,6 +128,7 @@ fn build() -> Result<GoBinaries, String> {
         ("etcd", &bins.etcd),
         ("redis", &bins.redis),
         ("consul", &bins.consul),
+        ("zookeeper", &bins.zookeeper),
     ] {
         std::fs::rename(tmp.join(name), dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
     }
@@ -275,6 +281,18 @@ impl GoServer {
             args.extend(["-auth", t]);
         }
         Self::start("ws", &args, None)
+    }
+
+    /// Start Go's `Serve("wss", ..)` on `127.0.0.1:0`: rpcx over WebSocket in TLS, with
+    /// the certificate of [`crate::tls::test_tls`].
+    pub fn wss(auth: Option<&str>) -> GoServer {
+        let tls = crate::tls::test_tls();
+        let (cert, key) = (tls.cert_pem.display().to_string(), tls.key_pem.display().to_string());
+        let mut args = vec!["-network", "wss", "-addr", "127.0.0.1:0", "-cert", &cert, "-key", &key];
+        if let Some(t) = auth {
+            args.extend(["-auth", t]);
+        }
+        Self::start("wss", &args, None)
     }
 
     /// Start on a fresh unix socket.

@@ -21,6 +21,7 @@ pub mod diff;
 pub mod go;
 pub mod services;
 pub mod smol_exec;
+pub mod tls;
 
 pub use client::{CallErr, Client, ConnectOptions, Request, RpcClient};
 pub use go::{ClientRun, GoBinaries, GoServer, go_binaries, go_client};
@@ -90,7 +91,9 @@ enum Handle {
 }
 
 impl Handle {
+    /// Bind `addr` with `rt`; a `wss@` address gets the process's test certificate.
     fn bind(rt: Runtime, addr: &str, router: Router) -> Self {
+        let tls = addr.starts_with("wss@").then(|| tls::test_tls().server.clone());
         match rt {
             Runtime::Tokio => {
                 let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -98,7 +101,12 @@ impl Handle {
                     .enable_all()
                     .build()
                     .expect("build tokio runtime");
-                let bind = rpcx_tokio::Server::new(router).bind(addr);
+                let server = rpcx_tokio::Server::new(router);
+                let bind = match tls {
+                    Some(t) => server.tls(t),
+                    None => server,
+                }
+                .bind(addr);
                 let handle = tokio
                     .block_on(async { tokio::time::timeout(Duration::from_secs(10), bind).await })
                     .unwrap_or_else(|_| panic!("binding {addr} timed out"))
@@ -106,11 +114,21 @@ impl Handle {
                 Handle::Tokio(tokio, handle)
             }
             Runtime::Std => {
-                Handle::Std(rpcx_std::Server::new(router).bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
+                let server = rpcx_std::Server::new(router);
+                let server = match tls {
+                    Some(t) => server.tls(t),
+                    None => server,
+                };
+                Handle::Std(server.bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}")))
             }
             Runtime::Smol => {
                 let ex = SmolExecutor::new("interop-smol-server", 4);
-                let bind = rpcx_smol::Server::new(router).runtime(ex.spawner()).bind(addr);
+                let server = rpcx_smol::Server::new(router).runtime(ex.spawner());
+                let bind = match tls {
+                    Some(t) => server.tls(t),
+                    None => server,
+                }
+                .bind(addr);
                 let handle = smol::block_on(smol_exec::timeout(Duration::from_secs(10), bind))
                     .unwrap_or_else(|| panic!("binding {addr} timed out"))
                     .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
@@ -180,6 +198,13 @@ impl RustServer {
         Self::bind(rt, "tcp@127.0.0.1:0", router, Some(counter), None)
     }
 
+    /// Serve on `wss@127.0.0.1:0` (WebSocket in TLS, the certificate of
+    /// [`tls::test_tls`]) with `rt`.
+    pub fn wss_on(rt: Runtime, auth: Option<&str>) -> Self {
+        let (router, counter) = router_with_counter(auth.map(str::to_owned));
+        Self::bind(rt, "wss@127.0.0.1:0", router, Some(counter), None)
+    }
+
     /// Serve on a fresh unix socket with `rt`.
     pub fn unix_on(rt: Runtime, name: &str, auth: Option<&str>) -> Self {
         let path = unique_socket_path(name);
@@ -203,6 +228,7 @@ impl RustServer {
         let handle = Handle::bind(runtime, addr, router);
         let (network, addr) = match (&socket, handle.local_addr()) {
             (Some(p), _) => ("unix", p.display().to_string()),
+            (None, Some(a)) if addr.starts_with("wss@") => ("wss", a.to_string()),
             (None, Some(a)) => ("tcp", a.to_string()),
             (None, None) => panic!("tcp server without a local address"),
         };
@@ -219,7 +245,7 @@ impl RustServer {
         &self.addr
     }
 
-    /// `tcp` or `unix`, for the Go driver's `-network`.
+    /// `tcp`, `wss` or `unix`, for the Go driver's `-network`.
     pub fn network(&self) -> &'static str {
         self.network
     }
@@ -253,6 +279,11 @@ impl RustServer {
     /// `-network`), with `extra` flags.
     pub fn go_client(&self, scenario: &str, extra: &[&str]) -> ClientRun {
         let mut args = vec!["-addr", self.addr.as_str(), "-network", self.network];
+        let ca;
+        if self.network == "wss" {
+            ca = tls::test_tls().cert_pem.display().to_string();
+            args.extend(["-ca", ca.as_str()]);
+        }
         args.extend_from_slice(extra);
         go_client(scenario, &args)
     }

@@ -12,52 +12,66 @@ mod common;
 use common::{TOKEN, checks};
 use rpcx_interop::{GoServer, Runtime};
 
-/// Every client check for the client runtime `$rt`, in module `$module`.
+/// Every client check, for the client runtime `$rt` against the Go server `$server`
+/// started with `$auth` (`None`, or `Some(TOKEN)` for the auth checks).
+macro_rules! every_check {
+    ($rt:expr, $server:ident) => {
+        checks!(client $rt, GoServer::$server(None);
+            json,
+            msgpack,
+            protobuf,
+            raw,
+            gzip_small,
+            gzip_large,
+            metadata,
+            error,
+            error_reply_payload,
+            unknown_service,
+            unknown_method,
+            oneway,
+            heartbeat,
+            deadline,
+            push,
+            push_before_reply,
+            big,
+            concurrent,
+            slow_deadline,
+            deadline_negative,
+            unknown_codec_text,
+        );
+
+        checks!(client $rt, GoServer::$server(Some(TOKEN)); auth_ok, auth_fail);
+    };
+}
+
+/// Every client check for the client runtime `$rt`, in module `$module`: over TCP at
+/// its top, and the same list through Go's `Serve("http", ..)` (rpcx in an HTTP CONNECT
+/// tunnel, `$module::http_connect`) and `Serve("ws", ..)` (rpcx over WebSocket, Go's
+/// x/net server, `$module::websocket`) and `Serve("wss", ..)` (the same in TLS,
+/// `$module::websocket_tls`).
 macro_rules! client_suite {
     ($module:ident, $rt:expr) => {
         mod $module {
             use super::*;
 
-            checks!(client $rt, GoServer::tcp(None);
-                json,
-                msgpack,
-                protobuf,
-                raw,
-                gzip_small,
-                gzip_large,
-                metadata,
-                error,
-                error_reply_payload,
-                unknown_service,
-                unknown_method,
-                oneway,
-                heartbeat,
-                deadline,
-                push,
-                push_before_reply,
-                big,
-                concurrent,
-                slow_deadline,
-                deadline_negative,
-                unknown_codec_text,
-            );
+            every_check!($rt, tcp);
 
-            checks!(client $rt, GoServer::tcp(Some(TOKEN)); auth_ok, auth_fail);
-
-            /// Through Go's `Serve("http", ..)`: rpcx in an HTTP CONNECT tunnel.
             mod http_connect {
                 use super::super::*;
 
-                checks!(client $rt, GoServer::http(None); msgpack, json, gzip_large, push, heartbeat, big, concurrent);
-                checks!(client $rt, GoServer::http(Some(TOKEN)); auth_ok, auth_fail);
+                every_check!($rt, http);
             }
 
-            /// Through Go's `Serve("ws", ..)`: rpcx over WebSocket (Go's x/net server).
             mod websocket {
                 use super::super::*;
 
-                checks!(client $rt, GoServer::ws(None); msgpack, json, gzip_large, push, heartbeat, big, concurrent);
-                checks!(client $rt, GoServer::ws(Some(TOKEN)); auth_ok, auth_fail);
+                every_check!($rt, ws);
+            }
+
+            mod websocket_tls {
+                use super::super::*;
+
+                every_check!($rt, wss);
             }
 
             mod unix {

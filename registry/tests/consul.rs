@@ -5,7 +5,10 @@
 //! `consul agent -dev` when `consul` is on PATH and is skipped (with a message)
 //! otherwise. Every wait is bounded.
 
+mod common;
+
 use base64::Engine as _;
+use common::{router, until, who_on_every_runtime};
 use rpcx_core::govern::Discovery;
 use rpcx_core::registry::RegistryError;
 use rpcx_core::service::{Context, Router, Service};
@@ -18,15 +21,6 @@ use std::time::{Duration, Instant};
 
 const BASE: &str = "/rpcx_test";
 const CHILD_ENV: &str = "RPCX_REGISTRY_TEST_CHILD_CONSUL";
-
-fn router(id: i64, metadata: &str) -> Router {
-    Router::new().service(
-        Service::new("Arith")
-            .metadata(metadata)
-            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
-            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { c: id }) }),
-    )
-}
 
 /// Session TTL 10 s (Consul's minimum), renewed and checked every 200 ms; discovery
 /// blocks 2 s per query.
@@ -79,54 +73,8 @@ fn value_of(entry: &serde_json::Value) -> String {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("utf8")
 }
 
-async fn until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond().await {
-            return t0.elapsed();
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn keys(d: &ConsulDiscovery) -> Vec<String> {
     d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
-}
-
-/// Which servers (by `Arith.Who` id) answered `n` calls from each runtime's XClient
-/// over `discovery`: tokio, smol, std (the blocking ones off the tokio workers).
-async fn who_on_every_runtime(discovery: &Arc<ConsulDiscovery>, n: usize) -> [Vec<i64>; 3] {
-    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-    let mut on_tokio = std::collections::BTreeSet::new();
-    for _ in 0..n {
-        let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("tokio XClient call");
-        on_tokio.insert(r.c);
-    }
-    let d = discovery.clone();
-    let on_smol = tokio::task::spawn_blocking(move || {
-        smol::block_on(async {
-            let xc = rpcx_smol::XClient::new("Arith", d, Default::default());
-            let mut ids = std::collections::BTreeSet::new();
-            for _ in 0..n {
-                let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("smol XClient call");
-                ids.insert(r.c);
-            }
-            ids
-        })
-    });
-    let d = discovery.clone();
-    let on_std = tokio::task::spawn_blocking(move || {
-        let xc = rpcx_std::XClient::new("Arith", d, Default::default());
-        let mut ids = std::collections::BTreeSet::new();
-        for _ in 0..n {
-            let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).expect("std XClient call");
-            ids.insert(r.c);
-        }
-        ids
-    });
-    let (on_smol, on_std) = (on_smol.await.expect("smol"), on_std.await.expect("std"));
-    [on_tokio, on_smol, on_std].map(|s| s.into_iter().collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,7 +115,7 @@ async fn tokio_server_registers_in_go_layout_and_xclients_on_every_runtime_call_
     let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
     let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("call through Consul");
     assert_eq!(r.c, 42);
-    assert_eq!(who_on_every_runtime(&discovery, 5).await, [vec![1], vec![1], vec![1]]);
+    assert_eq!(who_on_every_runtime(discovery.clone(), 5).await, [vec![1], vec![1], vec![1]]);
     server.shutdown(Duration::from_secs(5)).await;
     assert!(raw_get(&addr, &node(&key)).is_none(), "shutdown deletes the node");
     assert!(consul.sessions().is_empty(), "and destroys the session");
@@ -291,7 +239,7 @@ async fn killed_server_node_goes_with_its_session_and_xclients_stop_selecting_it
     .await;
     assert!(took <= Duration::from_secs(3), "gone after {took:?}");
     assert!(raw_get(&consul.address(), &node(&killed)).is_none());
-    assert_eq!(who_on_every_runtime(&discovery, 10).await, [vec![2], vec![2], vec![2]], "only the survivor");
+    assert_eq!(who_on_every_runtime(discovery.clone(), 10).await, [vec![2], vec![2], vec![2]], "only the survivor");
     survivor.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -379,7 +327,7 @@ async fn inactive_flip_stops_selection_and_survives_refreshes() {
     let b =
         rpcx_tokio::Server::new(router(2, "")).registrar(registrar(&consul)).bind("tcp@127.0.0.1:0").await.expect("b");
     let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
-    assert_eq!(who_on_every_runtime(&discovery, 20).await, [vec![1, 2], vec![1, 2], vec![1, 2]]);
+    assert_eq!(who_on_every_runtime(discovery.clone(), 20).await, [vec![1, 2], vec![1, 2], vec![1, 2]]);
     let a_node = node(a.advertised().expect("advertised").as_str());
     let addr = consul.address();
     // An operator's plain PUT keeps the node's session, as in Consul.
@@ -389,13 +337,17 @@ async fn inactive_flip_stops_selection_and_survives_refreshes() {
         discovery.snapshot().servers.iter().any(|s| s.metadata().is_inactive())
     })
     .await;
-    assert_eq!(who_on_every_runtime(&discovery, 20).await, [vec![2], vec![2], vec![2]], "inactive is not selected");
+    assert_eq!(
+        who_on_every_runtime(discovery.clone(), 20).await,
+        [vec![2], vec![2], vec![2]],
+        "inactive is not selected"
+    );
     // Many refresh ticks later the flip is still there.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let now = raw_get(&addr, &a_node).expect("still there");
     assert_eq!(value_of(&now), "state=inactive", "refresh keeps the value");
     assert!(now["Session"].is_string(), "still held by the session");
-    assert_eq!(who_on_every_runtime(&discovery, 20).await, [vec![2], vec![2], vec![2]]);
+    assert_eq!(who_on_every_runtime(discovery.clone(), 20).await, [vec![2], vec![2], vec![2]]);
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }
@@ -481,7 +433,7 @@ async fn real_consul_agent_when_on_path() {
     assert!(entry["Session"].is_string());
     let discovery = Arc::new(ConsulDiscovery::connect(cfg, "Arith").await.expect("discovery"));
     assert_eq!(keys(&discovery), std::slice::from_ref(&key));
-    assert_eq!(who_on_every_runtime(&discovery, 5).await, [vec![1], vec![1], vec![1]]);
+    assert_eq!(who_on_every_runtime(discovery.clone(), 5).await, [vec![1], vec![1], vec![1]]);
     server.shutdown(Duration::from_secs(5)).await;
     assert!(raw_get(&addr, &node(&key)).is_none());
     until(Duration::from_secs(10), "discovery to drop it", async || keys(&discovery).is_empty()).await;

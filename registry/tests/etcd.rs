@@ -4,6 +4,9 @@
 //! restarted or wiped etcd, a revoked lease, a vanished node, an `inactive` flip).
 //! Every wait is bounded.
 
+mod common;
+
+use common::{router, until, who_on_every_runtime};
 use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use rpcx_core::govern::Discovery;
 use rpcx_core::registry::{AdvertiseError, RegistryError};
@@ -17,16 +20,6 @@ use std::time::{Duration, Instant};
 
 const BASE: &str = "/rpcx_test";
 const CHILD_ENV: &str = "RPCX_REGISTRY_TEST_CHILD_ETCD";
-
-/// `Arith.Mul` multiplies; `Arith.Who` answers with the server's `id`.
-fn router(id: i64, metadata: &str) -> Router {
-    Router::new().service(
-        Service::new("Arith")
-            .metadata(metadata)
-            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
-            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { c: id }) }),
-    )
-}
 
 /// Short lease and update interval so the fault tests run in seconds.
 fn config(etcd: &EtcdServer) -> EtcdConfig {
@@ -50,56 +43,8 @@ async fn raw_get(c: &mut Client, key: &str) -> Option<String> {
     r.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
 }
 
-/// Wait up to `limit` for `cond`, polling every 20 ms; returns how long it took.
-async fn until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond().await {
-            return t0.elapsed();
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn keys(d: &EtcdDiscovery) -> Vec<String> {
     d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
-}
-
-/// Which servers (by `Arith.Who` id) answered `n` calls from each runtime's XClient
-/// over `discovery`: tokio, smol, std (the blocking ones off the tokio workers).
-async fn who_on_every_runtime(discovery: &Arc<EtcdDiscovery>, n: usize) -> [Vec<i64>; 3] {
-    let args = Args { a: 0, b: 0 };
-    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-    let mut on_tokio = std::collections::BTreeSet::new();
-    for _ in 0..n {
-        let r: Reply = xc.call("Who", &args).await.expect("tokio XClient call");
-        on_tokio.insert(r.c);
-    }
-    let d = discovery.clone();
-    let on_smol = tokio::task::spawn_blocking(move || {
-        smol::block_on(async {
-            let xc = rpcx_smol::XClient::new("Arith", d, Default::default());
-            let mut ids = std::collections::BTreeSet::new();
-            for _ in 0..n {
-                let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("smol XClient call");
-                ids.insert(r.c);
-            }
-            ids
-        })
-    });
-    let d = discovery.clone();
-    let on_std = tokio::task::spawn_blocking(move || {
-        let xc = rpcx_std::XClient::new("Arith", d, Default::default());
-        let mut ids = std::collections::BTreeSet::new();
-        for _ in 0..n {
-            let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).expect("std XClient call");
-            ids.insert(r.c);
-        }
-        ids
-    });
-    let (on_smol, on_std) = (on_smol.await.expect("smol"), on_std.await.expect("std"));
-    [on_tokio, on_smol, on_std].map(|s| s.into_iter().collect())
 }
 
 fn node(key: &str) -> String {
@@ -276,7 +221,7 @@ async fn killed_server_node_expires_within_ttl_and_xclient_stops_selecting_it() 
     // The lease TTL is 3 s; etcd checks expiry every 500 ms (plus slack for a loaded machine).
     assert!(took <= Duration::from_secs(6), "node expired after {took:?}, TTL is 3 s");
     let only_survivor = vec![2];
-    assert_eq!(who_on_every_runtime(&discovery, 10).await, [(); 3].map(|_| only_survivor.clone()));
+    assert_eq!(who_on_every_runtime(discovery.clone(), 10).await, [(); 3].map(|_| only_survivor.clone()));
     survivor.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -304,7 +249,7 @@ async fn etcd_restart_keeps_calls_on_the_last_list_and_the_registration() {
         calls(10).await;
     }
     // A new XClient on every runtime gets the last list too.
-    assert_eq!(who_on_every_runtime(&discovery, 5).await, [(); 3].map(|_| vec![1]));
+    assert_eq!(who_on_every_runtime(discovery.clone(), 5).await, [(); 3].map(|_| vec![1]));
     assert_eq!(keys(&discovery), std::slice::from_ref(&key), "the last known list is served while etcd is down");
     let lists = discovery.lists();
     etcd = tokio::task::spawn_blocking(move || {
@@ -353,6 +298,37 @@ async fn etcd_losing_its_data_gets_the_registration_back() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     until(Duration::from_secs(10), "discovery to see it again", async || keys(&discovery) == [key.clone()]).await;
     server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Go's CacheDiscovery: while etcd lists nothing (its node deleted, the server still up
+/// and refreshing only every minute) the cache file keeps XClients of every runtime
+/// calling, and a client started then begins from the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_file_serves_the_last_list_while_etcd_lists_nothing() {
+    use rpcx_registry::cache::CacheDiscovery;
+    let etcd = EtcdServer::start().expect("etcd");
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(EtcdRegistrar::new(config(&etcd).update_interval(Duration::from_secs(60))).expect("config"))
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    let file = std::env::temp_dir().join(format!("rpcx-etcd-cache-{}", std::process::id())).join("discovery.json");
+    let etcd_list = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
+    let cached = Arc::new(CacheDiscovery::new(etcd_list.clone(), &file, 0));
+    assert_eq!(common::keys(&*cached), std::slice::from_ref(&key));
+    let stored = std::fs::read_to_string(&file).expect("the cache file");
+    assert_eq!(stored, format!(r#"[{{"Key":"{key}","Value":"weight=3"}}]"#));
+    let mut raw = raw_client(&etcd).await;
+    raw.delete(node(&key), None).await.expect("delete the node");
+    until(Duration::from_secs(5), "etcd to list nothing", async || keys(&etcd_list).is_empty()).await;
+    assert!(cached.serving_cache());
+    assert_eq!(who_on_every_runtime(cached.clone(), 3).await, [vec![1], vec![1], vec![1]]);
+    let fresh = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
+    let started_empty = Arc::new(CacheDiscovery::new(fresh, &file, 0));
+    assert_eq!(who_on_every_runtime(started_empty, 3).await, [vec![1], vec![1], vec![1]]);
+    server.shutdown(Duration::from_secs(5)).await;
+    let _ = std::fs::remove_dir_all(file.parent().expect("dir"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -411,7 +387,7 @@ async fn inactive_flip_stops_selection_and_survives_refreshes() {
         ids
     };
     assert_eq!(who(20).await.into_iter().collect::<Vec<_>>(), [1, 2], "both selected at first");
-    assert_eq!(who_on_every_runtime(&discovery, 20).await, [(); 3].map(|_| vec![1, 2]));
+    assert_eq!(who_on_every_runtime(discovery.clone(), 20).await, [(); 3].map(|_| vec![1, 2]));
     let mut raw = raw_client(&etcd).await;
     let key = node(a.advertised().expect("advertised").as_str());
     raw.put(key.as_str(), "state=inactive", Some(PutOptions::new().with_ignore_lease())).await.expect("flip");
@@ -420,7 +396,7 @@ async fn inactive_flip_stops_selection_and_survives_refreshes() {
     })
     .await;
     assert_eq!(who(20).await.into_iter().collect::<Vec<_>>(), [2], "an inactive server is not selected");
-    assert_eq!(who_on_every_runtime(&discovery, 20).await, [(); 3].map(|_| vec![2]), "on every runtime");
+    assert_eq!(who_on_every_runtime(discovery.clone(), 20).await, [(); 3].map(|_| vec![2]), "on every runtime");
     // Several update ticks later the flip still holds (refresh keeps present values).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(raw_get(&mut raw, &key).await.as_deref(), Some("state=inactive"));

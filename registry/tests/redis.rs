@@ -3,6 +3,9 @@
 //! libkv layout and an XClient on the same runtime finds and calls it; faults (a killed
 //! server, a restarted Redis, an `inactive` flip, `CONFIG` refused). Every wait is bounded.
 
+mod common;
+
+use common::{router, until};
 use rpcx_core::govern::Discovery;
 use rpcx_core::registry::RegistryError;
 use rpcx_core::service::{Context, Router, Service};
@@ -15,15 +18,6 @@ use std::time::{Duration, Instant};
 
 const BASE: &str = "/rpcx_test";
 const CHILD_ENV: &str = "RPCX_REGISTRY_TEST_CHILD_REDIS";
-
-fn router(id: i64, metadata: &str) -> Router {
-    Router::new().service(
-        Service::new("Arith")
-            .metadata(metadata)
-            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
-            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { c: id }) }),
-    )
-}
 
 /// Nodes expire after 2 x 500 ms.
 fn config(redis: &RedisServer) -> RedisConfig {
@@ -48,17 +42,6 @@ async fn raw(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
 
 async fn raw_get(con: &mut redis::aio::MultiplexedConnection, key: &str) -> Option<Vec<u8>> {
     redis::cmd("GET").arg(key).query_async(con).await.expect("GET")
-}
-
-async fn until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    loop {
-        if cond().await {
-            return t0.elapsed();
-        }
-        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn keys(d: &RedisDiscovery) -> Vec<String> {

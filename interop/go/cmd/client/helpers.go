@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -12,10 +13,15 @@ import (
 	"github.com/smallnest/rpcx/protocol"
 )
 
-// option returns client.DefaultOption with the given serialize type.
+// clientTLS is the TLS config of every client (nil unless -ca is given).
+var clientTLS *tls.Config
+
+// option returns client.DefaultOption with the given serialize type (and the
+// -ca TLS config).
 func option(st protocol.SerializeType) client.Option {
 	opt := client.DefaultOption
 	opt.SerializeType = st
+	opt.TLSConfig = clientTLS
 	return opt
 }
 

@@ -1,7 +1,7 @@
 // Command client is the Go client scenario driver of the interop harness.
 //
 //	client -addr HOST:PORT -scenario NAME [-addr2 HOST:PORT] [-auth TOKEN]
-//	       [-duration D] [-network tcp|unix] [-watchdog D]
+//	       [-duration D] [-network tcp|http|ws|wss|unix] [-ca PEM] [-watchdog D]
 //
 // It prints "PASS <scenario>" and exits 0 on success, or prints
 // "FAIL <scenario>: <detail>" and exits 1 on any mismatch or error. Lines
@@ -11,6 +11,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	stdlog "log"
@@ -94,11 +96,23 @@ func main() {
 	name := flag.String("scenario", "", "scenario name, or 'all'")
 	flag.StringVar(&cfg.addr, "addr", "", "server address (HOST:PORT, or socket path with -network unix)")
 	flag.StringVar(&cfg.addr2, "addr2", "", "second server address (failover only)")
-	flag.StringVar(&cfg.network, "network", "tcp", "network: tcp or unix")
+	flag.StringVar(&cfg.network, "network", "tcp", "network: tcp, http, ws, wss or unix")
+	caFile := flag.String("ca", "", "trust only this CA certificate (PEM) for TLS (-network wss)")
 	flag.StringVar(&cfg.auth, "auth", "", "auth token (auth_ok only)")
 	flag.DurationVar(&cfg.duration, "duration", 0, "failover run time (default 5s) / heartbeat idle time (default 2s)")
 	watchdog := flag.Duration("watchdog", 0, "global time limit (default: 60s, plus -duration for failover/heartbeat, 120s for all)")
 	flag.Parse()
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			exit(1, "FAIL %s: read -ca: %v", *name, err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			exit(1, "FAIL %s: -ca %s holds no certificate", *name, *caFile)
+		}
+		clientTLS = &tls.Config{RootCAs: roots}
+	}
 
 	rpcxlog.SetLogger(rpcxlog.NewDefaultLogger(os.Stderr, "", stdlog.LstdFlags|stdlog.Lmicroseconds|stdlog.Lshortfile, rpcxlog.LvError))
 

@@ -1,6 +1,7 @@
 // Command server is the Go rpcx server of the interop harness.
 //
-//	server [-addr 127.0.0.1:0] [-network tcp|unix] [-auth TOKEN]
+//	server [-addr 127.0.0.1:0] [-network tcp|http|ws|wss|unix] [-auth TOKEN]
+//	       [-cert PEM -key PEM]   (TLS; required for -network wss)
 //
 // After the listener is up it prints exactly one line to stdout,
 // "LISTENING <addr>", and then serves until killed. All rpcx logging goes to
@@ -8,6 +9,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,22 +27,32 @@ import (
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (host:port, or socket path for -network unix)")
-	network := flag.String("network", "tcp", "listen network: tcp, tcp4, tcp6, http (CONNECT tunnels only), ws (WebSocket only) or unix")
+	network := flag.String("network", "tcp", "listen network: tcp, tcp4, tcp6, http (CONNECT tunnels only), ws (WebSocket only), wss (WebSocket in TLS, needs -cert/-key) or unix")
 	auth := flag.String("auth", "", "if non-empty, only accept requests whose __AUTH metadata equals this token")
+	certFile := flag.String("cert", "", "TLS certificate (PEM); with -key, the listener is TLS")
+	keyFile := flag.String("key", "", "TLS private key (PEM)")
 	flag.Parse()
 
 	// rpcx's default logger writes to stdout; keep stdout for the LISTENING line.
 	rpcxlog.SetLogger(rpcxlog.NewDefaultLogger(os.Stderr, "", stdlog.LstdFlags|stdlog.Lmicroseconds|stdlog.Lshortfile, rpcxlog.LvError))
 
 	switch *network {
-	case "tcp", "tcp4", "tcp6", "http", "ws":
+	case "tcp", "tcp4", "tcp6", "http", "ws", "wss":
 	case "unix":
 		_ = os.Remove(*addr) // stale socket from an earlier run
 	default:
 		fatalf("unsupported -network %q", *network)
 	}
 
-	s := server.NewServer()
+	var opts []server.OptionFn
+	if *certFile != "" || *keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+		if err != nil {
+			fatalf("load -cert/-key: %v", err)
+		}
+		opts = append(opts, server.WithTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}}))
+	}
+	s := server.NewServer(opts...)
 	if err := services.Register(s, *auth); err != nil {
 		fatalf("%v", err)
 	}
@@ -48,10 +60,10 @@ func main() {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.Serve(*network, *addr) }()
 
-	// Serve("http") and Serve("ws") (rpcx over HTTP CONNECT or WebSocket only)
-	// never close Started: wait for the listener instead.
+	// Serve("http"), Serve("ws") and Serve("wss") (rpcx over HTTP CONNECT or
+	// WebSocket only) never close Started: wait for the listener instead.
 	started := s.Started
-	if *network == "http" || *network == "ws" {
+	if *network == "http" || *network == "ws" || *network == "wss" {
 		ch := make(chan struct{})
 		go func() {
 			for s.Address() == nil {

@@ -1,0 +1,85 @@
+//! What the registry tests of every backend share: the service they register, waits,
+//! and calls from each runtime's XClient.
+#![allow(dead_code)] // each test file uses its part
+
+use rpcx_core::govern::Discovery;
+use rpcx_core::service::{Context, Router, Service};
+use rpcx_examples_common::{Args, Reply};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `Arith.Mul` multiplies; `Arith.Who` answers with the server's `id`.
+pub(crate) fn router(id: i64, metadata: &str) -> Router {
+    Router::new().service(
+        Service::new("Arith")
+            .metadata(metadata)
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) })
+            .method("Who", move |_c: Context, _a: Args| async move { Ok(Reply { c: id }) }),
+    )
+}
+
+/// The discovery's keys, in order.
+pub(crate) fn keys(d: &dyn Discovery) -> Vec<String> {
+    d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
+}
+
+/// Wait up to `limit` for `cond`, polling every 20 ms; returns how long it took.
+pub(crate) async fn until(limit: Duration, what: &str, mut cond: impl AsyncFnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if cond().await {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// [`until`] for threads without a runtime.
+pub(crate) fn until_blocking(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if cond() {
+            return t0.elapsed();
+        }
+        assert!(t0.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Which servers (by `Arith.Who` id) answered `n` calls from each runtime's XClient
+/// over `discovery`: tokio, smol, std (the blocking ones off the tokio workers).
+pub(crate) async fn who_on_every_runtime(discovery: Arc<dyn Discovery>, n: usize) -> [Vec<i64>; 3] {
+    let args = Args { a: 0, b: 0 };
+    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+    let mut on_tokio = BTreeSet::new();
+    for _ in 0..n {
+        let r: Reply = xc.call("Who", &args).await.expect("tokio XClient call");
+        on_tokio.insert(r.c);
+    }
+    let d = discovery.clone();
+    let on_smol = tokio::task::spawn_blocking(move || {
+        smol::block_on(async {
+            let xc = rpcx_smol::XClient::new("Arith", d, Default::default());
+            let mut ids = BTreeSet::new();
+            for _ in 0..n {
+                let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("smol XClient call");
+                ids.insert(r.c);
+            }
+            ids
+        })
+    });
+    let d = discovery;
+    let on_std = tokio::task::spawn_blocking(move || {
+        let xc = rpcx_std::XClient::new("Arith", d, Default::default());
+        let mut ids = BTreeSet::new();
+        for _ in 0..n {
+            let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).expect("std XClient call");
+            ids.insert(r.c);
+        }
+        ids
+    });
+    let (on_smol, on_std) = (on_smol.await.expect("smol"), on_std.await.expect("std"));
+    [on_tokio, on_smol, on_std].map(|s| s.into_iter().collect())
+}
