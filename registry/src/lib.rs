@@ -3,9 +3,10 @@
 //! given to any runtime's `Server::registrar`, and an XClient finds servers through a
 //! [`Discovery`](rpcx_core::govern::Discovery).
 //!
-//! One crate, one cargo feature per backend (`etcd`, `redis` and `dns`, all on by default,
-//! and `cache`, Go's cache file in front of any discovery;
-//! `test-support` adds harnesses that start the real engines): the backends share
+//! One crate, one cargo feature per backend (`etcd`, `redis`, `zookeeper`, `consul` and
+//! `dns`, all on by default, and `cache`, Go's cache file in front of any discovery;
+//! `test-support` adds harnesses that start the real engines, and for Consul, which
+//! cannot be installed here, an in-repo stand-in of its HTTP API): the backends share
 //! the key layout, the life cycle and the discovery model of `rpcx_core::registry` and
 //! `rpcx_core::govern`, and an application compiles in only the client libraries it uses.
 //!

@@ -47,6 +47,31 @@
 //!   the last known list while Consul is unreachable, reconnecting with backoff.
 //!
 //! Only `http://` addresses are supported (no TLS, no ACL token).
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar};
+//! use rpcx_tokio::core::service::{Context, Router, Service};
+//! use std::sync::Arc;
+//!
+//! let config = ConsulConfig::new("http://127.0.0.1:8500", "/rpcx_test");
+//! let router = Router::new().service(
+//!     Service::new("Arith")
+//!         .metadata("weight=10")
+//!         .method("Mul", |_c: Context, (a, b): (i64, i64)| async move { Ok(a * b) }),
+//! );
+//! // Publishes `rpcx_test/Arith/tcp@10.0.0.5:8972` = `weight=10`, held by a session.
+//! let server = rpcx_tokio::Server::new(router)
+//!     .registrar(ConsulRegistrar::new(config.clone())?)
+//!     .advertise_address("10.0.0.5")
+//!     .bind("tcp@0.0.0.0:8972")
+//!     .await?;
+//! let discovery = ConsulDiscovery::connect(config, "Arith").await?;
+//! let xc = rpcx_tokio::XClient::new("Arith", Arc::new(discovery), Default::default());
+//! let c: i64 = xc.call("Mul", &(6, 7)).await?;
+//! server.shutdown(std::time::Duration::from_secs(5)).await; // unregisters first
+//! # let _ = c; Ok(()) }
+//! ```
 
 mod discovery;
 mod http;

@@ -35,7 +35,8 @@
 //! * `GET /v1/status/leader`.
 //!
 //! Every GET answers `X-Consul-Index`, `X-Consul-KnownLeader: true` and
-//! `X-Consul-LastContact: 0`. Anything else is a 404, recorded in
+//! `X-Consul-LastContact: 0`. Tombstones of deleted keys are kept for the stand-in's
+//! lifetime (Consul reaps them after a while). Anything else is a 404, recorded in
 //! [`ConsulStandIn::unsupported_requests`] (the interop tests check Go's client made
 //! none); there are no ACLs, no datacenters, no namespaces, no health checks, no
 //! transactions.
