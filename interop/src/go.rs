@@ -40,7 +40,12 @@ pub struct GoBinaries {
     /// `cmd/zookeeper`: a server registering through Go's rpcx-zookeeper plugin, and a
     /// client discovering through its ZooKeeper discovery.
     pub zookeeper: PathBuf,
+    /// `cmd/dns`: a client discovering through rpcx's in-tree DNS discovery.
+    pub dns: PathBuf,
 }
+
+/// The commands of the Go module (`interop/go/cmd/<name>`), built together.
+const COMMANDS: &[&str] = &["server", "client", "etcd", "redis", "consul", "zookeeper", "dns"];
 
 /// `interop/go`, the Go module.
 pub fn go_module_dir() -> PathBuf {
@@ -80,12 +85,7 @@ fn build() -> Result<GoBinaries, String> {
     cmd.arg("build")
         .arg("-o")
         .arg(&out)
-        .arg("./cmd/server")
-        .arg("./cmd/client")
-        .arg("./cmd/etcd")
-        .arg("./cmd/redis")
-        .arg("./cmd/consul")
-        .arg("./cmd/zookeeper")
+        .args(COMMANDS.iter().map(|c| format!("./cmd/{c}")))
         .current_dir(go_module_dir());
     // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
     if std::env::var_os("GONOSUMDB").is_none() {
@@ -107,7 +107,8 @@ fn build() -> Result<GoBinaries, String> {
     if run.timed_out || !run.status.is_some_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
-            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis ./cmd/consul ./cmd/zookeeper` in {} failed ({}):\n{}{}",
+            "`go build {}` in {} failed ({}):\n{}{}",
+            COMMANDS.iter().map(|c| format!("./cmd/{c}")).collect::<Vec<_>>().join(" "),
             go_module_dir().display(),
             run.describe_status(),
             run.stdout,
@@ -121,16 +122,11 @@ fn build() -> Result<GoBinaries, String> {
         redis: dir.join("redis"),
         consul: dir.join("consul"),
         zookeeper: dir.join("zookeeper"),
+        dns: dir.join("dns"),
     };
-    for (name, dst) in [
-        ("server", &bins.server),
-        ("client", &bins.client),
-        ("etcd", &bins.etcd),
-        ("redis", &bins.redis),
-        ("consul", &bins.consul),
-        ("zookeeper", &bins.zookeeper),
-    ] {
-        std::fs::rename(tmp.join(name), dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
+    for name in COMMANDS {
+        let dst = dir.join(name);
+        std::fs::rename(tmp.join(name), &dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(bins)
@@ -159,6 +155,24 @@ fn drain<R: Read + Send + 'static>(
             }
         }
     })
+}
+
+/// Run the Go command `bin` with `args` to its end (killed after `limit`) and return
+/// its stdout; panics with its whole output if it fails or times out. For the
+/// registry commands' client modes (`cmd/etcd client ...`).
+pub fn run_go(bin: &Path, args: &[&str], limit: Duration) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    let run = Run::spawn(cmd).unwrap_or_else(|e| panic!("start {}: {e}", bin.display())).wait(limit);
+    assert!(
+        !run.timed_out && run.status.is_some_and(|s| s.success()),
+        "{} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        bin.display(),
+        run.describe_status(),
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
 }
 
 /// A running child with its output drained in the background.

@@ -130,6 +130,14 @@ impl Drop for GoServer {
     }
 }
 
+/// Run Go's Consul discovery + XClient against the stand-in to its end (bounded),
+/// waiting for `want` servers: its stdout.
+fn go_client_once(consul: &ConsulStandIn, calls: usize, want: usize) -> String {
+    let (calls, want, hp) = (calls.to_string(), want.to_string(), consul.host_port());
+    let args = ["client", "-consul", &hp, "-base", BASE, "-service", "Arith", "-calls", &calls, "-want", &want];
+    rpcx_interop::go::run_go(&go_binaries().consul, &args, Duration::from_secs(60))
+}
+
 /// Go's Consul discovery + XClient run against the stand-in, waiting for `want`
 /// servers; its stdout lines arrive on `lines`.
 struct GoClient {
@@ -261,20 +269,20 @@ fn rust_servers_registered_through_consul_registrar_are_found_and_called_by_go_d
     let server =
         rt.block_on(rpcx_tokio::Server::new(router("group=rust")).registrar(registrar()).bind("tcp@127.0.0.1:0"));
     let server = server.expect("tokio bind and register");
-    let out = go_client(&consul, 10, 1).finish();
+    let out = go_client_once(&consul, 10, 1);
     let meta = format!("META {} group=rust", server.advertised().expect("advertised"));
     assert!(out.contains("SERVERS 1") && out.contains(&meta) && out.contains("OK 10"), "tokio server via Go: {out}");
     rt.block_on(server.shutdown(Duration::from_secs(5)));
 
     let server = smol::block_on(rpcx_smol::Server::new(router("")).registrar(registrar()).bind("tcp@127.0.0.1:0"));
     let server = server.expect("smol bind and register");
-    let out = go_client(&consul, 10, 1).finish();
+    let out = go_client_once(&consul, 10, 1);
     assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "smol server via Go discovery: {out}");
     smol::block_on(server.shutdown(Duration::from_secs(5)));
 
     let server = rpcx_std::Server::new(router("")).registrar(registrar()).bind("tcp@127.0.0.1:0");
     let server = server.expect("std bind and register");
-    let out = go_client(&consul, 10, 1).finish();
+    let out = go_client_once(&consul, 10, 1);
     assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "std server via Go discovery: {out}");
     server.shutdown(Duration::from_secs(5));
     assert_eq!(consul.unsupported_requests(), Vec::<String>::new(), "Go used only the stand-in's subset");

@@ -570,3 +570,34 @@ async fn a_node_held_by_a_previous_session_is_taken_over_when_it_expires() {
     server.shutdown(Duration::from_secs(5)).await;
     assert!(raw_get(&addr, &key).is_none());
 }
+
+/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
+/// keeping the other keys (an operator's `state=inactive` too) and the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rates_are_written_into_the_node_like_gos_metrics() {
+    let consul = ConsulStandIn::start().expect("stand-in");
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(registrar(&consul))
+        .publish_rates(true)
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = node(server.advertised().expect("advertised").as_str());
+    let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
+    who_on_every_runtime(discovery.clone(), 5).await;
+    let addr = consul.address();
+    until(Duration::from_secs(5), "rates in the node", async || {
+        raw_get(&addr, &key).is_some_and(|e| common::has_rates(&value_of(&e)) && value_of(&e).contains("weight=3"))
+    })
+    .await;
+    let (status, _) = http(&addr, "PUT", &format!("/v1/kv/{key}?flags={LOCK_FLAG_VALUE}"), b"weight=3&state=inactive");
+    assert_eq!(status, 200);
+    until(Duration::from_secs(5), "rates beside the flip", async || {
+        raw_get(&addr, &key).is_some_and(|e| {
+            common::has_rates(&value_of(&e)) && value_of(&e).contains("state=inactive") && e["Session"].is_string()
+        })
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+    assert!(raw_get(&addr, &key).is_none());
+}

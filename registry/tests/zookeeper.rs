@@ -472,3 +472,30 @@ async fn multi_level_base_two_services_and_a_dropped_registration_left_to_its_se
     assert!(took <= Duration::from_secs(6), "took {took:?}");
     until(Duration::from_secs(5), "discovery to follow", async || keys(&echo).is_empty()).await;
 }
+
+/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node's
+/// data, keeping the other keys (an operator's `state=inactive` too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rates_are_written_into_the_node_like_gos_metrics() {
+    let zk = ZkServer::start().expect("zookeeper");
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(registrar(&zk))
+        .publish_rates(true)
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = node(server.advertised().expect("advertised").as_str());
+    let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").await.expect("discovery"));
+    who_on_every_runtime(discovery.clone(), 5).await;
+    let raw = raw_client(&zk).await;
+    until(Duration::from_secs(5), "rates in the node", async || {
+        raw_get(&raw, &key).await.is_some_and(|v| common::has_rates(&v) && v.contains("weight=3"))
+    })
+    .await;
+    raw.set_data(&key, b"weight=3&state=inactive", None).await.expect("flip");
+    until(Duration::from_secs(5), "rates beside the flip", async || {
+        raw_get(&raw, &key).await.is_some_and(|v| common::has_rates(&v) && v.contains("state=inactive"))
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+}

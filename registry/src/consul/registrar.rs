@@ -8,7 +8,7 @@ use super::http::Api;
 use super::{ConsulConfig, consul_key};
 use crate::{Backoff, RegistryError, TaskRegistration};
 use rpcx_core::registry::{
-    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion, refresh_action,
+    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion,
 };
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -42,6 +42,7 @@ impl Registrar for ConsulRegistrar {
             dirs: keyed(registration.directories(base)),
             nodes: keyed(registration.nodes(base)),
             config: self.config.clone(),
+            registration,
         };
         crate::exec::spawn(keeper.run(first_tx, handle, stop_rx));
         first_rx
@@ -54,6 +55,8 @@ struct Keeper {
     name: String,
     dirs: Vec<Node>,
     nodes: Vec<Node>,
+    /// What was registered (its refresh policy and rates).
+    registration: Registration,
 }
 
 /// Why the task left its loop.
@@ -162,25 +165,26 @@ impl Keeper {
         }
     }
 
-    /// Re-create vanished nodes (`RefreshAction`); a present node keeps its value, and
-    /// one not held by `session` is acquired with the value it has.
+    /// Re-create vanished nodes and write rates when asked (`Registration::refresh`); a
+    /// present node otherwise keeps its value, and one not held by `session` is
+    /// acquired with the value it has.
     async fn check_nodes(&self, api: &Api, session: &str) -> Result<(), RegistryError> {
         for node in &self.nodes {
-            let current = api.get(&node.key).await?;
-            let value = current.as_ref().map(|e| e.decoded().unwrap_or_default());
-            let text = value.as_deref().map(String::from_utf8_lossy);
-            match refresh_action(text.as_deref()) {
-                RefreshAction::Recreate => {
-                    tracing::info!(key = %node.key, "re-creating a vanished Consul node");
-                    self.acquire(api, session, &node.key, node.value.as_bytes()).await?;
-                }
+            let Some(current) = api.get(&node.key).await? else {
+                tracing::info!(key = %node.key, "re-creating a vanished Consul node");
+                self.acquire(api, session, &node.key, node.value.as_bytes()).await?;
+                continue;
+            };
+            let value = current.decoded().unwrap_or_default();
+            let text = String::from_utf8_lossy(&value);
+            let held = current.session.as_deref() == Some(session);
+            match self.registration.refresh(&node.value, Some(&text)) {
+                RefreshAction::Rewrite(v) => self.acquire(api, session, &node.key, v.as_bytes()).await?,
+                RefreshAction::Recreate => self.acquire(api, session, &node.key, node.value.as_bytes()).await?,
+                _ if held => {}
                 _ => {
-                    let held = current.as_ref().and_then(|e| e.session.as_deref()) == Some(session);
-                    if !held {
-                        let value = value.unwrap_or_default();
-                        if !api.put(&node.key, &value, Some(session)).await? {
-                            tracing::debug!(key = %node.key, "a Consul node is still held by another session");
-                        }
+                    if !api.put(&node.key, &value, Some(session)).await? {
+                        tracing::debug!(key = %node.key, "a Consul node is still held by another session");
                     }
                 }
             }

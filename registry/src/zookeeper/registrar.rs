@@ -6,7 +6,7 @@
 use super::ZkConfig;
 use crate::{Backoff, RegistryError, TaskRegistration};
 use rpcx_core::registry::{
-    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion, refresh_action,
+    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion,
 };
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -42,6 +42,7 @@ impl Registrar for ZkRegistrar {
             dirs: registration.directories(self.config.base_path()),
             nodes: registration.nodes(self.config.base_path()),
             config: self.config.clone(),
+            registration,
             old_sessions: Vec::new(),
         };
         crate::exec::spawn(keeper.run(first_tx, handle, stop_rx));
@@ -53,6 +54,8 @@ struct Keeper {
     config: Arc<ZkConfig>,
     dirs: Vec<Node>,
     nodes: Vec<Node>,
+    /// What was registered (its refresh policy and rates).
+    registration: Registration,
     /// The ids of this registration's earlier (expired) sessions: a node one of them
     /// still holds is ours to replace.
     old_sessions: Vec<i64>,
@@ -219,13 +222,39 @@ impl Keeper {
         Ok(())
     }
 
-    /// The update tick: re-create vanished nodes (`RefreshAction`), keep present ones.
+    /// The update tick: re-create vanished nodes, keep present ones or write rates into
+    /// them when asked (`Registration::refresh`).
     async fn refresh(&self, client: &Client) -> Result<(), RegistryError> {
         for node in &self.nodes {
-            let current = self.config.op("exists", client.check_stat(&node.key)).await?;
-            if refresh_action(current.map(|_| "")) == RefreshAction::Recreate {
-                tracing::info!(node = %node.key, "re-creating a vanished ZooKeeper node");
-                self.create(client, node).await?;
+            let cfg = &*self.config;
+            // The present data is read only when rates may rewrite it.
+            let (current, version) = if self.registration.rates().is_some() {
+                match cfg.op("get", client.get_data(&node.key)).await {
+                    Ok((data, stat)) => (Some(String::from_utf8_lossy(&data).into_owned()), Some(stat.version)),
+                    Err(RegistryError::Operation { source, .. }) if is(&source, zookeeper_client::Error::NoNode) => {
+                        (None, None)
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                (cfg.op("exists", client.check_stat(&node.key)).await?.map(|_| String::new()), None)
+            };
+            match self.registration.refresh(&node.value, current.as_deref()) {
+                RefreshAction::Recreate => {
+                    tracing::info!(node = %node.key, "re-creating a vanished ZooKeeper node");
+                    self.create(client, node).await?;
+                }
+                RefreshAction::Rewrite(value) => {
+                    // Only over the version read: an operator's concurrent edit wins.
+                    match cfg.op("set", client.set_data(&node.key, value.as_bytes(), version)).await {
+                        Ok(_) => {}
+                        Err(RegistryError::Operation { source, .. })
+                            if is(&source, zookeeper_client::Error::BadVersion)
+                                || is(&source, zookeeper_client::Error::NoNode) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
