@@ -40,7 +40,9 @@
 //!   vanished node at the next update tick only), and a lost registry is retried with
 //!   backoff, the old session kept if it survived.
 //! * A refresh tick re-creates a vanished node and leaves a present one as it is, so an
-//!   operator's `state=inactive` survives it (Go rewrites the value every tick).
+//!   operator's `state=inactive` survives it (Go re-encodes the value every tick); with
+//!   the server's `publish_rates`, Go's `calls` and `connections` rates are written into
+//!   the present value, its other keys kept, as Go does with `Metrics`.
 //! * Discovery lists `BasePath/<service>/` with the trailing `/` (Go lists
 //!   `BasePath/<service>` and filters), coalesces a burst of changes into one update,
 //!   resets its index when Consul's index goes backwards (a rebuilt registry), and serves
