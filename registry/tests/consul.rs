@@ -410,14 +410,13 @@ async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
 }
 
-/// Against a real `consul agent -dev` when `consul` is on PATH; skipped otherwise.
+/// Against a real `consul agent -dev`. Ignored by default (no Consul server can be
+/// installed on the CI machines); `.ci/run` runs it with `--ignored` whenever `consul`
+/// is on PATH, and run that way it fails without one rather than pass unproven.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `consul` on PATH; .ci/run runs it when there is one"]
 async fn real_consul_agent_when_on_path() {
-    if !consul_on_path() {
-        let mut err = std::io::stderr();
-        let _ = writeln!(err, "SKIPPED real_consul_agent_when_on_path: no `consul` on PATH (this proves nothing)");
-        return;
-    }
+    assert!(consul_on_path(), "no `consul` on PATH: this test needs a real Consul agent");
     let agent = tokio::task::spawn_blocking(ConsulAgent::start).await.expect("join").expect("consul agent -dev");
     let addr = agent.address();
     let cfg = config_at(&addr).update_interval(Duration::from_secs(1));
