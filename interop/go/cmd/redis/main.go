@@ -1,123 +1,30 @@
 // Command redis is the Go side of the Redis registry interop tests: the server
 // registers through rpcx's in-tree serverplugin.RedisRegisterPlugin (libkv's Redis
-// store), the client discovers through github.com/rpcxio/rpcx-redis.
-//
-//	redis server -redis 127.0.0.1:6379 [-base /rpcx_test] [-meta "group=a"] [-update 1s]
-//	    Serves Arith on 127.0.0.1:<free port>; prints "REGISTERED tcp@127.0.0.1:<port>"
-//	    once registered; serves until stdin closes (then Shutdown, which unregisters).
-//	redis client -redis 127.0.0.1:6379 [-base /rpcx_test] [-service Arith] [-calls 10]
-//	    Prints "SERVERS <n>" and "OK <calls>" after calling Arith.Mul {A:i,B:7}
-//	    through an XClient, or exits 1 with the error.
+// store), the client discovers through github.com/rpcxio/rpcx-redis. Modes and flags:
+// package rpcxinterop/regcmd (the address flag is -redis HOST:PORT).
 package main
 
 import (
-	"context"
-	"flag"
-	"fmt"
-	"io"
-	stdlog "log"
-	"net"
-	"os"
 	"time"
 
 	redisclient "github.com/rpcxio/rpcx-redis/client"
 	"github.com/smallnest/rpcx/client"
-	rpcxlog "github.com/smallnest/rpcx/log"
-	"github.com/smallnest/rpcx/server"
 	"github.com/smallnest/rpcx/serverplugin"
 
-	"rpcxinterop/services"
+	"rpcxinterop/regcmd"
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		fatalf("usage: redis server|client [flags]")
-	}
-	mode := os.Args[1]
-	fs := flag.NewFlagSet(mode, flag.ExitOnError)
-	addr := fs.String("redis", "", "Redis address host:port")
-	base := fs.String("base", "/rpcx_test", "BasePath")
-	meta := fs.String("meta", "", "service metadata (server)")
-	update := fs.Duration("update", time.Second, "UpdateInterval (server)")
-	service := fs.String("service", "Arith", "service path (client)")
-	calls := fs.Int("calls", 10, "calls to make (client)")
-	_ = fs.Parse(os.Args[2:])
-	if *addr == "" {
-		fatalf("-redis is required")
-	}
-	rpcxlog.SetLogger(rpcxlog.NewDefaultLogger(os.Stderr, "", stdlog.LstdFlags|stdlog.Lmicroseconds, rpcxlog.LvError))
-	switch mode {
-	case "server":
-		runServer(*addr, *base, *meta, *update)
-	case "client":
-		runClient(*addr, *base, *service, *calls)
-	default:
-		fatalf("unknown mode %q", mode)
-	}
-}
-
-func runServer(redisAddr, base, meta string, update time.Duration) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fatalf("pick a port: %v", err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
-
-	s := server.NewServer()
-	r := &serverplugin.RedisRegisterPlugin{
-		ServiceAddress: "tcp@" + addr,
-		RedisServers:   []string{redisAddr},
-		BasePath:       base,
-		UpdateInterval: update,
-	}
-	if err := r.Start(); err != nil {
-		fatalf("redis plugin start: %v", err)
-	}
-	s.Plugins.Add(r)
-	if err := s.RegisterName("Arith", new(services.Arith), meta); err != nil {
-		fatalf("register: %v", err)
-	}
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- s.Serve("tcp", addr) }()
-	select {
-	case <-s.Started:
-	case err := <-serveErr:
-		fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		fatalf("listener did not start within 10s")
-	}
-	fmt.Printf("REGISTERED tcp@%s\n", addr)
-	_, _ = io.Copy(io.Discard, os.Stdin)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = s.Shutdown(ctx)
-}
-
-func runClient(redisAddr, base, service string, calls int) {
-	d, err := redisclient.NewRedisDiscovery(base, service, []string{redisAddr}, nil)
-	if err != nil {
-		fatalf("discovery: %v", err)
-	}
-	fmt.Printf("SERVERS %d\n", len(d.GetServices()))
-	xc := client.NewXClient(service, client.Failtry, client.RoundRobin, d, client.DefaultOption)
-	defer xc.Close()
-	for i := 0; i < calls; i++ {
-		reply := &services.Reply{}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := xc.Call(ctx, "Mul", &services.Args{A: i, B: 7}, reply)
-		cancel()
-		if err != nil {
-			fatalf("call %d: %v", i, err)
-		}
-		if reply.C != i*7 {
-			fatalf("call %d: got C=%d, want %d", i, reply.C, i*7)
-		}
-	}
-	fmt.Printf("OK %d\n", calls)
-}
-
-func fatalf(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "redis: "+format+"\n", args...)
-	os.Exit(1)
+	regcmd.Main(regcmd.Registry{
+		Name:          "redis",
+		AddrFlag:      "redis",
+		AddrHelp:      "Redis address host:port",
+		DefaultUpdate: time.Second,
+		Plugin: func(addr, base, serviceAddress string, update time.Duration) regcmd.Starter {
+			return &serverplugin.RedisRegisterPlugin{ServiceAddress: serviceAddress, RedisServers: []string{addr}, BasePath: base, UpdateInterval: update}
+		},
+		Discovery: func(addr, base, service string) (client.ServiceDiscovery, error) {
+			return redisclient.NewRedisDiscovery(base, service, []string{addr}, nil)
+		},
+	})
 }
