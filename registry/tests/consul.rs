@@ -11,7 +11,6 @@ use base64::Engine as _;
 use common::{router, until, who_on_every_runtime};
 use rpcx_core::govern::Discovery;
 use rpcx_core::registry::RegistryError;
-use rpcx_core::service::{Context, Router, Service};
 use rpcx_examples_common::{Args, Reply};
 use rpcx_registry::consul::testing::{ConsulAgent, ConsulStandIn, RawAnswer, StandInOptions, consul_on_path, raw_http};
 use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar, LOCK_FLAG_VALUE};
@@ -47,6 +46,23 @@ fn fast_expiring() -> ConsulStandIn {
 }
 
 /// The Consul key of `key`'s node: the base path without its leading `/`.
+impl common::Engine for ConsulStandIn {
+    fn registrar(&self) -> Box<dyn rpcx_core::registry::Registrar> {
+        Box::new(registrar(self))
+    }
+    async fn discovery(&self) -> Arc<dyn Discovery> {
+        Arc::new(ConsulDiscovery::connect(config(self), "Arith").await.expect("discovery"))
+    }
+    async fn node_value(&self, server: &str) -> Option<String> {
+        raw_get(&self.address(), &node(server)).map(|e| value_of(&e))
+    }
+    async fn set_node(&self, server: &str, value: &str) {
+        // An operator's plain PUT keeps the node's session, as in Consul.
+        let path = format!("/v1/kv/{}?flags={LOCK_FLAG_VALUE}", node(server));
+        assert_eq!(http(&self.address(), "PUT", &path, value.as_bytes()).0, 200);
+    }
+}
+
 fn node(key: &str) -> String {
     format!("rpcx_test/Arith/{key}")
 }
@@ -124,37 +140,18 @@ async fn tokio_server_registers_in_go_layout_and_xclients_on_every_runtime_call_
 }
 
 #[test]
-fn smol_and_std_servers_register_and_their_xclients_call_them() {
-    let consul = ConsulStandIn::start().expect("stand-in");
-    smol::block_on(async {
-        let server = rpcx_smol::Server::new(router(1, ""))
-            .registrar(registrar(&consul))
-            .bind("tcp@127.0.0.1:0")
-            .await
-            .expect("smol bind and register");
-        let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
-        assert_eq!(keys(&discovery), [server.address().to_owned()]);
-        let xc = rpcx_smol::XClient::new("Arith", discovery, Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 5 }).await.expect("smol call through Consul");
-        assert_eq!(r.c, 15);
-        server.close().await;
-    });
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(registrar(&consul))
-        .advertise_address("127.0.0.1")
-        .bind("tcp@0.0.0.0:0")
-        .expect("std bind and register");
-    let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").wait().expect("discovery"));
-    let t0 = Instant::now();
-    // The smol server unregistered on close; only the std one is listed.
-    while keys(&discovery) != [server.advertised().expect("advertised").to_string()] {
-        assert!(t0.elapsed() < Duration::from_secs(5), "listed: {:?}", keys(&discovery));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let xc = rpcx_std::XClient::new("Arith", discovery, Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 4, b: 5 }).expect("std call through Consul");
-    assert_eq!(r.c, 20);
-    server.shutdown(Duration::from_secs(5));
+fn smol_server_registers_and_smol_xclient_calls_it() {
+    common::smol_server_registers_and_smol_xclient_calls_it(&ConsulStandIn::start().expect("stand-in"));
+}
+
+#[test]
+fn std_server_registers_and_std_xclient_calls_it() {
+    common::std_server_registers_and_std_xclient_calls_it(&ConsulStandIn::start().expect("stand-in"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unspecified_bind_without_advertise_address_is_refused_with_a_typed_error() {
+    common::unspecified_bind_without_advertise_address_is_refused(&ConsulStandIn::start().expect("stand-in")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,36 +352,8 @@ async fn a_burst_of_changes_is_coalesced_and_foreign_keys_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
-    let consul = ConsulStandIn::start().expect("stand-in");
-    let started = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let (s, g) = (started.clone(), gate.clone());
-    let router = Router::new().service(Service::new("Arith").method("Slow", move |_c: Context, a: Args| {
-        let (s, g) = (s.clone(), g.clone());
-        async move {
-            s.notify_one();
-            g.notified().await;
-            Ok(Reply { c: a.a })
-        }
-    }));
-    let server =
-        rpcx_tokio::Server::new(router).registrar(registrar(&consul)).bind("tcp@127.0.0.1:0").await.expect("bind");
-    let key = node(server.advertised().expect("advertised").as_str());
-    let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
-    let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());
-    let call = tokio::spawn(async move { xc.call::<_, Reply>("Slow", &Args { a: 9, b: 0 }).await });
-    tokio::time::timeout(Duration::from_secs(5), started.notified()).await.expect("the call reached the handler");
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
-    let addr = consul.address();
-    until(Duration::from_secs(5), "the node to be deleted while a call is in flight", async || {
-        raw_get(&addr, &key).is_none()
-    })
-    .await;
-    assert!(!call.is_finished() && !shutdown.is_finished(), "unregistered before the drain finished");
-    gate.notify_one();
-    let r = call.await.expect("join").expect("the in-flight call is answered during the drain");
-    assert_eq!(r.c, 9);
-    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
+    common::graceful_shutdown_unregisters_before_draining_in_flight_calls(&ConsulStandIn::start().expect("stand-in"))
+        .await;
 }
 
 /// Against a real `consul agent -dev`. Ignored by default (no Consul server can be
@@ -547,33 +516,8 @@ async fn a_node_held_by_a_previous_session_is_taken_over_when_it_expires() {
     assert!(raw_get(&addr, &key).is_none());
 }
 
-/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
-/// keeping the other keys (an operator's `state=inactive` too) and the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rates_are_written_into_the_node_like_gos_metrics() {
-    let consul = ConsulStandIn::start().expect("stand-in");
-    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
-        .registrar(registrar(&consul))
-        .publish_rates(true)
-        .bind("tcp@127.0.0.1:0")
-        .await
-        .expect("bind");
-    let key = node(server.advertised().expect("advertised").as_str());
-    let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
-    who_on_every_runtime(discovery.clone(), 5).await;
-    let addr = consul.address();
-    until(Duration::from_secs(5), "rates in the node", async || {
-        raw_get(&addr, &key).is_some_and(|e| common::has_rates(&value_of(&e)) && value_of(&e).contains("weight=3"))
-    })
-    .await;
-    let (status, _) = http(&addr, "PUT", &format!("/v1/kv/{key}?flags={LOCK_FLAG_VALUE}"), b"weight=3&state=inactive");
-    assert_eq!(status, 200);
-    until(Duration::from_secs(5), "rates beside the flip", async || {
-        raw_get(&addr, &key).is_some_and(|e| {
-            common::has_rates(&value_of(&e)) && value_of(&e).contains("state=inactive") && e["Session"].is_string()
-        })
-    })
-    .await;
-    server.shutdown(Duration::from_secs(5)).await;
-    assert!(raw_get(&addr, &key).is_none());
+    common::published_rates_are_written_into_the_node_like_gos_metrics(&ConsulStandIn::start().expect("stand-in"))
+        .await;
 }

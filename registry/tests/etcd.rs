@@ -9,8 +9,7 @@ mod common;
 use common::{router, until, who_on_every_runtime};
 use etcd_client::{Client, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp};
 use rpcx_core::govern::Discovery;
-use rpcx_core::registry::{AdvertiseError, RegistryError};
-use rpcx_core::service::{Context, Router, Service};
+use rpcx_core::registry::RegistryError;
 use rpcx_examples_common::{Args, Reply};
 use rpcx_registry::etcd::testing::EtcdServer;
 use rpcx_registry::etcd::{EtcdConfig, EtcdDiscovery, EtcdRegistrar};
@@ -44,6 +43,22 @@ async fn raw_get(c: &mut Client, key: &str) -> Option<String> {
 
 fn keys(d: &EtcdDiscovery) -> Vec<String> {
     d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
+}
+
+impl common::Engine for EtcdServer {
+    fn registrar(&self) -> Box<dyn rpcx_core::registry::Registrar> {
+        Box::new(registrar(self))
+    }
+    async fn discovery(&self) -> Arc<dyn Discovery> {
+        Arc::new(EtcdDiscovery::connect(config(self), "Arith").await.expect("discovery"))
+    }
+    async fn node_value(&self, server: &str) -> Option<String> {
+        raw_get(&mut raw_client(self).await, &node(server)).await
+    }
+    async fn set_node(&self, server: &str, value: &str) {
+        let opts = PutOptions::new().with_ignore_lease();
+        raw_client(self).await.put(node(server), value, Some(opts)).await.expect("put");
+    }
 }
 
 fn node(key: &str) -> String {
@@ -83,70 +98,17 @@ async fn tokio_server_registers_in_go_layout_and_xclient_calls_it() {
 
 #[test]
 fn smol_server_registers_and_smol_xclient_calls_it() {
-    let etcd = EtcdServer::start().expect("etcd");
-    smol::block_on(async {
-        let server = rpcx_smol::Server::new(router(1, "group=b"))
-            .registrar(registrar(&etcd))
-            .bind("tcp@127.0.0.1:0")
-            .await
-            .expect("bind and register");
-        let key = server.advertised().expect("advertised").to_string();
-        let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
-        assert_eq!(keys(&discovery), [key]);
-        assert!(discovery.snapshot().servers[0].metadata().in_group("b"));
-        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 5 }).await.expect("call through etcd");
-        assert_eq!(r.c, 15);
-        server.close().await;
-        let t0 = Instant::now();
-        while !keys(&discovery).is_empty() {
-            assert!(t0.elapsed() < Duration::from_secs(5), "close must unregister");
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    });
+    common::smol_server_registers_and_smol_xclient_calls_it(&EtcdServer::start().expect("etcd"));
 }
 
 #[test]
 fn std_server_registers_and_std_xclient_calls_it() {
-    let etcd = EtcdServer::start().expect("etcd");
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(registrar(&etcd))
-        .advertise_address("127.0.0.1")
-        .bind("tcp@0.0.0.0:0")
-        .expect("bind and register");
-    let key = server.advertised().expect("advertised").to_string();
-    let port = server.local_addr().expect("tcp").port();
-    assert_eq!(key, format!("tcp@127.0.0.1:{port}"), "a bare host takes the bound port");
-    let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").wait().expect("discovery"));
-    assert_eq!(keys(&discovery), [key]);
-    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 4, b: 5 }).expect("call through etcd");
-    assert_eq!(r.c, 20);
-    server.shutdown(Duration::from_secs(5));
-    let t0 = Instant::now();
-    while !keys(&discovery).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "shutdown must unregister");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::std_server_registers_and_std_xclient_calls_it(&EtcdServer::start().expect("etcd"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unspecified_bind_without_advertise_address_is_refused_with_a_typed_error() {
-    let etcd = EtcdServer::start().expect("etcd");
-    let err = rpcx_tokio::Server::new(router(1, ""))
-        .registrar(registrar(&etcd))
-        .bind("tcp@0.0.0.0:0")
-        .await
-        .expect_err("0.0.0.0 cannot be advertised");
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    let inner = err.get_ref().and_then(|e| e.downcast_ref::<RegistryError>());
-    assert!(matches!(inner, Some(RegistryError::Advertise(AdvertiseError::Unspecified { .. }))), "{err:?}");
-    let std_err = rpcx_std::Server::new(router(1, "")).registrar(registrar(&etcd)).bind("tcp@[::]:0");
-    assert!(std_err.is_err(), "std must refuse [::] too");
-    // Nothing was written.
-    let mut raw = raw_client(&etcd).await;
-    let r = raw.get(BASE, Some(GetOptions::new().with_prefix())).await.expect("list");
-    assert!(r.kvs().is_empty());
+    common::unspecified_bind_without_advertise_address_is_refused(&EtcdServer::start().expect("etcd")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,61 +377,10 @@ async fn a_burst_of_events_is_one_update_and_foreign_keys_are_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
-    let etcd = EtcdServer::start().expect("etcd");
-    let started = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let (s, g) = (started.clone(), gate.clone());
-    let router = Router::new().service(Service::new("Arith").method("Slow", move |_c: Context, a: Args| {
-        let (s, g) = (s.clone(), g.clone());
-        async move {
-            s.notify_one();
-            g.notified().await;
-            Ok(Reply { c: a.a })
-        }
-    }));
-    let server =
-        rpcx_tokio::Server::new(router).registrar(registrar(&etcd)).bind("tcp@127.0.0.1:0").await.expect("bind");
-    let key = node(server.advertised().expect("advertised").as_str());
-    let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
-    let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());
-    let call = tokio::spawn(async move { xc.call::<_, Reply>("Slow", &Args { a: 9, b: 0 }).await });
-    tokio::time::timeout(Duration::from_secs(5), started.notified()).await.expect("the call reached the handler");
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
-    let mut raw = raw_client(&etcd).await;
-    until(Duration::from_secs(5), "the node to be deleted while a call is in flight", async || {
-        raw_get(&mut raw, &key).await.is_none()
-    })
-    .await;
-    assert!(!call.is_finished() && !shutdown.is_finished(), "unregistered before the drain finished");
-    gate.notify_one();
-    let r = call.await.expect("join").expect("the in-flight call is answered during the drain");
-    assert_eq!(r.c, 9);
-    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
+    common::graceful_shutdown_unregisters_before_draining_in_flight_calls(&EtcdServer::start().expect("etcd")).await;
 }
 
-/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
-/// keeping the other keys (an operator's `state=inactive` too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rates_are_written_into_the_node_like_gos_metrics() {
-    let etcd = EtcdServer::start().expect("etcd");
-    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
-        .registrar(registrar(&etcd))
-        .publish_rates(true)
-        .bind("tcp@127.0.0.1:0")
-        .await
-        .expect("bind");
-    let key = server.advertised().expect("advertised").to_string();
-    let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
-    who_on_every_runtime(discovery.clone(), 5).await;
-    let mut raw = raw_client(&etcd).await;
-    until(Duration::from_secs(5), "rates in the node", async || {
-        raw_get(&mut raw, &node(&key)).await.is_some_and(|v| common::has_rates(&v) && v.contains("weight=3"))
-    })
-    .await;
-    raw.put(node(&key), "weight=3&state=inactive", Some(PutOptions::new().with_ignore_lease())).await.expect("flip");
-    until(Duration::from_secs(5), "rates beside the flip", async || {
-        raw_get(&mut raw, &node(&key)).await.is_some_and(|v| common::has_rates(&v) && v.contains("state=inactive"))
-    })
-    .await;
-    server.shutdown(Duration::from_secs(5)).await;
+    common::published_rates_are_written_into_the_node_like_gos_metrics(&EtcdServer::start().expect("etcd")).await;
 }

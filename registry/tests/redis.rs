@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{router, until, who_on_every_runtime};
+use common::{router, until};
 use rpcx_core::govern::Discovery;
 use rpcx_core::registry::RegistryError;
 use rpcx_core::service::{Context, Router, Service};
@@ -29,6 +29,24 @@ fn config(redis: &RedisServer) -> RedisConfig {
 
 fn registrar(redis: &RedisServer) -> RedisRegistrar {
     RedisRegistrar::new(config(redis)).expect("config")
+}
+
+impl common::Engine for RedisServer {
+    fn registrar(&self) -> Box<dyn rpcx_core::registry::Registrar> {
+        Box::new(registrar(self))
+    }
+    async fn discovery(&self) -> Arc<dyn Discovery> {
+        Arc::new(RedisDiscovery::connect(config(self), "Arith").await.expect("discovery"))
+    }
+    async fn node_value(&self, server: &str) -> Option<String> {
+        let raw = raw_get(&mut raw(self).await, &redis_key(&node(server))).await?;
+        decode_value(&raw).map(|(_, v)| v)
+    }
+    async fn set_node(&self, server: &str, value: &str) {
+        let n = node(server);
+        let set = redis::cmd("SET").arg(redis_key(&n)).arg(encode_value(&n, value)).arg("KEEPTTL").clone();
+        let () = set.query_async(&mut raw(self).await).await.expect("SET");
+    }
 }
 
 fn node(key: &str) -> String {
@@ -86,37 +104,23 @@ async fn tokio_server_registers_in_libkv_layout_and_xclient_calls_it() {
 }
 
 #[test]
-fn smol_and_std_servers_register_and_their_xclients_call_them() {
-    let redis = RedisServer::start().expect("redis");
-    smol::block_on(async {
-        let server = rpcx_smol::Server::new(router(1, ""))
-            .registrar(registrar(&redis))
-            .bind("tcp@127.0.0.1:0")
-            .await
-            .expect("smol bind and register");
-        let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
-        assert_eq!(keys(&discovery), [server.address().to_owned()]);
-        let xc = rpcx_smol::XClient::new("Arith", discovery, Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 5 }).await.expect("smol call through Redis");
-        assert_eq!(r.c, 15);
-        server.close().await;
-    });
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(registrar(&redis))
-        .advertise_address("127.0.0.1")
-        .bind("tcp@0.0.0.0:0")
-        .expect("std bind and register");
-    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").wait().expect("discovery"));
-    let t0 = Instant::now();
-    // The smol server unregistered on close; only the std one is listed.
-    while keys(&discovery) != [server.advertised().expect("advertised").to_string()] {
-        assert!(t0.elapsed() < Duration::from_secs(5), "listed: {:?}", keys(&discovery));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let xc = rpcx_std::XClient::new("Arith", discovery, Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 4, b: 5 }).expect("std call through Redis");
-    assert_eq!(r.c, 20);
-    server.shutdown(Duration::from_secs(5));
+fn smol_server_registers_and_smol_xclient_calls_it() {
+    common::smol_server_registers_and_smol_xclient_calls_it(&RedisServer::start().expect("redis"));
+}
+
+#[test]
+fn std_server_registers_and_std_xclient_calls_it() {
+    common::std_server_registers_and_std_xclient_calls_it(&RedisServer::start().expect("redis"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unspecified_bind_without_advertise_address_is_refused_with_a_typed_error() {
+    common::unspecified_bind_without_advertise_address_is_refused(&RedisServer::start().expect("redis")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
+    common::graceful_shutdown_unregisters_before_draining_in_flight_calls(&RedisServer::start().expect("redis")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,40 +331,7 @@ async fn a_dropped_server_handle_leaves_the_server_serving_and_registered() {
     assert_eq!(ids.into_iter().collect::<Vec<_>>(), [1, 2]);
 }
 
-/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
-/// keeping the other keys (an operator's `state=inactive` too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rates_are_written_into_the_node_like_gos_metrics() {
-    let redis = RedisServer::start().expect("redis");
-    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
-        .registrar(registrar(&redis))
-        .publish_rates(true)
-        .bind("tcp@127.0.0.1:0")
-        .await
-        .expect("bind");
-    let n = node(server.advertised().expect("advertised").as_str());
-    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
-    who_on_every_runtime(discovery.clone(), 5).await;
-    let mut con = raw(&redis).await;
-    let value = async |con: &mut redis::aio::MultiplexedConnection| {
-        raw_get(con, &redis_key(&n)).await.and_then(|v| decode_value(&v)).map(|(_, v)| v).unwrap_or_default()
-    };
-    until(Duration::from_secs(5), "rates in the node", async || {
-        let v = value(&mut con).await;
-        common::has_rates(&v) && v.contains("weight=3")
-    })
-    .await;
-    let () = redis::cmd("SET")
-        .arg(redis_key(&n))
-        .arg(encode_value(&n, "weight=3&state=inactive"))
-        .arg("KEEPTTL")
-        .query_async(&mut con)
-        .await
-        .expect("flip");
-    until(Duration::from_secs(5), "rates beside the flip", async || {
-        let v = value(&mut con).await;
-        common::has_rates(&v) && v.contains("state=inactive")
-    })
-    .await;
-    server.shutdown(Duration::from_secs(5)).await;
+    common::published_rates_are_written_into_the_node_like_gos_metrics(&RedisServer::start().expect("redis")).await;
 }

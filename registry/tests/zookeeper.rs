@@ -8,8 +8,7 @@ mod common;
 
 use common::{router, until, who_on_every_runtime};
 use rpcx_core::govern::Discovery;
-use rpcx_core::registry::{AdvertiseError, RegistryError};
-use rpcx_core::service::{Context, Router, Service};
+use rpcx_core::registry::RegistryError;
 use rpcx_examples_common::{Args, Reply};
 use rpcx_registry::zookeeper::testing::ZkServer;
 use rpcx_registry::zookeeper::{ZkConfig, ZkDiscovery, ZkRegistrar};
@@ -50,6 +49,21 @@ async fn raw_get(c: &Client, path: &str) -> Option<String> {
 
 fn keys(d: &ZkDiscovery) -> Vec<String> {
     d.snapshot().servers.iter().map(|s| s.key().to_string()).collect()
+}
+
+impl common::Engine for ZkServer {
+    fn registrar(&self) -> Box<dyn rpcx_core::registry::Registrar> {
+        Box::new(registrar(self))
+    }
+    async fn discovery(&self) -> Arc<dyn Discovery> {
+        Arc::new(ZkDiscovery::connect(config(self), "Arith").await.expect("discovery"))
+    }
+    async fn node_value(&self, server: &str) -> Option<String> {
+        raw_get(&raw_client(self).await, &node(server)).await
+    }
+    async fn set_node(&self, server: &str, value: &str) {
+        raw_client(self).await.set_data(&node(server), value.as_bytes(), None).await.expect("set_data");
+    }
 }
 
 fn node(key: &str) -> String {
@@ -99,69 +113,17 @@ async fn tokio_server_registers_in_go_layout_and_xclient_calls_it() {
 
 #[test]
 fn smol_server_registers_and_smol_xclient_calls_it() {
-    let zk = ZkServer::start().expect("zookeeper");
-    smol::block_on(async {
-        let server = rpcx_smol::Server::new(router(1, "group=b"))
-            .registrar(registrar(&zk))
-            .bind("tcp@127.0.0.1:0")
-            .await
-            .expect("bind and register");
-        let key = server.advertised().expect("advertised").to_string();
-        let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").await.expect("discovery"));
-        assert_eq!(keys(&discovery), [key]);
-        assert!(discovery.snapshot().servers[0].metadata().in_group("b"));
-        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 5 }).await.expect("call through ZooKeeper");
-        assert_eq!(r.c, 15);
-        server.close().await;
-        let t0 = Instant::now();
-        while !keys(&discovery).is_empty() {
-            assert!(t0.elapsed() < Duration::from_secs(5), "close must unregister");
-            smol::Timer::after(Duration::from_millis(20)).await;
-        }
-    });
+    common::smol_server_registers_and_smol_xclient_calls_it(&ZkServer::start().expect("zookeeper"));
 }
 
 #[test]
 fn std_server_registers_and_std_xclient_calls_it() {
-    let zk = ZkServer::start().expect("zookeeper");
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(registrar(&zk))
-        .advertise_address("127.0.0.1")
-        .bind("tcp@0.0.0.0:0")
-        .expect("bind and register");
-    let key = server.advertised().expect("advertised").to_string();
-    let port = server.local_addr().expect("tcp").port();
-    assert_eq!(key, format!("tcp@127.0.0.1:{port}"), "a bare host takes the bound port");
-    let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").wait().expect("discovery"));
-    assert_eq!(keys(&discovery), [key]);
-    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 4, b: 5 }).expect("call through ZooKeeper");
-    assert_eq!(r.c, 20);
-    server.shutdown(Duration::from_secs(5));
-    let t0 = Instant::now();
-    while !keys(&discovery).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(5), "shutdown must unregister");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::std_server_registers_and_std_xclient_calls_it(&ZkServer::start().expect("zookeeper"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unspecified_bind_without_advertise_address_is_refused_with_a_typed_error() {
-    let zk = ZkServer::start().expect("zookeeper");
-    let err = rpcx_tokio::Server::new(router(1, ""))
-        .registrar(registrar(&zk))
-        .bind("tcp@0.0.0.0:0")
-        .await
-        .expect_err("0.0.0.0 cannot be advertised");
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
-    let inner = err.get_ref().and_then(|e| e.downcast_ref::<RegistryError>());
-    assert!(matches!(inner, Some(RegistryError::Advertise(AdvertiseError::Unspecified { .. }))), "{err:?}");
-    let std_err = rpcx_std::Server::new(router(1, "")).registrar(registrar(&zk)).bind("tcp@[::]:0");
-    assert!(std_err.is_err(), "std must refuse [::] too");
-    // Nothing was written.
-    let raw = raw_client(&zk).await;
-    assert_eq!(raw_get(&raw, BASE).await, None);
+    common::unspecified_bind_without_advertise_address_is_refused(&ZkServer::start().expect("zookeeper")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,35 +345,7 @@ async fn a_deleted_node_is_recreated_a_burst_is_one_update_and_foreign_nodes_are
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
-    let zk = ZkServer::start().expect("zookeeper");
-    let started = Arc::new(tokio::sync::Notify::new());
-    let gate = Arc::new(tokio::sync::Notify::new());
-    let (s, g) = (started.clone(), gate.clone());
-    let router = Router::new().service(Service::new("Arith").method("Slow", move |_c: Context, a: Args| {
-        let (s, g) = (s.clone(), g.clone());
-        async move {
-            s.notify_one();
-            g.notified().await;
-            Ok(Reply { c: a.a })
-        }
-    }));
-    let server = rpcx_tokio::Server::new(router).registrar(registrar(&zk)).bind("tcp@127.0.0.1:0").await.expect("bind");
-    let key = node(server.advertised().expect("advertised").as_str());
-    let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").await.expect("discovery"));
-    let xc = rpcx_tokio::XClient::new("Arith", discovery, Default::default());
-    let call = tokio::spawn(async move { xc.call::<_, Reply>("Slow", &Args { a: 9, b: 0 }).await });
-    tokio::time::timeout(Duration::from_secs(5), started.notified()).await.expect("the call reached the handler");
-    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
-    let raw = raw_client(&zk).await;
-    until(Duration::from_secs(5), "the node to be deleted while a call is in flight", async || {
-        raw_get(&raw, &key).await.is_none()
-    })
-    .await;
-    assert!(!call.is_finished() && !shutdown.is_finished(), "unregistered before the drain finished");
-    gate.notify_one();
-    let r = call.await.expect("join").expect("the in-flight call is answered during the drain");
-    assert_eq!(r.c, 9);
-    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
+    common::graceful_shutdown_unregisters_before_draining_in_flight_calls(&ZkServer::start().expect("zookeeper")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,29 +389,7 @@ async fn multi_level_base_two_services_and_a_dropped_registration_left_to_its_se
     until(Duration::from_secs(5), "discovery to follow", async || keys(&echo).is_empty()).await;
 }
 
-/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node's
-/// data, keeping the other keys (an operator's `state=inactive` too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn published_rates_are_written_into_the_node_like_gos_metrics() {
-    let zk = ZkServer::start().expect("zookeeper");
-    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
-        .registrar(registrar(&zk))
-        .publish_rates(true)
-        .bind("tcp@127.0.0.1:0")
-        .await
-        .expect("bind");
-    let key = node(server.advertised().expect("advertised").as_str());
-    let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").await.expect("discovery"));
-    who_on_every_runtime(discovery.clone(), 5).await;
-    let raw = raw_client(&zk).await;
-    until(Duration::from_secs(5), "rates in the node", async || {
-        raw_get(&raw, &key).await.is_some_and(|v| common::has_rates(&v) && v.contains("weight=3"))
-    })
-    .await;
-    raw.set_data(&key, b"weight=3&state=inactive", None).await.expect("flip");
-    until(Duration::from_secs(5), "rates beside the flip", async || {
-        raw_get(&raw, &key).await.is_some_and(|v| common::has_rates(&v) && v.contains("state=inactive"))
-    })
-    .await;
-    server.shutdown(Duration::from_secs(5)).await;
+    common::published_rates_are_written_into_the_node_like_gos_metrics(&ZkServer::start().expect("zookeeper")).await;
 }

@@ -168,3 +168,131 @@ pub(crate) fn spawn_child_server(env: (&str, &str), rt: &str) -> (std::process::
         }
     }
 }
+
+/// A registry engine under test, as the shared scenarios below use it. Each backend's
+/// test file implements it over its real engine (or, for Consul, the stand-in).
+pub(crate) trait Engine {
+    /// A registrar with the test's short intervals.
+    fn registrar(&self) -> Box<dyn rpcx_core::registry::Registrar>;
+    /// A discovery of `Arith`, listed once.
+    async fn discovery(&self) -> Arc<dyn Discovery>;
+    /// The value of `server`'s `Arith` node as the registry holds it (`None`: missing).
+    async fn node_value(&self, server: &str) -> Option<String>;
+    /// An operator's edit: write `value` into `server`'s node, keeping its lease, TTL
+    /// or session.
+    async fn set_node(&self, server: &str, value: &str);
+}
+
+/// A smol server registers, a smol XClient calls it, and closing unregisters.
+pub(crate) fn smol_server_registers_and_smol_xclient_calls_it(e: &impl Engine) {
+    smol::block_on(async {
+        let server = rpcx_smol::Server::new(router(1, "group=b"))
+            .registrar(e.registrar())
+            .bind("tcp@127.0.0.1:0")
+            .await
+            .expect("bind and register");
+        let key = server.advertised().expect("advertised").to_string();
+        let discovery = e.discovery().await;
+        assert_eq!(keys(&*discovery), [key]);
+        assert!(discovery.snapshot().servers[0].metadata().in_group("b"));
+        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
+        let r: Reply = xc.call("Mul", &Args { a: 3, b: 5 }).await.expect("smol call through the registry");
+        assert_eq!(r.c, 15);
+        server.close().await;
+        let t0 = Instant::now();
+        while !keys(&*discovery).is_empty() {
+            assert!(t0.elapsed() < Duration::from_secs(5), "close must unregister");
+            smol::Timer::after(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+/// A std server bound to 0.0.0.0 with a bare advertised host registers under the bound
+/// port, a std XClient calls it, and a graceful shutdown unregisters.
+pub(crate) fn std_server_registers_and_std_xclient_calls_it(e: &impl Engine) {
+    let server = rpcx_std::Server::new(router(1, ""))
+        .registrar(e.registrar())
+        .advertise_address("127.0.0.1")
+        .bind("tcp@0.0.0.0:0")
+        .expect("bind and register");
+    let key = server.advertised().expect("advertised").to_string();
+    let port = server.local_addr().expect("tcp").port();
+    assert_eq!(key, format!("tcp@127.0.0.1:{port}"), "a bare host takes the bound port");
+    let discovery = smol::block_on(e.discovery());
+    assert_eq!(keys(&*discovery), [key]);
+    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 4, b: 5 }).expect("std call through the registry");
+    assert_eq!(r.c, 20);
+    server.shutdown(Duration::from_secs(5));
+    until_blocking(Duration::from_secs(5), "shutdown to unregister", || keys(&*discovery).is_empty());
+}
+
+/// A server bound to 0.0.0.0 / [::] without an advertised address is refused with a
+/// typed error on tokio and std.
+pub(crate) async fn unspecified_bind_without_advertise_address_is_refused(e: &impl Engine) {
+    use rpcx_core::registry::{AdvertiseError, RegistryError};
+    let err = rpcx_tokio::Server::new(router(1, ""))
+        .registrar(e.registrar())
+        .bind("tcp@0.0.0.0:0")
+        .await
+        .expect_err("0.0.0.0 cannot be advertised");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<RegistryError>());
+    assert!(matches!(inner, Some(RegistryError::Advertise(AdvertiseError::Unspecified { .. }))), "{err:?}");
+    let std_err = rpcx_std::Server::new(router(1, "")).registrar(e.registrar()).bind("tcp@[::]:0");
+    assert!(std_err.is_err(), "std must refuse [::] too");
+    assert!(keys(&*e.discovery().await).is_empty(), "nothing was registered");
+}
+
+/// Graceful shutdown deletes the node while a call is still in flight, then drains it.
+pub(crate) async fn graceful_shutdown_unregisters_before_draining_in_flight_calls(e: &impl Engine) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let (s, g) = (started.clone(), gate.clone());
+    let router = Router::new().service(Service::new("Arith").method("Slow", move |_c: Context, a: Args| {
+        let (s, g) = (s.clone(), g.clone());
+        async move {
+            s.notify_one();
+            g.notified().await;
+            Ok(Reply { c: a.a })
+        }
+    }));
+    let server = rpcx_tokio::Server::new(router).registrar(e.registrar()).bind("tcp@127.0.0.1:0").await.expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    let xc = rpcx_tokio::XClient::new("Arith", e.discovery().await, Default::default());
+    let call = tokio::spawn(async move { xc.call::<_, Reply>("Slow", &Args { a: 9, b: 0 }).await });
+    tokio::time::timeout(Duration::from_secs(5), started.notified()).await.expect("the call reached the handler");
+    let shutdown = tokio::spawn(server.shutdown(Duration::from_secs(10)));
+    until(Duration::from_secs(5), "the node to be deleted while a call is in flight", async || {
+        e.node_value(&key).await.is_none()
+    })
+    .await;
+    assert!(!call.is_finished() && !shutdown.is_finished(), "unregistered before the drain finished");
+    gate.notify_one();
+    let r = call.await.expect("join").expect("the in-flight call is answered during the drain");
+    assert_eq!(r.c, 9);
+    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
+}
+
+/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
+/// keeping the other keys (an operator's `state=inactive` too).
+pub(crate) async fn published_rates_are_written_into_the_node_like_gos_metrics(e: &impl Engine) {
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(e.registrar())
+        .publish_rates(true)
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    who_on_every_runtime(e.discovery().await, 5).await;
+    until(Duration::from_secs(5), "rates in the node", async || {
+        e.node_value(&key).await.is_some_and(|v| has_rates(&v) && v.contains("weight=3"))
+    })
+    .await;
+    e.set_node(&key, "weight=3&state=inactive").await;
+    until(Duration::from_secs(5), "rates beside the flip", async || {
+        e.node_value(&key).await.is_some_and(|v| has_rates(&v) && v.contains("state=inactive"))
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+}
