@@ -3,7 +3,7 @@
 //! given to any runtime's `Server::registrar`, and an XClient finds servers through a
 //! [`Discovery`](rpcx_core::govern::Discovery).
 //!
-//! One crate, one cargo feature per backend (`etcd`, `redis` and `dns`, all on by default,
+//! One crate, one cargo feature per backend (`etcd`, `redis`, `dns` and `mdns`, all on by default,
 //! and `cache`, Go's cache file in front of any discovery;
 //! `test-support` adds harnesses that start the real engines): the backends share
 //! the key layout, the life cycle and the discovery model of `rpcx_core::registry` and
@@ -45,6 +45,8 @@ pub mod dns;
 pub mod etcd;
 #[cfg(any(feature = "etcd", feature = "redis"))]
 mod exec;
+#[cfg(feature = "mdns")]
+pub mod mdns;
 #[cfg(feature = "redis")]
 pub mod redis;
 
