@@ -34,6 +34,9 @@ pub struct GoBinaries {
     /// `cmd/redis`: a server registering through rpcx's in-tree Redis plugin, and a
     /// client discovering through rpcx-redis.
     pub redis: PathBuf,
+    /// `cmd/mdns`: a server registering through rpcx's mDNS plugin, and a client
+    /// discovering through its mDNS discovery (run only in a network namespace).
+    pub mdns: PathBuf,
 }
 
 /// `interop/go`, the Go module.
@@ -78,6 +81,7 @@ fn build() -> Result<GoBinaries, String> {
         .arg("./cmd/client")
         .arg("./cmd/etcd")
         .arg("./cmd/redis")
+        .arg("./cmd/mdns")
         .current_dir(go_module_dir());
     // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
     if std::env::var_os("GONOSUMDB").is_none() {
@@ -99,7 +103,7 @@ fn build() -> Result<GoBinaries, String> {
     if run.timed_out || !run.status.is_some_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
-            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis` in {} failed ({}):\n{}{}",
+            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis ./cmd/mdns` in {} failed ({}):\n{}{}",
             go_module_dir().display(),
             run.describe_status(),
             run.stdout,
@@ -111,10 +115,15 @@ fn build() -> Result<GoBinaries, String> {
         client: dir.join("client"),
         etcd: dir.join("etcd"),
         redis: dir.join("redis"),
+        mdns: dir.join("mdns"),
     };
-    for (name, dst) in
-        [("server", &bins.server), ("client", &bins.client), ("etcd", &bins.etcd), ("redis", &bins.redis)]
-    {
+    for (name, dst) in [
+        ("server", &bins.server),
+        ("client", &bins.client),
+        ("etcd", &bins.etcd),
+        ("redis", &bins.redis),
+        ("mdns", &bins.mdns),
+    ] {
         std::fs::rename(tmp.join(name), dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
