@@ -50,7 +50,7 @@
 //! # Tests never multicast on a real network
 //!
 //! The tests, the Go interop tests and the example run in a network namespace of their
-//! own with only a loopback interface (see [`testing`], feature `test-support`), and
+//! own with only a loopback interface (see `mdns::testing`, feature `test-support`), and
 //! multicast through 127.0.0.1 ([`MdnsConfig::interface`]).
 //!
 //! ```no_run
