@@ -1,6 +1,6 @@
 //! Network namespaces for mDNS tests and examples, so that they never multicast on a
-//! real network: a program re-executes itself under `unshare --net` (root, or a user
-//! namespace's root) in a namespace with only `lo`, set up for multicast:
+//! real network: a program re-executes itself under `unshare --net` (as root; other
+//! users get a user namespace too) in a namespace with only `lo`, set up for multicast:
 //!
 //! ```text
 //! ip link set lo up && ip link set lo multicast on && ip route add 224.0.0.0/4 dev lo
@@ -32,11 +32,26 @@ pub fn inside() -> bool {
     std::env::var_os(INSIDE_ENV).is_some()
 }
 
-/// `program args...` to be run in a fresh network namespace.
+/// `program args...` to be run in a fresh network namespace: `unshare --net` as root,
+/// else inside a user namespace too (`--user --map-root-user`, where the kernel allows
+/// unprivileged user namespaces).
 pub fn command_in_namespace<S: AsRef<OsStr>>(program: &Path, args: impl IntoIterator<Item = S>) -> Command {
     let mut cmd = Command::new("unshare");
+    if !is_root() {
+        cmd.args(["--user", "--map-root-user"]);
+    }
     cmd.args(["--net", "--", "sh", "-c", SETUP]).arg(program).args(args).env(INSIDE_ENV, "1");
     cmd
+}
+
+/// Whether the effective user id is 0 (`/proc/self/status`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").ok().is_some_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
+            .unwrap_or(false)
+    })
 }
 
 /// Wait up to `limit` for `child`; killed (and an error) when it takes longer.
