@@ -146,8 +146,10 @@ fn ns_killed_server() {
 }
 
 async fn killed_server() {
+    // The survivor has the same short TTL: its re-announcements keep it listed.
+    let short = testing::config().instance("survivor").ttl(SHORT_TTL).update_interval(Duration::from_millis(500));
     let survivor = rpcx_tokio::Server::new(router(2, ""))
-        .registrar(registrar("survivor"))
+        .registrar(MdnsRegistrar::new(short).expect("config"))
         .bind("tcp@127.0.0.1:0")
         .await
         .expect("survivor");
@@ -185,6 +187,12 @@ async fn killed_server() {
     assert!(t0.elapsed() <= SHORT_TTL + Duration::from_secs(3), "expired after {took:?}, TTL {SHORT_TTL:?}");
     assert_eq!(keys(&*d), [survivor.address().to_owned()]);
     assert_eq!(who_on_every_runtime(d.clone(), 8).await, [(); 3].map(|_| vec![2]));
+    // Two more TTLs: the survivor's refreshes keep it listed all along.
+    let t1 = Instant::now();
+    while t1.elapsed() < SHORT_TTL * 2 {
+        assert_eq!(keys(&*d), [survivor.address().to_owned()], "a refreshed server must stay listed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     survivor.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -222,4 +230,95 @@ async fn what_go_cannot_publish_is_refused_with_typed_errors() {
         .await
         .expect_err("one TXT string cannot hold four services");
     assert!(err.to_string().contains("255 bytes"), "{err}");
+}
+
+#[test]
+fn junk_on_the_wire_changes_nothing() {
+    in_namespace("ns_junk_on_the_wire");
+}
+
+#[test]
+#[ignore = "run in a network namespace by junk_on_the_wire_changes_nothing"]
+fn ns_junk_on_the_wire() {
+    require_inside("junk_on_the_wire_changes_nothing");
+    let server = rpcx_std::Server::new(router(1, ""))
+        .registrar(registrar("real"))
+        .bind("tcp@127.0.0.1:0")
+        .expect("bind and register");
+    let d = Arc::new(MdnsDiscovery::connect(testing::config(), "Arith").wait().expect("discovery"));
+    let want = [server.address().to_owned()];
+    common::until_blocking(Duration::from_secs(10), "the real server", || keys(&*d) == want);
+
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let group = rpcx_registry::mdns::MDNS_GROUP;
+    let mut x: u32 = 0x2545_f491;
+    let mut rand = move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    };
+    // Random bytes, and random bytes behind a response header claiming many records.
+    for i in 0..300 {
+        let mut p: Vec<u8> = (0..(rand() % 700)).map(|_| rand() as u8).collect();
+        if i % 2 == 0 && p.len() >= 12 {
+            p[..12].copy_from_slice(&[0, 0, 0x84, 0, 0, 0, 0, 40, 0, 0, 0, 40]);
+        }
+        let _ = sock.send_to(&p, group);
+    }
+    // Well-formed announcements: a TXT that is not Go's list, one for another service
+    // only, and a goodbye for an instance nobody announced.
+    for (instance, txt) in [
+        ("bogus", "not%20json".to_owned()),
+        ("other", escaped_list(&[("Other", "tcp@127.0.0.1:1")])),
+        ("nobody", escaped_list(&[("Arith", "tcp@127.0.0.1:2")])),
+    ] {
+        let ttl = if instance == "nobody" { 0 } else { 120 };
+        let _ = sock.send_to(&txt_announcement(instance, ttl, txt.as_bytes()), group);
+    }
+    // A flood of distinct instances for Arith is bounded: the list stays finite and
+    // the real server stays listed and called.
+    for i in 0..1500u32 {
+        let txt = escaped_list(&[("Arith", &format!("tcp@127.0.0.9:{}", i % 60000 + 1))]);
+        let _ = sock.send_to(&txt_announcement(&format!("flood{i}"), 1, txt.as_bytes()), group);
+    }
+    // Some of it arrived (loopback may drop part of a burst), never more than the bound.
+    common::until_blocking(Duration::from_secs(5), "part of the flood", || keys(&*d).len() > 1);
+    assert!(keys(&*d).len() <= rpcx_registry::mdns::MAX_INSTANCES + 1, "{} listed", keys(&*d).len());
+    // The flood expires after its 1 s TTL; the real server remains, and answers.
+    common::until_blocking(Duration::from_secs(10), "the flood to expire", || keys(&*d) == want);
+    let xc = rpcx_std::XClient::new("Arith", d.clone(), Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).expect("call after the junk");
+    assert_eq!(r.c, 42);
+    // The responder survived the junk too: a fresh discovery finds the server.
+    let fresh = MdnsDiscovery::connect(testing::config(), "Arith").wait().expect("discovery");
+    common::until_blocking(Duration::from_secs(10), "a fresh discovery", || keys(&fresh) == want);
+    server.shutdown(Duration::from_secs(5));
+}
+
+/// Go's TXT list for `(service, address)` pairs, escaped.
+fn escaped_list(services: &[(&str, &str)]) -> String {
+    let json: Vec<String> =
+        services.iter().map(|(s, a)| format!(r#"{{"service":"{s}","service_address":"{a}"}}"#)).collect();
+    let json = format!("[{}]", json.join(","));
+    json.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// A response holding one TXT record for `<instance>._rpcxservices.local.`, built by
+/// hand (the codec is private).
+fn txt_announcement(instance: &str, ttl: u32, txt: &[u8]) -> Vec<u8> {
+    let mut p = vec![0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 0];
+    for label in [instance, "_rpcxservices", "local"] {
+        p.push(label.len() as u8);
+        p.extend_from_slice(label.as_bytes());
+    }
+    p.push(0);
+    p.extend_from_slice(&[0, 16, 0x80, 1]);
+    p.extend_from_slice(&ttl.to_be_bytes());
+    p.extend_from_slice(&((txt.len() + 1) as u16).to_be_bytes());
+    p.push(txt.len() as u8);
+    p.extend_from_slice(txt);
+    p
 }
