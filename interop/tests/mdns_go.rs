@@ -11,7 +11,7 @@
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
 use rpcx_interop::go::go_binaries;
-use rpcx_registry::mdns::testing::{self, require_inside, run_test_in_namespace, wait_bounded};
+use rpcx_registry::mdns::testing::{self, command_in_namespace, require_inside, wait_bounded};
 use rpcx_registry::mdns::{MdnsDiscovery, MdnsRegistrar};
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -33,15 +33,26 @@ struct Reply {
     c: i64,
 }
 
+/// The built `cmd/mdns`, passed from the parent to the child test.
+const GO_MDNS_ENV: &str = "RPCX_INTEROP_GO_MDNS_BINARY";
+
 fn in_namespace(child: &str) {
     // Build the Go binaries out here (a cold build may download modules; the namespace
-    // has no network). The child finds them already built.
-    let _ = go_binaries();
+    // has no network) and hand the child the path.
+    let go = &go_binaries().mdns;
     let t0 = Instant::now();
-    let status =
-        run_test_in_namespace(child, Duration::from_secs(180)).expect("run the child test under `unshare --net`");
+    let exe = std::env::current_exe().expect("test binary");
+    let mut run = command_in_namespace(&exe, [child, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(GO_MDNS_ENV, go)
+        .spawn()
+        .expect("run the child test under `unshare --net`");
+    let status = wait_bounded(&mut run, Duration::from_secs(180)).expect("the child test finishes");
     assert!(status.success(), "{child} failed in its network namespace: {status}");
     eprintln!("{child}: passed in its namespace in {:?}", t0.elapsed());
+}
+
+fn go_mdns() -> std::path::PathBuf {
+    std::env::var_os(GO_MDNS_ENV).map_or_else(|| go_binaries().mdns.clone(), Into::into)
 }
 
 fn router() -> Router {
@@ -64,7 +75,7 @@ struct GoServer {
 
 impl GoServer {
     fn start(meta: &str) -> GoServer {
-        let mut child = Command::new(&go_binaries().mdns)
+        let mut child = Command::new(go_mdns())
             .args(["server", "-meta", meta, "-update", "1s"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -199,7 +210,7 @@ fn ns_rust_servers_go_client() {
         .collect();
     want.sort();
 
-    let mut child = Command::new(&go_binaries().mdns)
+    let mut child = Command::new(go_mdns())
         .args(["client", "-service", "Arith", "-servers", "3", "-calls", "30", "-wait", "20s"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
