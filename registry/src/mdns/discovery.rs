@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 /// The longest the browser sleeps before looking at its stop channel.
 const POLL: Duration = Duration::from_millis(50);
+/// Changes within this window after the first are published as one update.
+const COALESCE: Duration = Duration::from_millis(20);
 
 /// The servers of one service, found by mDNS (stopped when this is dropped).
 pub struct MdnsDiscovery {
@@ -50,6 +52,7 @@ impl MdnsDiscovery {
             list,
             instances: HashMap::new(),
             published: Vec::new(),
+            dirty: None,
         };
         let spawned = std::thread::Builder::new()
             .name("rpcx-mdns-discovery".into())
@@ -76,6 +79,8 @@ struct Browser {
     /// By lower-cased instance name.
     instances: HashMap<String, Entry>,
     published: Vec<(String, String)>,
+    /// When the first unpublished change happened.
+    dirty: Option<Instant>,
 }
 
 impl Browser {
@@ -104,22 +109,24 @@ impl Browser {
                     now + self.config.query_interval
                 };
             }
-            if self.expire(now) {
-                self.publish();
-            }
+            self.tick(now);
             if pending.is_some() && (!self.published.is_empty() || now >= start + self.config.browse_timeout) {
                 if let Some((first, discovery)) = pending.take() {
                     first.complete(Ok(discovery));
                 }
             }
             let next_expiry = self.instances.values().map(|e| e.expires).min();
-            let deadline = next_expiry.map_or(next_query, |e| e.min(next_query));
+            let mut deadline = next_expiry.map_or(next_query, |e| e.min(next_query));
+            if let Some(t) = self.dirty {
+                deadline = deadline.min(t + COALESCE);
+            }
             let wait = deadline.saturating_duration_since(now).clamp(Duration::from_millis(1), POLL);
             let _ = socket.set_read_timeout(Some(wait));
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
-                    if self.apply(&buf[..n], from, Instant::now()) {
-                        self.publish();
+                    let now = Instant::now();
+                    if self.apply(&buf[..n], from, now) {
+                        self.dirty.get_or_insert(now);
                     }
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
@@ -128,6 +135,17 @@ impl Browser {
                     std::thread::sleep(POLL);
                 }
             }
+        }
+    }
+
+    /// Expire what is due and publish a change whose coalescing window has passed.
+    fn tick(&mut self, now: Instant) {
+        if self.expire(now) {
+            self.dirty.get_or_insert(now);
+        }
+        if self.dirty.is_some_and(|t| now >= t + COALESCE) {
+            self.dirty = None;
+            self.publish();
         }
     }
 
@@ -189,16 +207,23 @@ impl Browser {
                 now.checked_add(Duration::from_secs(u64::from(r.ttl))).unwrap_or(now + Duration::from_secs(86_400));
             let full = self.instances.len() >= MAX_INSTANCES;
             match self.instances.get_mut(&key) {
+                // No longer serving our service (Go's UnregisterAll empties the list).
+                Some(_) if servers.is_empty() => {
+                    self.instances.remove(&key);
+                    changed = true;
+                }
                 Some(e) => {
                     changed |= e.servers != servers;
                     e.servers = servers;
                     e.expires = expires;
                 }
+                // Instances of other services take no room.
+                None if servers.is_empty() => {}
                 None if full => {
                     tracing::warn!(%from, "more than {MAX_INSTANCES} mDNS instances; ignoring {instance}");
                 }
                 None => {
-                    changed |= !servers.is_empty();
+                    changed = true;
                     self.instances.insert(key, Entry { servers, expires });
                 }
             }
@@ -272,6 +297,7 @@ mod tests {
             list: Arc::new(MultiDiscovery::new([])),
             instances: HashMap::new(),
             published: Vec::new(),
+            dirty: None,
         }
     }
 
@@ -296,16 +322,15 @@ mod tests {
         let mut b = browser();
         let t0 = Instant::now();
         assert!(b.apply(&txt("a", 2, &[("Arith", "tcp@1.1.1.1:1"), ("Echo", "tcp@1.1.1.1:1")]), FROM, t0));
-        assert!(!b.apply(&txt("b", 2, &[("Echo", "tcp@2.2.2.2:2")]), FROM, t0), "only Echo: no change");
+        assert!(!b.apply(&txt("b", 2, &[("Echo", "tcp@2.2.2.2:2")]), FROM, t0), "only Echo: not kept");
         assert!(b.apply(&txt("c", 10, &[("Arith", "tcp@3.3.3.3:3")]), FROM, t0));
+        assert_eq!(b.instances.len(), 2);
         b.publish();
         assert_eq!(keys(&b), ["tcp@1.1.1.1:1", "tcp@3.3.3.3:3"]);
         assert_eq!(b.list.snapshot().servers[0].metadata().raw(), "w=1");
-        // A refresh moves a's expiry; b and then a expire.
+        // A refresh moves a's expiry to t0 + 3 s.
         assert!(!b.apply(&txt("A", 2, &[("Arith", "tcp@1.1.1.1:1")]), FROM, t0 + Duration::from_secs(1)));
-        assert!(b.expire(t0 + Duration::from_millis(2500)), "b expired");
-        b.publish();
-        assert_eq!(keys(&b), ["tcp@1.1.1.1:1", "tcp@3.3.3.3:3"]);
+        assert!(!b.expire(t0 + Duration::from_millis(2500)), "a was refreshed");
         assert!(b.expire(t0 + Duration::from_millis(3500)));
         b.publish();
         assert_eq!(keys(&b), ["tcp@3.3.3.3:3"]);
@@ -314,6 +339,32 @@ mod tests {
         assert!(b.apply(&Message::response(vec![bye], vec![]).encode().unwrap(), FROM, t0));
         b.publish();
         assert!(keys(&b).is_empty());
+        // An instance whose list stops naming our service (Go's UnregisterAll) goes.
+        assert!(b.apply(&txt("d", 60, &[("Arith", "tcp@4.4.4.4:4")]), FROM, t0));
+        assert!(b.apply(&txt("d", 60, &[]), FROM, t0));
+        assert!(b.instances.is_empty());
+    }
+
+    #[test]
+    fn a_burst_of_changes_is_one_update() {
+        let mut b = browser();
+        let t0 = Instant::now();
+        for (i, at) in [0u64, 5, 10].iter().enumerate() {
+            let now = t0 + Duration::from_millis(*at);
+            if b.apply(&txt(&format!("i{i}"), 60, &[("Arith", &format!("tcp@10.0.0.{i}:1"))]), FROM, now) {
+                b.dirty.get_or_insert(now);
+            }
+            b.tick(now);
+        }
+        assert_eq!(b.list.version(), 0, "still inside the window");
+        b.tick(t0 + COALESCE);
+        assert_eq!((b.list.version(), b.published.len()), (1, 3), "one update with all three");
+        b.tick(t0 + Duration::from_secs(1));
+        assert_eq!(b.list.version(), 1, "nothing new");
+        // Expiry is published too, once.
+        b.tick(t0 + Duration::from_secs(61));
+        b.tick(t0 + Duration::from_secs(61) + COALESCE);
+        assert_eq!((b.list.version(), b.published.len()), (2, 0));
     }
 
     #[test]
