@@ -35,6 +35,8 @@
 //!   Between refreshes the last list is kept; a quiet network does not empty it.
 //! * The TTL is configurable ([`MdnsConfig::ttl`]); a short one makes a killed server
 //!   disappear quickly at the cost of more traffic.
+//! * Changes arriving within 20 ms of each other are published as one update, and
+//!   subscribers hear of a change only when the list really changed.
 //! * **IPv4 only** (224.0.0.251:5353); Go's zeroconf also joins ff02::fb. Go's browsers
 //!   and servers speak IPv4 too, so they interoperate.
 //! * Several servers on one host need distinct instance names
@@ -43,6 +45,8 @@
 //!
 //! A peer's packet is untrusted: packets, names, records and the number of instances
 //! are bounded, junk is logged (`tracing` warnings) and ignored, and nothing panics.
+//! mDNS has no authentication, though: anything on the link can announce a server, as
+//! with Go's plugin, so use it only on links you trust.
 //! Responder and browser are plain threads with std UDP sockets (SO_REUSEADDR and
 //! SO_REUSEPORT on port 5353, shared with other mDNS stacks on the host), so tokio,
 //! smol and rpcx-std servers and XClients use them alike.
