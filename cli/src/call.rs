@@ -11,7 +11,9 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub(crate) struct CallArgs {
-    /// Server address: tcp@host:port, host:port or unix@/path.
+    /// Server address: tcp@host:port, host:port or unix@/path; or a registry,
+    /// etcd://host:port[,host:port...] or redis://host:port, to call one of the servers
+    /// registered there for the service (under --base-path).
     addr: String,
     /// The method, as Service.Method.
     method: String,
@@ -59,6 +61,9 @@ pub(crate) struct CallArgs {
     /// Show the response header and metadata on stderr.
     #[arg(short, long)]
     verbose: bool,
+    /// With a registry address: the registry's base path (Go's BasePath).
+    #[arg(long, default_value = "/rpcx_test")]
+    base_path: String,
     #[command(flatten)]
     connect: ConnectArgs,
 }
@@ -158,7 +163,15 @@ fn response_header(msg: &Message) -> String {
 
 pub(crate) async fn run(a: CallArgs) -> Outcome {
     let (service, method) = split_method(&a.method)?;
-    crate::net::check_addr(&a.addr)?;
+    let addr = if a.addr.contains("://") {
+        crate::registry::pick(&crate::registry::Registry::parse(&a.addr, &a.base_path)?, service).await?
+    } else {
+        crate::net::check_addr(&a.addr)?;
+        a.addr.clone()
+    };
+    if a.verbose && addr != a.addr {
+        eprintln!("calling {addr} (from {})", a.addr);
+    }
     let schema = crate::proto::load(a.proto.as_deref(), a.descriptor_set.as_deref(), &a.proto_path)?;
     let serialize = a.serialize.unwrap_or(if schema.is_some() { Serialize::Protobuf } else { Serialize::Json });
     let types = match &schema {
@@ -186,7 +199,7 @@ pub(crate) async fn run(a: CallArgs) -> Outcome {
         };
         meta.push((k.to_owned(), v.to_owned()));
     }
-    let client = crate::net::connect(&a.addr, &a.connect).await?;
+    let client = crate::net::connect(&addr, &a.connect).await?;
     let mut req = client.request(service, method).serialize_type(serialize.wire()).timeout(a.timeout);
     if a.gzip {
         req = req.compress(CompressType::GZIP);

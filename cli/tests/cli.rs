@@ -387,6 +387,19 @@ fn gateway_through_registry(url: &str, arith_nodes: impl Fn() -> Vec<String>) {
     let o = rpcx(&["call", &gw.addr, "Arith.Mul", r#"{"A":5,"B":5}"#]);
     assert_status(&o, 0);
     assert_eq!(stdout(&o), "{\n  \"C\": 25\n}\n");
+    // `rpcx call` straight to a server found in the registry.
+    let o = rpcx(&["call", url, "Arith.Mul", r#"{"A":4,"B":5}"#, "--base-path", "/gw", "-v"]);
+    assert_status(&o, 0);
+    assert_eq!(stdout(&o), "{\n  \"C\": 20\n}\n");
+    let picked = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        picked.contains(&format!("calling {} (from {url})", s1.addr))
+            || picked.contains(&format!("calling {} (from {url})", s2.addr)),
+        "{picked}"
+    );
+    let o = rpcx(&["call", url, "Nobody.Mul", "{}", "--base-path", "/gw"]);
+    assert_status(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no active server of Nobody"), "{o:?}");
 }
 
 #[test]
@@ -398,10 +411,20 @@ fn gateway_finds_upstreams_in_etcd() {
         let d = rpcx_registry::etcd::EtcdDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
         keys(&d)
     });
-    let o = rpcx(&["gateway", "--registry", "zk://127.0.0.1:1"]);
+    let o = rpcx(&["gateway", "--registry", "zoo://127.0.0.1:1"]);
     assert_status(&o, 2);
     let o = rpcx(&["gateway", "--registry", "etcd://x:1", "--upstream", "tcp@127.0.0.1:1"]);
     assert_status(&o, 2);
+}
+
+#[test]
+fn gateway_finds_upstreams_in_zookeeper() {
+    let zk = rpcx_registry::zookeeper::testing::ZkServer::start().expect("start ZooKeeper");
+    let config = rpcx_registry::zookeeper::ZkConfig::new([zk.address()], "/gw");
+    gateway_through_registry(&format!("zookeeper://{}", zk.address()), || {
+        let d = rpcx_registry::zookeeper::ZkDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
+        keys(&d)
+    });
 }
 
 #[test]

@@ -13,8 +13,12 @@
 //!    returns the error (as Go's `Serve` does when the plugin cannot start).
 //! 2. While the server runs, the backend keeps its nodes alive (lease or TTL) and every
 //!    update interval re-reads them, re-creating a node that vanished with its original
-//!    metadata ([`refresh_action`]); a value that is present is left as it is, so an
-//!    operator's `state=inactive` flip survives refreshes.
+//!    metadata ([`Registration::refresh`]); a value that is present is left as it is, so
+//!    an operator's `state=inactive` flip survives refreshes. With
+//!    [`RegistrySettings::publish_rates`] (Go's `Metrics` on its register plugins) the
+//!    tick also writes `calls` and `connections`, the server's mean rates per second
+//!    since it started formatted `%.2f`, into the present value, keeping every other key
+//!    (so the flip still survives) and re-encoding it as Go's `url.Values.Encode` does.
 //! 3. `shutdown` and `close` call [`Registered::unregister`] and wait for it **before**
 //!    the server stops accepting and drains its connections (Go's `Shutdown` calls
 //!    `UnregisterAll` first), so clients stop picking the server while it still answers.
@@ -208,6 +212,64 @@ pub struct ServiceEntry {
 pub struct Registration {
     address: ServerKey,
     services: Vec<ServiceEntry>,
+    rates: Option<Rates>,
+}
+
+/// The server's call and connection counts since it started, for the `calls` and
+/// `connections` rates Go's register plugins publish (go-metrics meters' mean rates).
+#[derive(Clone)]
+pub struct Rates {
+    counts: Arc<dyn Fn() -> (u64, u64) + Send + Sync>,
+    started: std::time::Instant,
+}
+
+impl Rates {
+    /// Rates over `counts` (calls handled, connections accepted), from `started`.
+    pub fn new(counts: impl Fn() -> (u64, u64) + Send + Sync + 'static, started: std::time::Instant) -> Self {
+        Rates { counts: Arc::new(counts), started }
+    }
+
+    /// Calls and connections per second, each averaged since the start.
+    pub fn now(&self) -> (f64, f64) {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let (calls, conns) = (self.counts)();
+        (calls as f64 / secs, conns as f64 / secs)
+    }
+}
+
+impl fmt::Debug for Rates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rates").field("started", &self.started).finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Rates {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.counts, &other.counts) && self.started == other.started
+    }
+}
+
+impl Eq for Rates {}
+
+/// `current` metadata with `calls` and `connections` set to the rates, as Go's plugins
+/// write it each tick: `url.ParseQuery`, `Set` both keys (`%.2f`), `Values.Encode()`
+/// (keys sorted, every value escaped). `None` for a value Go cannot parse (Go then
+/// leaves the node as it is).
+pub fn metadata_with_rates(current: &str, calls: f64, connections: f64) -> Option<String> {
+    let (mut pairs, err) = crate::query::parse(current);
+    if err.is_some() {
+        return None;
+    }
+    pairs.retain(|(k, _)| k != b"calls" && k != b"connections");
+    let calls = format!("{calls:.2}");
+    let connections = format!("{connections:.2}");
+    let mut all: Vec<(&[u8], &[u8])> = pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())).collect();
+    all.push((b"calls", calls.as_bytes()));
+    all.push((b"connections", connections.as_bytes()));
+    Some(crate::query::encode_sorted(all))
 }
 
 /// One registry entry: a key and its value.
@@ -228,7 +290,38 @@ impl Registration {
         let mut services: Vec<_> = services.into_iter().collect();
         services.sort_by(|a, b| a.name.cmp(&b.name));
         services.dedup_by(|a, b| a.name == b.name);
-        Registration { address, services }
+        Registration { address, services, rates: None }
+    }
+
+    /// Publish `rates` on every refresh (see the module docs).
+    #[must_use]
+    pub fn with_rates(mut self, rates: Rates) -> Self {
+        self.rates = Some(rates);
+        self
+    }
+
+    /// The rates published on refreshes, if any.
+    pub fn rates(&self) -> Option<&Rates> {
+        self.rates.as_ref()
+    }
+
+    /// What a refresh tick does with the node it registered with `registered` as value,
+    /// given the registry's `current` value (`None`: the node vanished): re-create a
+    /// vanished node with its original metadata; without rates leave a present one
+    /// alone; with rates rewrite it when the rates changed it.
+    pub fn refresh(&self, registered: &str, current: Option<&str>) -> RefreshAction {
+        let Some(current) = current else {
+            let _ = registered;
+            return RefreshAction::Recreate;
+        };
+        let Some(rates) = &self.rates else {
+            return RefreshAction::Keep;
+        };
+        let (calls, conns) = rates.now();
+        match metadata_with_rates(current, calls, conns) {
+            Some(v) if v != current => RefreshAction::Rewrite(v),
+            _ => RefreshAction::Keep,
+        }
     }
 
     /// The advertised key (`tcp@10.0.0.5:8972`).
@@ -294,6 +387,9 @@ pub enum RefreshAction {
     Keep,
     /// The node vanished: write it again with the registration's metadata.
     Recreate,
+    /// The node is there: write this value (the present one with new rates), keeping
+    /// its lease or TTL.
+    Rewrite(String),
 }
 
 /// The refresh policy (see the module docs): re-create vanished nodes, keep the rest.
@@ -338,24 +434,42 @@ pub struct RegistrySettings {
     pub registrar: Option<Arc<dyn Registrar>>,
     /// The address to publish (`tcp@host:port` or a bare host); `None`: the bound one.
     pub advertise_address: Option<String>,
+    /// Write `calls` and `connections` rates into the nodes on every refresh (Go's
+    /// `Metrics` on its register plugins).
+    pub publish_rates: bool,
 }
 
 /// Step 1 of the life cycle: with a registrar configured, start registering `router`'s
 /// services under the advertised form of `bound` (the server's bound address in rpcx
 /// form). `Ok(None)` when nothing is to be registered; else the published key and the
 /// registration's completion.
+///
+/// `dispatcher` is the server's: its router names the services, and its counters feed
+/// the rates when [`RegistrySettings::publish_rates`] is on.
 pub fn begin(
     settings: &RegistrySettings,
-    router: &crate::service::Router,
+    dispatcher: &Arc<crate::service::Dispatcher>,
     bound: &str,
 ) -> Result<Option<Pending>, RegistryError> {
     let Some(registrar) = &settings.registrar else {
         return Ok(None);
     };
     let key = advertised_key(bound, settings.advertise_address.as_deref())?;
-    let services =
-        router.services().map(|(name, metadata)| ServiceEntry { name: name.to_owned(), metadata: metadata.to_owned() });
-    let registration = Registration::new(key, services);
+    let services = dispatcher
+        .router()
+        .services()
+        .map(|(name, metadata)| ServiceEntry { name: name.to_owned(), metadata: metadata.to_owned() });
+    let mut registration = Registration::new(key, services);
+    if settings.publish_rates {
+        let d = Arc::downgrade(dispatcher);
+        let counts = move || {
+            d.upgrade().map_or((0, 0), |d| {
+                let t = d.stats();
+                (t.requests, t.connections_accepted)
+            })
+        };
+        registration = registration.with_rates(Rates::new(counts, std::time::Instant::now()));
+    }
     tracing::debug!(address = %registration.address(), services = registration.services().len(), "registering");
     let key = key_of(&registration);
     // A registrar is user code: a panic fails the registration instead of the bind.
@@ -519,10 +633,11 @@ mod tests {
 
     #[test]
     fn a_panicking_registrar_is_an_error_not_a_crash() {
-        let settings = RegistrySettings { registrar: Some(Arc::new(Panicking)), advertise_address: None };
+        let settings = RegistrySettings { registrar: Some(Arc::new(Panicking)), ..Default::default() };
         let router = crate::service::Router::new().service(crate::service::Service::new("Arith"));
+        let dispatcher = Arc::new(crate::service::Dispatcher::new(router, Default::default()));
         let pending =
-            begin(&settings, &router, "tcp@127.0.0.1:8972").expect("an advertisable address").expect("pending");
+            begin(&settings, &dispatcher, "tcp@127.0.0.1:8972").expect("an advertisable address").expect("pending");
         assert!(matches!(pending.registered.wait(), Err(RegistryError::Operation { op: "register", .. })));
         assert!(matches!(end(Box::new(Panicking)).wait(), Err(RegistryError::Operation { op: "unregister", .. })));
     }
@@ -574,6 +689,34 @@ mod tests {
     fn refresh_recreates_only_vanished_nodes() {
         assert_eq!(refresh_action(None), RefreshAction::Recreate);
         assert_eq!(refresh_action(Some("state=inactive")), RefreshAction::Keep);
+        let r = Registration::new(ServerKey::new("tcp@10.0.0.1:1"), []);
+        assert_eq!(r.refresh("weight=1", None), RefreshAction::Recreate);
+        assert_eq!(r.refresh("weight=1", Some("state=inactive")), RefreshAction::Keep);
+    }
+
+    #[test]
+    fn rates_are_written_as_gos_plugins_write_them() {
+        assert_eq!(
+            metadata_with_rates("weight=10&state=inactive&group=b&group=a", 12.345, 0.5).as_deref(),
+            Some("calls=12.35&connections=0.50&group=b&group=a&state=inactive&weight=10")
+        );
+        assert_eq!(metadata_with_rates("", 0.0, 0.0).as_deref(), Some("calls=0.00&connections=0.00"));
+        assert_eq!(
+            metadata_with_rates("calls=1.00&connections=2.00&name=a+b", 3.0, 4.0).as_deref(),
+            Some("calls=3.00&connections=4.00&name=a+b")
+        );
+        assert_eq!(metadata_with_rates("bad=%zz", 1.0, 1.0), None, "Go leaves what it cannot parse");
+        // 60 calls and 6 connections over (at least) 0.2 s.
+        let started = std::time::Instant::now() - std::time::Duration::from_millis(200);
+        let r = Registration::new(ServerKey::new("tcp@10.0.0.1:1"), []).with_rates(Rates::new(|| (60, 6), started));
+        let RefreshAction::Rewrite(v) = r.refresh("weight=1", Some("weight=1&state=inactive")) else {
+            panic!("rates rewrite a present node");
+        };
+        let q = crate::govern::Metadata::parse(&v);
+        let calls: f64 = q.get("calls").unwrap().parse().unwrap();
+        assert!(calls > 0.0 && calls <= 300.0, "{v}");
+        assert_eq!(q.get("state"), Some("inactive"), "the operator's flip survives");
+        assert_eq!(r.refresh("weight=1", None), RefreshAction::Recreate);
     }
 
     #[test]

@@ -34,10 +34,21 @@ pub struct GoBinaries {
     /// `cmd/redis`: a server registering through rpcx's in-tree Redis plugin, and a
     /// client discovering through rpcx-redis.
     pub redis: PathBuf,
+    /// `cmd/consul`: a server registering through rpcx-consul's plugin, and a client
+    /// discovering through its Consul discovery.
+    pub consul: PathBuf,
+    /// `cmd/zookeeper`: a server registering through Go's rpcx-zookeeper plugin, and a
+    /// client discovering through its ZooKeeper discovery.
+    pub zookeeper: PathBuf,
+    /// `cmd/dns`: a client discovering through rpcx's in-tree DNS discovery.
+    pub dns: PathBuf,
     /// `cmd/mdns`: a server registering through rpcx's mDNS plugin, and a client
     /// discovering through its mDNS discovery (run only in a network namespace).
     pub mdns: PathBuf,
 }
+
+/// The commands of the Go module (`interop/go/cmd/<name>`), built together.
+const COMMANDS: &[&str] = &["server", "client", "etcd", "redis", "consul", "zookeeper", "dns", "mdns"];
 
 /// `interop/go`, the Go module.
 pub fn go_module_dir() -> PathBuf {
@@ -77,11 +88,7 @@ fn build() -> Result<GoBinaries, String> {
     cmd.arg("build")
         .arg("-o")
         .arg(&out)
-        .arg("./cmd/server")
-        .arg("./cmd/client")
-        .arg("./cmd/etcd")
-        .arg("./cmd/redis")
-        .arg("./cmd/mdns")
+        .args(COMMANDS.iter().map(|c| format!("./cmd/{c}")))
         .current_dir(go_module_dir());
     // The untagged rpcxio modules have no checksum-database entry (go.sum pins them).
     if std::env::var_os("GONOSUMDB").is_none() {
@@ -103,7 +110,8 @@ fn build() -> Result<GoBinaries, String> {
     if run.timed_out || !run.status.is_some_and(|s| s.success()) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(format!(
-            "`go build ./cmd/server ./cmd/client ./cmd/etcd ./cmd/redis ./cmd/mdns` in {} failed ({}):\n{}{}",
+            "`go build {}` in {} failed ({}):\n{}{}",
+            COMMANDS.iter().map(|c| format!("./cmd/{c}")).collect::<Vec<_>>().join(" "),
             go_module_dir().display(),
             run.describe_status(),
             run.stdout,
@@ -115,16 +123,14 @@ fn build() -> Result<GoBinaries, String> {
         client: dir.join("client"),
         etcd: dir.join("etcd"),
         redis: dir.join("redis"),
+        consul: dir.join("consul"),
+        zookeeper: dir.join("zookeeper"),
+        dns: dir.join("dns"),
         mdns: dir.join("mdns"),
     };
-    for (name, dst) in [
-        ("server", &bins.server),
-        ("client", &bins.client),
-        ("etcd", &bins.etcd),
-        ("redis", &bins.redis),
-        ("mdns", &bins.mdns),
-    ] {
-        std::fs::rename(tmp.join(name), dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
+    for name in COMMANDS {
+        let dst = dir.join(name);
+        std::fs::rename(tmp.join(name), &dst).map_err(|e| format!("move {name} to {}: {e}", dst.display()))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(bins)
@@ -153,6 +159,24 @@ fn drain<R: Read + Send + 'static>(
             }
         }
     })
+}
+
+/// Run the Go command `bin` with `args` to its end (killed after `limit`) and return
+/// its stdout; panics with its whole output if it fails or times out. For the
+/// registry commands' client modes (`cmd/etcd client ...`).
+pub fn run_go(bin: &Path, args: &[&str], limit: Duration) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    let run = Run::spawn(cmd).unwrap_or_else(|e| panic!("start {}: {e}", bin.display())).wait(limit);
+    assert!(
+        !run.timed_out && run.status.is_some_and(|s| s.success()),
+        "{} {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        bin.display(),
+        run.describe_status(),
+        run.stdout,
+        run.stderr
+    );
+    run.stdout
 }
 
 /// A running child with its output drained in the background.

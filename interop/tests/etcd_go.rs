@@ -105,32 +105,9 @@ impl Drop for GoServer {
 
 /// Run Go's etcd discovery + XClient against the registry; returns its stdout.
 fn go_client(etcd: &EtcdServer, calls: usize) -> String {
-    let mut child = Command::new(&go_binaries().etcd)
-        .args(["client", "-etcd", &etcd.endpoint(), "-base", BASE, "-service", "Arith", "-calls", &calls.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the Go etcd client");
-    let t0 = Instant::now();
-    let status = loop {
-        if let Ok(Some(s)) = child.try_wait() {
-            break s;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the Go client did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (mut out, mut err) = (String::new(), String::new());
-    if let Some(mut o) = child.stdout.take() {
-        let _ = o.read_to_string(&mut out);
-    }
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
-    }
-    assert!(status.success(), "Go client failed ({status}):\n{out}{err}");
-    out
+    let calls = calls.to_string();
+    let args = ["client", "-etcd", &etcd.endpoint(), "-base", BASE, "-service", "Arith", "-calls", &calls];
+    rpcx_interop::go::run_go(&go_binaries().etcd, &args, Duration::from_secs(60))
 }
 
 fn wait_keys(d: &EtcdDiscovery, want: &[&str], what: &str) {

@@ -3,9 +3,10 @@
 //! given to any runtime's `Server::registrar`, and an XClient finds servers through a
 //! [`Discovery`](rpcx_core::govern::Discovery).
 //!
-//! One crate, one cargo feature per backend (`etcd`, `redis`, `dns` and `mdns`, all on by default,
-//! and `cache`, Go's cache file in front of any discovery;
-//! `test-support` adds harnesses that start the real engines): the backends share
+//! One crate, one cargo feature per backend (`etcd`, `redis`, `zookeeper`, `consul` and
+//! `dns` and `mdns`, all on by default, and `cache`, Go's cache file in front of any discovery;
+//! `test-support` adds harnesses that start the real engines, and for Consul, which
+//! cannot be installed here, an in-repo stand-in of its HTTP API): the backends share
 //! the key layout, the life cycle and the discovery model of `rpcx_core::registry` and
 //! `rpcx_core::govern`, and an application compiles in only the client libraries it uses.
 //!
@@ -39,16 +40,22 @@
 
 #[cfg(feature = "cache")]
 pub mod cache;
+#[cfg(feature = "consul")]
+pub mod consul;
 #[cfg(feature = "dns")]
 pub mod dns;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-#[cfg(any(feature = "etcd", feature = "redis"))]
+#[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul"))]
 mod exec;
 #[cfg(feature = "mdns")]
 pub mod mdns;
+#[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul"))]
+mod publish;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "zookeeper")]
+pub mod zookeeper;
 
 pub use rpcx_core::registry::{Completion, Registered, Registrar, RegistryError};
 

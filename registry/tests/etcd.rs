@@ -463,3 +463,30 @@ async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
     assert_eq!(r.c, 9);
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
 }
+
+/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
+/// keeping the other keys (an operator's `state=inactive` too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rates_are_written_into_the_node_like_gos_metrics() {
+    let etcd = EtcdServer::start().expect("etcd");
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(registrar(&etcd))
+        .publish_rates(true)
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let key = server.advertised().expect("advertised").to_string();
+    let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").await.expect("discovery"));
+    who_on_every_runtime(discovery.clone(), 5).await;
+    let mut raw = raw_client(&etcd).await;
+    until(Duration::from_secs(5), "rates in the node", async || {
+        raw_get(&mut raw, &node(&key)).await.is_some_and(|v| common::has_rates(&v) && v.contains("weight=3"))
+    })
+    .await;
+    raw.put(node(&key), "weight=3&state=inactive", Some(PutOptions::new().with_ignore_lease())).await.expect("flip");
+    until(Duration::from_secs(5), "rates beside the flip", async || {
+        raw_get(&mut raw, &node(&key)).await.is_some_and(|v| common::has_rates(&v) && v.contains("state=inactive"))
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
+}

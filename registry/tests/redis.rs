@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{router, until};
+use common::{router, until, who_on_every_runtime};
 use rpcx_core::govern::Discovery;
 use rpcx_core::registry::RegistryError;
 use rpcx_core::service::{Context, Router, Service};
@@ -345,4 +345,42 @@ async fn a_dropped_server_handle_leaves_the_server_serving_and_registered() {
         ids.insert(r.c);
     }
     assert_eq!(ids.into_iter().collect::<Vec<_>>(), [1, 2]);
+}
+
+/// `publish_rates`: each refresh writes Go's `calls` and `connections` into the node,
+/// keeping the other keys (an operator's `state=inactive` too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn published_rates_are_written_into_the_node_like_gos_metrics() {
+    let redis = RedisServer::start().expect("redis");
+    let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+        .registrar(registrar(&redis))
+        .publish_rates(true)
+        .bind("tcp@127.0.0.1:0")
+        .await
+        .expect("bind");
+    let n = node(server.advertised().expect("advertised").as_str());
+    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+    who_on_every_runtime(discovery.clone(), 5).await;
+    let mut con = raw(&redis).await;
+    let value = async |con: &mut redis::aio::MultiplexedConnection| {
+        raw_get(con, &redis_key(&n)).await.and_then(|v| decode_value(&v)).map(|(_, v)| v).unwrap_or_default()
+    };
+    until(Duration::from_secs(5), "rates in the node", async || {
+        let v = value(&mut con).await;
+        common::has_rates(&v) && v.contains("weight=3")
+    })
+    .await;
+    let () = redis::cmd("SET")
+        .arg(redis_key(&n))
+        .arg(encode_value(&n, "weight=3&state=inactive"))
+        .arg("KEEPTTL")
+        .query_async(&mut con)
+        .await
+        .expect("flip");
+    until(Duration::from_secs(5), "rates beside the flip", async || {
+        let v = value(&mut con).await;
+        common::has_rates(&v) && v.contains("state=inactive")
+    })
+    .await;
+    server.shutdown(Duration::from_secs(5)).await;
 }

@@ -135,7 +135,6 @@ impl<R: Runtime> Server<R> {
             }
         };
         let registry = self.opts.settings.registry.clone();
-        let router = self.router.clone();
         let shared = Arc::new(Shared {
             registered: std::sync::Mutex::new(None),
             dispatcher: Arc::new(Dispatcher::new(self.router, self.opts.settings)),
@@ -152,7 +151,7 @@ impl<R: Runtime> Server<R> {
         }));
         let mut handle = ServerHandle { address, local_addr, shared, done, advertised: None };
         // The registry life cycle (rpcx_core::registry): register once accepting.
-        let pending = match registry::begin(&registry, &router, &handle.address) {
+        let pending = match registry::begin(&registry, &handle.shared.dispatcher, &handle.address) {
             Ok(p) => p,
             Err(e) => {
                 handle.close().await;

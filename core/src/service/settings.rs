@@ -86,6 +86,14 @@ macro_rules! server_settings_setters {
             self
         }
 
+        /// Write `calls` and `connections` (mean rates per second since start, `%.2f`)
+        /// into the registry nodes on every refresh, as Go's register plugins do when
+        /// their `Metrics` is set (see `rpcx_core::registry`).
+        pub fn publish_rates(mut self, on: bool) -> Self {
+            self.$($path).+.registry.publish_rates = on;
+            self
+        }
+
         /// Close a connection when no request arrives for this long (Go's `ReadTimeout`).
         pub fn read_timeout(mut self, d: ::std::time::Duration) -> Self {
             self.$($path).+.connection.read_timeout = Some(d);

@@ -5,7 +5,7 @@
 use super::EtcdConfig;
 use crate::{Backoff, RegistryError};
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
-use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
 use rpcx_core::registry::{Completer, Completion, completion, discovered_key, service_prefix};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -244,12 +244,6 @@ impl Watcher {
 
     /// Publish `servers` if they differ from what clients see.
     fn publish(&self, servers: &Servers) {
-        let current = self.shared.list.snapshot();
-        let same = current.servers.len() == servers.len()
-            && current.servers.iter().zip(servers).all(|(i, (k, v))| i.key().as_str() == k && i.metadata().raw() == v);
-        if !same {
-            let version = self.shared.list.update(servers.iter().map(|(k, v)| Instance::new(k.as_str(), v)));
-            tracing::debug!(prefix = %self.prefix, version, servers = servers.len(), "discovery updated");
-        }
+        crate::publish::publish(&self.shared.list, servers, &self.prefix);
     }
 }

@@ -6,7 +6,7 @@ use super::EtcdConfig;
 use crate::{Backoff, RegistryError, TaskRegistration};
 use etcd_client::{Client, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use rpcx_core::registry::{
-    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion, refresh_action,
+    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +35,7 @@ impl Registrar for EtcdRegistrar {
             dirs: registration.directories(self.config.base_path()),
             nodes: registration.nodes(self.config.base_path()),
             config: self.config.clone(),
+            registration,
         };
         crate::exec::spawn(keeper.run(first_tx, handle, stop_rx));
         first_rx
@@ -45,6 +46,8 @@ struct Keeper {
     config: Arc<EtcdConfig>,
     dirs: Vec<Node>,
     nodes: Vec<Node>,
+    /// What was registered (its refresh policy and rates).
+    registration: Registration,
 }
 
 /// A connection with a live lease and its keep-alive stream.
@@ -222,15 +225,20 @@ impl Keeper {
         }
     }
 
-    /// The update tick: re-create vanished nodes (`RefreshAction`); `Ok(true)` always
+    /// The update tick: re-create vanished nodes, write rates when asked
+    /// (`Registration::refresh`); `Ok(true)` always
     /// when the registry answered (the lease is checked by the keep-alive).
     async fn refresh(&self, s: &mut Session) -> Result<bool, RegistryError> {
         for node in &self.nodes {
             let got = self.config.op("get", s.client.get(node.key.as_str(), Some(GetOptions::new()))).await?;
             let current = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-            if refresh_action(current.as_deref()) == RefreshAction::Recreate {
-                tracing::info!(key = %node.key, "re-creating a vanished etcd node");
-                self.put(s, node).await?;
+            match self.registration.refresh(&node.value, current.as_deref()) {
+                RefreshAction::Recreate => {
+                    tracing::info!(key = %node.key, "re-creating a vanished etcd node");
+                    self.put(s, node).await?;
+                }
+                RefreshAction::Rewrite(value) => self.put(s, &Node { key: node.key.clone(), value }).await?,
+                _ => {}
             }
         }
         Ok(true)

@@ -7,7 +7,7 @@ use super::{RedisConfig, decode_value, glob_prefix, redis_key};
 use crate::{Backoff, RegistryError};
 use futures_util::StreamExt as _;
 use redis::aio::MultiplexedConnection;
-use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
 use rpcx_core::registry::{Completer, Completion, completion, discovered_key, service_prefix};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -262,12 +262,6 @@ impl Watcher {
     }
 
     fn publish(&self, servers: &BTreeMap<String, String>) {
-        let current = self.shared.list.snapshot();
-        let same = current.servers.len() == servers.len()
-            && current.servers.iter().zip(servers).all(|(i, (k, v))| i.key().as_str() == k && i.metadata().raw() == v);
-        if !same {
-            let version = self.shared.list.update(servers.iter().map(|(k, v)| Instance::new(k.as_str(), v)));
-            tracing::debug!(prefix = %self.prefix, version, servers = servers.len(), "discovery updated");
-        }
+        crate::publish::publish(&self.shared.list, servers, &self.prefix);
     }
 }

@@ -3,11 +3,11 @@
 //! interval (re-creating vanished ones), reconnects with backoff, and deletes the nodes
 //! on unregister.
 
-use super::{RedisConfig, encode_value, redis_key};
+use super::{RedisConfig, decode_value, encode_value, redis_key};
 use crate::{Backoff, RegistryError, TaskRegistration};
 use redis::aio::MultiplexedConnection;
 use rpcx_core::registry::{
-    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion, refresh_action,
+    Completer, Completion, Node, RefreshAction, Registered, Registrar, Registration, completion,
 };
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -35,6 +35,7 @@ impl Registrar for RedisRegistrar {
             dirs: registration.directories(self.config.base_path()),
             nodes: registration.nodes(self.config.base_path()),
             config: self.config.clone(),
+            registration,
         };
         crate::exec::spawn(keeper.run(first_tx, handle, stop_rx));
         first_rx
@@ -45,6 +46,8 @@ struct Keeper {
     config: Arc<RedisConfig>,
     dirs: Vec<Node>,
     nodes: Vec<Node>,
+    /// What was registered (its refresh policy and rates).
+    registration: Registration,
 }
 
 impl Keeper {
@@ -115,24 +118,39 @@ impl Keeper {
         Ok(con)
     }
 
-    /// Renew each node's expiry, keeping its value; re-create a vanished one
-    /// (`RefreshAction`).
+    /// Renew each node's expiry, keeping its value (or writing rates when asked);
+    /// re-create a vanished one (`Registration::refresh`).
     async fn refresh(&self, con: &mut MultiplexedConnection) -> Result<(), RegistryError> {
         let cfg = &*self.config;
         for node in &self.nodes {
             let key = redis_key(&node.key);
             let renew = redis::cmd("PEXPIRE").arg(&key).arg(cfg.expiry_ms()).clone();
             let present: i64 = cfg.op("pexpire", renew.query_async(con)).await?;
-            if refresh_action((present == 1).then_some("")) == RefreshAction::Recreate {
-                tracing::debug!(key = %key, "writing a missing Redis node");
-                let set = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(encode_value(&node.key, &node.value))
-                    .arg("PX")
-                    .arg(cfg.expiry_ms())
-                    .clone();
-                cfg.op("set", set.query_async::<()>(con)).await?;
-            }
+            // The present value is read only when rates may rewrite it.
+            let current = match (present == 1, self.registration.rates().is_some()) {
+                (false, _) => None,
+                (true, false) => Some(String::new()),
+                (true, true) => {
+                    let get = redis::cmd("GET").arg(&key).clone();
+                    let raw: Option<Vec<u8>> = cfg.op("get", get.query_async(con)).await?;
+                    match raw.as_deref().and_then(decode_value) {
+                        Some((_, value)) => Some(value),
+                        // Expired between the two commands, or not libkv's form: leave it.
+                        None => continue,
+                    }
+                }
+            };
+            let value = match self.registration.refresh(&node.value, current.as_deref()) {
+                RefreshAction::Recreate => {
+                    tracing::debug!(key = %key, "writing a missing Redis node");
+                    node.value.clone()
+                }
+                RefreshAction::Rewrite(value) => value,
+                _ => continue,
+            };
+            let set =
+                redis::cmd("SET").arg(&key).arg(encode_value(&node.key, &value)).arg("PX").arg(cfg.expiry_ms()).clone();
+            cfg.op("set", set.query_async::<()>(con)).await?;
         }
         Ok(())
     }

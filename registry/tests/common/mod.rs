@@ -83,3 +83,17 @@ pub(crate) async fn who_on_every_runtime(discovery: Arc<dyn Discovery>, n: usize
     let (on_smol, on_std) = (on_smol.await.expect("smol"), on_std.await.expect("std"));
     [on_tokio, on_smol, on_std].map(|s| s.into_iter().collect())
 }
+
+/// Whether `value` carries the rates Go's plugins write with `Metrics` on: `calls` and
+/// `connections` with two decimals, `calls` above zero, keys sorted as Go encodes them.
+pub(crate) fn has_rates(value: &str) -> bool {
+    let m = rpcx_core::govern::Metadata::parse(value);
+    let two_decimals = |k: &str| m.get(k).is_some_and(|v| v.split_once('.').is_some_and(|(_, d)| d.len() == 2));
+    let keys: Vec<&str> = value.split('&').map(|kv| kv.split('=').next().unwrap_or("")).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    two_decimals("calls")
+        && two_decimals("connections")
+        && m.get("calls").and_then(|v| v.parse::<f64>().ok()).is_some_and(|c| c > 0.0)
+        && keys == sorted
+}

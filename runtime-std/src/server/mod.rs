@@ -153,7 +153,6 @@ impl Server {
         });
         let pool = Pool::new(self.opts.workers);
         let registry = self.opts.settings.registry.clone();
-        let router = self.router.clone();
         let mut settings = self.opts.settings;
         let fit = fitting_connection_cap(self.opts.workers);
         if settings.max_connections > fit {
@@ -185,7 +184,7 @@ impl Server {
             advertised: None,
         };
         // The registry life cycle (rpcx_core::registry): register once accepting.
-        let pending = match registry::begin(&registry, &router, &handle.address) {
+        let pending = match registry::begin(&registry, &handle.dispatcher, &handle.address) {
             Ok(p) => p,
             Err(e) => {
                 handle.close();

@@ -1,0 +1,202 @@
+//! ZooKeeper registry interop with Go, both directions, against a real ZooKeeper: a Go
+//! server registering through Go's rpcx-zookeeper plugin is found and called by Rust
+//! XClients on every runtime (and its nodes are laid out as `ZkRegistrar` writes them),
+//! and Rust servers on every runtime registering through rpcx-registry are found and
+//! called by Go's ZooKeeper discovery and XClient (`interop/go/cmd/zookeeper`).
+
+use rpcx_core::govern::Discovery;
+use rpcx_core::service::{Context, Router, Service};
+use rpcx_interop::go::go_binaries;
+use rpcx_registry::zookeeper::testing::ZkServer;
+use rpcx_registry::zookeeper::{ZkConfig, ZkDiscovery, ZkRegistrar};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BASE: &str = "/rpcx_test";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Args {
+    #[serde(rename = "A")]
+    a: i64,
+    #[serde(rename = "B")]
+    b: i64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Reply {
+    #[serde(rename = "C")]
+    c: i64,
+}
+
+fn config(zk: &ZkServer) -> ZkConfig {
+    ZkConfig::new([zk.address()], BASE)
+        .session_timeout(Duration::from_secs(4))
+        .update_interval(Duration::from_secs(1))
+        .op_timeout(Duration::from_secs(5))
+}
+
+fn router() -> Router {
+    Router::new().service(
+        Service::new("Arith")
+            .metadata("group=rust&weight=4")
+            .method("Mul", |_c: Context, a: Args| async move { Ok(Reply { c: a.a * a.b }) }),
+    )
+}
+
+/// Go's server, killed on drop; closing its stdin makes it shut down (and unregister).
+struct GoServer {
+    child: Child,
+    key: String,
+}
+
+impl GoServer {
+    fn start(zk: &ZkServer, meta: &str) -> GoServer {
+        let mut child = Command::new(&go_binaries().zookeeper)
+            .args(["server", "-zk", &zk.address(), "-base", BASE, "-meta", meta, "-update", "1s"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the Go zookeeper server");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(k) = line.strip_prefix("REGISTERED ") {
+                    let _ = tx.send(k.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(key) => GoServer { child, key },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("the Go server did not register within 30 s:\n{err}");
+            }
+        }
+    }
+
+    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits.
+    fn shutdown(mut self) {
+        drop(self.child.stdin.take());
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the Go server did not exit within 10 s of its stdin closing");
+    }
+}
+
+impl Drop for GoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run Go's ZooKeeper discovery + XClient against the registry; returns its stdout.
+fn go_client(zk: &ZkServer, calls: usize) -> String {
+    let calls = calls.to_string();
+    let args = ["client", "-zk", &zk.address(), "-base", BASE, "-service", "Arith", "-calls", &calls];
+    rpcx_interop::go::run_go(&go_binaries().zookeeper, &args, Duration::from_secs(60))
+}
+
+fn wait_keys(d: &ZkDiscovery, want: &[&str], what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let keys: Vec<String> = d.snapshot().servers.iter().map(|s| s.key().to_string()).collect();
+        if keys == want {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: have {keys:?}, want {want:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What Go wrote, read with a raw client: (data, ephemeral) of each path.
+fn raw_nodes(zk: &ZkServer, paths: &[String]) -> Vec<(String, bool)> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    rt.block_on(async {
+        let c = tokio::time::timeout(Duration::from_secs(10), zookeeper_client::Client::connect(&zk.address()))
+            .await
+            .expect("raw client in time")
+            .expect("raw client");
+        let mut out = Vec::new();
+        for p in paths {
+            let (data, stat) = c.get_data(p).await.unwrap_or_else(|e| panic!("get {p}: {e}"));
+            out.push((String::from_utf8_lossy(&data).into_owned(), stat.ephemeral_owner != 0));
+        }
+        out
+    })
+}
+
+#[test]
+fn go_server_registered_by_rpcx_zookeeper_is_found_and_called_by_rust_xclients_on_every_runtime() {
+    let zk = ZkServer::start().expect("zookeeper");
+    let go = GoServer::start(&zk, "group=go&weight=5");
+    // Go's layout is ours: persistent parents with `rpcx_path` and the service name, an
+    // ephemeral node with the metadata as data.
+    let nodes = raw_nodes(&zk, &[BASE.to_owned(), format!("{BASE}/Arith"), format!("{BASE}/Arith/{}", go.key)]);
+    assert_eq!(nodes[0], ("rpcx_path".to_owned(), false));
+    assert_eq!(nodes[1], ("Arith".to_owned(), false));
+    assert!(nodes[2].1, "Go's server node is ephemeral");
+    let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").wait().expect("discovery"));
+    wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+    let snap = discovery.snapshot();
+    let md = snap.servers[0].metadata();
+    assert!(md.in_group("go") && md.weight() == 5, "Go's metadata as written: {:?}", md.raw());
+
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    tokio_rt.block_on(async {
+        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+        let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("tokio XClient -> Go server");
+        assert_eq!(r.c, 42);
+    });
+    smol::block_on(async {
+        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
+        let r: Reply = xc.call("Mul", &Args { a: 3, b: 9 }).await.expect("smol XClient -> Go server");
+        assert_eq!(r.c, 27);
+    });
+    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
+    let r: Reply = xc.call("Mul", &Args { a: 5, b: 5 }).expect("std XClient -> Go server");
+    assert_eq!(r.c, 25);
+
+    // Go's Shutdown unregisters; our children watch sees the node go.
+    go.shutdown();
+    wait_keys(&discovery, &[], "the Go server to unregister");
+}
+
+#[test]
+fn rust_servers_registered_through_rpcx_registry_are_found_and_called_by_go_discovery() {
+    let zk = ZkServer::start().expect("zookeeper");
+    let registrar = || ZkRegistrar::new(config(&zk)).expect("config");
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
+    let server = rt.block_on(rpcx_tokio::Server::new(router()).registrar(registrar()).bind("tcp@127.0.0.1:0"));
+    let server = server.expect("tokio bind and register");
+    let out = go_client(&zk, 10);
+    assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "tokio server via Go discovery: {out}");
+    rt.block_on(server.shutdown(Duration::from_secs(5)));
+
+    let server = smol::block_on(rpcx_smol::Server::new(router()).registrar(registrar()).bind("tcp@127.0.0.1:0"));
+    let server = server.expect("smol bind and register");
+    let out = go_client(&zk, 10);
+    assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "smol server via Go discovery: {out}");
+    smol::block_on(server.shutdown(Duration::from_secs(5)));
+
+    let server = rpcx_std::Server::new(router()).registrar(registrar()).bind("tcp@127.0.0.1:0");
+    let server = server.expect("std bind and register");
+    let out = go_client(&zk, 10);
+    assert!(out.contains("SERVERS 1") && out.contains("OK 10"), "std server via Go discovery: {out}");
+    server.shutdown(Duration::from_secs(5));
+}
