@@ -322,3 +322,35 @@ fn txt_announcement(instance: &str, ttl: u32, txt: &[u8]) -> Vec<u8> {
     p.extend_from_slice(txt);
     p
 }
+
+#[test]
+fn published_rates_reach_the_discovery_like_gos_metrics() {
+    in_namespace("ns_published_rates");
+}
+
+#[test]
+#[ignore = "run in a network namespace by published_rates_reach_the_discovery_like_gos_metrics"]
+fn ns_published_rates() {
+    require_inside("published_rates_reach_the_discovery_like_gos_metrics");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    rt.block_on(async {
+        let server = rpcx_tokio::Server::new(router(1, "weight=3"))
+            .registrar(registrar("rates"))
+            .publish_rates(true)
+            .bind("tcp@127.0.0.1:0")
+            .await
+            .expect("bind");
+        let d = Arc::new(MdnsDiscovery::connect(testing::config(), "Arith").await.expect("discovery"));
+        until(Duration::from_secs(10), "the server", async || keys(&*d) == [server.address().to_owned()]).await;
+        assert_eq!(who_on_every_runtime(d.clone(), 5).await, [(); 3].map(|_| vec![1]));
+        // The next update tick (1 s) re-announces the TXT with Go's calls/connections.
+        until(Duration::from_secs(5), "rates in the TXT", async || {
+            d.snapshot().servers.first().is_some_and(|s| {
+                let raw = s.metadata().raw();
+                common::has_rates(raw) && raw.contains("weight=3")
+            })
+        })
+        .await;
+        server.shutdown(Duration::from_secs(5)).await;
+    });
+}

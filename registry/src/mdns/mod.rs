@@ -15,6 +15,10 @@
 //!   start (SRV, TXT, PTR, the DNS-SD `_services._dns-sd._udp` PTR and A, cache-flush
 //!   set on SRV, TXT and A), re-announces every update interval (Go re-sends its TXT),
 //!   and says goodbye on shutdown: the same records with TTL 0.
+//! * With `publish_rates(true)` on the server (Go's `Metrics` on the plugin) every
+//!   update tick sets `calls` and `connections` in each service's metadata
+//!   (`metadata_with_rates`, as Go's `url.Values.Encode`) before re-announcing; rates that
+//!   would push the list past one TXT string keep the last TXT.
 //! * **One TXT string for all services of the server**:
 //!   `url.QueryEscape(json.Marshal([{"service":…,"meta":…,"service_address":…}]))`
 //!   (`meta` left out when empty, `&<>` escaped as `\u0026`… as Go's encoder does). A TXT

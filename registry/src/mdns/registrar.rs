@@ -4,7 +4,7 @@
 use super::packet::{self, Message, RData, Record};
 use super::{MdnsConfig, ServiceMeta};
 use crate::RegistryError;
-use rpcx_core::registry::{Completer, Completion, Registered, Registrar, Registration, completion};
+use rpcx_core::registry::{Completer, Completion, Rates, Registered, Registrar, Registration, completion};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::mpsc;
@@ -77,6 +77,9 @@ struct Records {
     txt: Vec<u8>,
     addrs: Vec<Ipv4Addr>,
     ttl: u32,
+    /// The list as registered, and the rates to add to each metadata on refreshes.
+    services: Vec<ServiceMeta>,
+    rates: Option<Rates>,
 }
 
 impl Records {
@@ -105,6 +108,7 @@ impl Records {
                 txt.len()
             )));
         }
+        let rates = registration.rates().cloned();
         let host_label = super::hostname().unwrap_or_else(|| "rpcx".to_owned());
         let instance_label = config.instance.clone().unwrap_or_else(|| host_label.clone());
         let domain = config.domain.trim_matches('.');
@@ -119,6 +123,8 @@ impl Records {
             txt: txt.into_bytes(),
             addrs: host_addresses(config, hostport),
             ttl: config.ttl_secs(),
+            services: list,
+            rates,
         };
         // Every name must fit (a long host name, say).
         records.announcement(records.ttl).encode().map_err(|e| {
@@ -128,6 +134,30 @@ impl Records {
             tracing::warn!(address = %address, "no IPv4 address to publish in A records; Go's browsers need one");
         }
         Ok(records)
+    }
+
+    /// With rates, Go's update tick: every service's metadata with the current `calls`
+    /// and `connections` (`metadata_with_rates`), in a new TXT. Whether the TXT changed;
+    /// a list that would no longer fit one TXT string keeps the last one.
+    fn refresh_txt(&mut self) -> bool {
+        let Some(rates) = &self.rates else { return false };
+        let (calls, conns) = rates.now();
+        let list: Vec<ServiceMeta> = self
+            .services
+            .iter()
+            .map(|s| ServiceMeta {
+                meta: rpcx_core::registry::metadata_with_rates(&s.meta, calls, conns).unwrap_or_else(|| s.meta.clone()),
+                ..s.clone()
+            })
+            .collect();
+        let txt = super::encode_txt(&list).into_bytes();
+        if txt.len() > 255 {
+            tracing::warn!(instance = %self.instance, "the TXT list with rates exceeds 255 bytes; keeping the last one");
+            return false;
+        }
+        let changed = txt != self.txt;
+        self.txt = txt;
+        changed
     }
 
     fn srv(&self, ttl: u32, flush: bool) -> Record {
@@ -219,7 +249,7 @@ fn send(socket: &UdpSocket, msg: &Message, to: SocketAddr) {
     }
 }
 
-fn responder(config: MdnsConfig, records: Records, address: String, first: Completer<Box<dyn Registered>>) {
+fn responder(config: MdnsConfig, mut records: Records, address: String, first: Completer<Box<dyn Registered>>) {
     let socket = match super::open_socket(&config) {
         Ok(s) => s,
         Err(e) => return first.complete(Err(e)),
@@ -246,6 +276,9 @@ fn responder(config: MdnsConfig, records: Records, address: String, first: Compl
         }
         let now = Instant::now();
         if now >= next_announce {
+            if records.refresh_txt() {
+                tracing::debug!(%address, "mDNS TXT updated with rates");
+            }
             send(&socket, &records.announcement(records.ttl), group);
             next_announce = now + config.update_interval;
         }
@@ -314,6 +347,31 @@ mod tests {
         assert_eq!(r.answer(&known.questions[0], &known), None);
         let other = Message::query("_http._tcp.local.", packet::TYPE_PTR);
         assert_eq!(r.answer(&other.questions[0], &other), None);
+    }
+
+    #[test]
+    fn rates_are_added_to_every_service_on_refresh() {
+        let config = MdnsConfig::new().instance("node1");
+        let started = std::time::Instant::now() - Duration::from_secs(4);
+        let reg = registration(&[("Arith", "weight=1&a=b")]).with_rates(Rates::new(|| (10, 2), started));
+        let mut r = Records::new(&config, &reg).unwrap();
+        let before = r.txt.clone();
+        assert!(r.refresh_txt());
+        assert_ne!(r.txt, before);
+        let list = super::super::decode_txt(&r.txt).unwrap();
+        let metas: Vec<&str> = list.iter().map(|s| s.meta.as_str()).collect();
+        // 10 calls and 2 connections over about 4 s, keys sorted as Go's Encode.
+        assert!(metas[0].starts_with("a=b&calls=2.") && metas[0].ends_with("&weight=1"), "{metas:?}");
+        assert!(metas[0].contains("&connections=0."), "{metas:?}");
+        // Rates that no longer fit one TXT string keep the last TXT.
+        let long = registration(&[("Arith", "weight=1&a=b"), ("Echo", "")]).with_rates(Rates::new(|| (1, 1), started));
+        let mut r = Records::new(&config, &long).unwrap();
+        let before = r.txt.clone();
+        assert!(!r.refresh_txt());
+        assert_eq!(r.txt, before);
+        // Without rates nothing changes.
+        let mut plain = Records::new(&config, &registration(&[("Arith", "w=1")])).unwrap();
+        assert!(!plain.refresh_txt());
     }
 
     #[test]
