@@ -293,7 +293,50 @@ fn ns_junk_on_the_wire() {
     // The responder survived the junk too: a fresh discovery finds the server.
     let fresh = MdnsDiscovery::connect(testing::config(), "Arith").wait().expect("discovery");
     common::until_blocking(Duration::from_secs(10), "a fresh discovery", || keys(&fresh) == want);
+
+    // A flood of 500 browse queries in about a second draws a handful of answers (one
+    // per 200 ms at most, plus the announcements), not 500.
+    let listener = group_listener();
+    let query = [0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    let mut query = query.to_vec();
+    for label in ["_rpcxservices", "local"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 12, 0, 1]);
+    let t0 = Instant::now();
+    let flood = std::thread::spawn(move || {
+        for _ in 0..500 {
+            let _ = sock.send_to(&query, group);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let mut answers = 0;
+    let mut buf = [0u8; 9000];
+    while t0.elapsed() < Duration::from_millis(1500) {
+        if let Ok((n, _)) = listener.recv_from(&mut buf) {
+            answers += usize::from(n > 2 && buf[2] & 0x80 != 0);
+        }
+    }
+    flood.join().expect("flood");
+    let took = t0.elapsed();
+    eprintln!("{answers} answers to 500 queries in {took:?}");
+    assert!(answers >= 1, "the flood must still be answered");
+    assert!(answers <= 15, "{answers} answers to a query flood in {took:?}");
     server.shutdown(Duration::from_secs(5));
+}
+
+/// A socket receiving what is multicast to the mDNS group in the namespace.
+fn group_listener() -> std::net::UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+    s.set_reuse_address(true).expect("reuse");
+    s.set_reuse_port(true).expect("reuse port");
+    let any: std::net::SocketAddr = "0.0.0.0:5353".parse().expect("addr");
+    s.bind(&any.into()).expect("bind 5353");
+    s.join_multicast_v4(rpcx_registry::mdns::MDNS_GROUP.ip(), &std::net::Ipv4Addr::LOCALHOST).expect("join");
+    s.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    s.into()
 }
 
 /// Go's TXT list for `(service, address)` pairs, escaped.

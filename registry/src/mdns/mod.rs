@@ -49,7 +49,9 @@
 //!
 //! A peer's packet is untrusted: packets, names, records and the number of instances
 //! are bounded, junk is logged (`tracing` warnings) and ignored, and nothing panics.
-//! mDNS has no authentication, though: anything on the link can announce a server, as
+//! A responder sends each kind of answer at most once per 200 ms (a question inside
+//! that gap is answered once when it ends), so a query flood does not become an answer
+//! flood. mDNS has no authentication, though: anything on the link can announce a server, as
 //! with Go's plugin, so use it only on links you trust.
 //! Responder and browser are plain threads with std UDP sockets (SO_REUSEADDR and
 //! SO_REUSEPORT on port 5353, shared with other mDNS stacks on the host), so tokio,

@@ -197,8 +197,8 @@ impl Records {
         Message::response(vec![self.ptr(self.ttl)], extra)
     }
 
-    /// The answer to one question, if it is about us.
-    fn answer(&self, q: &packet::Question, query: &Message) -> Option<Message> {
+    /// What one question asks of us, if anything.
+    fn kind(&self, q: &packet::Question, query: &Message) -> Option<Kind> {
         let wants = |t: u16| q.qtype == t || q.qtype == packet::TYPE_ANY;
         if packet::same_name(&q.name, &self.service) && wants(packet::TYPE_PTR) {
             // Known-answer suppression (RFC 6762 §7.1): the asker has our PTR with
@@ -206,16 +206,91 @@ impl Records {
             let known = query.answers.iter().any(|r| {
                 matches!(&r.data, RData::Ptr(p) if packet::same_name(p, &self.instance)) && r.ttl >= self.ttl / 2
             });
-            return (!known).then(|| self.browse_answer());
+            return (!known).then_some(Kind::Browse);
         }
         if packet::same_name(&q.name, &self.instance) {
-            return Some(self.announcement(self.ttl));
+            return Some(Kind::Lookup);
         }
         if packet::same_name(&q.name, &self.dnssd) && wants(packet::TYPE_PTR) {
-            let r = Record::new(&self.dnssd, false, self.ttl, RData::Ptr(self.service.clone()));
-            return Some(Message::response(vec![r], vec![]));
+            return Some(Kind::Enumerate);
         }
         None
+    }
+
+    /// The answer of each kind, as zeroconf composes it.
+    fn answer(&self, kind: Kind) -> Message {
+        match kind {
+            Kind::Browse => self.browse_answer(),
+            Kind::Lookup => self.announcement(self.ttl),
+            Kind::Enumerate => {
+                let r = Record::new(&self.dnssd, false, self.ttl, RData::Ptr(self.service.clone()));
+                Message::response(vec![r], vec![])
+            }
+        }
+    }
+}
+
+/// The three questions a responder answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// PTR `_rpcxservices.<domain>`.
+    Browse = 0,
+    /// Anything about our instance name.
+    Lookup = 1,
+    /// PTR `_services._dns-sd._udp.<domain>`.
+    Enumerate = 2,
+}
+
+const KINDS: [Kind; 3] = [Kind::Browse, Kind::Lookup, Kind::Enumerate];
+
+/// Each kind of answer is sent at most once per [`MIN_GAP`](Limiter::MIN_GAP) (RFC
+/// 6762 §6 asks for a second between multicasts of a record; a query flood must not
+/// become an answer flood). A question arriving inside the gap is answered once when it
+/// ends, by multicast, together with any others that arrived meanwhile.
+#[derive(Debug, Default)]
+struct Limiter {
+    last: [Option<Instant>; 3],
+    deferred: [bool; 3],
+}
+
+impl Limiter {
+    const MIN_GAP: Duration = Duration::from_millis(200);
+
+    /// Whether an answer of `kind` may go now (then it counts as sent); else it is
+    /// deferred.
+    fn offer(&mut self, kind: Kind, now: Instant) -> bool {
+        let i = kind as usize;
+        if self.last[i].is_some_and(|t| now < t + Self::MIN_GAP) {
+            self.deferred[i] = true;
+            return false;
+        }
+        self.last[i] = Some(now);
+        true
+    }
+
+    /// The deferred answers due now (counted as sent).
+    fn due(&mut self, now: Instant) -> Vec<Kind> {
+        KINDS
+            .into_iter()
+            .filter(|k| {
+                let i = *k as usize;
+                let due = self.deferred[i] && self.last[i].is_none_or(|t| now >= t + Self::MIN_GAP);
+                if due {
+                    self.deferred[i] = false;
+                    self.last[i] = Some(now);
+                }
+                due
+            })
+            .collect()
+    }
+
+    /// When the next deferred answer is due.
+    fn next_due(&self) -> Option<Instant> {
+        KINDS
+            .into_iter()
+            .filter(|k| self.deferred[*k as usize])
+            .map(|k| self.last[k as usize].map_or_else(Instant::now, |t| t + Self::MIN_GAP))
+            .min()
     }
 }
 
@@ -263,6 +338,7 @@ fn responder(config: MdnsConfig, mut records: Records, address: String, first: C
     // interval.
     let mut next_announce = Instant::now() + config.update_interval.min(Duration::from_secs(1));
     let mut buf = vec![0u8; packet::MAX_PACKET];
+    let mut limiter = Limiter::default();
     loop {
         match stop.try_recv() {
             Ok(done) => {
@@ -282,10 +358,14 @@ fn responder(config: MdnsConfig, mut records: Records, address: String, first: C
             send(&socket, &records.announcement(records.ttl), group);
             next_announce = now + config.update_interval;
         }
-        let wait = next_announce.saturating_duration_since(now).clamp(Duration::from_millis(1), POLL);
+        for kind in limiter.due(now) {
+            send(&socket, &records.answer(kind), group);
+        }
+        let deadline = limiter.next_due().map_or(next_announce, |t| t.min(next_announce));
+        let wait = deadline.saturating_duration_since(now).clamp(Duration::from_millis(1), POLL);
         let _ = socket.set_read_timeout(Some(wait));
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) => handle(&socket, &records, &buf[..n], from, group),
+            Ok((n, from)) => handle(&socket, &records, &mut limiter, &buf[..n], from, group),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "mDNS receive failed");
@@ -295,7 +375,14 @@ fn responder(config: MdnsConfig, mut records: Records, address: String, first: C
     }
 }
 
-fn handle(socket: &UdpSocket, records: &Records, wire: &[u8], from: SocketAddr, group: SocketAddr) {
+fn handle(
+    socket: &UdpSocket,
+    records: &Records,
+    limiter: &mut Limiter,
+    wire: &[u8],
+    from: SocketAddr,
+    group: SocketAddr,
+) {
     let query = match Message::decode(wire) {
         Ok(m) => m,
         Err(e) => {
@@ -307,9 +394,12 @@ fn handle(socket: &UdpSocket, records: &Records, wire: &[u8], from: SocketAddr, 
     if query.is_response() || !query.authority.is_empty() {
         return;
     }
+    let now = Instant::now();
     for q in &query.questions {
-        if let Some(answer) = records.answer(q, &query) {
-            send(socket, &answer, if q.unicast { from } else { group });
+        if let Some(kind) = records.kind(q, &query) {
+            if limiter.offer(kind, now) {
+                send(socket, &records.answer(kind), if q.unicast { from } else { group });
+            }
         }
     }
 }
@@ -340,13 +430,37 @@ mod tests {
         let bye = r.announcement(0);
         assert!(bye.answers.iter().all(|a| a.ttl == 0) && bye.answers.len() == 5);
         let q = Message::query("_RPCXSERVICES.local.", packet::TYPE_PTR);
-        assert_eq!(r.answer(&q.questions[0], &q), Some(browse.clone()));
+        assert_eq!(r.kind(&q.questions[0], &q), Some(Kind::Browse));
+        assert_eq!(r.answer(Kind::Browse), browse);
         // Known answer with enough TTL left: no answer.
         let mut known = q.clone();
         known.answers.push(r.ptr(20));
-        assert_eq!(r.answer(&known.questions[0], &known), None);
+        assert_eq!(r.kind(&known.questions[0], &known), None);
         let other = Message::query("_http._tcp.local.", packet::TYPE_PTR);
-        assert_eq!(r.answer(&other.questions[0], &other), None);
+        assert_eq!(r.kind(&other.questions[0], &other), None);
+        let lookup = Message::query("node1._rpcxservices.local.", packet::TYPE_SRV);
+        assert_eq!(r.kind(&lookup.questions[0], &lookup), Some(Kind::Lookup));
+        let types = Message::query("_services._dns-sd._udp.local.", packet::TYPE_PTR);
+        assert_eq!(r.kind(&types.questions[0], &types), Some(Kind::Enumerate));
+    }
+
+    #[test]
+    fn a_query_flood_is_answered_at_most_once_per_gap() {
+        let mut l = Limiter::default();
+        let t0 = Instant::now();
+        let gap = Limiter::MIN_GAP;
+        assert!(l.offer(Kind::Browse, t0));
+        assert!(l.offer(Kind::Lookup, t0), "kinds are limited apart");
+        // A thousand more browses inside the gap: one deferred answer.
+        for i in 0..1000 {
+            assert!(!l.offer(Kind::Browse, t0 + gap * i / 1000));
+        }
+        assert_eq!(l.next_due(), Some(t0 + gap));
+        assert!(l.due(t0 + gap / 2).is_empty());
+        assert_eq!(l.due(t0 + gap), [Kind::Browse]);
+        assert!(l.due(t0 + gap * 3).is_empty() && l.next_due().is_none(), "sent once");
+        assert!(!l.offer(Kind::Browse, t0 + gap + gap / 2), "the deferred answer counts as sent");
+        assert!(l.offer(Kind::Browse, t0 + gap * 3));
     }
 
     #[test]
