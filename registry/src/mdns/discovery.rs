@@ -4,7 +4,7 @@
 use super::packet::{self, Message, RData};
 use super::{MAX_INSTANCES, MdnsConfig};
 use crate::RegistryError;
-use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, ServerKey, Snapshot, SubscriptionId};
 use rpcx_core::registry::{Completer, Completion, completion};
 use std::collections::HashMap;
 use std::fmt;
@@ -198,7 +198,16 @@ impl Browser {
             };
             let mut servers: Vec<(String, String)> = list
                 .into_iter()
-                .filter(|s| s.service == self.service && !s.service_address.is_empty())
+                .filter(|s| s.service == self.service)
+                .filter(|s| {
+                    // A key of no network the runtimes dial is junk (Go would hand it to
+                    // its XClient).
+                    let ok = ServerKey::new(&s.service_address).server_addr().is_ok();
+                    if !ok {
+                        tracing::warn!(%from, key = %s.service_address, "ignoring an mDNS server key that is not an address");
+                    }
+                    ok
+                })
                 .map(|s| (s.service_address, s.meta))
                 .collect();
             servers.sort();
@@ -381,6 +390,10 @@ mod tests {
         };
         for s in [&b""[..], b"%ZZ", b"%5B", b"not json", b"%7B%7D"] {
             assert!(!b.apply(&junk_txt(s), FROM, t0));
+        }
+        // Keys that are not addresses.
+        for key in ["", "tcp@", "unix@", "bogus@1.2.3.4:5", "kcp@1.2.3.4:5"] {
+            assert!(!b.apply(&txt("k", 60, &[("Arith", key)]), FROM, t0), "{key:?}");
         }
         // Other services' names, a query, a bare "_rpcxservices.local." TXT.
         let other = Record::new("a._http._tcp.local.", false, 60, RData::Txt(vec![b"%5B%5D".to_vec()]));
