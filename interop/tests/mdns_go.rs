@@ -2,7 +2,9 @@
 //! `serverplugin.NewMDNSRegisterPlugin` and `client.NewMDNSDiscovery` over
 //! grandcat/zeroconf): a Go-registered server is found and called by Rust XClients on
 //! every runtime, and Rust servers on every runtime registered by `MdnsRegistrar` are
-//! found and called by Go's discovery and XClient.
+//! found and called by Go's discovery and XClient; a Go server killed with SIGKILL
+//! (no goodbye, zeroconf's 3200 s TTL) is evicted by a discovery with
+//! `evict_unanswered` and kept by one relying on TTLs.
 //!
 //! Each test runs in a network namespace of its own (the parent re-runs its `#[ignore]`d
 //! child under `unshare --net`, the Go processes are children of that child), so
@@ -109,6 +111,14 @@ impl GoServer {
         drop(self.child.stdin.take());
         let status = wait_bounded(&mut self.child, Duration::from_secs(10)).expect("the Go server exits");
         assert!(status.success(), "the Go server exited with {status}");
+    }
+}
+
+impl GoServer {
+    /// SIGKILL: no goodbye, its records keep zeroconf's 3200 s TTL.
+    fn kill(mut self) {
+        self.child.kill().expect("kill -9 the Go server");
+        let _ = self.child.wait();
     }
 }
 
@@ -232,4 +242,37 @@ fn ns_rust_servers_go_client() {
     rt.block_on(on_tokio.shutdown(Duration::from_secs(5)));
     smol::block_on(on_smol.shutdown(Duration::from_secs(5)));
     on_std.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_killed_go_server_is_evicted_once_it_stops_answering() {
+    in_namespace("ns_killed_go_server");
+}
+
+#[test]
+#[ignore = "run in a network namespace by a_killed_go_server_is_evicted_once_it_stops_answering"]
+fn ns_killed_go_server() {
+    require_inside("a_killed_go_server_is_evicted_once_it_stops_answering");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let rust = rt
+        .block_on(rpcx_tokio::Server::new(router()).registrar(registrar("rust")).bind("tcp@127.0.0.1:0"))
+        .expect("Rust server");
+    let go = GoServer::start("");
+    let go_key = go.key.clone();
+    let mut both = [go_key.clone(), rust.address().to_owned()];
+    both.sort();
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    let config = testing::config().query_interval(Duration::from_millis(300));
+    let evicting = MdnsDiscovery::connect(config.clone().evict_unanswered(3), "Arith").wait().expect("discovery");
+    let ttl_only = MdnsDiscovery::connect(config, "Arith").wait().expect("discovery");
+    wait_keys(&evicting, &both, "both servers (evicting discovery)");
+    wait_keys(&ttl_only, &both, "both servers (TTL-only discovery)");
+
+    go.kill();
+    let took = wait_keys(&evicting, &[rust.address()], "the killed Go server's eviction");
+    eprintln!("the killed Go server was evicted {took:?} after the kill (3 unanswered queries, 300 ms apart)");
+    assert!(took < Duration::from_secs(5), "evicted after {took:?}");
+    // Its records still have most of zeroconf's 3200 s TTL: TTLs alone keep it.
+    assert!(keys(&ttl_only).contains(&go_key), "the TTL-only discovery keeps it: {:?}", keys(&ttl_only));
+    rt.block_on(rust.shutdown(Duration::from_secs(5)));
 }

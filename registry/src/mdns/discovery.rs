@@ -53,6 +53,7 @@ impl MdnsDiscovery {
             instances: HashMap::new(),
             published: Vec::new(),
             dirty: None,
+            queries: 0,
         };
         let spawned = std::thread::Builder::new()
             .name("rpcx-mdns-discovery".into())
@@ -69,6 +70,8 @@ impl MdnsDiscovery {
 struct Entry {
     servers: Vec<(String, String)>,
     expires: Instant,
+    /// How many queries had been sent when it last answered or announced.
+    seen_at_query: u64,
 }
 
 struct Browser {
@@ -81,6 +84,8 @@ struct Browser {
     published: Vec<(String, String)>,
     /// When the first unpublished change happened.
     dirty: Option<Instant>,
+    /// Queries sent so far.
+    queries: u64,
 }
 
 impl Browser {
@@ -101,7 +106,11 @@ impl Browser {
             }
             let now = Instant::now();
             if now >= next_query {
+                if self.evict_unanswered() {
+                    self.dirty.get_or_insert(now);
+                }
                 send_query(&socket, &query, group);
+                self.queries += 1;
                 // Two quick queries at start (a lost datagram), then every interval.
                 next_query = if now < start + Duration::from_millis(100) {
                     now + Duration::from_millis(250).min(self.config.query_interval)
@@ -147,6 +156,25 @@ impl Browser {
             self.dirty = None;
             self.publish();
         }
+    }
+
+    /// Before a query: drop the instances that left the last `evict_unanswered` queries
+    /// unanswered (each had a full interval for its answer); whether any was dropped.
+    fn evict_unanswered(&mut self) -> bool {
+        let n = u64::from(self.config.evict_unanswered);
+        if n == 0 {
+            return false;
+        }
+        let queries = self.queries;
+        let before = self.instances.len();
+        self.instances.retain(|name, e| {
+            let keep = queries - e.seen_at_query < n;
+            if !keep {
+                tracing::debug!(instance = %name, "mDNS instance stopped answering");
+            }
+            keep
+        });
+        self.instances.len() != before
     }
 
     /// Drop the instances whose TTL passed; whether any was dropped.
@@ -225,6 +253,7 @@ impl Browser {
                     changed |= e.servers != servers;
                     e.servers = servers;
                     e.expires = expires;
+                    e.seen_at_query = self.queries;
                 }
                 // Instances of other services take no room.
                 None if servers.is_empty() => {}
@@ -233,7 +262,7 @@ impl Browser {
                 }
                 None => {
                     changed = true;
-                    self.instances.insert(key, Entry { servers, expires });
+                    self.instances.insert(key, Entry { servers, expires, seen_at_query: self.queries });
                 }
             }
         }
@@ -307,6 +336,7 @@ mod tests {
             instances: HashMap::new(),
             published: Vec::new(),
             dirty: None,
+            queries: 0,
         }
     }
 
@@ -352,6 +382,30 @@ mod tests {
         assert!(b.apply(&txt("d", 60, &[("Arith", "tcp@4.4.4.4:4")]), FROM, t0));
         assert!(b.apply(&txt("d", 60, &[]), FROM, t0));
         assert!(b.instances.is_empty());
+    }
+
+    #[test]
+    fn instances_that_stop_answering_are_evicted_when_asked() {
+        let mut b = browser();
+        let t0 = Instant::now();
+        assert!(!b.evict_unanswered(), "off by default");
+        b.config = b.config.clone().evict_unanswered(2);
+        // Query 1 goes out; a and z answer it.
+        b.queries = 1;
+        b.apply(&txt("a", 3200, &[("Arith", "tcp@1.1.1.1:1")]), FROM, t0);
+        b.apply(&txt("z", 3200, &[("Arith", "tcp@9.9.9.9:9")]), FROM, t0);
+        // Query 2: only z answers.
+        assert!(!b.evict_unanswered());
+        b.queries = 2;
+        b.apply(&txt("z", 3200, &[("Arith", "tcp@9.9.9.9:9")]), FROM, t0);
+        // Before query 3: a missed one query, not yet two.
+        assert!(!b.evict_unanswered());
+        b.queries = 3;
+        b.apply(&txt("z", 3200, &[("Arith", "tcp@9.9.9.9:9")]), FROM, t0);
+        // Before query 4: a missed queries 2 and 3; its TTL has most of an hour left.
+        assert!(b.evict_unanswered());
+        b.publish();
+        assert_eq!(keys(&b), ["tcp@9.9.9.9:9"]);
     }
 
     #[test]

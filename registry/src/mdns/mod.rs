@@ -38,7 +38,9 @@
 //!   it at once. Go browses for `timeout` every `watchInterval` and lists what answered.
 //!   Between refreshes the last list is kept; a quiet network does not empty it.
 //! * The TTL is configurable ([`MdnsConfig::ttl`]); a short one makes a killed server
-//!   disappear quickly at the cost of more traffic.
+//!   disappear quickly at the cost of more traffic. For servers whose TTL we do not
+//!   choose (Go's: 3200 s), [`MdnsConfig::evict_unanswered`] drops an instance that
+//!   stopped answering queries.
 //! * Changes arriving within 20 ms of each other are published as one update, and
 //!   subscribers hear of a change only when the list really changed.
 //! * **IPv4 only** (224.0.0.251:5353); Go's zeroconf also joins ff02::fb. Go's browsers
@@ -116,6 +118,7 @@ pub struct MdnsConfig {
     update_interval: Duration,
     query_interval: Duration,
     browse_timeout: Duration,
+    evict_unanswered: u32,
     ttl: Duration,
     interface: Ipv4Addr,
     op_timeout: Duration,
@@ -139,6 +142,7 @@ impl MdnsConfig {
             update_interval: Duration::from_secs(60),
             query_interval: Duration::from_secs(10),
             browse_timeout: Duration::from_secs(1),
+            evict_unanswered: 0,
             ttl: Duration::from_secs(3200),
             interface: Ipv4Addr::UNSPECIFIED,
             op_timeout: Duration::from_secs(5),
@@ -178,6 +182,17 @@ impl MdnsConfig {
     #[must_use]
     pub fn browse_timeout(mut self, d: Duration) -> Self {
         self.browse_timeout = d;
+        self
+    }
+
+    /// Drop an instance from a discovery once it left `queries` consecutive queries
+    /// unanswered while its TTL still runs (RFC 6762 §10.5, passive observation of
+    /// failures): a crashed Go server, whose records carry zeroconf's 3200 s TTL, is then
+    /// gone after `queries` query intervals. 0 (the default) relies on TTLs alone, which
+    /// keeps the last list through a network outage of up to the TTL.
+    #[must_use]
+    pub fn evict_unanswered(mut self, queries: u32) -> Self {
+        self.evict_unanswered = queries;
         self
     }
 
