@@ -54,6 +54,7 @@ impl MdnsDiscovery {
             published: Vec::new(),
             dirty: None,
             queries: 0,
+            junk: super::JunkLog::default(),
         };
         let spawned = std::thread::Builder::new()
             .name("rpcx-mdns-discovery".into())
@@ -86,6 +87,7 @@ struct Browser {
     dirty: Option<Instant>,
     /// Queries sent so far.
     queries: u64,
+    junk: super::JunkLog,
 }
 
 impl Browser {
@@ -195,7 +197,7 @@ impl Browser {
         let msg = match Message::decode(wire) {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!(%from, error = %e, "ignoring a malformed mDNS packet");
+                self.junk.warn(from, &format_args!("a malformed packet ({e})"));
                 return false;
             }
         };
@@ -221,23 +223,21 @@ impl Browser {
             let RData::Txt(strings) = &r.data else { continue };
             // Go reads the first string only.
             let Some(list) = strings.first().and_then(|s| super::decode_txt(s)) else {
-                tracing::warn!(%from, instance = %instance, "ignoring an mDNS TXT record that is not Go's rpcx list");
+                self.junk.warn(from, &format_args!("the TXT of {instance} is not Go's rpcx list"));
                 continue;
             };
-            let mut servers: Vec<(String, String)> = list
+            let ours: Vec<_> = list.into_iter().filter(|s| s.service == self.service).collect();
+            let before = ours.len();
+            // A key of no network the runtimes dial is junk (Go would hand it to its
+            // XClient).
+            let mut servers: Vec<(String, String)> = ours
                 .into_iter()
-                .filter(|s| s.service == self.service)
-                .filter(|s| {
-                    // A key of no network the runtimes dial is junk (Go would hand it to
-                    // its XClient).
-                    let ok = ServerKey::new(&s.service_address).server_addr().is_ok();
-                    if !ok {
-                        tracing::warn!(%from, key = %s.service_address, "ignoring an mDNS server key that is not an address");
-                    }
-                    ok
-                })
+                .filter(|s| ServerKey::new(&s.service_address).server_addr().is_ok())
                 .map(|s| (s.service_address, s.meta))
                 .collect();
+            if servers.len() != before {
+                self.junk.warn(from, &format_args!("{instance} lists server keys that are not addresses"));
+            }
             servers.sort();
             servers.dedup_by(|a, b| a.0 == b.0);
             let expires =
@@ -258,7 +258,7 @@ impl Browser {
                 // Instances of other services take no room.
                 None if servers.is_empty() => {}
                 None if full => {
-                    tracing::warn!(%from, "more than {MAX_INSTANCES} mDNS instances; ignoring {instance}");
+                    self.junk.warn(from, &format_args!("more than {MAX_INSTANCES} instances; {instance} left out"));
                 }
                 None => {
                     changed = true;
@@ -337,6 +337,7 @@ mod tests {
             published: Vec::new(),
             dirty: None,
             queries: 0,
+            junk: crate::mdns::JunkLog::default(),
         }
     }
 

@@ -342,6 +342,35 @@ fn hostname() -> Option<String> {
     (!name.is_empty() && name.len() <= 253).then(|| name.to_owned())
 }
 
+/// Warnings about a peer's junk, at most one per [`JunkLog::EVERY`] with the count of
+/// those left out since (a hostile peer cannot flood the log).
+#[derive(Debug, Default)]
+struct JunkLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl JunkLog {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    /// Log `what` about `from` unless a warning went out within the last period;
+    /// whether it was logged.
+    fn warn(&mut self, from: SocketAddr, what: &dyn std::fmt::Display) -> bool {
+        self.warn_at(std::time::Instant::now(), from, what)
+    }
+
+    fn warn_at(&mut self, now: std::time::Instant, from: SocketAddr, what: &dyn std::fmt::Display) -> bool {
+        if self.last.is_some_and(|t| now < t + Self::EVERY) {
+            self.suppressed += 1;
+            return false;
+        }
+        tracing::warn!(%from, suppressed = self.suppressed, "ignoring mDNS junk: {what}");
+        self.last = Some(now);
+        self.suppressed = 0;
+        true
+    }
+}
+
 /// A UDP socket on port 5353 shared with the host's other mDNS stacks, in the group on
 /// `interface`, multicasting through it with loopback on and TTL 255.
 fn open_socket(config: &MdnsConfig) -> Result<UdpSocket, RegistryError> {
@@ -388,6 +417,18 @@ mod tests {
         for junk in [&b"%"[..], b"%4", b"%zz", b"[", b"%5B%7B", b"{}", b"\xff"] {
             assert_eq!(decode_txt(junk), None, "{junk:?}");
         }
+    }
+
+    #[test]
+    fn junk_warnings_are_rate_limited() {
+        let mut log = JunkLog::default();
+        let from: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        let t0 = std::time::Instant::now();
+        assert!(log.warn_at(t0, from, &"first"));
+        assert!((1..100).all(|i| !log.warn_at(t0 + Duration::from_millis(i), from, &"flood")));
+        assert_eq!(log.suppressed, 99);
+        assert!(log.warn_at(t0 + JunkLog::EVERY, from, &"later"));
+        assert_eq!(log.suppressed, 0);
     }
 
     #[test]

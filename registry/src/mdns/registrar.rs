@@ -339,6 +339,7 @@ fn responder(config: MdnsConfig, mut records: Records, address: String, first: C
     let mut next_announce = Instant::now() + config.update_interval.min(Duration::from_secs(1));
     let mut buf = vec![0u8; packet::MAX_PACKET];
     let mut limiter = Limiter::default();
+    let mut junk = super::JunkLog::default();
     loop {
         match stop.try_recv() {
             Ok(done) => {
@@ -365,7 +366,7 @@ fn responder(config: MdnsConfig, mut records: Records, address: String, first: C
         let wait = deadline.saturating_duration_since(now).clamp(Duration::from_millis(1), POLL);
         let _ = socket.set_read_timeout(Some(wait));
         match socket.recv_from(&mut buf) {
-            Ok((n, from)) => handle(&socket, &records, &mut limiter, &buf[..n], from, group),
+            Ok((n, from)) => handle(&socket, &records, (&mut limiter, &mut junk), &buf[..n], from, group),
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "mDNS receive failed");
@@ -378,7 +379,7 @@ fn responder(config: MdnsConfig, mut records: Records, address: String, first: C
 fn handle(
     socket: &UdpSocket,
     records: &Records,
-    limiter: &mut Limiter,
+    (limiter, junk): (&mut Limiter, &mut super::JunkLog),
     wire: &[u8],
     from: SocketAddr,
     group: SocketAddr,
@@ -386,7 +387,7 @@ fn handle(
     let query = match Message::decode(wire) {
         Ok(m) => m,
         Err(e) => {
-            tracing::warn!(%from, error = %e, "ignoring a malformed mDNS packet");
+            junk.warn(from, &format_args!("a malformed packet ({e})"));
             return;
         }
     };
