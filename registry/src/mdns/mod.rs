@@ -50,7 +50,8 @@
 //!   every server of a host under the same one.
 //!
 //! A peer's packet is untrusted: packets, names, records and the number of instances
-//! are bounded, junk is logged (`tracing` warnings) and ignored, and nothing panics.
+//! are bounded, junk is ignored and logged (`tracing` warnings, at most one per 10 s
+//! with a count of the rest), and nothing panics.
 //! A responder sends each kind of answer at most once per 200 ms (a question inside
 //! that gap is answered once when it ends), so a query flood does not become an answer
 //! flood. mDNS has no authentication, though: anything on the link can announce a server, as
