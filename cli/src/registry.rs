@@ -1,11 +1,13 @@
 //! Registry flags shared by `rpcx serve` (register there) and `rpcx gateway` (find
 //! upstreams there): `--registry etcd://host:port[,host:port...]`,
-//! `zookeeper://host:port[,host:port...]` or `redis://[:password@]host:port[/db]`, and
+//! `zookeeper://host:port[,host:port...]`, `consul://host:port` or
+//! `redis://[:password@]host:port[/db]`, and
 //! `--base-path` (Go's
 //! `BasePath`, default `/rpcx_test` as in Go's rpcx-gateway).
 
 use crate::Failure;
 use clap::Args;
+use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar};
 use rpcx_registry::etcd::{EtcdConfig, EtcdDiscovery, EtcdRegistrar};
 use rpcx_registry::redis::{RedisConfig, RedisDiscovery, RedisRegistrar};
 use rpcx_registry::zookeeper::{ZkConfig, ZkDiscovery, ZkRegistrar};
@@ -15,8 +17,8 @@ use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
 pub(crate) struct RegistryArgs {
-    /// A service registry: etcd://host:port[,host:port...], zookeeper://host:port[,...]
-    /// or redis://[:password@]host:port[/db].
+    /// A service registry: etcd://host:port[,host:port...], zookeeper://host:port[,...],
+    /// consul://host:port or redis://[:password@]host:port[/db].
     #[arg(long, value_name = "URL")]
     pub(crate) registry: Option<String>,
     /// The registry's base path (Go's BasePath): nodes are BASE/<service>/<address>.
@@ -29,6 +31,7 @@ pub(crate) struct RegistryArgs {
 pub(crate) enum Registry {
     Etcd(EtcdConfig),
     Zookeeper(ZkConfig),
+    Consul(ConsulConfig),
     Redis(RedisConfig),
 }
 
@@ -42,7 +45,9 @@ impl RegistryArgs {
 impl Registry {
     pub(crate) fn parse(url: &str, base_path: &str) -> Result<Registry, Failure> {
         let bad = |why: &str| {
-            Failure::usage(format!("bad --registry {url:?}: {why} (use etcd://, zookeeper:// or redis://host:port)"))
+            Failure::usage(format!(
+                "bad --registry {url:?}: {why} (use etcd://, zookeeper://, consul:// or redis://host:port)"
+            ))
         };
         if base_path.trim_matches('/').is_empty() {
             return Err(Failure::usage("--base-path must name a path, e.g. /rpcx_test"));
@@ -63,6 +68,10 @@ impl Registry {
                 Ok(Registry::Etcd(EtcdConfig::new(endpoints()?.iter().map(|e| format!("http://{e}")), base_path)))
             }
             "zookeeper" | "zk" => Ok(Registry::Zookeeper(ZkConfig::new(endpoints()?, base_path))),
+            "consul" => match endpoints()?.as_slice() {
+                [one] => Ok(Registry::Consul(ConsulConfig::new(one, base_path))),
+                _ => Err(bad("Consul takes one agent address")),
+            },
             "redis" => {
                 if rest.is_empty() {
                     return Err(bad("no host"));
@@ -79,6 +88,7 @@ impl Registry {
         Ok(match self {
             Registry::Etcd(c) => Box::new(EtcdRegistrar::new(c.clone()).map_err(failed)?),
             Registry::Zookeeper(c) => Box::new(ZkRegistrar::new(c.clone()).map_err(failed)?),
+            Registry::Consul(c) => Box::new(ConsulRegistrar::new(c.clone()).map_err(failed)?),
             Registry::Redis(c) => Box::new(RedisRegistrar::new(c.clone()).map_err(failed)?),
         })
     }
@@ -88,6 +98,7 @@ impl Registry {
         Ok(match self {
             Registry::Etcd(c) => Arc::new(EtcdDiscovery::connect(c.clone(), service).await?),
             Registry::Zookeeper(c) => Arc::new(ZkDiscovery::connect(c.clone(), service).await?),
+            Registry::Consul(c) => Arc::new(ConsulDiscovery::connect(c.clone(), service).await?),
             Registry::Redis(c) => Arc::new(RedisDiscovery::connect(c.clone(), service).await?),
         })
     }
@@ -129,6 +140,8 @@ mod tests {
         }
         assert!(matches!(Registry::parse("redis://:pw@127.0.0.1:6379/2", "rpcx").unwrap(), Registry::Redis(_)));
         assert!(matches!(Registry::parse("zookeeper://127.0.0.1:2181", "/rpcx").unwrap(), Registry::Zookeeper(_)));
+        assert!(matches!(Registry::parse("consul://127.0.0.1:8500", "/rpcx").unwrap(), Registry::Consul(_)));
+        assert!(Registry::parse("consul://127.0.0.1:8500,10.0.0.1:8500", "/rpcx").is_err());
         for bad in ["127.0.0.1:2379", "etcd://127.0.0.1", "etcd://:2379", "consol://h:1", "zk://h", "redis://"] {
             assert!(Registry::parse(bad, "/rpcx_test").is_err(), "{bad}");
         }

@@ -427,6 +427,18 @@ fn gateway_finds_upstreams_in_zookeeper() {
     });
 }
 
+/// Against the in-repo Consul stand-in (no Consul server can be had here; Go's
+/// rpcx-consul passes against the same stand-in in interop/tests/consul_go.rs).
+#[test]
+fn gateway_finds_upstreams_in_consul() {
+    let consul = rpcx_registry::consul::testing::ConsulStandIn::start().expect("start the Consul stand-in");
+    let config = rpcx_registry::consul::ConsulConfig::new(&consul.address(), "/gw");
+    gateway_through_registry(&format!("consul://{}", consul.host_port()), || {
+        let d = rpcx_registry::consul::ConsulDiscovery::connect(config.clone(), "Arith").wait().expect("discovery");
+        keys(&d)
+    });
+}
+
 #[test]
 fn gateway_finds_upstreams_in_redis() {
     let redis = rpcx_registry::redis::testing::RedisServer::start().expect("start redis-server");

@@ -229,9 +229,9 @@ impl Rates {
         Rates { counts: Arc::new(counts), started }
     }
 
-    /// Calls and connections per second, each averaged since the start.
-    pub fn now(&self) -> (f64, f64) {
-        let secs = self.started.elapsed().as_secs_f64();
+    /// Calls and connections per second at `now`, each averaged since the start.
+    pub fn at(&self, now: std::time::Instant) -> (f64, f64) {
+        let secs = now.saturating_duration_since(self.started).as_secs_f64();
         if secs <= 0.0 {
             return (0.0, 0.0);
         }
@@ -306,10 +306,10 @@ impl Registration {
     }
 
     /// What a refresh tick does with the node it registered with `registered` as value,
-    /// given the registry's `current` value (`None`: the node vanished): re-create a
-    /// vanished node with its original metadata; without rates leave a present one
-    /// alone; with rates rewrite it when the rates changed it.
-    pub fn refresh(&self, registered: &str, current: Option<&str>) -> RefreshAction {
+    /// given the registry's `current` value (`None`: the node vanished), at `now`:
+    /// re-create a vanished node with its original metadata; without rates leave a
+    /// present one alone; with rates rewrite it when the rates changed it.
+    pub fn refresh(&self, registered: &str, current: Option<&str>, now: std::time::Instant) -> RefreshAction {
         let Some(current) = current else {
             let _ = registered;
             return RefreshAction::Recreate;
@@ -317,7 +317,7 @@ impl Registration {
         let Some(rates) = &self.rates else {
             return RefreshAction::Keep;
         };
-        let (calls, conns) = rates.now();
+        let (calls, conns) = rates.at(now);
         match metadata_with_rates(current, calls, conns) {
             Some(v) if v != current => RefreshAction::Rewrite(v),
             _ => RefreshAction::Keep,
@@ -445,11 +445,12 @@ pub struct RegistrySettings {
 /// registration's completion.
 ///
 /// `dispatcher` is the server's: its router names the services, and its counters feed
-/// the rates when [`RegistrySettings::publish_rates`] is on.
+/// the rates when [`RegistrySettings::publish_rates`] is on, counted from `now`.
 pub fn begin(
     settings: &RegistrySettings,
     dispatcher: &Arc<crate::service::Dispatcher>,
     bound: &str,
+    now: std::time::Instant,
 ) -> Result<Option<Pending>, RegistryError> {
     let Some(registrar) = &settings.registrar else {
         return Ok(None);
@@ -468,7 +469,7 @@ pub fn begin(
                 (t.requests, t.connections_accepted)
             })
         };
-        registration = registration.with_rates(Rates::new(counts, std::time::Instant::now()));
+        registration = registration.with_rates(Rates::new(counts, now));
     }
     tracing::debug!(address = %registration.address(), services = registration.services().len(), "registering");
     let key = key_of(&registration);
@@ -636,8 +637,9 @@ mod tests {
         let settings = RegistrySettings { registrar: Some(Arc::new(Panicking)), ..Default::default() };
         let router = crate::service::Router::new().service(crate::service::Service::new("Arith"));
         let dispatcher = Arc::new(crate::service::Dispatcher::new(router, Default::default()));
-        let pending =
-            begin(&settings, &dispatcher, "tcp@127.0.0.1:8972").expect("an advertisable address").expect("pending");
+        let pending = begin(&settings, &dispatcher, "tcp@127.0.0.1:8972", std::time::Instant::now())
+            .expect("an advertisable address")
+            .expect("pending");
         assert!(matches!(pending.registered.wait(), Err(RegistryError::Operation { op: "register", .. })));
         assert!(matches!(end(Box::new(Panicking)).wait(), Err(RegistryError::Operation { op: "unregister", .. })));
     }
@@ -690,8 +692,9 @@ mod tests {
         assert_eq!(refresh_action(None), RefreshAction::Recreate);
         assert_eq!(refresh_action(Some("state=inactive")), RefreshAction::Keep);
         let r = Registration::new(ServerKey::new("tcp@10.0.0.1:1"), []);
-        assert_eq!(r.refresh("weight=1", None), RefreshAction::Recreate);
-        assert_eq!(r.refresh("weight=1", Some("state=inactive")), RefreshAction::Keep);
+        let now = std::time::Instant::now();
+        assert_eq!(r.refresh("weight=1", None, now), RefreshAction::Recreate);
+        assert_eq!(r.refresh("weight=1", Some("state=inactive"), now), RefreshAction::Keep);
     }
 
     #[test]
@@ -707,16 +710,17 @@ mod tests {
         );
         assert_eq!(metadata_with_rates("bad=%zz", 1.0, 1.0), None, "Go leaves what it cannot parse");
         // 60 calls and 6 connections over (at least) 0.2 s.
-        let started = std::time::Instant::now() - std::time::Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let now = started + std::time::Duration::from_secs(4);
         let r = Registration::new(ServerKey::new("tcp@10.0.0.1:1"), []).with_rates(Rates::new(|| (60, 6), started));
-        let RefreshAction::Rewrite(v) = r.refresh("weight=1", Some("weight=1&state=inactive")) else {
+        assert_eq!(r.rates().unwrap().at(now), (15.0, 1.5));
+        let RefreshAction::Rewrite(v) = r.refresh("weight=1", Some("weight=1&state=inactive"), now) else {
             panic!("rates rewrite a present node");
         };
         let q = crate::govern::Metadata::parse(&v);
-        let calls: f64 = q.get("calls").unwrap().parse().unwrap();
-        assert!(calls > 0.0 && calls <= 300.0, "{v}");
+        assert_eq!(v, "calls=15.00&connections=1.50&state=inactive&weight=1");
         assert_eq!(q.get("state"), Some("inactive"), "the operator's flip survives");
-        assert_eq!(r.refresh("weight=1", None), RefreshAction::Recreate);
+        assert_eq!(r.refresh("weight=1", None, now), RefreshAction::Recreate);
     }
 
     #[test]

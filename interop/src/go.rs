@@ -179,6 +179,75 @@ pub fn run_go(bin: &Path, args: &[&str], limit: Duration) -> String {
     run.stdout
 }
 
+/// A Go registry command's server mode (`cmd/etcd server ...`): serves `Arith` and
+/// prints `REGISTERED <key>` once registered through Go's plugin. Killed on drop;
+/// [`shutdown`](Self::shutdown) closes its stdin, which makes it call `Shutdown` (and
+/// so unregister) and exit.
+pub struct GoRegisteredServer {
+    child: Child,
+    /// The key it registered (`tcp@127.0.0.1:<port>`).
+    pub key: String,
+}
+
+impl GoRegisteredServer {
+    /// Start `bin` with `args` and wait (at most 30 s) for its `REGISTERED` line.
+    pub fn start(bin: &Path, args: &[&str]) -> GoRegisteredServer {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(k) = line.strip_prefix("REGISTERED ") {
+                    let _ = tx.send(k.to_owned());
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(key) => GoRegisteredServer { child, key },
+            Err(_) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("{} {args:?} did not register within 30 s:\n{err}", bin.display());
+            }
+        }
+    }
+
+    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits
+    /// (within 10 s, or this panics).
+    pub fn shutdown(mut self) {
+        drop(self.child.stdin.take());
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the Go server did not exit within 10 s of its stdin closing");
+    }
+
+    /// SIGKILL: no unregistration.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GoRegisteredServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A running child with its output drained in the background.
 struct Run {
     child: Child,

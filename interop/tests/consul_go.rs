@@ -10,7 +10,7 @@
 use base64::Engine as _;
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
-use rpcx_interop::go::go_binaries;
+use rpcx_interop::go::{GoRegisteredServer, go_binaries};
 use rpcx_registry::consul::testing::{ConsulStandIn, StandInOptions, raw_http};
 use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar, LOCK_FLAG_VALUE};
 use std::io::{BufRead, BufReader, Read};
@@ -71,63 +71,12 @@ fn value_of(entry: &serde_json::Value) -> String {
     String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).expect("base64")).expect("utf8")
 }
 
-/// Go's server, killed on drop; closing its stdin makes it shut down (and unregister).
-struct GoServer {
-    child: Child,
-    key: String,
-}
-
-impl GoServer {
-    /// libkv's session TTL is (10 s + 10 s) / 2 = 10 s, Consul's minimum.
-    fn start(consul: &ConsulStandIn, meta: &str) -> GoServer {
-        let mut child = Command::new(&go_binaries().consul)
-            .args(["server", "-consul", &consul.host_port(), "-base", BASE, "-meta", meta, "-update", "10s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the Go consul server");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(k) = line.strip_prefix("REGISTERED ") {
-                    let _ = tx.send(k.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(key) => GoServer { child, key },
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("the Go server did not register within 30 s:\n{err}");
-            }
-        }
-    }
-
-    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits.
-    fn shutdown(mut self) {
-        drop(self.child.stdin.take());
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the Go server did not exit within 10 s of its stdin closing");
-    }
-}
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// libkv's session TTL is (10 s + 10 s) / 2 = 10 s, Consul's minimum.
+fn go_server(consul: &ConsulStandIn, meta: &str) -> GoRegisteredServer {
+    GoRegisteredServer::start(
+        &go_binaries().consul,
+        &["server", "-consul", &consul.host_port(), "-base", BASE, "-meta", meta, "-update", "10s"],
+    )
 }
 
 /// Run Go's Consul discovery + XClient against the stand-in to its end (bounded),
@@ -219,7 +168,7 @@ fn wait_keys(d: &ConsulDiscovery, want: &[&str], what: &str) {
 #[test]
 fn go_server_registered_by_rpcx_consul_is_found_and_called_by_rust_xclients_on_every_runtime() {
     let consul = ConsulStandIn::start().expect("stand-in");
-    let go = GoServer::start(&consul, "group=go&weight=5");
+    let go = go_server(&consul, "group=go&weight=5");
     // What Go wrote: the node without the base path's leading `/`, the raw metadata,
     // libkv's flags, held by a Behavior=delete session of TTL (10 s + 10 s) / 2.
     let node = format!("rpcx_test/Arith/{}", go.key);
@@ -320,7 +269,7 @@ fn killed_go_server_goes_with_its_session_and_rust_xclients_stop_selecting_it() 
     // would be 2 x 10 s).
     let consul =
         ConsulStandIn::start_with(StandInOptions { session_expiry: Some(Duration::from_secs(13)) }).expect("stand-in");
-    let go = GoServer::start(&consul, "group=go");
+    let go = go_server(&consul, "group=go");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     let registrar = ConsulRegistrar::new(config(&consul)).expect("config");
     let survivor =
@@ -332,8 +281,7 @@ fn killed_go_server_goes_with_its_session_and_rust_xclients_stop_selecting_it() 
     wait_keys(&discovery, &both.iter().map(String::as_str).collect::<Vec<_>>(), "both servers");
     let node = format!("rpcx_test/Arith/{}", go.key);
     let mut go = go;
-    go.child.kill().expect("kill -9 the Go server");
-    let _ = go.child.wait();
+    go.kill(); // SIGKILL, reaped
     let t0 = Instant::now();
     while raw_get(&consul, &node).is_some() {
         assert!(t0.elapsed() < Duration::from_secs(20), "Go's node outlived its session");

@@ -5,13 +5,10 @@
 
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
-use rpcx_interop::go::go_binaries;
+use rpcx_interop::go::{GoRegisteredServer, go_binaries};
 use rpcx_registry::etcd::testing::EtcdServer;
 use rpcx_registry::etcd::{EtcdConfig, EtcdDiscovery, EtcdRegistrar};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BASE: &str = "/rpcx_test";
@@ -45,62 +42,11 @@ fn router() -> Router {
     )
 }
 
-/// Go's server, killed on drop; closing its stdin makes it shut down (and unregister).
-struct GoServer {
-    child: Child,
-    key: String,
-}
-
-impl GoServer {
-    fn start(etcd: &EtcdServer, meta: &str) -> GoServer {
-        let mut child = Command::new(&go_binaries().etcd)
-            .args(["server", "-etcd", &etcd.endpoint(), "-base", BASE, "-meta", meta, "-update", "1s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the Go etcd server");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(k) = line.strip_prefix("REGISTERED ") {
-                    let _ = tx.send(k.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(key) => GoServer { child, key },
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("the Go server did not register within 30 s:\n{err}");
-            }
-        }
-    }
-
-    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits.
-    fn shutdown(mut self) {
-        drop(self.child.stdin.take());
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the Go server did not exit within 10 s of its stdin closing");
-    }
-}
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn go_server(etcd: &EtcdServer, meta: &str) -> GoRegisteredServer {
+    GoRegisteredServer::start(
+        &go_binaries().etcd,
+        &["server", "-etcd", &etcd.endpoint(), "-base", BASE, "-meta", meta, "-update", "1s"],
+    )
 }
 
 /// Run Go's etcd discovery + XClient against the registry; returns its stdout.
@@ -125,7 +71,7 @@ fn wait_keys(d: &EtcdDiscovery, want: &[&str], what: &str) {
 #[test]
 fn go_server_registered_by_rpcx_etcd_is_found_and_called_by_rust_xclients_on_every_runtime() {
     let etcd = EtcdServer::start().expect("etcd");
-    let go = GoServer::start(&etcd, "group=go&weight=5");
+    let go = go_server(&etcd, "group=go&weight=5");
     let discovery = Arc::new(EtcdDiscovery::connect(config(&etcd), "Arith").wait().expect("discovery"));
     wait_keys(&discovery, &[go.key.as_str()], "the Go server");
     let snap = discovery.snapshot();

@@ -7,13 +7,10 @@
 
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
-use rpcx_interop::go::go_binaries;
+use rpcx_interop::go::{GoRegisteredServer, go_binaries};
 use rpcx_registry::redis::testing::RedisServer;
 use rpcx_registry::redis::{RedisConfig, RedisDiscovery, RedisRegistrar, decode_value, redis_key};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BASE: &str = "/rpcx_test";
@@ -44,62 +41,11 @@ fn router() -> Router {
     )
 }
 
-/// Go's server, killed on drop; closing its stdin makes it shut down (and unregister).
-struct GoServer {
-    child: Child,
-    key: String,
-}
-
-impl GoServer {
-    fn start(redis: &RedisServer, base: &str, meta: &str) -> GoServer {
-        let mut child = Command::new(&go_binaries().redis)
-            .args(["server", "-redis", &redis.address(), "-base", base, "-meta", meta, "-update", "1s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the Go redis server");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(k) = line.strip_prefix("REGISTERED ") {
-                    let _ = tx.send(k.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(key) => GoServer { child, key },
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("the Go server did not register within 30 s:\n{err}");
-            }
-        }
-    }
-
-    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits.
-    fn shutdown(mut self) {
-        drop(self.child.stdin.take());
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the Go server did not exit within 10 s of its stdin closing");
-    }
-}
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn go_server(redis: &RedisServer, base: &str, meta: &str) -> GoRegisteredServer {
+    GoRegisteredServer::start(
+        &go_binaries().redis,
+        &["server", "-redis", &redis.address(), "-base", base, "-meta", meta, "-update", "1s"],
+    )
 }
 
 /// Run rpcx-redis's discovery + Go's XClient against the registry; returns its stdout.
@@ -133,7 +79,7 @@ fn go_server_keys_are_libkv_keys_with_and_without_a_leading_slash() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
     // libkv's Normalize is "/" + the key as given: a leading "/" in the base path doubles.
     for (base, redis_prefix) in [("/rpcx_test", "//rpcx_test/Arith/"), ("rpcx_test", "/rpcx_test/Arith/")] {
-        let go = GoServer::start(&redis, base, "group=go");
+        let go = go_server(&redis, base, "group=go");
         let given = format!("{base}/Arith/{}", go.key);
         let expected_redis_key = format!("{redis_prefix}{}", go.key);
         assert_eq!(redis_key(&given), expected_redis_key, "our key form");
@@ -156,7 +102,7 @@ fn go_server_keys_are_libkv_keys_with_and_without_a_leading_slash() {
 #[test]
 fn go_server_registered_by_the_redis_plugin_is_found_and_called_by_rust_xclients_on_every_runtime() {
     let redis = RedisServer::start().expect("redis");
-    let go = GoServer::start(&redis, BASE, "group=go&weight=5");
+    let go = go_server(&redis, BASE, "group=go&weight=5");
     let discovery = Arc::new(RedisDiscovery::connect(config(&redis, BASE), "Arith").wait().expect("discovery"));
     wait_keys(&discovery, &[go.key.as_str()], "the Go server");
     let snap = discovery.snapshot();

@@ -6,13 +6,10 @@
 
 use rpcx_core::govern::Discovery;
 use rpcx_core::service::{Context, Router, Service};
-use rpcx_interop::go::go_binaries;
+use rpcx_interop::go::{GoRegisteredServer, go_binaries};
 use rpcx_registry::zookeeper::testing::ZkServer;
 use rpcx_registry::zookeeper::{ZkConfig, ZkDiscovery, ZkRegistrar};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const BASE: &str = "/rpcx_test";
@@ -46,62 +43,11 @@ fn router() -> Router {
     )
 }
 
-/// Go's server, killed on drop; closing its stdin makes it shut down (and unregister).
-struct GoServer {
-    child: Child,
-    key: String,
-}
-
-impl GoServer {
-    fn start(zk: &ZkServer, meta: &str) -> GoServer {
-        let mut child = Command::new(&go_binaries().zookeeper)
-            .args(["server", "-zk", &zk.address(), "-base", BASE, "-meta", meta, "-update", "1s"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the Go zookeeper server");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(k) = line.strip_prefix("REGISTERED ") {
-                    let _ = tx.send(k.to_owned());
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(key) => GoServer { child, key },
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("the Go server did not register within 30 s:\n{err}");
-            }
-        }
-    }
-
-    /// Close stdin: the Go server calls `Shutdown` (which unregisters) and exits.
-    fn shutdown(mut self) {
-        drop(self.child.stdin.take());
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("the Go server did not exit within 10 s of its stdin closing");
-    }
-}
-
-impl Drop for GoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn go_server(zk: &ZkServer, meta: &str) -> GoRegisteredServer {
+    GoRegisteredServer::start(
+        &go_binaries().zookeeper,
+        &["server", "-zk", &zk.address(), "-base", BASE, "-meta", meta, "-update", "1s"],
+    )
 }
 
 /// Run Go's ZooKeeper discovery + XClient against the registry; returns its stdout.
@@ -143,7 +89,7 @@ fn raw_nodes(zk: &ZkServer, paths: &[String]) -> Vec<(String, bool)> {
 #[test]
 fn go_server_registered_by_rpcx_zookeeper_is_found_and_called_by_rust_xclients_on_every_runtime() {
     let zk = ZkServer::start().expect("zookeeper");
-    let go = GoServer::start(&zk, "group=go&weight=5");
+    let go = go_server(&zk, "group=go&weight=5");
     // Go's layout is ours: persistent parents with `rpcx_path` and the service name, an
     // ephemeral node with the metadata as data.
     let nodes = raw_nodes(&zk, &[BASE.to_owned(), format!("{BASE}/Arith"), format!("{BASE}/Arith/{}", go.key)]);

@@ -15,7 +15,6 @@ use rpcx_core::service::{Context, Router, Service};
 use rpcx_examples_common::{Args, Reply};
 use rpcx_registry::consul::testing::{ConsulAgent, ConsulStandIn, RawAnswer, StandInOptions, consul_on_path, raw_http};
 use rpcx_registry::consul::{ConsulConfig, ConsulDiscovery, ConsulRegistrar, LOCK_FLAG_VALUE};
-use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,15 +187,7 @@ async fn short_ttl_is_refused_at_configuration_and_unreachable_consul_is_a_typed
 #[ignore = "helper: run in a child process by killed_server_node_goes_with_its_session"]
 fn child_process_server() {
     let Ok(address) = std::env::var(CHILD_ENV) else { return };
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(ConsulRegistrar::new(config_at(&address)).expect("config"))
-        .bind("tcp@127.0.0.1:0")
-        .expect("bind and register");
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "REGISTERED {}", server.advertised().expect("advertised"));
-    let _ = out.flush();
-    // Bounded: the parent kills us long before.
-    std::thread::sleep(Duration::from_secs(60));
+    common::serve_in_child(router(1, ""), ConsulRegistrar::new(config_at(&address)).expect("config"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,39 +198,25 @@ async fn killed_server_node_goes_with_its_session_and_xclients_stop_selecting_it
         .bind("tcp@127.0.0.1:0")
         .await
         .expect("bind");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["child_process_server", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, consul.address())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn child server");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((_, k)) = line.split_once("REGISTERED ") {
-                let _ = tx.send(k.to_owned());
-            }
-        }
-    });
-    let killed = rx.recv_timeout(Duration::from_secs(60)).expect("child registered");
-    let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
-    let mut want = vec![killed.clone(), survivor.address().to_owned()];
-    want.sort();
-    assert_eq!(keys(&discovery), want);
-    // Renewals keep both past the 1 s expiry.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(keys(&discovery), want, "renewed sessions keep their nodes");
-    child.kill().expect("kill -9");
-    let _ = child.wait();
-    let took = until(Duration::from_secs(10), "the killed server's node to go with its session", async || {
-        !keys(&discovery).contains(&killed)
-    })
-    .await;
-    assert!(took <= Duration::from_secs(3), "gone after {took:?}");
-    assert!(raw_get(&consul.address(), &node(&killed)).is_none());
-    assert_eq!(who_on_every_runtime(discovery.clone(), 10).await, [vec![2], vec![2], vec![2]], "only the survivor");
+    for rt in common::RUNTIMES {
+        let (mut child, killed) = common::spawn_child_server((CHILD_ENV, &consul.address()), rt);
+        let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").await.expect("discovery"));
+        let mut want = vec![killed.clone(), survivor.address().to_owned()];
+        want.sort();
+        assert_eq!(keys(&discovery), want);
+        // Renewals keep both past the 1 s expiry.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(keys(&discovery), want, "renewed sessions keep their nodes");
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        let took = until(Duration::from_secs(10), "the killed server's node to go with its session", async || {
+            !keys(&discovery).contains(&killed)
+        })
+        .await;
+        assert!(took <= Duration::from_secs(3), "gone after {took:?}");
+        assert!(raw_get(&consul.address(), &node(&killed)).is_none());
+        assert_eq!(who_on_every_runtime(discovery.clone(), 10).await, [vec![2], vec![2], vec![2]], "only the survivor");
+    }
     survivor.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -410,14 +387,13 @@ async fn graceful_shutdown_unregisters_before_draining_in_flight_calls() {
     tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("shutdown ends").expect("join");
 }
 
-/// Against a real `consul agent -dev` when `consul` is on PATH; skipped otherwise.
+/// Against a real `consul agent -dev`. Ignored by default (no Consul server can be
+/// installed on the CI machines); `.ci/run` runs it with `--ignored` whenever `consul`
+/// is on PATH, and run that way it fails without one rather than pass unproven.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs `consul` on PATH; .ci/run runs it when there is one"]
 async fn real_consul_agent_when_on_path() {
-    if !consul_on_path() {
-        let mut err = std::io::stderr();
-        let _ = writeln!(err, "SKIPPED real_consul_agent_when_on_path: no `consul` on PATH (this proves nothing)");
-        return;
-    }
+    assert!(consul_on_path(), "no `consul` on PATH: this test needs a real Consul agent");
     let agent = tokio::task::spawn_blocking(ConsulAgent::start).await.expect("join").expect("consul agent -dev");
     let addr = agent.address();
     let cfg = config_at(&addr).update_interval(Duration::from_secs(1));

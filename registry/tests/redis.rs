@@ -12,7 +12,6 @@ use rpcx_core::service::{Context, Router, Service};
 use rpcx_examples_common::{Args, Reply};
 use rpcx_registry::redis::testing::RedisServer;
 use rpcx_registry::redis::{RedisConfig, RedisDiscovery, RedisRegistrar, decode_value, encode_value, redis_key};
-use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -142,15 +141,10 @@ async fn unreachable_redis_and_bad_config_are_typed_errors() {
 #[ignore = "helper: run in a child process by killed_server_node_expires"]
 fn child_process_server() {
     let Ok(url) = std::env::var(CHILD_ENV) else { return };
-    let cfg = RedisConfig::new(&url, BASE).update_interval(Duration::from_millis(500));
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(RedisRegistrar::new(cfg).expect("config"))
-        .bind("tcp@127.0.0.1:0")
-        .expect("bind and register");
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "REGISTERED {}", server.advertised().expect("advertised"));
-    let _ = out.flush();
-    std::thread::sleep(Duration::from_secs(60));
+    common::serve_in_child(
+        router(1, ""),
+        RedisRegistrar::new(RedisConfig::new(&url, BASE).update_interval(Duration::from_millis(500))).expect("config"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,39 +155,25 @@ async fn killed_server_node_expires_and_xclient_stops_selecting_it() {
         .bind("tcp@127.0.0.1:0")
         .await
         .expect("bind");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["child_process_server", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, redis.url())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn child server");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((_, k)) = line.split_once("REGISTERED ") {
-                let _ = tx.send(k.to_owned());
-            }
+    for rt in common::RUNTIMES {
+        let (mut child, killed) = common::spawn_child_server((CHILD_ENV, &redis.url()), rt);
+        let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
+        let mut want = vec![killed.clone(), survivor.address().to_owned()];
+        want.sort();
+        until(Duration::from_secs(5), "both servers listed", async || keys(&discovery) == want).await;
+        child.kill().expect("kill -9");
+        let _ = child.wait();
+        // Expiry 2 x 500 ms; Redis expires keys actively within ~100 ms of their deadline.
+        let took = until(Duration::from_secs(10), "the killed server's node to expire", async || {
+            !keys(&discovery).contains(&killed)
+        })
+        .await;
+        assert!(took <= Duration::from_secs(3), "expired after {took:?}");
+        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
+        for _ in 0..10 {
+            let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
+            assert_eq!(r.c, 2, "only the survivor is selected");
         }
-    });
-    let killed = rx.recv_timeout(Duration::from_secs(60)).expect("child registered");
-    let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
-    let mut want = vec![killed.clone(), survivor.address().to_owned()];
-    want.sort();
-    until(Duration::from_secs(5), "both servers listed", async || keys(&discovery) == want).await;
-    child.kill().expect("kill -9");
-    let _ = child.wait();
-    // Expiry 2 x 500 ms; Redis expires keys actively within ~100 ms of their deadline.
-    let took = until(Duration::from_secs(10), "the killed server's node to expire", async || {
-        !keys(&discovery).contains(&killed)
-    })
-    .await;
-    assert!(took <= Duration::from_secs(3), "expired after {took:?}");
-    let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-    for _ in 0..10 {
-        let r: Reply = xc.call("Who", &Args { a: 0, b: 0 }).await.expect("call");
-        assert_eq!(r.c, 2, "only the survivor is selected");
     }
     survivor.shutdown(Duration::from_secs(5)).await;
 }

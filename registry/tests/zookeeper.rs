@@ -13,7 +13,6 @@ use rpcx_core::service::{Context, Router, Service};
 use rpcx_examples_common::{Args, Reply};
 use rpcx_registry::zookeeper::testing::ZkServer;
 use rpcx_registry::zookeeper::{ZkConfig, ZkDiscovery, ZkRegistrar};
-use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zookeeper_client::{Acls, Client, CreateMode, Permission};
@@ -190,18 +189,15 @@ async fn unreachable_registry_fails_bind_and_discovery_with_typed_errors() {
 #[ignore = "helper: run in a child process by killed_server_node_vanishes_within_the_session_timeout"]
 fn child_process_server() {
     let Ok(address) = std::env::var(CHILD_ENV) else { return };
-    let cfg = ZkConfig::new([address], BASE)
-        .session_timeout(Duration::from_secs(2))
-        .update_interval(Duration::from_millis(500));
-    let server = rpcx_std::Server::new(router(1, ""))
-        .registrar(ZkRegistrar::new(cfg).expect("config"))
-        .bind("tcp@127.0.0.1:0")
-        .expect("bind and register");
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "REGISTERED {}", server.advertised().expect("advertised"));
-    let _ = out.flush();
-    // Bounded: the parent kills us long before.
-    std::thread::sleep(Duration::from_secs(60));
+    common::serve_in_child(
+        router(1, ""),
+        ZkRegistrar::new(
+            ZkConfig::new([address], BASE)
+                .session_timeout(Duration::from_secs(2))
+                .update_interval(Duration::from_millis(500)),
+        )
+        .expect("config"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -209,39 +205,25 @@ async fn killed_server_node_vanishes_within_the_session_timeout_and_xclient_stop
     let zk = ZkServer::start().expect("zookeeper");
     let survivor =
         rpcx_tokio::Server::new(router(2, "")).registrar(registrar(&zk)).bind("tcp@127.0.0.1:0").await.expect("bind");
-    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["child_process_server", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, zk.address())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn child server");
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some((_, k)) = line.split_once("REGISTERED ") {
-                let _ = tx.send(k.to_owned());
-            }
-        }
-    });
-    let killed_key = rx.recv_timeout(Duration::from_secs(60)).expect("child registered");
-    let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").await.expect("discovery"));
-    let mut want = vec![killed_key.clone(), survivor.address().to_owned()];
-    want.sort();
-    assert_eq!(keys(&discovery), want);
+    for rt in common::RUNTIMES {
+        let (mut child, killed_key) = common::spawn_child_server((CHILD_ENV, &zk.address()), rt);
+        let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").await.expect("discovery"));
+        let mut want = vec![killed_key.clone(), survivor.address().to_owned()];
+        want.sort();
+        assert_eq!(keys(&discovery), want);
 
-    child.kill().expect("kill -9"); // SIGKILL: no unregistration, no session close
-    let _ = child.wait();
-    let took = until(Duration::from_secs(15), "the killed server's node to vanish", async || {
-        !keys(&discovery).contains(&killed_key)
-    })
-    .await;
-    // The session timeout is 2 s; ZooKeeper expires sessions on its 500 ms tick (plus
-    // slack for a loaded machine).
-    assert!(took <= Duration::from_secs(6), "node vanished after {took:?}, the session timeout is 2 s");
-    let only_survivor = vec![2];
-    assert_eq!(who_on_every_runtime(discovery.clone(), 10).await, [(); 3].map(|_| only_survivor.clone()));
+        child.kill().expect("kill -9"); // SIGKILL: no unregistration, no session close
+        let _ = child.wait();
+        let took = until(Duration::from_secs(15), "the killed server's node to vanish", async || {
+            !keys(&discovery).contains(&killed_key)
+        })
+        .await;
+        // The session timeout is 2 s; ZooKeeper expires sessions on its 500 ms tick (plus
+        // slack for a loaded machine).
+        assert!(took <= Duration::from_secs(6), "node vanished after {took:?}, the session timeout is 2 s");
+        let only_survivor = vec![2];
+        assert_eq!(who_on_every_runtime(discovery.clone(), 10).await, [(); 3].map(|_| only_survivor.clone()));
+    }
     survivor.shutdown(Duration::from_secs(5)).await;
 }
 

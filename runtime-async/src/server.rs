@@ -151,13 +151,14 @@ impl<R: Runtime> Server<R> {
         }));
         let mut handle = ServerHandle { address, local_addr, shared, done, advertised: None };
         // The registry life cycle (rpcx_core::registry): register once accepting.
-        let pending = match registry::begin(&registry, &handle.shared.dispatcher, &handle.address) {
-            Ok(p) => p,
-            Err(e) => {
-                handle.close().await;
-                return Err(e.into());
-            }
-        };
+        let pending =
+            match registry::begin(&registry, &handle.shared.dispatcher, &handle.address, std::time::Instant::now()) {
+                Ok(p) => p,
+                Err(e) => {
+                    handle.close().await;
+                    return Err(e.into());
+                }
+            };
         if let Some(registry::Pending { key, registered }) = pending {
             match registered.await {
                 Ok(r) => {

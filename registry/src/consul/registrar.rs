@@ -178,7 +178,7 @@ impl Keeper {
             let value = current.decoded().unwrap_or_default();
             let text = String::from_utf8_lossy(&value);
             let held = current.session.as_deref() == Some(session);
-            match self.registration.refresh(&node.value, Some(&text)) {
+            match self.registration.refresh(&node.value, Some(&text), std::time::Instant::now()) {
                 RefreshAction::Rewrite(v) => self.acquire(api, session, &node.key, v.as_bytes()).await?,
                 RefreshAction::Recreate => self.acquire(api, session, &node.key, node.value.as_bytes()).await?,
                 _ if held => {}

@@ -232,7 +232,7 @@ impl Keeper {
         for node in &self.nodes {
             let got = self.config.op("get", s.client.get(node.key.as_str(), Some(GetOptions::new()))).await?;
             let current = got.kvs().first().map(|kv| String::from_utf8_lossy(kv.value()).into_owned());
-            match self.registration.refresh(&node.value, current.as_deref()) {
+            match self.registration.refresh(&node.value, current.as_deref(), std::time::Instant::now()) {
                 RefreshAction::Recreate => {
                     tracing::info!(key = %node.key, "re-creating a vanished etcd node");
                     self.put(s, node).await?;

@@ -141,7 +141,7 @@ impl Records {
     /// a list that would no longer fit one TXT string keeps the last one.
     fn refresh_txt(&mut self) -> bool {
         let Some(rates) = &self.rates else { return false };
-        let (calls, conns) = rates.now();
+        let (calls, conns) = rates.at(std::time::Instant::now());
         let list: Vec<ServiceMeta> = self
             .services
             .iter()

@@ -140,7 +140,7 @@ impl Keeper {
                     }
                 }
             };
-            let value = match self.registration.refresh(&node.value, current.as_deref()) {
+            let value = match self.registration.refresh(&node.value, current.as_deref(), std::time::Instant::now()) {
                 RefreshAction::Recreate => {
                     tracing::debug!(key = %key, "writing a missing Redis node");
                     node.value.clone()

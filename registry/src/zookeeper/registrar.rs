@@ -239,7 +239,7 @@ impl Keeper {
             } else {
                 (cfg.op("exists", client.check_stat(&node.key)).await?.map(|_| String::new()), None)
             };
-            match self.registration.refresh(&node.value, current.as_deref()) {
+            match self.registration.refresh(&node.value, current.as_deref(), std::time::Instant::now()) {
                 RefreshAction::Recreate => {
                     tracing::info!(node = %node.key, "re-creating a vanished ZooKeeper node");
                     self.create(client, node).await?;

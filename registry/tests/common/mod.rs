@@ -97,3 +97,74 @@ pub(crate) fn has_rates(value: &str) -> bool {
         && m.get("calls").and_then(|v| v.parse::<f64>().ok()).is_some_and(|c| c > 0.0)
         && keys == sorted
 }
+
+/// The server runtimes a killed child server runs on, one child each.
+pub(crate) const RUNTIMES: [&str; 3] = ["tokio", "smol", "std"];
+/// Names the runtime of the child server ([`serve_in_child`]).
+const CHILD_RUNTIME: &str = "RPCX_REGISTRY_TEST_CHILD_RUNTIME";
+
+/// The child's side of the kill tests: serve `router` on the runtime the parent named,
+/// registered through `registrar`, print `REGISTERED <key>`, and stay up until killed
+/// (at most 60 s).
+pub(crate) fn serve_in_child(router: Router, registrar: impl rpcx_core::registry::Registrar + 'static) {
+    use std::io::Write;
+    let announce = |key: String| {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "REGISTERED {key}");
+        let _ = out.flush();
+    };
+    let addr = "tcp@127.0.0.1:0";
+    match std::env::var(CHILD_RUNTIME).as_deref() {
+        Ok("tokio") => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+            let server = rt
+                .block_on(rpcx_tokio::Server::new(router).registrar(registrar).bind(addr))
+                .expect("bind and register");
+            announce(server.advertised().expect("advertised").to_string());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        Ok("smol") => smol::block_on(async {
+            let server =
+                rpcx_smol::Server::new(router).registrar(registrar).bind(addr).await.expect("bind and register");
+            announce(server.advertised().expect("advertised").to_string());
+            smol::Timer::after(Duration::from_secs(60)).await;
+        }),
+        Ok("std") => {
+            let server = rpcx_std::Server::new(router).registrar(registrar).bind(addr).expect("bind and register");
+            announce(server.advertised().expect("advertised").to_string());
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        other => panic!("{CHILD_RUNTIME} is {other:?}, not tokio, smol or std"),
+    }
+}
+
+/// The parent's side: run this test binary's `child_process_server` (which calls
+/// [`serve_in_child`]) on runtime `rt` with `env` set; the child and the key it
+/// registered.
+pub(crate) fn spawn_child_server(env: (&str, &str), rt: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["child_process_server", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1)
+        .env(CHILD_RUNTIME, rt)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the child server");
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((_, k)) = line.split_once("REGISTERED ") {
+                let _ = tx.send(k.to_owned());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(key) => (child, key),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the {rt} child server did not register within 60 s");
+        }
+    }
+}

@@ -184,7 +184,7 @@ impl Server {
             advertised: None,
         };
         // The registry life cycle (rpcx_core::registry): register once accepting.
-        let pending = match registry::begin(&registry, &handle.dispatcher, &handle.address) {
+        let pending = match registry::begin(&registry, &handle.dispatcher, &handle.address, std::time::Instant::now()) {
             Ok(p) => p,
             Err(e) => {
                 handle.close();
