@@ -42,10 +42,13 @@ pub struct GoBinaries {
     pub zookeeper: PathBuf,
     /// `cmd/dns`: a client discovering through rpcx's in-tree DNS discovery.
     pub dns: PathBuf,
+    /// `cmd/mdns`: a server registering through rpcx's mDNS plugin, and a client
+    /// discovering through its mDNS discovery (run only in a network namespace).
+    pub mdns: PathBuf,
 }
 
 /// The commands of the Go module (`interop/go/cmd/<name>`), built together.
-const COMMANDS: &[&str] = &["server", "client", "etcd", "redis", "consul", "zookeeper", "dns"];
+const COMMANDS: &[&str] = &["server", "client", "etcd", "redis", "consul", "zookeeper", "dns", "mdns"];
 
 /// `interop/go`, the Go module.
 pub fn go_module_dir() -> PathBuf {
@@ -123,6 +126,7 @@ fn build() -> Result<GoBinaries, String> {
         consul: dir.join("consul"),
         zookeeper: dir.join("zookeeper"),
         dns: dir.join("dns"),
+        mdns: dir.join("mdns"),
     };
     for name in COMMANDS {
         let dst = dir.join(name);

@@ -4,7 +4,7 @@
 //! [`Discovery`](rpcx_core::govern::Discovery).
 //!
 //! One crate, one cargo feature per backend (`etcd`, `redis`, `zookeeper`, `consul` and
-//! `dns`, all on by default, and `cache`, Go's cache file in front of any discovery;
+//! `dns` and `mdns`, all on by default, and `cache`, Go's cache file in front of any discovery;
 //! `test-support` adds harnesses that start the real engines, and for Consul, which
 //! cannot be installed here, an in-repo stand-in of its HTTP API): the backends share
 //! the key layout, the life cycle and the discovery model of `rpcx_core::registry` and
@@ -48,6 +48,8 @@ pub mod dns;
 pub mod etcd;
 #[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul"))]
 mod exec;
+#[cfg(feature = "mdns")]
+pub mod mdns;
 #[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul"))]
 mod publish;
 #[cfg(feature = "redis")]
