@@ -1,6 +1,6 @@
 //! Service registries for rpcx servers and XClients, wire-compatible with Go's
-//! plugins: a server registers through a [`Registrar`](rpcx_core::registry::Registrar)
-//! given to any runtime's `Server::registrar`, and an XClient finds servers through a
+//! plugins: a server registers through a [`Registrar`] given to any runtime's
+//! `Server::registrar`, and an XClient finds servers through a
 //! [`Discovery`](rpcx_core::govern::Discovery).
 //!
 //! One crate, one cargo feature per backend (`etcd`, `redis`, `zookeeper`, `consul` and
@@ -61,6 +61,7 @@ pub use rpcx_core::registry::{Completion, Registered, Registrar, RegistryError};
 
 use std::time::Duration;
 
+#[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul"))]
 /// A live registration of any backend: unregistering sends the request to the
 /// backend's task, which deletes the nodes and completes it. If the task is gone, the
 /// completer is dropped with the message and the caller sees `Stopped`.
@@ -70,6 +71,7 @@ pub(crate) struct TaskRegistration {
     pub(crate) stop: tokio::sync::oneshot::Sender<rpcx_core::registry::Completer<()>>,
 }
 
+#[cfg(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul"))]
 impl Registered for TaskRegistration {
     fn unregister(self: Box<Self>) -> Completion<()> {
         let (tx, rx) = rpcx_core::registry::completion();
@@ -82,12 +84,14 @@ impl Registered for TaskRegistration {
 /// Exponential backoff between reconnection attempts: doubles from `min` to `max`,
 /// reset after a success.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul")), allow(dead_code))]
 pub(crate) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
 }
 
+#[cfg_attr(not(any(feature = "etcd", feature = "redis", feature = "zookeeper", feature = "consul")), allow(dead_code))]
 impl Backoff {
     pub(crate) fn new(min: Duration, max: Duration) -> Self {
         Backoff { min, max: max.max(min), next: min }
