@@ -58,6 +58,7 @@ impl MdnsDiscovery {
         };
         let spawned = std::thread::Builder::new()
             .name("rpcx-mdns-discovery".into())
+            .stack_size(packet::DECODE_STACK)
             .spawn(move || browser.run(tx, discovery, stop_rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the mDNS discovery thread");

@@ -49,8 +49,10 @@
 //!   ([`MdnsConfig::instance`]): mDNS caches key records by name, and Go would publish
 //!   every server of a host under the same one.
 //!
+//! DNS messages are encoded and decoded by `hickory-proto` (default features off, `std`
+//! only), behind the small types of the private `packet` module.
 //! A peer's packet is untrusted: packets, names, records and the number of instances
-//! are bounded, junk is ignored and logged (`tracing` warnings, at most one per 10 s
+//! are bounded before and after the crate parses them, junk is ignored and logged (`tracing` warnings, at most one per 10 s
 //! with a count of the rest), and nothing panics.
 //! A responder sends each kind of answer at most once per 200 ms (a question inside
 //! that gap is answered once when it ends), so a query flood does not become an answer

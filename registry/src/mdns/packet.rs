@@ -1,12 +1,29 @@
 //! The few DNS message parts mDNS service discovery needs (RFC 1035 wire format, RFC
 //! 6762 class bits): questions, PTR, SRV, TXT and A records, other records skipped.
 //!
-//! Decoding treats the packet as hostile: every length is checked against the buffer,
-//! name compression pointers must point backwards (no loops) and are followed at most
-//! [`MAX_POINTERS`] times, names are at most 255 bytes, the record count is capped at
-//! [`MAX_RECORDS`], and any violation is an error, never a panic. Encoding writes
-//! names uncompressed (every mDNS stack reads them).
+//! The wire format is read and written by `hickory-proto` (its `Message`, built without
+//! resolver, runtime or DNSSEC features); this module maps it to the small types the
+//! responder and browser use, keeping each TXT character-string as raw bytes (Go's rpcx
+//! reads the first one).
+//!
+//! Decoding treats the packet as hostile. Before the crate parses anything the packet
+//! is at most [`MAX_PACKET`] bytes and the header's question and record counts add up
+//! to at most [`MAX_RECORDS`]; the crate then checks every length against the buffer,
+//! follows only compression pointers that point backwards (no loops) and refuses names
+//! over 255 bytes; labels must be printable ASCII without dots. Any violation is a
+//! [`PacketError`], never a panic. The crate does not cap how many pointers one name
+//! follows (each is a recursive call), so the threads that decode get a
+//! [`DECODE_STACK`] large enough for the longest chain a [`MAX_PACKET`] packet holds.
+//!
+//! The mDNS top bit of a class (cache-flush in records, unicast-response in questions)
+//! is carried as the raw class value (`0x8001`, which the crate keeps as an unknown
+//! class), so no `mdns` crate feature is needed. Encoding compresses repeated names,
+//! which every mDNS stack reads.
 
+use hickory_proto::op::{Header, Message as Wire, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, PTR, SRV, TXT};
+use hickory_proto::rr::{DNSClass, Name, RData as WireData, Record as WireRecord, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -14,14 +31,16 @@ use std::net::Ipv4Addr;
 pub(crate) const MAX_PACKET: usize = 9000;
 /// The most questions plus records accepted in one packet.
 pub(crate) const MAX_RECORDS: usize = 256;
-/// The most compression pointers followed in one name.
-pub(crate) const MAX_POINTERS: usize = 32;
-/// The longest name (RFC 1035 §2.3.4).
-const MAX_NAME: usize = 255;
+/// The stack of a thread that decodes packets. The crate follows each compression
+/// pointer with a recursive call, and a hostile packet of [`MAX_PACKET`] bytes can chain
+/// about 4,500 of them (each must point backwards); Rust's default 2 MiB thread stack
+/// overflows on that in a debug build, 8 MiB holds it (see the junk test). Only the
+/// pages touched are committed.
+pub(crate) const DECODE_STACK: usize = 16 * 1024 * 1024;
+/// The longest TXT character-string.
+const MAX_TXT_STRING: usize = 255;
 
-pub(crate) const TYPE_A: u16 = 1;
 pub(crate) const TYPE_PTR: u16 = 12;
-pub(crate) const TYPE_TXT: u16 = 16;
 pub(crate) const TYPE_SRV: u16 = 33;
 pub(crate) const TYPE_ANY: u16 = 255;
 pub(crate) const CLASS_IN: u16 = 1;
@@ -77,16 +96,6 @@ impl Record {
     pub(crate) fn new(name: &str, flush: bool, ttl: u32, data: RData) -> Self {
         Record { name: name.to_owned(), flush, ttl, data }
     }
-
-    fn rtype(&self) -> u16 {
-        match self.data {
-            RData::Ptr(_) => TYPE_PTR,
-            RData::Srv { .. } => TYPE_SRV,
-            RData::Txt(_) => TYPE_TXT,
-            RData::A(_) => TYPE_A,
-            RData::Other => 0,
-        }
-    }
 }
 
 /// A DNS message.
@@ -123,26 +132,26 @@ impl Message {
     /// The wire form. Fails if a name or string does not fit its length limit or the
     /// message exceeds [`MAX_PACKET`].
     pub(crate) fn encode(&self) -> Result<Vec<u8>, PacketError> {
-        let mut out = Vec::with_capacity(512);
-        for v in [
-            self.id,
-            self.flags,
-            count(self.questions.len())?,
-            count(self.answers.len())?,
-            count(self.authority.len())?,
-            count(self.additional.len())?,
-        ] {
-            out.extend_from_slice(&v.to_be_bytes());
+        for n in [self.questions.len(), self.answers.len(), self.authority.len(), self.additional.len()] {
+            u16::try_from(n).map_err(|_| PacketError("too many records"))?;
         }
+        let mut wire = Wire::new();
+        wire.set_header(header(self.id, self.flags));
         for q in &self.questions {
-            put_name(&mut out, &q.name)?;
-            out.extend_from_slice(&q.qtype.to_be_bytes());
-            let class = CLASS_IN | if q.unicast { CLASS_TOP_BIT } else { 0 };
-            out.extend_from_slice(&class.to_be_bytes());
+            let mut query = Query::query(to_name(&q.name)?, RecordType::from(q.qtype));
+            query.set_query_class(class(q.unicast));
+            wire.add_query(query);
         }
-        for r in self.records() {
-            put_record(&mut out, r)?;
+        for r in &self.answers {
+            wire.add_answer(to_record(r)?);
         }
+        for r in &self.authority {
+            wire.add_name_server(to_record(r)?);
+        }
+        for r in &self.additional {
+            wire.add_additional(to_record(r)?);
+        }
+        let out = wire.to_vec().map_err(|_| PacketError("message cannot be encoded"))?;
         if out.len() > MAX_PACKET {
             return Err(PacketError("message too large"));
         }
@@ -154,202 +163,130 @@ impl Message {
         if buf.len() > MAX_PACKET {
             return Err(PacketError("packet too large"));
         }
-        let mut r = Reader { buf, pos: 0 };
-        let id = r.u16()?;
-        let flags = r.u16()?;
-        let counts = [r.u16()?, r.u16()?, r.u16()?, r.u16()?];
+        let head = Header::read(&mut BinDecoder::new(buf)).map_err(|_| PacketError("truncated packet"))?;
+        let counts = [head.query_count(), head.answer_count(), head.name_server_count(), head.additional_count()];
         if counts.iter().map(|&c| usize::from(c)).sum::<usize>() > MAX_RECORDS {
             return Err(PacketError("too many records"));
         }
-        let mut m = Message { id, flags, ..Message::default() };
-        for _ in 0..counts[0] {
-            let name = r.name()?;
-            let qtype = r.u16()?;
-            let class = r.u16()?;
-            m.questions.push(Question { name, qtype, unicast: class & CLASS_TOP_BIT != 0 });
+        let mut wire = Wire::from_vec(buf).map_err(|_| PacketError("malformed DNS message"))?;
+        let mut m = Message { id: head.id(), flags: flags(&head), ..Message::default() };
+        for q in wire.take_queries() {
+            let unicast = u16::from(q.query_class()) & CLASS_TOP_BIT != 0;
+            m.questions.push(Question { name: from_name(q.name())?, qtype: q.query_type().into(), unicast });
         }
-        for (n, section) in [(counts[1], &mut m.answers), (counts[2], &mut m.authority), (counts[3], &mut m.additional)]
-        {
-            for _ in 0..n {
-                section.push(r.record()?);
+        for (records, section) in [
+            (wire.take_answers(), &mut m.answers),
+            (wire.take_name_servers(), &mut m.authority),
+            (wire.take_additionals(), &mut m.additional),
+        ] {
+            for r in &records {
+                section.push(from_record(r)?);
             }
         }
         Ok(m)
     }
 }
 
-fn count(n: usize) -> Result<u16, PacketError> {
-    u16::try_from(n).map_err(|_| PacketError("too many records"))
+/// Header bits as the crate's header (the reserved Z bit is always 0).
+fn header(id: u16, flags: u16) -> Header {
+    let bit = |b: u16| flags & b != 0;
+    let mut h = Header::new();
+    h.set_id(id)
+        .set_message_type(if bit(0x8000) { MessageType::Response } else { MessageType::Query })
+        .set_op_code(OpCode::from_u8(((flags >> 11) & 0xf) as u8))
+        .set_authoritative(bit(0x0400))
+        .set_truncated(bit(0x0200))
+        .set_recursion_desired(bit(0x0100))
+        .set_recursion_available(bit(0x0080))
+        .set_authentic_data(bit(0x0020))
+        .set_checking_disabled(bit(0x0010))
+        .set_response_code(ResponseCode::from_low((flags & 0xf) as u8));
+    h
 }
 
-/// `a.b.c.` (the trailing dot optional) as labels; empty labels other than the root
-/// are refused.
-fn put_name(out: &mut Vec<u8>, name: &str) -> Result<(), PacketError> {
+/// The inverse of [`header`].
+fn flags(h: &Header) -> u16 {
+    let bit = |on: bool, b: u16| if on { b } else { 0 };
+    bit(h.message_type() == MessageType::Response, 0x8000)
+        | (u16::from(u8::from(h.op_code()) & 0xf) << 11)
+        | bit(h.authoritative(), 0x0400)
+        | bit(h.truncated(), 0x0200)
+        | bit(h.recursion_desired(), 0x0100)
+        | bit(h.recursion_available(), 0x0080)
+        | bit(h.authentic_data(), 0x0020)
+        | bit(h.checking_disabled(), 0x0010)
+        | u16::from(h.response_code().low() & 0xf)
+}
+
+/// Class IN, with the mDNS top bit when `top` (kept by the crate as a raw class).
+fn class(top: bool) -> DNSClass {
+    DNSClass::from(CLASS_IN | if top { CLASS_TOP_BIT } else { 0 })
+}
+
+/// `a.b.c.` (the trailing dot optional) as a name of raw labels; the crate refuses
+/// empty labels, labels over 63 bytes and names over 255 bytes.
+fn to_name(name: &str) -> Result<Name, PacketError> {
     let trimmed = name.strip_suffix('.').unwrap_or(name);
-    let mut len = 1;
-    if !trimmed.is_empty() {
-        for label in trimmed.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return Err(PacketError("a label is empty or longer than 63 bytes"));
-            }
-            len += label.len() + 1;
-            if len > MAX_NAME {
-                return Err(PacketError("name longer than 255 bytes"));
-            }
-            out.push(label.len() as u8); // <= 63
-            out.extend_from_slice(label.as_bytes());
-        }
+    if trimmed.is_empty() {
+        return Ok(Name::root());
     }
-    out.push(0);
-    Ok(())
+    Name::from_labels(trimmed.split('.').map(str::as_bytes))
+        .map_err(|_| PacketError("a label is empty or longer than 63 bytes, or the name is longer than 255"))
 }
 
-fn put_record(out: &mut Vec<u8>, r: &Record) -> Result<(), PacketError> {
-    put_name(out, &r.name)?;
-    out.extend_from_slice(&r.rtype().to_be_bytes());
-    let class = CLASS_IN | if r.flush { CLASS_TOP_BIT } else { 0 };
-    out.extend_from_slice(&class.to_be_bytes());
-    out.extend_from_slice(&r.ttl.to_be_bytes());
-    let len_at = out.len();
-    out.extend_from_slice(&[0, 0]);
-    match &r.data {
-        RData::Ptr(target) => put_name(out, target)?,
-        RData::Srv { port, target } => {
-            out.extend_from_slice(&[0, 0, 0, 0]); // priority, weight
-            out.extend_from_slice(&port.to_be_bytes());
-            put_name(out, target)?;
+/// A name in dotted form with a trailing dot; labels must be printable ASCII without dots.
+fn from_name(name: &Name) -> Result<String, PacketError> {
+    let mut out = String::new();
+    for label in name.iter() {
+        if label.iter().any(|&b| b == b'.' || !(0x20..0x7f).contains(&b)) {
+            return Err(PacketError("a label holds a dot or a non-printable byte"));
         }
+        // Printable ASCII: one char per byte.
+        out.extend(label.iter().map(|&b| char::from(b)));
+        out.push('.');
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    Ok(out)
+}
+
+fn to_record(r: &Record) -> Result<WireRecord, PacketError> {
+    let data = match &r.data {
+        RData::Ptr(target) => WireData::PTR(PTR(to_name(target)?)),
+        RData::Srv { port, target } => WireData::SRV(SRV::new(0, 0, *port, to_name(target)?)),
         RData::Txt(strings) => {
-            if strings.is_empty() {
-                out.push(0);
+            if strings.iter().any(|s| s.len() > MAX_TXT_STRING) {
+                return Err(PacketError("TXT string longer than 255 bytes"));
             }
-            for s in strings {
-                let len = u8::try_from(s.len()).map_err(|_| PacketError("TXT string longer than 255 bytes"))?;
-                out.push(len);
-                out.extend_from_slice(s);
-            }
+            // No strings is written as one empty string (RFC 6763 §6.1).
+            let strings: Vec<&[u8]> =
+                if strings.is_empty() { vec![&[]] } else { strings.iter().map(Vec::as_slice).collect() };
+            WireData::TXT(TXT::from_bytes(strings))
         }
-        RData::A(ip) => out.extend_from_slice(&ip.octets()),
+        RData::A(ip) => WireData::A(A(*ip)),
         RData::Other => return Err(PacketError("cannot encode an unknown record")),
-    }
-    let rdlen = u16::try_from(out.len() - len_at - 2).map_err(|_| PacketError("record too large"))?;
-    out[len_at..len_at + 2].copy_from_slice(&rdlen.to_be_bytes());
-    Ok(())
+    };
+    let mut record = WireRecord::from_rdata(to_name(&r.name)?, r.ttl, data);
+    record.set_dns_class(class(r.flush));
+    Ok(record)
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], PacketError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or(PacketError("truncated packet"))?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
-    }
-
-    fn u16(&mut self) -> Result<u16, PacketError> {
-        let b = self.take(2)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self) -> Result<u32, PacketError> {
-        let b = self.take(4)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// A name at the cursor (which moves past it), compression pointers followed.
-    fn name(&mut self) -> Result<String, PacketError> {
-        let (name, end) = read_name(self.buf, self.pos)?;
-        self.pos = end;
-        Ok(name)
-    }
-
-    fn record(&mut self) -> Result<Record, PacketError> {
-        let name = self.name()?;
-        let rtype = self.u16()?;
-        let class = self.u16()?;
-        let ttl = self.u32()?;
-        let len = usize::from(self.u16()?);
-        let start = self.pos;
-        let rdata = self.take(len)?;
-        let data = match rtype {
-            TYPE_PTR => RData::Ptr(read_name(self.buf, start)?.0),
-            TYPE_SRV => {
-                if len < 7 {
-                    return Err(PacketError("short SRV record"));
-                }
-                let port = u16::from_be_bytes([rdata[4], rdata[5]]);
-                RData::Srv { port, target: read_name(self.buf, start + 6)?.0 }
-            }
-            TYPE_TXT => {
-                let mut strings = Vec::new();
-                let mut rest = rdata;
-                while let Some((&n, tail)) = rest.split_first() {
-                    let n = usize::from(n);
-                    if n > tail.len() {
-                        return Err(PacketError("TXT string runs past its record"));
-                    }
-                    strings.push(tail[..n].to_vec());
-                    rest = &tail[n..];
-                }
-                RData::Txt(strings)
-            }
-            TYPE_A => match <[u8; 4]>::try_from(rdata) {
-                Ok(o) => RData::A(Ipv4Addr::from(o)),
-                Err(_) => return Err(PacketError("A record is not 4 bytes")),
-            },
-            _ => RData::Other,
-        };
-        Ok(Record { name, flush: class & CLASS_TOP_BIT != 0, ttl, data })
-    }
-}
-
-/// The name at `pos` in dotted form with a trailing dot, and the offset just past it
-/// (past the first pointer if compressed).
-fn read_name(buf: &[u8], mut pos: usize) -> Result<(String, usize), PacketError> {
-    let mut name = String::new();
-    let mut end = None;
-    let mut pointers = 0;
-    let mut wire_len = 1;
-    loop {
-        let &len = buf.get(pos).ok_or(PacketError("truncated name"))?;
-        match len {
-            0 => {
-                if name.is_empty() {
-                    name.push('.');
-                }
-                return Ok((name, end.unwrap_or(pos + 1)));
-            }
-            1..=63 => {
-                let label = buf.get(pos + 1..pos + 1 + usize::from(len)).ok_or(PacketError("truncated label"))?;
-                wire_len += label.len() + 1;
-                if wire_len > MAX_NAME {
-                    return Err(PacketError("name longer than 255 bytes"));
-                }
-                if label.iter().any(|&b| b == b'.' || !(0x20..0x7f).contains(&b)) {
-                    return Err(PacketError("a label holds a dot or a non-printable byte"));
-                }
-                // Printable ASCII: one char per byte.
-                name.extend(label.iter().map(|&b| char::from(b)));
-                name.push('.');
-                pos += 1 + label.len();
-            }
-            0xc0..=0xff => {
-                let &low = buf.get(pos + 1).ok_or(PacketError("truncated pointer"))?;
-                let target = (usize::from(len & 0x3f) << 8) | usize::from(low);
-                pointers += 1;
-                if target >= pos || pointers > MAX_POINTERS {
-                    return Err(PacketError("a compression pointer that does not point backwards"));
-                }
-                end.get_or_insert(pos + 2);
-                pos = target;
-            }
-            _ => return Err(PacketError("unknown label type")),
+fn from_record(r: &WireRecord) -> Result<Record, PacketError> {
+    let data = match r.data() {
+        WireData::PTR(target) => RData::Ptr(from_name(&target.0)?),
+        WireData::SRV(srv) => RData::Srv { port: srv.port(), target: from_name(srv.target())? },
+        WireData::TXT(txt) => RData::Txt(txt.txt_data().iter().map(|s| s.to_vec()).collect()),
+        WireData::A(ip) => RData::A(ip.0),
+        // An empty RDATA: the crate keeps it as an update placeholder.
+        WireData::Update0(RecordType::TXT) => RData::Txt(Vec::new()),
+        WireData::Update0(RecordType::PTR | RecordType::SRV | RecordType::A) => {
+            return Err(PacketError("a PTR, SRV or A record without data"));
         }
-    }
+        _ => RData::Other,
+    };
+    let flush = u16::from(r.dns_class()) & CLASS_TOP_BIT != 0;
+    Ok(Record { name: from_name(r.name())?, flush, ttl: r.ttl(), data })
 }
 
 /// Whether two names are equal, ASCII case-insensitively, trailing dots ignored.
@@ -414,7 +351,7 @@ mod tests {
         // A pointer loop, a forward pointer, a huge count, an oversize packet.
         let mut looped = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
-        assert_eq!(Message::decode(&looped), Err(PacketError("a compression pointer that does not point backwards")));
+        assert!(Message::decode(&looped).is_err());
         let mut forward = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         forward.extend_from_slice(&[0xc0, 20, 0, 1, 0, 1, 0, 0, 0, 0]);
         assert!(Message::decode(&forward).is_err());
@@ -426,10 +363,36 @@ mod tests {
             long.extend_from_slice(&[1, b'a']);
         }
         long.extend_from_slice(&[0, 0, 1, 0, 1]);
-        assert_eq!(Message::decode(&long), Err(PacketError("name longer than 255 bytes")));
+        assert!(Message::decode(&long).is_err());
+        // A chain of 4000 pointers, each to the one before it, hidden in the data of a
+        // record of an unknown type, and a second record named by the last pointer: read
+        // in a thread with the stack the responder and browser get, it is a name or an
+        // error, not a stack overflow.
+        let n = 4470u16;
+        let mut chain = vec![0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0];
+        chain.extend_from_slice(&[0, 0xff, 0, 0, 1, 0, 0, 0, 0]);
+        chain.extend_from_slice(&(3 + 2 * n).to_be_bytes());
+        chain.extend_from_slice(&[1, b'a', 0]); // "a." at 23
+        for i in 0..n {
+            let target = if i == 0 { 23 } else { 26 + 2 * (i - 1) };
+            chain.extend_from_slice(&(0xc000 | target).to_be_bytes());
+        }
+        chain.extend_from_slice(&(0xc000 | (26 + 2 * (n - 1))).to_be_bytes());
+        chain.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 1, 0, 4, 10, 0, 0, 1]);
+        assert!(chain.len() <= MAX_PACKET);
+        let reader = std::thread::Builder::new().stack_size(DECODE_STACK);
+        let read = reader.spawn(move || Message::decode(&chain)).unwrap().join().unwrap();
+        if let Ok(m) = read {
+            assert_eq!(m.answers[1], Record::new("a.", false, 1, RData::A(Ipv4Addr::new(10, 0, 0, 1))));
+        }
+        // Labels with a dot or a control byte.
+        let mut dotted = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'a', b'.', b'b', 0, 0, 1, 0, 1];
+        assert_eq!(Message::decode(&dotted), Err(PacketError("a label holds a dot or a non-printable byte")));
+        dotted[14] = 0x07;
+        assert_eq!(Message::decode(&dotted), Err(PacketError("a label holds a dot or a non-printable byte")));
         // Pseudo-random junk.
         let mut x: u32 = 0x9e37_79b9;
-        for len in 0..600 {
+        for len in (0..600).chain((0..2000).map(|i| 12 + i % 700)) {
             let junk: Vec<u8> = (0..len)
                 .map(|_| {
                     x ^= x << 13;
@@ -440,6 +403,47 @@ mod tests {
                 .collect();
             let _ = Message::decode(&junk);
         }
+        // Random junk behind a plausible header (a few records of each section).
+        for _ in 0..2000 {
+            let mut p = vec![0, 0, 0x84, 0, 0, 1, 0, 2, 0, 1, 0, 2];
+            let len = (x % 300) as usize;
+            p.extend((0..len).map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x >> 8) as u8
+            }));
+            let _ = Message::decode(&p);
+        }
+    }
+
+    #[test]
+    fn mdns_bits_are_on_the_wire() {
+        // Response flags 0x8400, the cache-flush bit on the classes of flushed records.
+        let wire = sample().encode().unwrap();
+        assert_eq!(&wire[..12], &[0, 0, 0x84, 0, 0, 0, 0, 1, 0, 0, 0, 3]);
+        let m = Message::decode(&wire).unwrap();
+        assert!(m.is_response());
+        // The PTR answer comes first: name, type 12, class IN without the bit, TTL 120.
+        let ptr = 12 + "_rpcxservices.local.".len() + 1;
+        assert_eq!(&wire[ptr..ptr + 8], &[0, 12, 0, 1, 0, 0, 0, 120]);
+        // Each flushed record has class 0x8001 followed by TTL 120.
+        let flushed = wire.windows(6).filter(|w| w == &[0x80, 0x01, 0, 0, 0, 120]).count();
+        assert_eq!(flushed, 3);
+        // The unicast-response bit in a question.
+        let mut q = Message::query("_rpcxservices.local.", TYPE_PTR);
+        q.questions[0].unicast = true;
+        let wire = q.encode().unwrap();
+        assert_eq!(&wire[wire.len() - 4..], &[0, 12, 0x80, 1]);
+        assert_eq!(Message::decode(&wire).unwrap(), q);
+        // Empty TXT data reads as no strings; an empty list is written as one empty string.
+        let empty = Message::response(vec![Record::new("a.", true, 1, RData::Txt(vec![]))], vec![]);
+        let wire = empty.encode().unwrap();
+        assert_eq!(&wire[wire.len() - 3..], &[0, 1, 0]);
+        let n = wire.len();
+        let mut no_data = wire[..n - 3].to_vec();
+        no_data.extend_from_slice(&[0, 0]);
+        assert_eq!(Message::decode(&no_data).unwrap().answers[0].data, RData::Txt(vec![]));
     }
 
     #[test]
@@ -448,6 +452,12 @@ mod tests {
         assert!(Message::response(vec![long], vec![]).encode().is_err());
         assert!(Message::query(&"a".repeat(64), TYPE_PTR).encode().is_err());
         assert!(Message::query("a..b", TYPE_PTR).encode().is_err());
+        // Over MAX_PACKET, and over the crate's 64 KiB buffer: errors, not panics.
+        for n in [40, 300] {
+            let big: Vec<Record> =
+                (0..n).map(|i| Record::new(&format!("r{i}."), false, 1, RData::Txt(vec![vec![b'x'; 255]]))).collect();
+            assert!(Message::response(big, vec![]).encode().is_err());
+        }
         assert!(same_name("_rpcxservices.LOCAL.", "_rpcxservices.local"));
     }
 }

@@ -40,6 +40,7 @@ impl Registrar for MdnsRegistrar {
         let address = registration.address().to_string();
         let spawned = std::thread::Builder::new()
             .name("rpcx-mdns-responder".into())
+            .stack_size(packet::DECODE_STACK)
             .spawn(move || responder(config, records, address, tx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the mDNS responder thread");
