@@ -22,7 +22,7 @@
 //! ```
 
 use crate::RegistryError;
-use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::{Instance, MultiDiscovery};
 use rpcx_core::registry::{Completer, Completion, completion};
 use std::fmt;
 use std::io;
@@ -214,27 +214,12 @@ impl Looker {
     }
 }
 
-impl Discovery for DnsDiscovery {
-    fn snapshot(&self) -> Snapshot {
-        self.list.snapshot()
-    }
-
-    fn version(&self) -> u64 {
-        self.list.version()
-    }
-
-    fn subscribe(&self, callback: ChangeCallback) -> Option<SubscriptionId> {
-        self.list.subscribe(callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.list.unsubscribe(id)
-    }
-}
+discovery_through!(DnsDiscovery, list);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rpcx_core::govern::Discovery;
     use std::sync::Mutex;
 
     fn keys(d: &DnsDiscovery) -> Vec<String> {

@@ -38,6 +38,42 @@
 //! # let _ = c; Ok(()) }
 //! ```
 
+/// `impl Discovery for $ty` by delegating every method to the `MultiDiscovery` at
+/// `self.$($field).+`: each backend keeps its list in one, so filtering, versions and
+/// change callbacks are the core's.
+#[cfg_attr(
+    not(any(
+        feature = "etcd",
+        feature = "redis",
+        feature = "zookeeper",
+        feature = "consul",
+        feature = "mdns",
+        feature = "dns"
+    )),
+    allow(unused_macros)
+)]
+macro_rules! discovery_through {
+    ($ty:ty, $($field:ident).+) => {
+        impl rpcx_core::govern::Discovery for $ty {
+            fn snapshot(&self) -> rpcx_core::govern::Snapshot {
+                self.$($field).+.snapshot()
+            }
+
+            fn version(&self) -> u64 {
+                self.$($field).+.version()
+            }
+
+            fn subscribe(&self, callback: rpcx_core::govern::ChangeCallback) -> Option<rpcx_core::govern::SubscriptionId> {
+                self.$($field).+.subscribe(callback)
+            }
+
+            fn unsubscribe(&self, id: rpcx_core::govern::SubscriptionId) {
+                self.$($field).+.unsubscribe(id)
+            }
+        }
+    };
+}
+
 #[cfg(feature = "cache")]
 pub mod cache;
 #[cfg(feature = "consul")]

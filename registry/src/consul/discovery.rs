@@ -5,7 +5,7 @@
 use super::http::Api;
 use super::{ConsulConfig, KvEntry, consul_key};
 use crate::{Backoff, RegistryError};
-use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::MultiDiscovery;
 use rpcx_core::registry::{Completer, Completion, completion, discovered_key, service_prefix};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -71,23 +71,7 @@ impl ConsulDiscovery {
     }
 }
 
-impl Discovery for ConsulDiscovery {
-    fn snapshot(&self) -> Snapshot {
-        self.shared.list.snapshot()
-    }
-
-    fn version(&self) -> u64 {
-        self.shared.list.version()
-    }
-
-    fn subscribe(&self, callback: ChangeCallback) -> Option<SubscriptionId> {
-        self.shared.list.subscribe(callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.shared.list.unsubscribe(id)
-    }
-}
+discovery_through!(ConsulDiscovery, shared.list);
 
 struct Watcher {
     api: Api,

@@ -5,7 +5,7 @@
 use super::EtcdConfig;
 use crate::{Backoff, RegistryError};
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchResponse};
-use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::MultiDiscovery;
 use rpcx_core::registry::{Completer, Completion, completion, discovered_key, service_prefix};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,23 +59,7 @@ impl EtcdDiscovery {
     }
 }
 
-impl Discovery for EtcdDiscovery {
-    fn snapshot(&self) -> Snapshot {
-        self.shared.list.snapshot()
-    }
-
-    fn version(&self) -> u64 {
-        self.shared.list.version()
-    }
-
-    fn subscribe(&self, callback: ChangeCallback) -> Option<SubscriptionId> {
-        self.shared.list.subscribe(callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.shared.list.unsubscribe(id)
-    }
-}
+discovery_through!(EtcdDiscovery, shared.list);
 
 struct Watcher {
     config: EtcdConfig,

@@ -4,7 +4,7 @@
 use super::packet::{self, Message, RData};
 use super::{MAX_INSTANCES, MdnsConfig};
 use crate::RegistryError;
-use rpcx_core::govern::{ChangeCallback, Discovery, Instance, MultiDiscovery, ServerKey, Snapshot, SubscriptionId};
+use rpcx_core::govern::{Instance, MultiDiscovery, ServerKey};
 use rpcx_core::registry::{Completer, Completion, completion};
 use std::collections::HashMap;
 use std::fmt;
@@ -303,29 +303,14 @@ fn send_query(socket: &UdpSocket, query: &Message, group: SocketAddr) {
     }
 }
 
-impl Discovery for MdnsDiscovery {
-    fn snapshot(&self) -> Snapshot {
-        self.list.snapshot()
-    }
-
-    fn version(&self) -> u64 {
-        self.list.version()
-    }
-
-    fn subscribe(&self, callback: ChangeCallback) -> Option<SubscriptionId> {
-        self.list.subscribe(callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.list.unsubscribe(id)
-    }
-}
+discovery_through!(MdnsDiscovery, list);
 
 #[cfg(test)]
 mod tests {
     use super::super::{ServiceMeta, encode_txt};
     use super::*;
     use packet::Record;
+    use rpcx_core::govern::Discovery;
 
     fn browser() -> Browser {
         let config = MdnsConfig::new();

@@ -7,7 +7,7 @@ use super::{RedisConfig, decode_value, glob_prefix, redis_key};
 use crate::{Backoff, RegistryError};
 use futures_util::StreamExt as _;
 use redis::aio::MultiplexedConnection;
-use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::MultiDiscovery;
 use rpcx_core::registry::{Completer, Completion, completion, discovered_key, service_prefix};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -68,23 +68,7 @@ impl RedisDiscovery {
     }
 }
 
-impl Discovery for RedisDiscovery {
-    fn snapshot(&self) -> Snapshot {
-        self.shared.list.snapshot()
-    }
-
-    fn version(&self) -> u64 {
-        self.shared.list.version()
-    }
-
-    fn subscribe(&self, callback: ChangeCallback) -> Option<SubscriptionId> {
-        self.shared.list.subscribe(callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.shared.list.unsubscribe(id)
-    }
-}
+discovery_through!(RedisDiscovery, shared.list);
 
 struct Watcher {
     config: RedisConfig,

@@ -5,7 +5,7 @@
 
 use super::ZkConfig;
 use crate::{Backoff, RegistryError};
-use rpcx_core::govern::{ChangeCallback, Discovery, MultiDiscovery, Snapshot, SubscriptionId};
+use rpcx_core::govern::MultiDiscovery;
 use rpcx_core::registry::{Completer, Completion, completion};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -67,23 +67,7 @@ impl ZkDiscovery {
     }
 }
 
-impl Discovery for ZkDiscovery {
-    fn snapshot(&self) -> Snapshot {
-        self.shared.list.snapshot()
-    }
-
-    fn version(&self) -> u64 {
-        self.shared.list.version()
-    }
-
-    fn subscribe(&self, callback: ChangeCallback) -> Option<SubscriptionId> {
-        self.shared.list.subscribe(callback)
-    }
-
-    fn unsubscribe(&self, id: SubscriptionId) {
-        self.shared.list.unsubscribe(id)
-    }
-}
+discovery_through!(ZkDiscovery, shared.list);
 
 struct Watcher {
     config: ZkConfig,
