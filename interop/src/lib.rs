@@ -19,6 +19,7 @@
 pub mod client;
 pub mod diff;
 pub mod go;
+pub mod registry;
 pub mod services;
 pub mod smol_exec;
 pub mod tls;

@@ -153,18 +153,6 @@ impl GoClient {
     }
 }
 
-fn wait_keys(d: &ConsulDiscovery, want: &[&str], what: &str) {
-    let t0 = Instant::now();
-    loop {
-        let keys: Vec<String> = d.snapshot().servers.iter().map(|s| s.key().to_string()).collect();
-        if keys == want {
-            return;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: have {keys:?}, want {want:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn go_server_registered_by_rpcx_consul_is_found_and_called_by_rust_xclients_on_every_runtime() {
     let consul = ConsulStandIn::start().expect("stand-in");
@@ -182,29 +170,16 @@ fn go_server_registered_by_rpcx_consul_is_found_and_called_by_rust_xclients_on_e
     assert_eq!(value_of(&raw_get(&consul, "rpcx_test").expect("base dir")), "rpcx_path");
 
     let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").wait().expect("discovery"));
-    wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+    rpcx_interop::registry::wait_keys(&*discovery, &[go.key.as_str()], "the Go server");
     let snap = discovery.snapshot();
     let md = snap.servers[0].metadata();
     assert!(md.in_group("go") && md.weight() == 5, "Go's metadata as written: {:?}", md.raw());
 
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    tokio_rt.block_on(async {
-        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("tokio XClient -> Go server");
-        assert_eq!(r.c, 42);
-    });
-    smol::block_on(async {
-        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 9 }).await.expect("smol XClient -> Go server");
-        assert_eq!(r.c, 27);
-    });
-    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 5, b: 5 }).expect("std XClient -> Go server");
-    assert_eq!(r.c, 25);
+    rpcx_interop::registry::mul_on_every_runtime(discovery.clone());
 
     // Go's Shutdown deletes the node; our blocking query sees it go.
     go.shutdown();
-    wait_keys(&discovery, &[], "the Go server to unregister");
+    rpcx_interop::registry::wait_keys(&*discovery, &[], "the Go server to unregister");
     assert!(raw_get(&consul, &node).is_none());
     assert_eq!(consul.unsupported_requests(), Vec::<String>::new(), "Go used only the stand-in's subset");
 }
@@ -278,7 +253,11 @@ fn killed_go_server_goes_with_its_session_and_rust_xclients_stop_selecting_it() 
     let discovery = Arc::new(ConsulDiscovery::connect(config(&consul), "Arith").wait().expect("discovery"));
     let mut both = [go.key.clone(), survivor.address().to_owned()];
     both.sort();
-    wait_keys(&discovery, &both.iter().map(String::as_str).collect::<Vec<_>>(), "both servers");
+    rpcx_interop::registry::wait_keys(
+        &*discovery,
+        &both.iter().map(String::as_str).collect::<Vec<_>>(),
+        "both servers",
+    );
     let node = format!("rpcx_test/Arith/{}", go.key);
     let mut go = go;
     go.kill(); // SIGKILL, reaped
@@ -287,7 +266,7 @@ fn killed_go_server_goes_with_its_session_and_rust_xclients_stop_selecting_it() 
         assert!(t0.elapsed() < Duration::from_secs(20), "Go's node outlived its session");
         std::thread::sleep(Duration::from_millis(50));
     }
-    wait_keys(&discovery, &[survivor.address()], "discovery to drop the killed Go server");
+    rpcx_interop::registry::wait_keys(&*discovery, &[survivor.address()], "discovery to drop the killed Go server");
     rt.block_on(async {
         let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
         for i in 0..10 {

@@ -11,7 +11,7 @@ use rpcx_interop::go::{GoRegisteredServer, go_binaries};
 use rpcx_registry::redis::testing::RedisServer;
 use rpcx_registry::redis::{RedisConfig, RedisDiscovery, RedisRegistrar, decode_value, redis_key};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: &str = "/rpcx_test";
 
@@ -55,18 +55,6 @@ fn go_client(redis: &RedisServer, calls: usize) -> String {
     rpcx_interop::go::run_go(&go_binaries().redis, &args, Duration::from_secs(60))
 }
 
-fn wait_keys(d: &RedisDiscovery, want: &[&str], what: &str) {
-    let t0 = Instant::now();
-    loop {
-        let keys: Vec<String> = d.snapshot().servers.iter().map(|s| s.key().to_string()).collect();
-        if keys == want {
-            return;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: have {keys:?}, want {want:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 async fn raw_get(redis: &RedisServer, key: &str) -> Option<Vec<u8>> {
     let client = redis::Client::open(redis.url()).expect("url");
     let mut con = client.get_multiplexed_async_connection().await.expect("raw connection");
@@ -93,9 +81,9 @@ fn go_server_keys_are_libkv_keys_with_and_without_a_leading_slash() {
             String::from_utf8_lossy(&raw)
         );
         let discovery = Arc::new(RedisDiscovery::connect(config(&redis, base), "Arith").wait().expect("discovery"));
-        wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+        rpcx_interop::registry::wait_keys(&*discovery, &[go.key.as_str()], "the Go server");
         go.shutdown();
-        wait_keys(&discovery, &[], "the Go server to unregister");
+        rpcx_interop::registry::wait_keys(&*discovery, &[], "the Go server to unregister");
     }
 }
 
@@ -104,29 +92,16 @@ fn go_server_registered_by_the_redis_plugin_is_found_and_called_by_rust_xclients
     let redis = RedisServer::start().expect("redis");
     let go = go_server(&redis, BASE, "group=go&weight=5");
     let discovery = Arc::new(RedisDiscovery::connect(config(&redis, BASE), "Arith").wait().expect("discovery"));
-    wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+    rpcx_interop::registry::wait_keys(&*discovery, &[go.key.as_str()], "the Go server");
     let snap = discovery.snapshot();
     let md = snap.servers[0].metadata();
     assert!(md.in_group("go") && md.weight() == 5, "Go's metadata as written: {:?}", md.raw());
 
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    tokio_rt.block_on(async {
-        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("tokio XClient -> Go server");
-        assert_eq!(r.c, 42);
-    });
-    smol::block_on(async {
-        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 9 }).await.expect("smol XClient -> Go server");
-        assert_eq!(r.c, 27);
-    });
-    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 5, b: 5 }).expect("std XClient -> Go server");
-    assert_eq!(r.c, 25);
+    rpcx_interop::registry::mul_on_every_runtime(discovery.clone());
 
     // Go's Shutdown unregisters; our discovery sees the node go.
     go.shutdown();
-    wait_keys(&discovery, &[], "the Go server to unregister");
+    rpcx_interop::registry::wait_keys(&*discovery, &[], "the Go server to unregister");
 }
 
 #[test]

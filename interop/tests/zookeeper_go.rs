@@ -10,7 +10,7 @@ use rpcx_interop::go::{GoRegisteredServer, go_binaries};
 use rpcx_registry::zookeeper::testing::ZkServer;
 use rpcx_registry::zookeeper::{ZkConfig, ZkDiscovery, ZkRegistrar};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BASE: &str = "/rpcx_test";
 
@@ -57,18 +57,6 @@ fn go_client(zk: &ZkServer, calls: usize) -> String {
     rpcx_interop::go::run_go(&go_binaries().zookeeper, &args, Duration::from_secs(60))
 }
 
-fn wait_keys(d: &ZkDiscovery, want: &[&str], what: &str) {
-    let t0 = Instant::now();
-    loop {
-        let keys: Vec<String> = d.snapshot().servers.iter().map(|s| s.key().to_string()).collect();
-        if keys == want {
-            return;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: have {keys:?}, want {want:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// What Go wrote, read with a raw client: (data, ephemeral) of each path.
 fn raw_nodes(zk: &ZkServer, paths: &[String]) -> Vec<(String, bool)> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
@@ -97,29 +85,16 @@ fn go_server_registered_by_rpcx_zookeeper_is_found_and_called_by_rust_xclients_o
     assert_eq!(nodes[1], ("Arith".to_owned(), false));
     assert!(nodes[2].1, "Go's server node is ephemeral");
     let discovery = Arc::new(ZkDiscovery::connect(config(&zk), "Arith").wait().expect("discovery"));
-    wait_keys(&discovery, &[go.key.as_str()], "the Go server");
+    rpcx_interop::registry::wait_keys(&*discovery, &[go.key.as_str()], "the Go server");
     let snap = discovery.snapshot();
     let md = snap.servers[0].metadata();
     assert!(md.in_group("go") && md.weight() == 5, "Go's metadata as written: {:?}", md.raw());
 
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("rt");
-    tokio_rt.block_on(async {
-        let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 6, b: 7 }).await.expect("tokio XClient -> Go server");
-        assert_eq!(r.c, 42);
-    });
-    smol::block_on(async {
-        let xc = rpcx_smol::XClient::new("Arith", discovery.clone(), Default::default());
-        let r: Reply = xc.call("Mul", &Args { a: 3, b: 9 }).await.expect("smol XClient -> Go server");
-        assert_eq!(r.c, 27);
-    });
-    let xc = rpcx_std::XClient::new("Arith", discovery.clone(), Default::default());
-    let r: Reply = xc.call("Mul", &Args { a: 5, b: 5 }).expect("std XClient -> Go server");
-    assert_eq!(r.c, 25);
+    rpcx_interop::registry::mul_on_every_runtime(discovery.clone());
 
     // Go's Shutdown unregisters; our children watch sees the node go.
     go.shutdown();
-    wait_keys(&discovery, &[], "the Go server to unregister");
+    rpcx_interop::registry::wait_keys(&*discovery, &[], "the Go server to unregister");
 }
 
 #[test]
