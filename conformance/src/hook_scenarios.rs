@@ -192,7 +192,8 @@ pub fn server_hooks_run_in_order_and_their_effects_hold(s: &dyn ServerRt, c: &dy
     let registered: Vec<_> = log.take().into_iter().filter(|l| l.starts_with("register")).collect();
     assert_eq!(registered, ["register Arith", "register Echo", "register Push"]);
 
-    let client = c.connect(&server.address(), ConnOpts { heartbeat: Some(Duration::from_millis(30)), ..Default::default() });
+    let client =
+        c.connect(&server.address(), ConnOpts { heartbeat: Some(Duration::from_millis(30)), ..Default::default() });
     let m = client.call(spec("Arith", "Mul", &Args { a: 6, b: 7 })).expect("Mul").expect("a response");
     assert_eq!(reply(&m).c, 42);
     assert_eq!(m.metadata.get_str("hooked").unwrap(), Some("yes"), "pre_write_response added it");
@@ -241,7 +242,11 @@ pub fn server_hooks_run_in_order_and_their_effects_hold(s: &dyn ServerRt, c: &dy
         assert_eq!(err, Fail::Remote(text.into()), "{method}");
         eventually("the response hooks ran", || log.snapshot().iter().any(|l| l.starts_with("post_write_response")));
         let after: Vec<_> = log.take().into_iter().filter(|l| l.starts_with("post_call")).collect();
-        assert_eq!(after.len(), usize::from(hooks_after > 0), "{method}: post_call runs once the request was looked up");
+        assert_eq!(
+            after.len(),
+            usize::from(hooks_after > 0),
+            "{method}: post_call runs once the request was looked up"
+        );
     }
     // post_call rewrites an error; the rewritten text is what the client gets.
     let err = client.call(spec("Arith", "Error", &Args { a: 5, b: 1 })).unwrap_err();
@@ -287,7 +292,10 @@ pub fn panicking_server_hooks_fail_only_their_request(s: &dyn ServerRt, c: &dyn 
             Admit::Now
         }
         fn pre_write_response(&self, ctx: &Context, _r: &mut Response) {
-            assert!(method_of(ctx) != "Mul" || ctx.metadata().get_str("boom").ok().flatten().is_none(), "pre_write boom");
+            assert!(
+                method_of(ctx) != "Mul" || ctx.metadata().get_str("boom").ok().flatten().is_none(),
+                "pre_write boom"
+            );
         }
         fn tap(&self, _peer: &Peer) -> Option<Box<dyn ConnTap>> {
             struct PanickingTap;

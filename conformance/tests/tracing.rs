@@ -91,7 +91,11 @@ fn recorded() -> &'static Arc<Mutex<Recorded>> {
 
 fn spans_named(name: &str, peer_contains: &str) -> Vec<Seen> {
     let r = recorded().lock().unwrap();
-    r.spans.iter().filter(|s| s.name == name && s.fields.get("peer").is_some_and(|p| p.contains(peer_contains))).cloned().collect()
+    r.spans
+        .iter()
+        .filter(|s| s.name == name && s.fields.get("peer").is_some_and(|p| p.contains(peer_contains)))
+        .cloned()
+        .collect()
 }
 
 fn mul(a: i64, b: i64) -> CallSpec {
@@ -134,11 +138,14 @@ fn spans_of_a_call(s: &dyn ServerRt, c: &dyn ClientRt) {
         r.spans.iter().filter(|s| s.name == "rpcx.request" && s.fields.contains_key("outcome")).count() >= 2
     });
     let r = recorded().lock().unwrap();
-    let conn_peers: Vec<_> = r.spans.iter().filter(|s| s.name == "rpcx.conn").map(|s| s.fields["peer"].clone()).collect();
+    let conn_peers: Vec<_> =
+        r.spans.iter().filter(|s| s.name == "rpcx.conn").map(|s| s.fields["peer"].clone()).collect();
     let requests: Vec<_> = r
         .spans
         .iter()
-        .filter(|s| s.name == "rpcx.request" && conn_peers.contains(&s.fields["peer"]) && s.fields.contains_key("outcome"))
+        .filter(|s| {
+            s.name == "rpcx.request" && conn_peers.contains(&s.fields["peer"]) && s.fields.contains_key("outcome")
+        })
         .collect();
     let mine: Vec<_> = requests
         .iter()

@@ -191,8 +191,12 @@ impl<Rt: Runtime> Client<Rt> {
         let cfg = opts.connection.clone();
         let (push_tx, push_rx) = queue::bounded(opts.push_capacity);
         // One call waits for room in the session; the rest wait in the command queue.
-        let config =
-            SessionConfig { connection: cfg, max_deferred: 1, remote: Arc::from(remote.as_str()), ..SessionConfig::default() };
+        let config = SessionConfig {
+            connection: cfg,
+            max_deferred: 1,
+            remote: Arc::from(remote.as_str()),
+            ..SessionConfig::default()
+        };
         let session = ClientSession::new(config, push_tx, Instant::now());
         let (tx, rx) = async_channel::unbounded();
         let (signal, signal_rx) = async_channel::bounded(1);

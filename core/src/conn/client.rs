@@ -47,7 +47,10 @@ pub struct ClientConfig {
 
 /// A client's error-text function: `(response, server text) -> text for the caller`.
 #[derive(Clone)]
-pub struct ErrorTextFn(pub std::sync::Arc<dyn Fn(&Message, &str) -> String + Send + Sync>);
+pub struct ErrorTextFn(pub std::sync::Arc<ErrorText>);
+
+/// The function inside an [`ErrorTextFn`].
+pub type ErrorText = dyn Fn(&Message, &str) -> String + Send + Sync;
 
 impl ErrorTextFn {
     /// Wrap `f`.

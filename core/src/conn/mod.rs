@@ -24,7 +24,7 @@ mod session;
 pub use budget::{DEFAULT_BUDGET_GRACE, DEFAULT_MAX_INFLATIONS, DEFAULT_SERVER_MEMORY, MemoryBudget};
 pub use client::{
     CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats,
-    ErrorTextFn, RemoteError,
+    ErrorText, ErrorTextFn, RemoteError,
 };
 pub use hooks::{ClientHookSet, ClientHooks, FinishedCall, OutgoingCall};
 pub use server::{

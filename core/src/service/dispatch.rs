@@ -2,8 +2,8 @@
 //!
 //! (The drive contract is on [`Session`].)
 
-use super::settings::ServerSettings;
 use super::hooks::{ConnTap, Timer};
+use super::settings::ServerSettings;
 use super::{Context, Dispatched, Peer, PushSink, Pusher, Router, Serving};
 use crate::conn::{LostReason, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent, ServerStats};
 use crate::wire::Metadata;
@@ -551,7 +551,13 @@ struct HookedPushes {
 }
 
 impl PushSink for HookedPushes {
-    fn push(&self, service_path: Bytes, service_method: Bytes, metadata: Metadata, payload: Bytes) -> Result<(), PushError> {
+    fn push(
+        &self,
+        service_path: Bytes,
+        service_method: Bytes,
+        metadata: Metadata,
+        payload: Bytes,
+    ) -> Result<(), PushError> {
         let mut p = Push { service_path, service_method, metadata, payload };
         for h in self.router.hooks() {
             crate::guard::catch("pre_write_request hook", || h.pre_write_request(&self.peer, &mut p))
