@@ -1,0 +1,185 @@
+//! rpcx-otel on the tokio runtime: a Rust client with `OtelClientHooks` and a Rust
+//! server with `OtelServerHooks` over loopback TCP, spans in memory.
+
+mod common;
+
+use common::*;
+use opentelemetry::baggage::BaggageExt;
+use opentelemetry::trace::{SpanId, Status, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::{Context as OtelContext, KeyValue};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use rpcx_otel::{OtelClientHooks, OtelServerHooks};
+use rpcx_tokio::{Client, ClientOptions, Server, ServerHandle};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn start(provider: &SdkTracerProvider, server_hooks: OtelServerHooks) -> ServerHandle {
+    let _ = provider;
+    Server::new(services().hook(Arc::new(server_hooks))).bind("tcp@127.0.0.1:0").await.expect("bind")
+}
+
+async fn connect(server: &ServerHandle, hooks: Option<Arc<OtelClientHooks>>) -> Client {
+    let mut options = ClientOptions::default();
+    if let Some(h) = hooks {
+        options = options.hook(h);
+    }
+    Client::connect(server.address(), options).await.expect("connect")
+}
+
+/// Bound every test body in time.
+async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
+    tokio::time::timeout(Duration::from_secs(30), f).await.expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_spans_make_one_trace_and_only_failures_get_an_error_status() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let client = connect(&server, Some(hooks)).await;
+
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 6, B: 7 }).await.unwrap();
+        assert_eq!(r.C, 42);
+        let e = client.call::<_, Reply>("Arith", "Fail", &Args { A: 9, B: 0 }).await.unwrap_err();
+        assert_eq!(e.to_string(), fail_text(9));
+
+        let all = spans(&exporter, &["rpcx.service.Arith.Mul", "rpcx.service.Arith.Fail", "rpcx.client.Arith.Fail"]);
+        let (client_mul, server_mul) = assert_pair(&all, "Mul");
+        let (client_fail, server_fail) = assert_pair(&all, "Fail");
+        // No caller span: each call starts a trace of its own.
+        assert_eq!(client_mul.parent_span_id, SpanId::INVALID);
+        assert_ne!(client_mul.span_context.trace_id(), client_fail.span_context.trace_id());
+        assert_eq!(client_mul.status, Status::Unset, "success is not an error");
+        assert_eq!(server_mul.status, Status::Unset, "success is not an error");
+        assert_eq!(client_fail.status, Status::error(fail_text(9)));
+        assert_eq!(server_fail.status, Status::error(fail_text(9)));
+        client.close().await;
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_sees_the_server_span() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let client =
+            connect(&server, Some(Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build()))).await;
+        let seen: String = client.call("Arith", "Span", &Args { A: 0, B: 0 }).await.unwrap();
+        let all = spans(&exporter, &["rpcx.service.Arith.Span"]);
+        let (_, server_span) = assert_pair(&all, "Span");
+        assert_eq!(seen, hex_span(server_span.span_context.span_id()));
+        assert_ne!(server_span.span_context.span_id(), SpanId::INVALID);
+        client.close().await;
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_span_handed_over_in_metadata_is_the_client_span_parent() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let client = connect(&server, Some(hooks.clone())).await;
+
+        let tracer = provider.tracer("test");
+        let caller = tracer.start("caller");
+        let cx = OtelContext::current_with_span(caller);
+        let r: Reply = client
+            .request("Arith", "Mul")
+            .with_metadata(hooks.metadata_for(&cx))
+            .call(&Args { A: 2, B: 3 })
+            .await
+            .unwrap();
+        assert_eq!(r.C, 6);
+        cx.span().end();
+
+        let all = spans(&exporter, &["caller", "rpcx.service.Arith.Mul"]);
+        let caller = only(&all, "caller");
+        let (client_span, _) = assert_pair(&all, "Mul");
+        assert_eq!(client_span.parent_span_id, caller.span_context.span_id());
+        assert_eq!(client_span.span_context.trace_id(), caller.span_context.trace_id());
+        client.close().await;
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baggage_travels_only_when_configured() {
+    bounded(async {
+        let (provider, _exporter) = recorder();
+        let cx = OtelContext::current_with_baggage(vec![KeyValue::new("tenant", "t-42")]);
+
+        let with = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).baggage().build()).await;
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).baggage().build());
+        let md = hooks.metadata_for(&cx);
+        assert_eq!(md.get_str("baggage").unwrap(), Some("tenant=t-42"));
+        let client = connect(&with, Some(hooks.clone())).await;
+        let got: String =
+            client.request("Arith", "Baggage").with_metadata(md).call(&Args { A: 0, B: 0 }).await.unwrap();
+        assert_eq!(got, "t-42");
+        client.close().await;
+        with.close().await;
+
+        // W3C TraceContext only (the default): no baggage key, none on the server.
+        let without = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let md = hooks.metadata_for(&cx);
+        assert!(!md.contains_key("baggage"));
+        let client = connect(&without, Some(hooks)).await;
+        let mut md = md;
+        md.insert("baggage", "tenant=t-42");
+        let got: String =
+            client.request("Arith", "Baggage").with_metadata(md).call(&Args { A: 0, B: 0 }).await.unwrap();
+        assert_eq!(got, "", "the default server hooks do not extract baggage");
+        client.close().await;
+        without.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_oneway_request_has_both_spans() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let client =
+            connect(&server, Some(Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build()))).await;
+        client.oneway("Arith", "Note", &Args { A: 1, B: 1 }).await.unwrap();
+        let all = spans(&exporter, &["rpcx.client.Arith.Note", "rpcx.service.Arith.Note"]);
+        let client_span = only(&all, "rpcx.client.Arith.Note");
+        let server_span = only(&all, "rpcx.service.Arith.Note");
+        assert_eq!(server_span.parent_span_id, client_span.span_context.span_id());
+        assert_eq!(server_span.status, Status::Unset);
+        assert_eq!(client_span.status, Status::Unset);
+        // No response is written: the span ends after the handler, without the write event.
+        assert_eq!(event_names(server_span), ["rpcx.pre.handle.request"]);
+        client.close().await;
+        server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_hooks_makes_the_server_span_a_root() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let client = connect(&server, None).await;
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 1, B: 5 }).await.unwrap();
+        assert_eq!(r.C, 5);
+        let all = spans(&exporter, &["rpcx.service.Arith.Mul"]);
+        let s = only(&all, "rpcx.service.Arith.Mul");
+        assert_eq!(s.parent_span_id, SpanId::INVALID);
+        assert!(!s.parent_span_is_remote);
+        assert_eq!(all.len(), 1, "no client span without client hooks");
+        client.close().await;
+        server.close().await;
+    })
+    .await;
+}
