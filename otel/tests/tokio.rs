@@ -7,14 +7,13 @@ use common::*;
 use opentelemetry::baggage::BaggageExt;
 use opentelemetry::trace::{SpanId, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context as OtelContext, KeyValue};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use rpcx_core::govern::{FailMode, Instance, MultiDiscovery};
 use rpcx_otel::{OtelClientHooks, OtelServerHooks};
-use rpcx_tokio::{Client, ClientOptions, Server, ServerHandle};
+use rpcx_tokio::{Client, ClientOptions, Server, ServerHandle, XClient, XClientOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn start(provider: &SdkTracerProvider, server_hooks: OtelServerHooks) -> ServerHandle {
-    let _ = provider;
+async fn start(server_hooks: OtelServerHooks) -> ServerHandle {
     Server::new(services().hook(Arc::new(server_hooks))).bind("tcp@127.0.0.1:0").await.expect("bind")
 }
 
@@ -35,7 +34,7 @@ async fn bounded<F: std::future::Future<Output = ()>>(f: F) {
 async fn client_and_server_spans_make_one_trace_and_only_failures_get_an_error_status() {
     bounded(async {
         let (provider, exporter) = recorder();
-        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let server = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
         let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
         let client = connect(&server, Some(hooks)).await;
 
@@ -64,7 +63,7 @@ async fn client_and_server_spans_make_one_trace_and_only_failures_get_an_error_s
 async fn the_handler_sees_the_server_span() {
     bounded(async {
         let (provider, exporter) = recorder();
-        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let server = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
         let client =
             connect(&server, Some(Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build()))).await;
         let seen: String = client.call("Arith", "Span", &Args { A: 0, B: 0 }).await.unwrap();
@@ -82,7 +81,7 @@ async fn the_handler_sees_the_server_span() {
 async fn a_caller_span_handed_over_in_metadata_is_the_client_span_parent() {
     bounded(async {
         let (provider, exporter) = recorder();
-        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let server = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
         let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
         let client = connect(&server, Some(hooks.clone())).await;
 
@@ -115,7 +114,7 @@ async fn baggage_travels_only_when_configured() {
         let (provider, _exporter) = recorder();
         let cx = OtelContext::current_with_baggage(vec![KeyValue::new("tenant", "t-42")]);
 
-        let with = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).baggage().build()).await;
+        let with = start(OtelServerHooks::builder().tracer_provider(&provider).baggage().build()).await;
         let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).baggage().build());
         let md = hooks.metadata_for(&cx);
         assert_eq!(md.get_str("baggage").unwrap(), Some("tenant=t-42"));
@@ -127,7 +126,7 @@ async fn baggage_travels_only_when_configured() {
         with.close().await;
 
         // W3C TraceContext only (the default): no baggage key, none on the server.
-        let without = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let without = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
         let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
         let md = hooks.metadata_for(&cx);
         assert!(!md.contains_key("baggage"));
@@ -147,7 +146,7 @@ async fn baggage_travels_only_when_configured() {
 async fn a_oneway_request_has_both_spans() {
     bounded(async {
         let (provider, exporter) = recorder();
-        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let server = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
         let client =
             connect(&server, Some(Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build()))).await;
         client.oneway("Arith", "Note", &Args { A: 1, B: 1 }).await.unwrap();
@@ -169,7 +168,7 @@ async fn a_oneway_request_has_both_spans() {
 async fn a_caller_without_hooks_makes_the_server_span_a_root() {
     bounded(async {
         let (provider, exporter) = recorder();
-        let server = start(&provider, OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let server = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
         let client = connect(&server, None).await;
         let r: Reply = client.call("Arith", "Mul", &Args { A: 1, B: 5 }).await.unwrap();
         assert_eq!(r.C, 5);
@@ -180,6 +179,80 @@ async fn a_caller_without_hooks_makes_the_server_span_a_root() {
         assert_eq!(all.len(), 1, "no client span without client hooks");
         client.close().await;
         server.close().await;
+    })
+    .await;
+}
+
+fn xclient(servers: &[&str], mode: FailMode, hooks: Arc<OtelClientHooks>) -> XClient {
+    let d = MultiDiscovery::new(servers.iter().map(|s| Instance::new(*s, "")));
+    let opts = XClientOptions { fail_mode: mode, hooks: vec![hooks], ..Default::default() };
+    XClient::new("Arith", Arc::new(d), opts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xclient_broadcast_has_a_client_span_per_server() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let a = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let b = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let xc = xclient(&[a.address(), b.address()], FailMode::Failfast, hooks);
+        let r: Reply = xc.broadcast("Mul", &Args { A: 3, B: 3 }).await.unwrap();
+        assert_eq!(r.C, 9);
+
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let all = loop {
+            let all = exporter.get_finished_spans().unwrap();
+            if all.iter().filter(|s| s.name == "rpcx.service.Arith.Mul").count() == 2 {
+                break all;
+            }
+            assert!(std::time::Instant::now() < deadline, "{all:#?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let clients: Vec<_> = all.iter().filter(|s| s.name == "rpcx.client.Arith.Mul").collect();
+        let servers: Vec<_> = all.iter().filter(|s| s.name == "rpcx.service.Arith.Mul").collect();
+        assert_eq!(clients.len(), 2, "{all:#?}");
+        let mut parents: Vec<SpanId> = servers.iter().map(|s| s.parent_span_id).collect();
+        let mut ids: Vec<SpanId> = clients.iter().map(|s| s.span_context.span_id()).collect();
+        parents.sort_by_key(|id| id.to_bytes());
+        ids.sort_by_key(|id| id.to_bytes());
+        assert_eq!(parents, ids, "each server span is a child of one client span");
+        xc.close().await;
+        a.close().await;
+        b.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xclient_failover_attempt_is_a_child_of_the_caller() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let live = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("tcp@{}", l.local_addr().unwrap())
+        };
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let xc = xclient(&[dead.as_str(), live.address()], FailMode::Failover, hooks.clone());
+        let caller = provider.tracer("test").start("caller");
+        let cx = OtelContext::current_with_span(caller);
+        for i in 0..2 {
+            let r: Reply =
+                xc.request("Mul").with_metadata(hooks.metadata_for(&cx)).call(&Args { A: i, B: 2 }).await.unwrap();
+            assert_eq!(r.C, i * 2);
+        }
+        cx.span().end();
+        let all = spans(&exporter, &["caller"]);
+        let caller = only(&all, "caller");
+        let clients: Vec<_> = all.iter().filter(|s| s.name == "rpcx.client.Arith.Mul").collect();
+        assert_eq!(clients.len(), 2, "one span per call on the live server (the dead one never connects): {all:#?}");
+        for c in clients {
+            assert_eq!(c.parent_span_id, caller.span_context.span_id());
+            assert_eq!(c.status, Status::Unset);
+        }
+        xc.close().await;
+        live.close().await;
     })
     .await;
 }
