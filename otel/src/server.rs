@@ -44,15 +44,6 @@ impl OtelServerHooks {
     pub(crate) fn from_config(config: Config) -> Self {
         Self { config }
     }
-
-    /// Mark the request's span failed with `text` (the first failure stays).
-    fn fail(ctx: &RpcContext, text: &str) {
-        ctx.with_extension::<ServerSpan, _>(|s| {
-            if let Some(s) = s {
-                s.0.span().set_status(Status::error(text.to_owned()));
-            }
-        });
-    }
 }
 
 impl ServerHooks for OtelServerHooks {
@@ -77,14 +68,18 @@ impl ServerHooks for OtelServerHooks {
     }
 
     fn post_call(&self, ctx: &RpcContext, result: &mut Result<Bytes, String>) {
-        if let Err(text) = result {
-            Self::fail(ctx, text);
+        // A oneway request writes no response: its span ends here, its status from the
+        // result. (Otherwise the response as written decides, in post_write_response:
+        // the server's error-text function and later hooks may still change it.)
+        if !ctx.is_oneway() {
+            return;
         }
-        // A oneway request writes no response: its span ends here.
-        if ctx.is_oneway() {
-            if let Some(ServerSpan(cx)) = ctx.remove_extension::<ServerSpan>() {
-                cx.span().end();
+        if let Some(ServerSpan(cx)) = ctx.remove_extension::<ServerSpan>() {
+            let span = cx.span();
+            if let Err(text) = result {
+                span.set_status(Status::error(text.clone()));
             }
+            span.end();
         }
     }
 
@@ -94,8 +89,6 @@ impl ServerHooks for OtelServerHooks {
         };
         let span = cx.span();
         span.add_event(POST_WRITE, vec![KeyValue::new(POST_WRITE_METADATA, go_map(&response.metadata))]);
-        // The response as written decides (a hook may have turned the result into an
-        // error after post_call, or a failure may not have passed post_call at all).
         if let Some(text) = &response.error {
             span.set_status(Status::error(String::from_utf8_lossy(text).into_owned()));
         }

@@ -158,6 +158,12 @@ async fn a_oneway_request_has_both_spans() {
         assert_eq!(client_span.status, Status::Unset);
         // No response is written: the span ends after the handler, without the write event.
         assert_eq!(event_names(server_span), ["rpcx.pre.handle.request"]);
+
+        // A failing oneway request: no response, but the server span says it failed.
+        client.oneway("Arith", "Fail", &Args { A: 4, B: 0 }).await.unwrap();
+        let all = spans(&exporter, &["rpcx.service.Arith.Fail"]);
+        assert_eq!(only(&all, "rpcx.service.Arith.Fail").status, Status::error(fail_text(4)));
+        assert_eq!(only(&all, "rpcx.client.Arith.Fail").status, Status::Unset, "the client only sent it");
         client.close().await;
         server.close().await;
     })
@@ -253,6 +259,31 @@ async fn an_xclient_failover_attempt_is_a_child_of_the_caller() {
         }
         xc.close().await;
         live.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_span_status_is_the_error_text_as_sent() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        // The server's error-text function (Go's ServerErrorFunc) runs after post_call:
+        // the span gets the text the client gets.
+        let router = services()
+            .error_text(|_ctx, text| format!("wrapped: {text}"))
+            .hook(Arc::new(OtelServerHooks::builder().tracer_provider(&provider).build()));
+        let server = Server::new(router).bind("tcp@127.0.0.1:0").await.expect("bind");
+        let client =
+            connect(&server, Some(Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build()))).await;
+        let e = client.call::<_, Reply>("Arith", "Fail", &Args { A: 1, B: 0 }).await.unwrap_err();
+        let sent = format!("wrapped: {}", fail_text(1));
+        assert_eq!(e.to_string(), sent);
+        let all = spans(&exporter, &["rpcx.service.Arith.Fail", "rpcx.client.Arith.Fail"]);
+        let (client_span, server_span) = assert_pair(&all, "Fail");
+        assert_eq!(server_span.status, Status::error(sent.clone()));
+        assert_eq!(client_span.status, Status::error(sent));
+        client.close().await;
+        server.close().await;
     })
     .await;
 }
