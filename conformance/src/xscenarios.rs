@@ -13,7 +13,7 @@ use crate::services::{Args, Reply};
 use crate::xclient::{Gate, XClientRt, XFail, XOpts, XReq, router};
 use crate::{ServeOpts, ServerCtl, ServerRt, pattern};
 use rpcx_core::codec;
-use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, ServerKey};
+use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, OutgoingCall, ServerKey};
 use rpcx_core::wire::{CompressType, Message, SerializeType};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
@@ -83,16 +83,16 @@ struct DialHooks {
 struct Refuse;
 
 impl ClientHooks for Refuse {
-    fn pre_call(&self, _service_path: &str, method: &str) -> Result<(), String> {
-        if method == "Forbidden" { Err("forbidden by hook".into()) } else { Ok(()) }
+    fn pre_call(&self, call: &mut OutgoingCall<'_>) -> Result<(), String> {
+        if &call.service_method[..] == b"Forbidden" { Err("forbidden by hook".into()) } else { Ok(()) }
     }
 }
 
 impl ClientHooks for DialHooks {
-    fn conn_created(&self, _server: &ServerKey) {
+    fn conn_opened(&self, _remote: &str) {
         self.created.fetch_add(1, Ordering::SeqCst);
     }
-    fn conn_create_failed(&self, _server: &ServerKey, _error: &str) {
+    fn conn_create_failed(&self, _server: &str, _error: &str) {
         self.failed.fetch_add(1, Ordering::SeqCst);
     }
 }
@@ -100,7 +100,7 @@ impl ClientHooks for DialHooks {
 /// The request builder's options reach the server the same way on every runtime:
 /// metadata both ways, the timeout as `__ServerTimeout`, the serialize type, a raw
 /// payload unchanged, gzip over 1024 bytes, oneway, `go`; a `pre_call` hook's refusal
-/// is `go`'s own error (the hooks run before `go` returns, on every runtime).
+/// is the call's error (the hooks run on the connection, on every runtime).
 pub fn request_builder_options_reach_the_server(s: &dyn ServerRt, x: &dyn XClientRt) {
     let gate = Arc::new(Gate::default());
     let server = serve(s, 1, &gate);
@@ -141,8 +141,12 @@ pub fn request_builder_options_reach_the_server(s: &dyn ServerRt, x: &dyn XClien
     until(&gate.notes, 3, "oneway requests arrive");
     let call = xc.go(XReq::args("Who", &args()).timeout(Duration::from_secs(2))).expect("go");
     assert_eq!(who(call.wait(Duration::from_secs(5))), 1);
-    let refused = xc.go(XReq::args("Forbidden", &args()));
-    assert_eq!(refused.err(), Some(XFail::Hook("forbidden by hook".into())), "go returns the hook's refusal");
+    let refused = xc.go(XReq::args("Forbidden", &args())).expect("go");
+    assert_eq!(
+        refused.wait(Duration::from_secs(5)).err(),
+        Some(XFail::Hook("forbidden by hook".into())),
+        "the hook's refusal is the call's error"
+    );
     assert_eq!(xc.call(XReq::args("Forbidden", &args())).unwrap_err(), XFail::Hook("forbidden by hook".into()));
     xc.close();
     server.close();

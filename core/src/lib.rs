@@ -36,6 +36,7 @@ pub mod codec;
 pub mod compress;
 pub mod conn;
 pub mod error;
+mod ext;
 pub mod govern;
 pub mod guard;
 pub mod http;
@@ -46,6 +47,9 @@ pub mod registry;
 pub mod service;
 pub mod stub;
 pub mod wire;
+
+pub use error::Error;
+pub use ext::Extensions;
 
 #[doc(hidden)]
 pub use bytes; // for `call_options_setters!`

@@ -51,6 +51,9 @@ pub enum RegistryError {
     /// The registry configuration is unusable (no endpoints, a zero TTL, ...).
     #[error("registry configuration: {0}")]
     Config(String),
+    /// A server `register` hook refused a service.
+    #[error("a register hook refused: {0}")]
+    Refused(String),
     /// The registry could not be reached.
     #[error("cannot connect to the registry at {endpoints}: {source}")]
     Connect {
@@ -452,6 +455,7 @@ pub fn begin(
     bound: &str,
     now: std::time::Instant,
 ) -> Result<Option<Pending>, RegistryError> {
+    dispatcher.register_services().map_err(RegistryError::Refused)?;
     let Some(registrar) = &settings.registrar else {
         return Ok(None);
     };

@@ -257,7 +257,7 @@ fn remote_errors_are_final_and_reach_the_hooks() {
     assert_eq!(err.remote().map(|r| r.text.as_str()), Some("nope"));
     assert_eq!(sim.starts.len(), 1);
     let log = hooks.log.lock().unwrap().clone();
-    assert_eq!(log, ["pre Mul", "created tcp@a:1", "post Mul tcp@a:1 err=nope"]);
+    assert_eq!(log, ["select Mul tcp@a:1 of 2"], "one selection: a remote error is not retried");
 }
 
 #[test]
@@ -413,25 +413,23 @@ fn reports_for_unknown_or_repeated_attempts_are_ignored() {
 }
 
 #[test]
-fn hooks_see_every_call_and_dial() {
+fn select_hooks_steer_every_selection_and_failed_dials_are_reported() {
     let hooks = Arc::new(Recorder::default());
     let mut o = opts(FailMode::Failover);
     o.hooks = vec![hooks.clone()];
     let mut sim = Sim::new(discovery(&[A, B]), o, &[(A, Server::Refuses), (B, Server::Replies(MS))]);
-    assert!(matches!(sim.call("Forbidden", None), Err(Error::Hook(t)) if t == "forbidden"));
-    assert!(sim.starts.is_empty(), "a refused call sends nothing");
-    sim.call("Mul", None).unwrap();
+    assert!(matches!(sim.call("Nowhere", None), Err(Error::NoServer)), "the hook chose no server");
+    assert!(sim.starts.is_empty(), "nothing was sent");
+    assert_eq!(sim.call("OnlyB", None).unwrap(), B, "the hook's choice");
+    assert_eq!(sim.call("Mul", None).unwrap(), B);
+    assert_eq!(sim.call("Mul", None).unwrap(), B, "failed over from the refusing server");
     let log = hooks.log.lock().unwrap().clone();
-    assert_eq!(
-        log,
-        [
-            "pre Forbidden",
-            "pre Mul",
-            "create failed tcp@a:1: connect failed: connection refused",
-            "created tcp@b:1",
-            "post Mul tcp@b:1 ok",
-        ]
-    );
+    let failed: Vec<_> = log.iter().filter(|l| l.starts_with("create failed")).collect();
+    assert_eq!(failed, ["create failed tcp@a:1: connect failed: connection refused"], "{log:?}");
+    let count = |m: &str| log.iter().filter(|l| l.starts_with(&format!("select {m} "))).count();
+    assert_eq!(count("Nowhere"), 4, "every failover attempt asks again: {log:?}");
+    assert_eq!(count("OnlyB"), 1, "{log:?}");
+    assert_eq!(count("Mul"), 3, "b; then a (refused), b: {log:?}");
 }
 
 #[test]
@@ -525,20 +523,17 @@ struct Recorder {
 }
 
 impl ClientHooks for Recorder {
-    fn pre_call(&self, _service_path: &str, method: &str) -> Result<(), String> {
-        self.log.lock().unwrap().push(format!("pre {method}"));
-        if method == "Forbidden" { Err("forbidden".into()) } else { Ok(()) }
+    fn select(&self, _service_path: &str, method: &str, servers: &[Instance], chosen: &mut Option<ServerKey>) {
+        let pick = chosen.as_ref().map_or("-", |s| s.as_str()).to_owned();
+        self.log.lock().unwrap().push(format!("select {method} {pick} of {}", servers.len()));
+        match method {
+            "Nowhere" => *chosen = None,
+            "OnlyB" => *chosen = Some(ServerKey::new(B)),
+            _ => {}
+        }
     }
-    fn post_call(&self, _service_path: &str, method: &str, server: Option<&ServerKey>, error: Option<&str>) {
-        let server = server.map_or("-", |s| s.as_str());
-        let end = error.map_or("ok".to_owned(), |e| format!("err={e}"));
-        self.log.lock().unwrap().push(format!("post {method} {server} {end}"));
-    }
-    fn conn_created(&self, server: &ServerKey) {
-        self.log.lock().unwrap().push(format!("created {}", server.as_str()));
-    }
-    fn conn_create_failed(&self, server: &ServerKey, error: &str) {
-        self.log.lock().unwrap().push(format!("create failed {}: {error}", server.as_str()));
+    fn conn_create_failed(&self, server: &str, error: &str) {
+        self.log.lock().unwrap().push(format!("create failed {server}: {error}"));
     }
 }
 
@@ -549,17 +544,14 @@ impl ClientHooks for Recorder {
 fn panicking_user_callbacks_never_escape() {
     struct Boom;
     impl ClientHooks for Boom {
-        fn pre_call(&self, _p: &str, method: &str) -> Result<(), String> {
+        fn select(&self, _p: &str, method: &str, _s: &[Instance], chosen: &mut Option<ServerKey>) {
             if method == "Boom" {
-                panic!("pre_call boom");
+                *chosen = None;
+                panic!("select boom");
             }
-            Ok(())
         }
-        fn post_call(&self, _p: &str, _m: &str, _s: Option<&ServerKey>, _e: Option<&str>) {
-            panic!("post_call boom");
-        }
-        fn conn_created(&self, _s: &ServerKey) {
-            panic!("conn_created boom");
+        fn conn_create_failed(&self, _s: &str, _e: &str) {
+            panic!("conn_create_failed boom");
         }
     }
     let mut o = opts(FailMode::Failover);
@@ -567,7 +559,7 @@ fn panicking_user_callbacks_never_escape() {
     let d = discovery(&[A]);
     d.subscribe(Arc::new(|_| panic!("change callback boom")));
     let mut sim = Sim::new(d.clone(), o, &[(A, Server::Replies(MS)), (B, Server::Replies(MS))]);
-    assert!(matches!(sim.call("Boom", None), Err(Error::Hook(t)) if t.contains("panicked")));
+    assert!(matches!(sim.call("Boom", None), Err(Error::NoServer)), "what the hook did before it panicked stands");
     assert_eq!(sim.call("Mul", None).unwrap(), A);
     d.update([Instance::new(B, "")]);
     assert_eq!(sim.call("Mul", None).unwrap(), B);

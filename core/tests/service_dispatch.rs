@@ -87,8 +87,8 @@ impl Rig {
     fn new() -> Self {
         let now = Instant::now();
         let d = Arc::new(Dispatcher::new(router(), ServerSettings::default()));
-        let session = d.session(Arc::new(Peer::named("test"))).expect("no hook refuses");
-        Self { conn: d.connection(now), d, session, pushes: Queue::default(), out: Vec::new(), now }
+        let session = d.session(Arc::new(Peer::named("test")), now).expect("no hook refuses");
+        Self { conn: session.connection(now), d, session, pushes: Queue::default(), out: Vec::new(), now }
     }
 
     /// One round of the drive contract: output, then dispatch.

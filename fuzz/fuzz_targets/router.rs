@@ -186,8 +186,8 @@ fn settle(
 fuzz_target!(|data: &[u8]| {
     let d = dispatcher();
     let mut now = Instant::now();
-    let mut conn = d.connection(now);
-    let Some(mut session) = d.session(Arc::new(Peer::named("fuzz"))) else { return };
+    let Some(mut session) = d.session(Arc::new(Peer::named("fuzz")), now) else { return };
+    let mut conn = session.connection(now);
     let mut pushes = Queue(Arc::new(Sink::default()));
     let mut waiting: Vec<Waiting> = Vec::new();
     // seq -> whether a response is owed.

@@ -95,6 +95,20 @@ impl<Rt: Runtime> ClientOptions<Rt> {
         self.connection.idle_timeout = Some(d);
         self
     }
+
+    /// Add a client hook (see [`ClientHooks`](rpcx_core::conn::ClientHooks)); hooks run
+    /// in the order added. Sets [`connection`](Self::connection)`.hooks`.
+    pub fn hook(mut self, hook: std::sync::Arc<dyn rpcx_core::conn::ClientHooks>) -> Self {
+        self.connection.hooks = std::mem::take(&mut self.connection.hooks).with(hook);
+        self
+    }
+
+    /// Go's `ClientErrorFunc`: rewrite the server's error text before the caller sees
+    /// it. Sets [`connection`](Self::connection)`.error_text`.
+    pub fn error_text(mut self, f: impl Fn(&Message, &str) -> String + Send + Sync + 'static) -> Self {
+        self.connection.error_text = Some(rpcx_core::conn::ErrorTextFn::new(f));
+        self
+    }
 }
 
 type Reply = oneshot::Sender<Result<Option<Message>, Error>>;
@@ -177,7 +191,8 @@ impl<Rt: Runtime> Client<Rt> {
         let cfg = opts.connection.clone();
         let (push_tx, push_rx) = queue::bounded(opts.push_capacity);
         // One call waits for room in the session; the rest wait in the command queue.
-        let config = SessionConfig { connection: cfg, max_deferred: 1, ..SessionConfig::default() };
+        let config =
+            SessionConfig { connection: cfg, max_deferred: 1, remote: Arc::from(remote.as_str()), ..SessionConfig::default() };
         let session = ClientSession::new(config, push_tx, Instant::now());
         let (tx, rx) = async_channel::unbounded();
         let (signal, signal_rx) = async_channel::bounded(1);

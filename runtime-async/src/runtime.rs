@@ -140,3 +140,14 @@ impl<T: Timer> Future for TimerFuture<T> {
         self.0.poll_expired(cx)
     }
 }
+
+/// The runtime as the core's [`rpcx_core::service::Timer`] (for hooks that delay a
+/// request and handlers that sleep).
+pub(crate) struct CoreTimer<R>(pub(crate) R);
+
+impl<R: Runtime> rpcx_core::service::Timer for CoreTimer<R> {
+    fn sleep_until(&self, at: Instant) -> BoxFuture<()> {
+        let rt = self.0.clone();
+        Box::pin(async move { sleep_until(&rt, at).await })
+    }
+}

@@ -137,7 +137,9 @@ impl<R: Runtime> Server<R> {
         let registry = self.opts.settings.registry.clone();
         let shared = Arc::new(Shared {
             registered: std::sync::Mutex::new(None),
-            dispatcher: Arc::new(Dispatcher::new(self.router, self.opts.settings)),
+            dispatcher: Arc::new(
+                Dispatcher::new(self.router, self.opts.settings).timer(Arc::new(crate::runtime::CoreTimer(rt.clone()))),
+            ),
             tls: self.opts.tls,
             runtime: rt.clone(),
             phase: AtomicU8::new(Phase::Running as u8),
@@ -302,6 +304,7 @@ impl<R: Runtime> ServerHandle<R> {
                 tracing::warn!(error = %e, "unregistering from the registry failed");
             }
         }
+        self.shared.dispatcher.shutting_down();
     }
 
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
@@ -457,7 +460,7 @@ impl<R: Runtime> ConnTask<R> {
     /// `None` when the server is at its connection cap or a `conn_accepted` hook
     /// refused the connection (dropping `stream` closes it at once).
     fn new(shared: &Arc<Shared<R>>, stream: Stream<R>, peer: Peer, slot: async_channel::Sender<()>) -> Option<Self> {
-        let session = shared.dispatcher.session(Arc::new(peer))?;
+        let session = shared.dispatcher.session(Arc::new(peer), Instant::now())?;
         let settings = shared.dispatcher.settings();
         let stage = match (stream, &shared.tls) {
             (Stream::Tcp(s), tls) => {
@@ -564,7 +567,7 @@ impl<R: Runtime> Driver<R> {
     fn new(shared: &Shared<R>, session: Session, stream: Stream<R>) -> Self {
         let io = transport::Io::new(stream);
         let mut d = Self {
-            conn: shared.dispatcher.connection(Instant::now()),
+            conn: session.connection(Instant::now()),
             session,
             buffers_writes: io.buffers_writes(),
             io,

@@ -7,7 +7,9 @@
 use async_io::Timer;
 use futures_lite::future;
 use rpcx_smol::core::conn::{CallError, ClientConfig};
-use rpcx_smol::core::govern::{ClientHooks, FailMode, Instance, MultiDiscovery, SelectMode, ServerKey};
+use rpcx_smol::core::govern::{
+    ClientHooks, FailMode, FinishedCall, Instance, MultiDiscovery, OutgoingCall, SelectMode, ServerKey,
+};
 use rpcx_smol::service::{Context, Router, Service};
 use rpcx_smol::{ClientOptions, Error, Metadata, Server, ServerHandle, Spawner, XClient, XClientOptions};
 use std::future::Future;
@@ -232,18 +234,18 @@ struct CountingHooks {
 }
 
 impl ClientHooks for CountingHooks {
-    fn pre_call(&self, _service_path: &str, method: &str) -> Result<(), String> {
+    fn pre_call(&self, call: &mut OutgoingCall<'_>) -> Result<(), String> {
         self.pre.fetch_add(1, Ordering::SeqCst);
-        if method == "Forbidden" { Err("forbidden by hook".into()) } else { Ok(()) }
+        if &call.service_method[..] == b"Forbidden" { Err("forbidden by hook".into()) } else { Ok(()) }
     }
-    fn post_call(&self, _service_path: &str, _method: &str, _server: Option<&ServerKey>, error: Option<&str>) {
-        let c = if error.is_some() { &self.post_err } else { &self.post_ok };
+    fn post_call(&self, call: &mut FinishedCall<'_>) {
+        let c = if call.result.is_err() { &self.post_err } else { &self.post_ok };
         c.fetch_add(1, Ordering::SeqCst);
     }
-    fn conn_created(&self, _server: &ServerKey) {
+    fn conn_opened(&self, _remote: &str) {
         self.created.fetch_add(1, Ordering::SeqCst);
     }
-    fn conn_create_failed(&self, _server: &ServerKey, _error: &str) {
+    fn conn_create_failed(&self, _server: &str, _error: &str) {
         self.create_failed.fetch_add(1, Ordering::SeqCst);
     }
 }

@@ -212,13 +212,17 @@ impl XClient {
             sticky: opts.sticky,
             gather_timeout: opts.gather_timeout,
             seed: opts.seed,
-            hooks: opts.hooks,
+            hooks: opts.hooks.clone(),
         };
+        // The XClient's hooks run on every connection it dials, after the client's own.
+        let mut client_opts = opts.client;
+        client_opts.connection.hooks =
+            std::mem::take(&mut client_opts.connection.hooks).extended(&opts.hooks.into());
         XClient(Arc::new(Inner {
             service_path: service_path.to_owned(),
             gov: Mutex::new(Governor::new(service_path, discovery, policy)),
             dialed: Condvar::new(),
-            client_opts: opts.client,
+            client_opts,
             auth: opts.auth,
             pushes,
         }))

@@ -492,9 +492,9 @@ struct Counting {
 }
 
 impl ServerHooks for Counting {
-    fn conn_accepted(&self, _peer: &Peer) -> bool {
+    fn conn_accepted(&self, _peer: &Peer, _now: std::time::Instant) -> Result<(), String> {
         self.accepted.fetch_add(1, Ordering::SeqCst);
-        true
+        Ok(())
     }
     fn conn_closed(&self, _peer: &Peer) {
         self.closed.fetch_add(1, Ordering::SeqCst);
@@ -506,7 +506,7 @@ impl ServerHooks for Counting {
         self.pre_write.fetch_add(1, Ordering::SeqCst);
         response.metadata.insert("hooked", "yes");
     }
-    fn post_write_response(&self, _ctx: &Context) {
+    fn post_write_response(&self, _ctx: &Context, _response: &rpcx_std::core::conn::Response) {
         self.post_write.fetch_add(1, Ordering::SeqCst);
     }
 }

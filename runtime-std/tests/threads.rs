@@ -51,6 +51,11 @@ fn an_idle_connection_costs_one_thread_and_its_timers_are_kept_for_it() {
         assert!(matches!(s.read(&mut b), Ok(0) | Err(_)), "closed by the idle timeout");
     }
     settle_threads(|n| n <= before + 2, "their threads ended");
-    assert_eq!(server.stats().connections_open, 0);
+    // The last threads may still be ending (the count allows two): wait for them.
+    let end = Instant::now() + Duration::from_secs(10);
+    while server.stats().connections_open != 0 {
+        assert!(Instant::now() < end, "{} connections still open", server.stats().connections_open);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     server.close();
 }

@@ -36,6 +36,30 @@ pub struct ClientConfig {
     /// masking with keys drawn from this seed (see `rpcx_core::http::ws`). Runtimes set
     /// it per connection; `None` (the default) is plain rpcx.
     pub websocket: Option<u64>,
+    /// Hooks on this connection's frames (`before_encode`, `after_decode`); the
+    /// [`ClientSession`](super::ClientSession) runs the call and connection hooks of the
+    /// same set.
+    pub hooks: super::ClientHookSet,
+    /// Go's `ClientErrorFunc`: turns the server's error text (`__rpcx_error__`) into the
+    /// text of the [`RemoteError`] the caller gets. `None` keeps it as it came.
+    pub error_text: Option<ErrorTextFn>,
+}
+
+/// A client's error-text function: `(response, server text) -> text for the caller`.
+#[derive(Clone)]
+pub struct ErrorTextFn(pub std::sync::Arc<dyn Fn(&Message, &str) -> String + Send + Sync>);
+
+impl ErrorTextFn {
+    /// Wrap `f`.
+    pub fn new(f: impl Fn(&Message, &str) -> String + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+}
+
+impl fmt::Debug for ErrorTextFn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ErrorTextFn")
+    }
 }
 
 impl Default for ClientConfig {
@@ -49,6 +73,8 @@ impl Default for ClientConfig {
             max_wait_for_heartbeat: Duration::from_secs(30),
             idle_timeout: None,
             websocket: None,
+            hooks: super::ClientHookSet::default(),
+            error_text: None,
         }
     }
 }
@@ -298,6 +324,9 @@ pub enum CallRejected {
     /// The requested compress type has no registered compressor.
     #[error("unsupported compressor {0}")]
     UnsupportedCompressor(u8),
+    /// A `before_encode` hook refused the request.
+    #[error("{0}")]
+    Hook(String),
 }
 
 /// The server answered with an Error status. `text` is `__rpcx_error__`.
@@ -339,6 +368,9 @@ pub enum CallError {
     /// The request could not be encoded when it was due to be sent.
     #[error(transparent)]
     Encode(EncodeError),
+    /// An `after_decode` hook refused the response.
+    #[error("{0}")]
+    Hook(String),
 }
 
 /// What a [`ClientConnection`] reports. Every accepted call ends in exactly one
@@ -532,6 +564,9 @@ impl ClientConnection {
         if let Some(deadline) = spec.deadline {
             let ms = deadline.saturating_duration_since(now).as_millis();
             msg.metadata.insert(SERVER_TIMEOUT_KEY, Bytes::from(ms.to_string()));
+        }
+        if !self.config.hooks.is_empty() {
+            self.config.hooks.check("before_encode hook", |h| h.before_encode(&mut msg)).map_err(CallRejected::Hook)?;
         }
         let total = msg.encoded_total_len();
         if total > self.config.encoder.max_message_len as u64 {
@@ -830,10 +865,19 @@ impl ClientConnection {
         }
     }
 
-    fn on_message(&mut self, now: Instant, msg: Message) {
+    fn on_message(&mut self, now: Instant, mut msg: Message) {
         self.stats.frames_in += 1;
         self.touch(now);
+        let refused = if self.config.hooks.is_empty() || msg.header.is_heartbeat() {
+            None
+        } else {
+            self.config.hooks.check("after_decode hook", |h| h.after_decode(&mut msg)).err()
+        };
         if msg.header.is_server_push() {
+            if let Some(text) = refused {
+                tracing::debug!(error = %text, "an after_decode hook dropped a push");
+                return;
+            }
             self.stats.pushes += 1;
             self.events.push_back(ClientEvent::Push(msg));
             return;
@@ -853,12 +897,15 @@ impl ClientConnection {
             self.stats.unknown_seq_dropped += 1;
             return;
         }
-        let event = if msg.header.status() == MessageStatus::ERROR {
+        let event = if let Some(text) = refused {
+            ClientEvent::Failed { seq, error: CallError::Hook(text) }
+        } else if msg.header.status() == MessageStatus::ERROR {
             let text = msg.metadata.get(SERVICE_ERROR_KEY).map(|v| String::from_utf8_lossy(v).into_owned());
-            ClientEvent::Failed {
-                seq,
-                error: CallError::Remote(RemoteError { text: text.unwrap_or_default(), response: Box::new(msg) }),
+            let mut text = text.unwrap_or_default();
+            if let Some(f) = &self.config.error_text {
+                text = crate::guard::catch("client error_text function", || (f.0)(&msg, &text)).unwrap_or(text);
             }
+            ClientEvent::Failed { seq, error: CallError::Remote(RemoteError { text, response: Box::new(msg) }) }
         } else {
             ClientEvent::Response { seq, response: msg }
         };

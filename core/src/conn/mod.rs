@@ -17,14 +17,16 @@
 
 mod budget;
 mod client;
+mod hooks;
 mod server;
 mod session;
 
 pub use budget::{DEFAULT_BUDGET_GRACE, DEFAULT_MAX_INFLATIONS, DEFAULT_SERVER_MEMORY, MemoryBudget};
 pub use client::{
     CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats,
-    RemoteError,
+    ErrorTextFn, RemoteError,
 };
+pub use hooks::{ClientHookSet, ClientHooks, FinishedCall, OutgoingCall};
 pub use server::{
     DEFAULT_FRAME_TIMEOUT, PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection,
     ServerEvent, ServerStats, WORK_PER_PAIR, WORK_PER_TURN,

@@ -163,6 +163,9 @@ pub enum PushError {
     /// The message is larger than the frame limit.
     #[error(transparent)]
     TooLarge(EncodeError),
+    /// A `pre_write_request` hook refused it.
+    #[error("push refused by a hook: {0}")]
+    Refused(String),
 }
 
 /// What a [`ServerConnection`] reports.
@@ -302,6 +305,8 @@ pub struct ServerConnection {
     stats: ServerStats,
     /// Boxed: rare, and a `Message` inline would grow every idle connection.
     inflating: Option<Box<Inflating>>,
+    /// A copy of the bytes in and out, for the server's tap hooks.
+    tap: Option<Box<dyn crate::service::ConnTap>>,
     /// Work was cut short by [`WORK_PER_TURN`]; `work` continues it.
     has_work: bool,
     /// Waiting for the budget (a frame's reservation, a decompression slot or step).
@@ -352,6 +357,7 @@ impl ServerConnection {
             last_now: now,
             stats: ServerStats::default(),
             inflating: None,
+            tap: None,
             has_work: false,
             blocked: false,
             incomplete: false,
@@ -368,6 +374,9 @@ impl ServerConnection {
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
         if self.state != State::Open {
             return;
+        }
+        if let Some(t) = &mut self.tap {
+            t.read(data);
         }
         match &mut self.proto {
             Proto::Rpcx => self.decoder.feed(data),
@@ -586,6 +595,21 @@ impl ServerConnection {
     /// Returns the number of bytes appended, or `None` if there was nothing to send.
     #[must_use]
     pub fn poll_transmit<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
+        let start = buf.len();
+        let n = self.transmit_proto(buf);
+        if let (Some(t), Some(_)) = (&mut self.tap, n) {
+            t.written(buf.tail(start));
+        }
+        n
+    }
+
+    /// Copy every byte read and written to `tap` from now on (see
+    /// [`ServerHooks::tap`](crate::service::ServerHooks::tap)).
+    pub fn set_tap(&mut self, tap: Box<dyn crate::service::ConnTap>) {
+        self.tap = Some(tap);
+    }
+
+    fn transmit_proto<B: EncodeBuf>(&mut self, buf: &mut B) -> Option<usize> {
         if let Proto::Ws(ws) = &mut self.proto {
             // Control frames (pongs, the close) first, then the rpcx bytes in one frame.
             let start = buf.len();

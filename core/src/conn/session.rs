@@ -3,12 +3,18 @@
 //! whose caller went away, the push overflow policy, and every timer), so a runtime's
 //! client driver only moves bytes, time and reply slots.
 
-use super::{CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats, CloseMode};
+use super::{
+    CallError, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats, CloseMode,
+    FinishedCall, OutgoingCall,
+};
+use crate::Extensions;
 use crate::conn::LostReason;
 use crate::error::Error;
 use crate::wire::{EncodeBuf, Message};
+use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a call ended, as its caller sees it: the response (`None` for a oneway call,
@@ -50,12 +56,36 @@ pub struct SessionConfig {
     /// flight (a runtime that learns of a dropped caller at once calls
     /// [`ClientSession::sweep`] or [`ClientSession::cancel`] itself).
     pub sweep_interval: Duration,
+    /// The server's address as the client was given it, for hooks and spans.
+    pub remote: Arc<str>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        Self { connection: ClientConfig::default(), max_deferred: 4096, sweep_interval: Duration::from_secs(1) }
+        Self {
+            connection: ClientConfig::default(),
+            max_deferred: 4096,
+            sweep_interval: Duration::from_secs(1),
+            remote: Arc::from(""),
+        }
     }
+}
+
+/// What the session keeps of a call for its `post_call` hooks and its span; only made
+/// when there are hooks or the span is enabled.
+struct Record {
+    service_path: Bytes,
+    service_method: Bytes,
+    started: Instant,
+    request_size: usize,
+    extensions: Extensions,
+    span: tracing::Span,
+}
+
+/// A caller's reply slot and the call's record.
+struct Entry<S> {
+    slot: S,
+    rec: Option<Box<Record>>,
 }
 
 /// A client connection with its calls' reply slots, for any runtime.
@@ -81,9 +111,13 @@ impl Default for SessionConfig {
 /// on them). A call waiting for room fails at its deadline like one in flight.
 pub struct ClientSession<S, P> {
     conn: ClientConnection,
-    slots: FxHashMap<u64, S>,
-    deferred: VecDeque<(CallSpec, S)>,
-    done: VecDeque<(S, Outcome)>,
+    slots: FxHashMap<u64, Entry<S>>,
+    deferred: VecDeque<(CallSpec, Entry<S>)>,
+    done: VecDeque<(Entry<S>, Outcome)>,
+    hooks: super::ClientHookSet,
+    remote: Arc<str>,
+    /// The `conn_closed` hooks have run.
+    closed_reported: bool,
     pushes: P,
     dropped_pushes: u64,
     max_deferred: usize,
@@ -96,11 +130,16 @@ pub struct ClientSession<S, P> {
 impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
     /// A session over a new connection machine; `now` is when the connection opened.
     pub fn new(config: SessionConfig, pushes: P, now: Instant) -> Self {
+        let hooks = config.connection.hooks.clone();
+        hooks.each("client conn_opened hook", |h| h.conn_opened(&config.remote));
         Self {
             conn: ClientConnection::new(config.connection, now),
             slots: FxHashMap::default(),
             deferred: VecDeque::new(),
             done: VecDeque::new(),
+            hooks,
+            remote: config.remote,
+            closed_reported: false,
             pushes,
             dropped_pushes: 0,
             max_deferred: config.max_deferred.max(1),
@@ -114,45 +153,131 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
     /// Start a call; its outcome comes back with `slot` from
     /// [`poll_completion`](Self::poll_completion). While the connection is blocked the
     /// call waits for room (up to `max_deferred` calls, then it is refused).
-    pub fn call(&mut self, now: Instant, spec: CallSpec, slot: S) {
+    pub fn call(&mut self, now: Instant, mut spec: CallSpec, slot: S) {
         self.now = now;
-        if self.deferred.is_empty() {
-            self.start(spec, slot);
+        let (rec, refused) = self.pre_call(&mut spec);
+        let entry = Entry { slot, rec };
+        if let Some(text) = refused {
+            self.done.push_back((entry, Err(Error::Hook(text))));
+        } else if self.deferred.is_empty() {
+            self.start(spec, entry);
         } else if self.deferred.len() < self.max_deferred {
-            self.deferred.push_back((spec, slot));
+            self.deferred.push_back((spec, entry));
         } else {
-            self.done.push_back((slot, Err(Error::Rejected(CallRejected::Blocked))));
+            self.done.push_back((entry, Err(Error::Rejected(CallRejected::Blocked))));
         }
         self.pump();
+    }
+
+    /// The call's span and `pre_call` hooks: its record (when there are hooks or the
+    /// span is enabled) and a hook's refusal.
+    fn pre_call(&mut self, spec: &mut CallSpec) -> (Option<Box<Record>>, Option<String>) {
+        let span = tracing::debug_span!(
+            "rpcx.call",
+            rpc.system = "rpcx",
+            rpc.service = %String::from_utf8_lossy(&spec.service_path),
+            rpc.method = %String::from_utf8_lossy(&spec.service_method),
+            peer = %self.remote,
+            seq = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        if self.hooks.is_empty() && span.is_disabled() {
+            return (None, None);
+        }
+        let mut extensions = Extensions::new();
+        let remote = &self.remote;
+        let refused = self
+            .hooks
+            .check("pre_call hook", |h| {
+                h.pre_call(&mut OutgoingCall {
+                    remote,
+                    service_path: &mut spec.service_path,
+                    service_method: &mut spec.service_method,
+                    metadata: &mut spec.metadata,
+                    oneway: spec.oneway,
+                    extensions: &mut extensions,
+                })
+            })
+            .err();
+        let rec = Record {
+            service_path: spec.service_path.clone(),
+            service_method: spec.service_method.clone(),
+            started: self.now,
+            request_size: spec.payload.len(),
+            extensions,
+            span,
+        };
+        (Some(Box::new(rec)), refused)
     }
 
     /// Give up on call `seq` (its caller went away): cancel it in the machine and hand
     /// its slot back (no completion follows).
     pub fn cancel(&mut self, now: Instant, seq: u64) -> Option<S> {
         self.now = now;
-        let slot = self.slots.remove(&seq)?;
+        let entry = self.slots.remove(&seq)?;
         self.conn.cancel(now, seq);
         self.pump();
-        Some(slot)
+        Some(self.abandoned(entry))
     }
 
     /// Give up on the first call waiting for room whose slot matches (it has no seq
     /// yet); its slot comes back and no completion follows.
     pub fn withdraw(&mut self, matches: impl Fn(&S) -> bool) -> Option<S> {
-        let i = self.deferred.iter().position(|(_, s)| matches(s))?;
-        self.deferred.remove(i).map(|(_, s)| s)
+        let i = self.deferred.iter().position(|(_, e)| matches(&e.slot))?;
+        let (_, entry) = self.deferred.remove(i)?;
+        Some(self.abandoned(entry))
+    }
+
+    /// A call its caller gave up on: the hooks see it cancelled.
+    fn abandoned(&mut self, entry: Entry<S>) -> S {
+        self.finished(entry.rec, &Err(Error::Call(CallError::Cancelled)));
+        entry.slot
+    }
+
+    /// Run the `post_call` hooks and close the span of a call that ended with `outcome`.
+    fn finished(&self, rec: Option<Box<Record>>, outcome: &Outcome) {
+        let Some(mut rec) = rec else { return };
+        let latency = self.now.saturating_duration_since(rec.started);
+        match outcome {
+            Ok(_) => rec.span.record("outcome", "ok"),
+            Err(e) => rec.span.record("outcome", tracing::field::display(e)),
+        };
+        if self.hooks.is_empty() {
+            return;
+        }
+        let rec = &mut *rec;
+        self.hooks.each("post_call hook", |h| {
+            h.post_call(&mut FinishedCall {
+                remote: &self.remote,
+                service_path: &rec.service_path,
+                service_method: &rec.service_method,
+                result: outcome.as_ref().map(Option::as_ref),
+                latency,
+                request_size: rec.request_size,
+                extensions: &mut rec.extensions,
+            })
+        });
     }
 
     /// Cancel every call whose caller went away (in flight or waiting for room).
     pub fn sweep(&mut self, now: Instant) {
         self.now = now;
         self.sweep_at = now + self.sweep_interval;
-        let gone: Vec<u64> = self.slots.iter().filter(|(_, s)| s.is_abandoned()).map(|(seq, _)| *seq).collect();
+        let gone: Vec<u64> = self.slots.iter().filter(|(_, e)| e.slot.is_abandoned()).map(|(seq, _)| *seq).collect();
         for seq in gone {
-            self.slots.remove(&seq);
-            self.conn.cancel(now, seq);
+            if let Some(entry) = self.slots.remove(&seq) {
+                self.conn.cancel(now, seq);
+                self.abandoned(entry);
+            }
         }
-        self.deferred.retain(|(_, s)| !s.is_abandoned());
+        if self.deferred.iter().any(|(_, e)| e.slot.is_abandoned()) {
+            let (gone, kept): (VecDeque<_>, VecDeque<_>) =
+                std::mem::take(&mut self.deferred).into_iter().partition(|(_, e)| e.slot.is_abandoned());
+            self.deferred = kept;
+            for (_, entry) in gone {
+                self.abandoned(entry);
+            }
+        }
         self.pump();
     }
 
@@ -166,8 +291,8 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
             _ if !self.conn.is_closed() => self.conn.close(now, mode),
             _ => {}
         }
-        for (_, slot) in self.deferred.drain(..) {
-            self.done.push_back((slot, Err(Error::Shutdown)));
+        for (_, entry) in self.deferred.drain(..) {
+            self.done.push_back((entry, Err(Error::Shutdown)));
         }
         self.pump();
     }
@@ -175,11 +300,19 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
     /// The runtime is done with the connection (its socket closed): every call still
     /// held completes with [`Error::Shutdown`].
     pub fn finish(&mut self) {
-        for (_, slot) in self.deferred.drain(..) {
-            self.done.push_back((slot, Err(Error::Shutdown)));
+        for (_, entry) in self.deferred.drain(..) {
+            self.done.push_back((entry, Err(Error::Shutdown)));
         }
-        for (_, slot) in self.slots.drain() {
-            self.done.push_back((slot, Err(Error::Shutdown)));
+        for (_, entry) in self.slots.drain() {
+            self.done.push_back((entry, Err(Error::Shutdown)));
+        }
+        self.report_closed();
+    }
+
+    /// Run the `conn_closed` hooks, once.
+    fn report_closed(&mut self) {
+        if !std::mem::replace(&mut self.closed_reported, true) {
+            self.hooks.each("client conn_closed hook", |h| h.conn_closed(&self.remote));
         }
     }
 
@@ -212,8 +345,8 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
             let (expired, kept): (VecDeque<_>, VecDeque<_>) =
                 std::mem::take(&mut self.deferred).into_iter().partition(|(s, _)| s.deadline.is_some_and(|d| d <= now));
             self.deferred = kept;
-            for (_, slot) in expired {
-                self.done.push_back((slot, Err(Error::Call(CallError::TimedOut))));
+            for (_, entry) in expired {
+                self.done.push_back((entry, Err(Error::Call(CallError::TimedOut))));
             }
         }
         if now >= self.sweep_at {
@@ -235,7 +368,9 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
     /// A finished call: its slot and how it ended.
     #[must_use]
     pub fn poll_completion(&mut self) -> Option<(S, Outcome)> {
-        self.done.pop_front()
+        let (entry, outcome) = self.done.pop_front()?;
+        self.finished(entry.rec, &outcome);
+        Some((entry.slot, outcome))
     }
 
     /// The next instant the session wants [`handle_timeout`](Self::handle_timeout): the
@@ -301,20 +436,24 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
         &mut self.pushes
     }
 
-    fn start(&mut self, spec: CallSpec, slot: S) {
+    fn start(&mut self, spec: CallSpec, entry: Entry<S>) {
         if !self.conn.is_closing() && !self.conn.poll_ready() {
-            self.deferred.push_back((spec, slot));
+            self.deferred.push_back((spec, entry));
             return;
         }
         match self.conn.call(self.now, spec) {
             Ok(seq) => {
-                slot.started(seq);
-                self.slots.insert(seq, slot);
+                entry.slot.started(seq);
+                if let Some(rec) = &entry.rec {
+                    rec.span.record("seq", seq);
+                }
+                self.slots.insert(seq, entry);
             }
             Err(CallRejected::Closing) | Err(CallRejected::Closed(_)) => {
-                self.done.push_back((slot, Err(Error::Shutdown)));
+                self.done.push_back((entry, Err(Error::Shutdown)));
             }
-            Err(e) => self.done.push_back((slot, Err(Error::Rejected(e)))),
+            Err(CallRejected::Hook(text)) => self.done.push_back((entry, Err(Error::Hook(text)))),
+            Err(e) => self.done.push_back((entry, Err(Error::Rejected(e)))),
         }
     }
 
@@ -332,27 +471,28 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
                 }
                 ClientEvent::Unblocked => {
                     while !self.deferred.is_empty() && (self.conn.is_closing() || self.conn.poll_ready()) {
-                        if let Some((spec, slot)) = self.deferred.pop_front() {
-                            self.start(spec, slot);
+                        if let Some((spec, entry)) = self.deferred.pop_front() {
+                            self.start(spec, entry);
                         }
                     }
                 }
                 ClientEvent::ConnectionLost(reason) => {
-                    for (_, slot) in self.slots.drain() {
-                        self.done.push_back((slot, Err(Error::Call(CallError::ConnectionLost(reason.clone())))));
+                    for (_, entry) in self.slots.drain() {
+                        self.done.push_back((entry, Err(Error::Call(CallError::ConnectionLost(reason.clone())))));
                     }
-                    for (_, slot) in self.deferred.drain(..) {
-                        self.done.push_back((slot, Err(Error::Call(CallError::ConnectionLost(reason.clone())))));
+                    for (_, entry) in self.deferred.drain(..) {
+                        self.done.push_back((entry, Err(Error::Call(CallError::ConnectionLost(reason.clone())))));
                     }
                     self.lost = Some(reason);
+                    self.report_closed();
                 }
             }
         }
     }
 
     fn complete(&mut self, seq: u64, outcome: Outcome) {
-        if let Some(slot) = self.slots.remove(&seq) {
-            self.done.push_back((slot, outcome));
+        if let Some(entry) = self.slots.remove(&seq) {
+            self.done.push_back((entry, outcome));
         }
     }
 }

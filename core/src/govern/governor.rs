@@ -6,7 +6,7 @@ use super::balancer::Balancer;
 use super::breaker::{BreakerConfig, BreakerSet};
 use super::discovery::{Discovery, ServerFilter, ServerKey};
 use super::failmode::{FailMode, FailOptions};
-use super::hooks::ClientHooks;
+use crate::conn::ClientHooks;
 use super::outcome::Outcome;
 use super::selector::{RoundRobin, SelectContext, Selector};
 use super::{GatherMode, SplitMix64};
@@ -254,19 +254,15 @@ impl<C: ConnHandle> Governor<C> {
     }
 
     /// Start one call of `method` with the fail mode, due `timeout` after `now` (no
-    /// deadline without one; see [`CallRun::deadline`]): runs the `pre_call` hooks (a
-    /// refusal is `Err(Error::Hook)`) and follows discovery.
+    /// deadline without one; see [`CallRun::deadline`]), following discovery. (The
+    /// `pre_call` and `post_call` hooks run per attempt, on the connection: see
+    /// [`ClientHooks`].)
     pub fn call<T>(&mut self, now: Instant, method: &str, timeout: Option<Duration>) -> Result<CallRun<T>, Error> {
         self.call_until(method, timeout.and_then(|t| now.checked_add(t)))
     }
 
     /// [`call`](Self::call) with an absolute deadline (none: unbounded).
     pub fn call_until<T>(&mut self, method: &str, deadline: Option<Instant>) -> Result<CallRun<T>, Error> {
-        for h in &self.hooks {
-            crate::guard::catch("client pre_call hook", || h.pre_call(&self.service_path, method))
-                .unwrap_or_else(|| Err("a client pre_call hook panicked".to_owned()))
-                .map_err(Error::Hook)?;
-        }
         self.refresh();
         Ok(CallRun::new(method, self.fail_mode, FailOptions { deadline, ..self.fail }))
     }
@@ -331,9 +327,6 @@ impl<C: ConnHandle> Governor<C> {
         };
         match result {
             Ok(conn) => {
-                self.hooks.iter().for_each(|h| {
-                    crate::guard::catch("client conn_created hook", || h.conn_created(server));
-                });
                 if let Some(since) = since {
                     self.balancer.observe_rtt(server, Some(now.saturating_duration_since(since)));
                 } else if self.conns.contains_key(server) || !self.balancer.contains(server) {
@@ -358,7 +351,9 @@ impl<C: ConnHandle> Governor<C> {
                 }
                 let text = e.to_string();
                 self.hooks.iter().for_each(|h| {
-                    crate::guard::catch("client conn_create_failed hook", || h.conn_create_failed(server, &text));
+                    crate::guard::catch("client conn_create_failed hook", || {
+                        h.conn_create_failed(server.as_str(), &text)
+                    });
                 });
                 if self.balancer.contains(server) && self.failed.get(server).is_none_or(|(t, _)| *t < ticket) {
                     self.failed.insert(server.clone(), (ticket, e.clone()));
@@ -460,7 +455,12 @@ impl<C: ConnHandle> Governor<C> {
         }
         let mut ctx = SelectContext::new(&self.service_path, method, &mut self.rng);
         ctx.hash_key = hash_key;
-        self.balancer.select(now, &mut ctx)
+        let mut chosen = self.balancer.select(now, &mut ctx);
+        for h in &self.hooks {
+            let servers = self.balancer.servers();
+            crate::guard::catch("client select hook", || h.select(&self.service_path, method, servers, &mut chosen));
+        }
+        chosen
     }
 
     /// Feed heartbeat round trips that changed to the selector (at most every
@@ -501,19 +501,11 @@ impl<C: ConnHandle> Governor<C> {
         }
     }
 
-    /// A call ended: record the sticky server (only for `Ok`) and run the `post_call`
-    /// hooks.
+    /// A call ended: record the sticky server (only for `Ok`).
     pub(super) fn on_call_end(&mut self, method: &str, server: Option<&ServerKey>, error: Option<&Error>) {
         if self.sticky_on && error.is_none() {
             self.sticky = server.cloned();
         }
-        if !self.hooks.is_empty() {
-            let text = error.map(|e| e.to_string());
-            for h in &self.hooks {
-                crate::guard::catch("client post_call hook", || {
-                    h.post_call(&self.service_path, method, server, text.as_deref())
-                });
-            }
-        }
+        tracing::debug!(service = %self.service_path, method, server = server.map(|s| s.as_str()), error = error.map(tracing::field::display), "xclient call ended");
     }
 }

@@ -1,24 +1,6 @@
-//! Client-side hooks (Go's client plugins) for the multi-server client.
+//! What a bidirectional XClient yields. (The client hooks are [`crate::conn::ClientHooks`].)
 
 use super::discovery::ServerKey;
-
-/// Hooks around an `XClient`'s calls. Every method has a no-op default. They run inside
-/// the [`Governor`](super::Governor)'s steps, on the caller's task and under whatever
-/// lock the runtime keeps the governor in: they must not block, nor call back into the
-/// same `XClient`.
-pub trait ClientHooks: Send + Sync + 'static {
-    /// Before a call (each fail-mode attempt counts once as one call). `Err(text)` aborts
-    /// the call with that text.
-    fn pre_call(&self, _service_path: &str, _method: &str) -> Result<(), String> {
-        Ok(())
-    }
-    /// After a call ended; `error` is its error text, if it failed.
-    fn post_call(&self, _service_path: &str, _method: &str, _server: Option<&ServerKey>, _error: Option<&str>) {}
-    /// A new connection to `server` was made.
-    fn conn_created(&self, _server: &ServerKey) {}
-    /// Dialing `server` failed.
-    fn conn_create_failed(&self, _server: &ServerKey, _error: &str) {}
-}
 
 /// What a bidirectional XClient's push receiver yields: server pushes from every
 /// server it is connected to, tagged with the server, and the end of each connection

@@ -88,7 +88,8 @@ pub use discovery::{
 pub use failmode::{Action, AttemptId, FailMode, FailOptions, Failure, Finish, Plan, Success};
 pub use governor::{ConnHandle, Connect, DialTicket, Governor, GovernorOptions};
 pub use hash::{COMPACT_KEY_MULTIPLIER, fnv1a64, go_hash_key, jump};
-pub use hooks::{ClientHooks, XPUSH_CAPACITY, XPush};
+pub use crate::conn::{ClientHookSet, ClientHooks, FinishedCall, OutgoingCall};
+pub use hooks::{XPUSH_CAPACITY, XPush};
 pub use outcome::Outcome;
 pub use run::{CallRun, GatherRun, Receipt, Start, Step};
 pub use selector::{

@@ -85,7 +85,7 @@ impl Outcome {
             CallError::TimedOut => Outcome::TimedOut,
             CallError::Cancelled => Outcome::Cancelled,
             CallError::ConnectionLost(_) => Outcome::Transport,
-            CallError::Encode(_) => Outcome::Invalid,
+            CallError::Encode(_) | CallError::Hook(_) => Outcome::Invalid,
         }
     }
 
@@ -94,7 +94,9 @@ impl Outcome {
         match err {
             CallRejected::Blocked => Outcome::Unavailable,
             CallRejected::Closing | CallRejected::Closed(_) => Outcome::Transport,
-            CallRejected::TooLarge(_) | CallRejected::UnsupportedCompressor(_) => Outcome::Invalid,
+            CallRejected::TooLarge(_) | CallRejected::UnsupportedCompressor(_) | CallRejected::Hook(_) => {
+                Outcome::Invalid
+            }
         }
     }
 

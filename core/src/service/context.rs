@@ -1,6 +1,7 @@
 //! The per-request [`Context`] handed to handlers.
 
 use crate::conn::PushError;
+use crate::Extensions;
 use crate::wire::{AUTH_KEY, Metadata, SerializeType};
 use bytes::Bytes;
 use std::fmt;
@@ -87,6 +88,15 @@ struct Inner {
     peer: Arc<Peer>,
     pusher: Pusher,
     response_metadata: Mutex<Metadata>,
+    extensions: Mutex<Extensions>,
+    timer: Option<Arc<dyn super::hooks::Timer>>,
+    request_size: usize,
+}
+
+impl fmt::Debug for dyn super::hooks::Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Timer")
+    }
 }
 
 /// What a handler knows about its request: metadata, deadline, peer, and a way to set
@@ -121,6 +131,15 @@ pub struct ContextParts {
 impl Context {
     /// Build a context.
     pub fn new(parts: ContextParts) -> Self {
+        Self::with_server(parts, None, 0)
+    }
+
+    /// A context with the server's timer and the request's payload size.
+    pub(crate) fn with_server(
+        parts: ContextParts,
+        timer: Option<Arc<dyn super::hooks::Timer>>,
+        request_size: usize,
+    ) -> Self {
         Self(Arc::new(Inner {
             service_path: parts.service_path,
             service_method: parts.service_method,
@@ -132,6 +151,9 @@ impl Context {
             peer: parts.peer,
             pusher: parts.pusher,
             response_metadata: Mutex::new(Metadata::new()),
+            extensions: Mutex::new(Extensions::new()),
+            timer,
+            request_size,
         }))
     }
 
@@ -221,5 +243,38 @@ impl Context {
     /// Push a message to this connection's client.
     pub fn pusher(&self) -> &Pusher {
         &self.0.pusher
+    }
+
+    /// The request payload's size in bytes (as received, after decompression).
+    pub fn request_size(&self) -> usize {
+        self.0.request_size
+    }
+
+    /// Store per-request state (hooks hand it from one step to the next: a span, a
+    /// start time), replacing a value of the same type.
+    pub fn insert_extension<T: Send + Sync + 'static>(&self, value: T) -> Option<T> {
+        self.0.extensions.lock().unwrap_or_else(|p| p.into_inner()).insert(value)
+    }
+
+    /// Look at the stored value of type `T`.
+    pub fn with_extension<T: Send + Sync + 'static, R>(&self, f: impl FnOnce(Option<&T>) -> R) -> R {
+        f(self.0.extensions.lock().unwrap_or_else(|p| p.into_inner()).get::<T>())
+    }
+
+    /// Take the stored value of type `T` out.
+    pub fn remove_extension<T: Send + Sync + 'static>(&self) -> Option<T> {
+        self.0.extensions.lock().unwrap_or_else(|p| p.into_inner()).remove::<T>()
+    }
+
+    /// Wait until `at` on the server's timer. `false` at once when there is none (a
+    /// context made by hand, or a runtime without timers).
+    pub async fn sleep_until(&self, at: Instant) -> bool {
+        match &self.0.timer {
+            Some(t) => {
+                t.sleep_until(at).await;
+                true
+            }
+            None => false,
+        }
     }
 }

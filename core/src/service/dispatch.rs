@@ -3,7 +3,8 @@
 //! (The drive contract is on [`Session`].)
 
 use super::settings::ServerSettings;
-use super::{Context, Dispatched, Peer, Pusher, Router, Serving};
+use super::hooks::{ConnTap, Timer};
+use super::{Context, Dispatched, Peer, PushSink, Pusher, Router, Serving};
 use crate::conn::{LostReason, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent, ServerStats};
 use crate::wire::Metadata;
 use bytes::Bytes;
@@ -123,6 +124,8 @@ pub struct Dispatcher {
     config: Arc<ServerConfig>,
     inline: bool,
     totals: Totals,
+    timer: Option<Arc<dyn Timer>>,
+    shut_down: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -139,7 +142,45 @@ impl Dispatcher {
         let b = &config.budget;
         config.budget = Arc::new(crate::conn::MemoryBudget::new(b.limit(), b.max_inflations(), b.grace()));
         let config = Arc::new(config);
-        Self { router, settings, config, inline: true, totals: Totals::default() }
+        Self {
+            router,
+            settings,
+            config,
+            inline: true,
+            totals: Totals::default(),
+            timer: None,
+            shut_down: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The runtime's timer, for hooks that delay a request ([`Admit::At`](super::Admit))
+    /// and handlers that sleep ([`Context::sleep_until`]).
+    pub fn timer(mut self, timer: Arc<dyn Timer>) -> Self {
+        self.timer = Some(timer);
+        self
+    }
+
+    /// Run the `register` hooks for every service (a server does it once, when it
+    /// starts, before any registry registers it). The first refusal is the error.
+    pub fn register_services(&self) -> Result<(), String> {
+        for (name, metadata) in self.router.services() {
+            for h in self.router.hooks() {
+                crate::guard::catch("register hook", || h.register(name, metadata))
+                    .unwrap_or_else(|| Err(format!("the register hook panicked for {name}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The server is shutting down: run the [`Router::on_shutdown`] callbacks (once,
+    /// however often this is called).
+    pub fn shutting_down(&self) {
+        if self.shut_down.swap(true, Relaxed) {
+            return;
+        }
+        for f in self.router.shutdown_callbacks() {
+            crate::guard::catch("on_shutdown callback", || f());
+        }
     }
 
     /// Whether to poll each handler once inline, with a no-op waker, and answer it at
@@ -175,22 +216,35 @@ impl Dispatcher {
     /// its connection closed, promptly, instead of waiting in the kernel's backlog),
     /// counted in [`ServerTotals::connections_over_cap`]. Idle connections are not
     /// reaped to make room: use the read (idle) timeout for that.
-    pub fn session(self: &Arc<Self>, peer: Arc<Peer>) -> Option<Session> {
+    pub fn session(self: &Arc<Self>, peer: Arc<Peer>, now: Instant) -> Option<Session> {
         let cap = self.settings.max_connections.max(1) as u64;
         if self.totals.open.fetch_add(1, Relaxed) >= cap {
             self.totals.open.fetch_sub(1, Relaxed);
             self.totals.over_cap.fetch_add(1, Relaxed);
             return None;
         }
-        let accepted =
-            crate::guard::catch("conn_accepted hook", || self.router.hooks().iter().all(|h| h.conn_accepted(&peer)));
-        if accepted != Some(true) {
-            self.totals.open.fetch_sub(1, Relaxed);
-            self.totals.refused.fetch_add(1, Relaxed);
-            return None;
+        for h in self.router.hooks() {
+            let verdict = crate::guard::catch("conn_accepted hook", || h.conn_accepted(&peer, now))
+                .unwrap_or_else(|| Err("the conn_accepted hook panicked".to_owned()));
+            if let Err(text) = verdict {
+                tracing::debug!(peer = %peer.addr, reason = %text, "connection refused by a hook");
+                self.totals.open.fetch_sub(1, Relaxed);
+                self.totals.refused.fetch_add(1, Relaxed);
+                return None;
+            }
         }
         self.totals.accepted.fetch_add(1, Relaxed);
-        Some(Session { d: self.clone(), peer, published: ServerStats::default(), round: 0, ended: false })
+        let span = tracing::debug_span!("rpcx.conn", peer = %peer.addr);
+        span.in_scope(|| tracing::debug!("connection accepted"));
+        Some(Session {
+            d: self.clone(),
+            peer,
+            published: ServerStats::default(),
+            round: 0,
+            ended: false,
+            span,
+            pusher: None,
+        })
     }
 
     /// The counters so far.
@@ -287,6 +341,10 @@ pub struct Session {
     round: usize,
     /// [`end`](Session::end) has run.
     ended: bool,
+    /// The connection's span; requests' spans are its children.
+    span: tracing::Span,
+    /// The pusher handed to requests, wrapped for the push hooks (made on first use).
+    pusher: Option<Pusher>,
 }
 
 impl std::fmt::Debug for Session {
@@ -304,6 +362,40 @@ impl Session {
     /// The server's dispatcher.
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
         &self.d
+    }
+
+    /// The connection machine for this session, made at `now` on the server's shared
+    /// settings, with the hooks' taps on its bytes.
+    pub fn connection(&self, now: Instant) -> ServerConnection {
+        let mut conn = self.d.connection(now);
+        let taps: Vec<Box<dyn ConnTap>> = self
+            .d
+            .router
+            .hooks()
+            .iter()
+            .filter_map(|h| crate::guard::catch("tap hook", || h.tap(&self.peer)).flatten())
+            .collect();
+        if !taps.is_empty() {
+            conn.set_tap(Box::new(Taps(taps)));
+        }
+        conn
+    }
+
+    /// The pusher for a request: the queue's, behind the push hooks when there are
+    /// hooks.
+    fn pusher(&mut self, pushes: &mut impl PushQueue) -> Pusher {
+        if self.d.router.hooks().is_empty() {
+            return pushes.pusher();
+        }
+        self.pusher
+            .get_or_insert_with(|| {
+                Pusher::new(Arc::new(HookedPushes {
+                    inner: pushes.pusher(),
+                    router: self.d.router.clone(),
+                    peer: self.peer.clone(),
+                }))
+            })
+            .clone()
     }
 
     /// Handle the machine's events: each request runs through the router (polled once
@@ -338,7 +430,9 @@ impl Session {
             match ev {
                 ServerEvent::Request(req) => {
                     let id = req.id;
-                    let mut fut = self.d.router.serve(now, req, self.peer.clone(), pushes.pusher());
+                    let pusher = self.pusher(pushes);
+                    let (router, peer, timer) = (&self.d.router, &self.peer, self.d.timer.as_ref());
+                    let mut fut = self.span.in_scope(|| router.serve(now, req, peer.clone(), pusher, timer));
                     if self.d.inline {
                         // Fast path: a handler that finishes without waiting is answered
                         // right here (no spawn, no hop). One that waits is polled again
@@ -375,9 +469,15 @@ impl Session {
     /// Queue a handler's push on the machine (a refused one is counted in
     /// [`ServerTotals::pushes_dropped`]).
     pub fn push(&mut self, conn: &mut ServerConnection, now: Instant, p: Push) -> Result<u64, PushError> {
+        let hooks = self.d.router.hooks();
+        let copy = (!hooks.is_empty()).then(|| p.clone());
         let r = conn.push(now, p.service_path, p.service_method, p.metadata, p.payload);
         if r.is_err() {
             self.d.totals.pushes_dropped.fetch_add(1, Relaxed);
+        } else if let Some(p) = copy {
+            for h in hooks {
+                crate::guard::catch("post_write_request hook", || h.post_write_request(&self.peer, &p));
+            }
         }
         r
     }
@@ -401,6 +501,7 @@ impl Session {
             return;
         }
         self.d.totals.open.fetch_sub(1, Relaxed);
+        self.span.in_scope(|| tracing::debug!("connection closed"));
         for h in self.d.router.hooks() {
             crate::guard::catch("conn_closed hook", || h.conn_closed(&self.peer));
         }
@@ -422,6 +523,42 @@ impl Session {
         t.frames_out.fetch_add(s.frames_out.saturating_sub(p.frames_out), Relaxed);
         t.encode_failures.fetch_add(s.encode_failures.saturating_sub(p.encode_failures), Relaxed);
         self.published = s.clone();
+    }
+}
+
+/// Every hook's tap, fed in turn.
+struct Taps(Vec<Box<dyn ConnTap>>);
+
+impl ConnTap for Taps {
+    fn read(&mut self, bytes: &[u8]) {
+        for t in &mut self.0 {
+            crate::guard::catch("tap", || t.read(bytes));
+        }
+    }
+    fn written(&mut self, bytes: &[u8]) {
+        for t in &mut self.0 {
+            crate::guard::catch("tap", || t.written(bytes));
+        }
+    }
+}
+
+/// A connection's pusher behind the `pre_write_request` hooks (Go runs them in
+/// `SendMessage`, so the handler sees a refusal).
+struct HookedPushes {
+    inner: Pusher,
+    router: Router,
+    peer: Arc<Peer>,
+}
+
+impl PushSink for HookedPushes {
+    fn push(&self, service_path: Bytes, service_method: Bytes, metadata: Metadata, payload: Bytes) -> Result<(), PushError> {
+        let mut p = Push { service_path, service_method, metadata, payload };
+        for h in self.router.hooks() {
+            crate::guard::catch("pre_write_request hook", || h.pre_write_request(&self.peer, &mut p))
+                .unwrap_or_else(|| Err("the pre_write_request hook panicked".to_owned()))
+                .map_err(PushError::Refused)?;
+        }
+        self.inner.push(p.service_path, p.service_method, p.metadata, p.payload)
     }
 }
 

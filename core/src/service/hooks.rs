@@ -1,13 +1,17 @@
 //! Server hooks (Go's server plugins) and two built on them: a request rate limiter and
 //! an IP allow/deny list.
 
-use super::{Context, Peer};
+use super::{Context, Peer, Push};
+use crate::wire::{Header, Metadata};
+use bytes::Bytes;
 use ipnet::IpNet;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A request refused by [`ServerHooks::post_read_request`].
+/// A request refused by a hook ([`ServerHooks::pre_read_request`],
+/// [`rewrite_request`](ServerHooks::rewrite_request),
+/// [`post_read_request`](ServerHooks::post_read_request), [`admit`](ServerHooks::admit)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// Error text for the response (`__rpcx_error__`).
@@ -17,17 +21,119 @@ pub struct Rejection {
     pub close: bool,
 }
 
-/// Hooks into the server's life cycle. Every method has a no-op default; implement the
-/// ones you need. Hooks must not block: they run on the request's or connection's task.
+impl Rejection {
+    /// Answer with `text`, keep the connection.
+    pub fn answer(text: impl Into<String>) -> Self {
+        Self { text: text.into(), close: false }
+    }
+
+    /// Answer with `text`, then close the connection.
+    pub fn close(text: impl Into<String>) -> Self {
+        Self { text: text.into(), close: true }
+    }
+}
+
+/// A request's names and metadata before its [`Context`] exists, as
+/// [`ServerHooks::rewrite_request`] may change them (an alias, a tenant prefix, a
+/// header added).
+#[derive(Debug)]
+pub struct RequestHead<'a> {
+    /// The connection's peer.
+    pub peer: &'a Peer,
+    /// Service path.
+    pub service_path: &'a mut Bytes,
+    /// Method.
+    pub service_method: &'a mut Bytes,
+    /// Request metadata.
+    pub metadata: &'a mut Metadata,
+}
+
+/// What [`ServerHooks::admit`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admit {
+    /// Go on now.
+    Now,
+    /// Go on at this instant (the request waits, on the server's [`Timer`]).
+    At(Instant),
+    /// Refuse.
+    Reject(Rejection),
+}
+
+/// A copy of a connection's bytes (Go's `TeeConn`): what was read, after TLS, and
+/// what was handed out for writing, in order.
+pub trait ConnTap: Send {
+    /// Bytes read from the peer.
+    fn read(&mut self, _bytes: &[u8]) {}
+    /// Bytes to be written to the peer.
+    fn written(&mut self, _bytes: &[u8]) {}
+}
+
+impl std::fmt::Debug for dyn ConnTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnTap")
+    }
+}
+
+/// Sleeps for the server: runtimes give their [`Dispatcher`](super::Dispatcher) one,
+/// so that [`Admit::At`] and [`Context::sleep_until`] wait without the core reading a
+/// clock.
+pub trait Timer: Send + Sync {
+    /// A future that completes at `at`.
+    fn sleep_until(&self, at: Instant) -> super::BoxFuture<()>;
+}
+
+/// Hooks into the server's life cycle (Go's server plugins). Every method has a no-op
+/// default; implement the ones you need. Hooks must not block: they run on the
+/// request's or connection's task. A hook that panics is caught: a request hook's
+/// panic answers that request with [`HOOK_PANICKED`](super::HOOK_PANICKED), a
+/// connection hook's panic refuses the connection, other panics are logged.
+///
+/// A request passes, in this order: [`pre_read_request`](Self::pre_read_request),
+/// [`rewrite_request`](Self::rewrite_request), [`post_read_request`](Self::post_read_request),
+/// [`admit`](Self::admit), auth, [`pre_handle`](Self::pre_handle), the lookup,
+/// [`pre_call`](Self::pre_call), the handler, [`post_call`](Self::post_call),
+/// [`pre_write_response`](Self::pre_write_response),
+/// [`post_write_response`](Self::post_write_response). Unlike Go, every refusal is
+/// honoured (Go ignores the errors of several hooks).
 pub trait ServerHooks: Send + Sync + 'static {
-    /// A connection was accepted; return `false` to close it at once.
-    fn conn_accepted(&self, _peer: &Peer) -> bool {
-        true
+    /// A service is about to be announced, when the server starts (before any registry
+    /// registers it). `Err(text)` fails the server's start.
+    fn register(&self, _service: &str, _metadata: &str) -> Result<(), String> {
+        Ok(())
+    }
+    /// A connection was accepted at `now`; `Err(text)` closes it at once (the text is
+    /// logged and the refusal counted).
+    fn conn_accepted(&self, _peer: &Peer, _now: Instant) -> Result<(), String> {
+        Ok(())
     }
     /// A connection closed.
     fn conn_closed(&self, _peer: &Peer) {}
+    /// A tap on the new connection's bytes, if this hook wants one.
+    fn tap(&self, _peer: &Peer) -> Option<Box<dyn ConnTap>> {
+        None
+    }
+    /// A request frame arrived (only its header is looked at). `Err` answers with an
+    /// error (and closes if the rejection says so).
+    fn pre_read_request(&self, _peer: &Peer, _header: &Header) -> Result<(), Rejection> {
+        Ok(())
+    }
+    /// May change the request's service path, method and metadata before anything
+    /// else sees them (the response still carries the names the client sent, as
+    /// Go's alias plugin arranges).
+    fn rewrite_request(&self, _req: &mut RequestHead<'_>) -> Result<(), Rejection> {
+        Ok(())
+    }
     /// A request was read (before auth and dispatch). `Err` answers with an error.
     fn post_read_request(&self, _ctx: &Context) -> Result<(), Rejection> {
+        Ok(())
+    }
+    /// Whether the request may go on now, later ([`Admit::At`], bounded by the
+    /// request's deadline) or not at all.
+    fn admit(&self, _ctx: &Context) -> Admit {
+        Admit::Now
+    }
+    /// After auth, before the service lookup. `Err(text)` answers with an error.
+    fn pre_handle(&self, _ctx: &Context) -> Result<(), String> {
         Ok(())
     }
     /// Before the handler runs (after auth and lookup). `Err(text)` answers with an error.
@@ -36,10 +142,17 @@ pub trait ServerHooks: Send + Sync + 'static {
     }
     /// After the handler (or a lookup/pre-call failure); may rewrite the result.
     fn post_call(&self, _ctx: &Context, _result: &mut Result<bytes::Bytes, String>) {}
-    /// Before a response is written (not called for oneway requests).
+    /// Before a response is written (not called for oneway requests); may change it.
     fn pre_write_response(&self, _ctx: &Context, _response: &mut crate::conn::Response) {}
-    /// After a response was queued for writing.
-    fn post_write_response(&self, _ctx: &Context) {}
+    /// After a response was queued for writing (not for oneway requests).
+    fn post_write_response(&self, _ctx: &Context, _response: &crate::conn::Response) {}
+    /// A server push (Go's `SendMessage`) is about to be queued; may change it, and
+    /// `Err(text)` drops it (the handler's `push` gets [`PushError::Refused`](crate::conn::PushError::Refused)).
+    fn pre_write_request(&self, _peer: &Peer, _push: &mut Push) -> Result<(), String> {
+        Ok(())
+    }
+    /// A server push was queued.
+    fn post_write_request(&self, _peer: &Peer, _push: &Push) {}
     /// A heartbeat was received (it has already been echoed).
     fn heartbeat(&self, _peer: &Peer) {}
 }
@@ -131,8 +244,8 @@ fn parse_nets<I: IntoIterator<Item = S>, S: AsRef<str>>(nets: I) -> Result<Vec<I
 }
 
 impl ServerHooks for IpFilter {
-    fn conn_accepted(&self, peer: &Peer) -> bool {
-        self.accepts(peer.ip)
+    fn conn_accepted(&self, peer: &Peer, _now: Instant) -> Result<(), String> {
+        if self.accepts(peer.ip) { Ok(()) } else { Err(format!("{} is not allowed", peer.addr)) }
     }
 }
 

@@ -31,7 +31,7 @@ mod settings;
 
 pub use context::{Context, ContextParts, Peer, PushSink, Pusher};
 pub use dispatch::{Dispatch, Dispatcher, EVENTS_PER_WRITE, Push, PushQueue, Served, ServerTotals, Session, Waiting};
-pub use hooks::{IpFilter, RateLimiter, Rejection, ServerHooks};
+pub use hooks::{Admit, ConnTap, IpFilter, RateLimiter, Rejection, RequestHead, ServerHooks, Timer};
 pub use settings::{DEFAULT_CLOSE_LINGER, ServerSettings};
 
 use crate::codec::{self, CodecError, Decoding};
@@ -389,7 +389,19 @@ pub struct Router {
     hooks: Arc<Vec<Arc<dyn ServerHooks>>>,
     /// Serves every request no service method is registered for (a gateway or proxy).
     fallback: Option<Arc<dyn Handler>>,
+    /// Go's `ServerErrorFunc`: rewrites every error text before it is sent.
+    error_text: Option<ServerErrorText>,
+    /// Run once when the server shuts down (Go's `RegisterOnShutdown`).
+    on_shutdown: Arc<Vec<OnShutdown>>,
 }
+
+/// A server's error-text function (see [`Router::error_text`]).
+pub type ServerErrorText = Arc<dyn Fn(&Context, &str) -> String + Send + Sync>;
+/// A shutdown callback (see [`Router::on_shutdown`]).
+pub type OnShutdown = Arc<dyn Fn() + Send + Sync>;
+
+/// The error text of a request a rate limiter refused (Go's).
+pub const RATE_LIMITED: &str = "request reached rate limit";
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -447,6 +459,28 @@ impl Router {
         &self.hooks
     }
 
+    /// Go's `ServerErrorFunc`: `f(ctx, text)` gives the error text sent for every failed
+    /// request (handler errors, hook refusals, unknown names), after the `post_call`
+    /// hooks.
+    pub fn error_text(mut self, f: impl Fn(&Context, &str) -> String + Send + Sync + 'static) -> Self {
+        self.error_text = Some(Arc::new(f));
+        self
+    }
+
+    /// Run `f` once when the server shuts down or closes (Go's `RegisterOnShutdown`),
+    /// after it stopped accepting and left its registry, before it drains.
+    pub fn on_shutdown(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        let mut v: Vec<_> = self.on_shutdown.iter().cloned().collect();
+        v.push(Arc::new(f));
+        self.on_shutdown = Arc::new(v);
+        self
+    }
+
+    /// The shutdown callbacks.
+    pub(crate) fn shutdown_callbacks(&self) -> &[OnShutdown] {
+        &self.on_shutdown
+    }
+
     /// Every service's name and registry metadata, sorted by name.
     pub fn services(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
         let mut v: Vec<_> = self.services.values().map(|s| (s.name.as_str(), s.metadata.as_str())).collect();
@@ -460,34 +494,98 @@ impl Router {
     }
 
     /// The future that serves `req`, received at `now` from a connection with `peer`:
-    /// its [`Context`] (metadata, deadline, pusher) and [`dispatch`](Self::dispatch). A
-    /// runtime polls it (once inline, then on a task or worker if it waits) and gives
-    /// the outcome to [`answer`](Self::answer).
+    /// the `pre_read_request` and `rewrite_request` hooks, its [`Context`] (metadata,
+    /// deadline, pusher, the server's `timer`) and [`dispatch`](Self::dispatch), in the
+    /// request's span. A runtime polls it (once inline, then on a task or worker if it
+    /// waits) and gives the outcome to [`answer`](Self::answer).
     pub fn serve(
         &self,
         now: std::time::Instant,
         req: crate::conn::Request,
         peer: Arc<Peer>,
         pusher: Pusher,
+        timer: Option<&Arc<dyn Timer>>,
     ) -> Serving {
-        let msg = req.message;
-        let ctx = Context::new(ContextParts {
-            service_path: msg.service_path,
-            service_method: msg.service_method,
-            serialize_type: msg.header.serialize_type(),
-            oneway: msg.header.is_oneway(),
-            metadata: msg.metadata,
-            deadline: req.deadline,
-            received_at: now,
-            peer,
-            pusher,
-        });
+        let mut msg = req.message;
+        let span = tracing::debug_span!(
+            "rpcx.request",
+            rpc.system = "rpcx",
+            rpc.service = %String::from_utf8_lossy(&msg.service_path),
+            rpc.method = %String::from_utf8_lossy(&msg.service_method),
+            seq = msg.header.seq(),
+            peer = %peer.addr,
+            outcome = tracing::field::Empty,
+        );
+        let mut refused = None;
+        for h in self.hooks.iter() {
+            match crate::guard::catch("pre_read_request hook", || h.pre_read_request(&peer, &msg.header)) {
+                Some(Ok(())) => {}
+                Some(Err(r)) => {
+                    refused = Some(r);
+                    break;
+                }
+                None => {
+                    refused = Some(Rejection::answer(HOOK_PANICKED));
+                    break;
+                }
+            }
+        }
+        for h in self.hooks.iter() {
+            if refused.is_some() {
+                break;
+            }
+            let mut head = RequestHead {
+                peer: &peer,
+                service_path: &mut msg.service_path,
+                service_method: &mut msg.service_method,
+                metadata: &mut msg.metadata,
+            };
+            match crate::guard::catch("rewrite_request hook", || h.rewrite_request(&mut head)) {
+                Some(Ok(())) => {}
+                Some(Err(r)) => refused = Some(r),
+                None => refused = Some(Rejection::answer(HOOK_PANICKED)),
+            }
+        }
+        let size = msg.payload.len();
+        let ctx = Context::with_server(
+            ContextParts {
+                service_path: msg.service_path,
+                service_method: msg.service_method,
+                serialize_type: msg.header.serialize_type(),
+                oneway: msg.header.is_oneway(),
+                metadata: msg.metadata,
+                deadline: req.deadline,
+                received_at: now,
+                peer,
+                pusher,
+            },
+            timer.cloned(),
+            size,
+        );
         let router = self.clone();
         let payload = msg.payload;
-        Box::pin(async move {
-            let d = router.dispatch(ctx.clone(), payload).await;
+        let fut = async move {
+            let d = match refused {
+                Some(r) => Dispatched { response: Response::error(r.text), close: r.close, unauthorized: false },
+                None => router.dispatch(ctx.clone(), payload).await,
+            };
             (d, ctx)
-        })
+        };
+        if span.is_disabled() {
+            return Box::pin(fut);
+        }
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let (d, ctx) = fut.await;
+                let span = tracing::Span::current();
+                match &d.response.error {
+                    None => span.record("outcome", "ok"),
+                    Some(e) => span.record("outcome", tracing::field::display(String::from_utf8_lossy(e))),
+                };
+                (d, ctx)
+            },
+            span,
+        ))
     }
 
     /// Give a served request's outcome to the connection: the response hooks around
@@ -503,18 +601,19 @@ impl Router {
         (d, ctx): (Dispatched, Context),
     ) {
         let mut response = d.response;
-        let oneway = ctx.is_oneway();
-        if !oneway {
+        let hooked = !ctx.is_oneway() && !self.hooks.is_empty();
+        if hooked {
             for h in self.hooks() {
                 crate::guard::catch("pre_write_response hook", || h.pre_write_response(&ctx, &mut response));
             }
         }
+        let written = hooked.then(|| response.clone());
         // Only fails for a closed connection or a request answered already (the latter
         // cannot happen here: each request is served once).
         let _ = conn.respond_with(now, id, response, d.unauthorized, d.close);
-        if !oneway {
+        if let Some(response) = written {
             for h in self.hooks() {
-                crate::guard::catch("post_write_response hook", || h.post_write_response(&ctx));
+                crate::guard::catch("post_write_response hook", || h.post_write_response(&ctx, &response));
             }
         }
     }
@@ -533,6 +632,21 @@ impl Router {
                 }
             }
         }
+        for h in self.hooks.iter() {
+            match crate::guard::catch("admit hook", || h.admit(&ctx)) {
+                Some(Admit::Now) => {}
+                Some(Admit::At(at)) => {
+                    if ctx.deadline().is_some_and(|d| d < at) {
+                        return self.refused(Rejection::answer(RATE_LIMITED));
+                    }
+                    if !ctx.sleep_until(at).await {
+                        return self.refused(Rejection::answer(RATE_LIMITED));
+                    }
+                }
+                Some(Admit::Reject(r)) => return self.refused(r),
+                None => return self.refused(Rejection::answer(HOOK_PANICKED)),
+            }
+        }
         if let Some(auth) = &self.auth {
             let token = ctx.auth_token().unwrap_or_default().to_owned();
             let verdict = CatchUnwind::new(|| auth(ctx.clone(), token)).await;
@@ -548,6 +662,13 @@ impl Router {
                         unauthorized: true,
                     };
                 }
+            }
+        }
+        for h in self.hooks.iter() {
+            match crate::guard::catch("pre_handle hook", || h.pre_handle(&ctx)) {
+                Some(Ok(())) => {}
+                Some(Err(text)) => return self.finish(&ctx, Err(text)),
+                None => return self.finish(&ctx, Err(HOOK_PANICKED.to_owned())),
             }
         }
         // Names are bytes: look them up as UTF-8 (no registered name is anything else)
@@ -595,9 +716,18 @@ impl Router {
         d
     }
 
+    fn refused(&self, r: Rejection) -> Dispatched {
+        Dispatched { response: Response::error(r.text), close: r.close, unauthorized: false }
+    }
+
     fn finish(&self, ctx: &Context, mut result: Result<Bytes, String>) -> Dispatched {
         for h in self.hooks.iter() {
             crate::guard::catch("post_call hook", || h.post_call(ctx, &mut result));
+        }
+        if let (Err(text), Some(f)) = (&mut result, &self.error_text) {
+            if let Some(t) = crate::guard::catch("server error_text function", || f(ctx, text)) {
+                *text = t;
+            }
         }
         let metadata = ctx.take_response_metadata();
         let response = match result {

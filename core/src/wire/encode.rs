@@ -64,6 +64,8 @@ pub trait EncodeBuf: sealed::Sealed {
     fn truncate(&mut self, n: usize);
     /// Run `c` writing into this buffer.
     fn compress_into(&mut self, c: &dyn Compressor, input: &[u8]) -> Result<(), CompressError>;
+    /// The bytes from `from` to the end.
+    fn tail(&self, from: usize) -> &[u8];
 }
 
 mod sealed {
@@ -75,6 +77,9 @@ mod sealed {
 impl EncodeBuf for Vec<u8> {
     fn len(&self) -> usize {
         Vec::len(self)
+    }
+    fn tail(&self, from: usize) -> &[u8] {
+        &self[from.min(self.len())..]
     }
     fn reserve(&mut self, n: usize) {
         Vec::reserve(self, n)
@@ -96,6 +101,9 @@ impl EncodeBuf for Vec<u8> {
 impl EncodeBuf for BytesMut {
     fn len(&self) -> usize {
         BytesMut::len(self)
+    }
+    fn tail(&self, from: usize) -> &[u8] {
+        &self[from.min(BytesMut::len(self))..]
     }
     fn reserve(&mut self, n: usize) {
         BytesMut::reserve(self, n)

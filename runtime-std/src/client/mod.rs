@@ -90,6 +90,20 @@ impl ClientOptions {
         self.connection.idle_timeout = Some(d);
         self
     }
+
+    /// Add a client hook (see [`ClientHooks`](rpcx_core::conn::ClientHooks)); hooks run
+    /// in the order added. Sets [`connection`](Self::connection)`.hooks`.
+    pub fn hook(mut self, hook: std::sync::Arc<dyn rpcx_core::conn::ClientHooks>) -> Self {
+        self.connection.hooks = std::mem::take(&mut self.connection.hooks).with(hook);
+        self
+    }
+
+    /// Go's `ClientErrorFunc`: rewrite the server's error text before the caller sees
+    /// it. Sets [`connection`](Self::connection)`.error_text`.
+    pub fn error_text(mut self, f: impl Fn(&Message, &str) -> String + Send + Sync + 'static) -> Self {
+        self.connection.error_text = Some(rpcx_core::conn::ErrorTextFn::new(f));
+        self
+    }
 }
 
 /// A caller waits this long past its deadline for the connection's verdict before

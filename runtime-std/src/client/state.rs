@@ -58,7 +58,12 @@ impl ClientState {
         shared: Arc<Shared>,
         intake: Arc<CallIntake>,
     ) -> Self {
-        let config = SessionConfig { connection: config, max_deferred: MAX_DEFERRED, ..SessionConfig::default() };
+        let config = SessionConfig {
+            connection: config,
+            max_deferred: MAX_DEFERRED,
+            remote: Arc::from(shared.remote.as_str()),
+            ..SessionConfig::default()
+        };
         let session = ClientSession::new(config, Pushes(Some(push_tx)), Instant::now());
         Self { session, shared, intake }
     }

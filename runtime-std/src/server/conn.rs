@@ -157,7 +157,7 @@ impl ServerState {
     fn new(session: Session, ctx: Arc<ServeCtx>, queue: Arc<PushQueue>) -> Self {
         let pusher = Pusher::new(Arc::new(ConnPusher(queue.clone())));
         Self {
-            conn: ctx.dispatcher.connection(Instant::now()),
+            conn: session.connection(Instant::now()),
             session,
             ctx,
             pushes: Pushes { pusher, queue, taken: VecDeque::new() },

@@ -163,8 +163,12 @@ impl Server {
             );
             settings.max_connections = fit;
         }
-        let dispatcher = Arc::new(Dispatcher::new(self.router, settings).inline_handlers(self.opts.inline_handlers));
         let housekeeper = Housekeeper::start()?;
+        let dispatcher = Arc::new(
+            Dispatcher::new(self.router, settings)
+                .inline_handlers(self.opts.inline_handlers)
+                .timer(Arc::new(crate::housekeeper::CoreTimer(housekeeper.timers().clone()))),
+        );
         let ctx = Arc::new(ServeCtx { dispatcher, housekeeper, tls: self.opts.tls, shared: shared.clone(), pool });
         let ctx_dispatcher = ctx.dispatcher.clone();
         let (done_tx, accept_done) = mpsc::channel::<()>();
@@ -453,6 +457,7 @@ impl ServerHandle {
                 tracing::warn!(error = %e, "unregistering from the registry failed");
             }
         }
+        self.dispatcher.shutting_down();
     }
 
     /// Graceful shutdown: stop accepting; every connection stops reading, in-flight
@@ -540,7 +545,7 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
         };
         // Past the connection cap (or refused by a hook) the socket is closed at once,
         // before any thread is started for it.
-        let Some(session) = ctx.dispatcher.session(Arc::new(peer)) else {
+        let Some(session) = ctx.dispatcher.session(Arc::new(peer), Instant::now()) else {
             drop(sock);
             continue;
         };
