@@ -42,13 +42,11 @@ impl OtelClientHooks {
         md
     }
 
-    /// The parent of a new client span (see "The caller's context" in the crate docs).
+    /// The parent of a new client span (see "The caller's context" in the crate docs):
+    /// a context handed over in the metadata wins over the one current here (a
+    /// propagator leaves the context it is given as it is when it finds nothing).
     fn parent(&self, metadata: &Metadata) -> Context {
-        let current = Context::current();
-        if current.span().span_context().is_valid() {
-            return current;
-        }
-        self.config.propagator.extract_with_context(&current, &MetadataExtractor(metadata))
+        self.config.propagator.extract_with_context(&Context::current(), &MetadataExtractor(metadata))
     }
 }
 

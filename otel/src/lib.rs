@@ -31,12 +31,16 @@
 //!
 //! Client hooks run on the task or thread that drives the connection, not on the
 //! caller's, so the caller's [`opentelemetry::Context::current`] is not in reach when a
-//! call starts. The client span's parent is, in this order: the context current where
-//! the hook runs, if it has a span; else the context found in the request's own
-//! metadata (as rpcx-plugins' client plugin extracts it); else none (a new trace). To
+//! call starts. The client span's parent is, in this order: the context found in the
+//! request's own metadata (as rpcx-plugins' client plugin extracts it); else the
+//! context current where the hook runs, if it has a span; else none (a new trace). To
 //! make a call a child of the caller's span, hand the caller's context over in the
 //! call's metadata with [`OtelClientHooks::metadata_for`] (the hook then replaces it
-//! with the client span's own context before the request is sent):
+//! with the client span's own context before the request is sent). A handler calling
+//! on hands over its server span the same way, with
+//! `hooks.metadata_for(&rpcx_otel::context_of(&ctx))` (forwarding the incoming
+//! request's metadata instead would make the downstream call a sibling of the
+//! handler's span, not its child):
 //!
 //! ```no_run
 //! # async fn f(client: &rpcx_tokio::Client, hooks: &rpcx_otel::OtelClientHooks) -> Result<(), rpcx_tokio::Error> {

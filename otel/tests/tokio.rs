@@ -9,6 +9,7 @@ use opentelemetry::trace::{SpanId, Status, TraceContextExt, Tracer, TracerProvid
 use opentelemetry::{Context as OtelContext, KeyValue};
 use rpcx_core::govern::{FailMode, Instance, MultiDiscovery};
 use rpcx_otel::{OtelClientHooks, OtelServerHooks};
+use rpcx_tokio::service::{Context, Router, Service};
 use rpcx_tokio::{Client, ClientOptions, Server, ServerHandle, XClient, XClientOptions};
 use std::sync::Arc;
 use std::time::Duration;
@@ -284,6 +285,49 @@ async fn the_server_span_status_is_the_error_text_as_sent() {
         assert_eq!(client_span.status, Status::error(sent));
         client.close().await;
         server.close().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_calling_on_hands_its_server_span_over() {
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let back = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let downstream = connect(&back, Some(hooks.clone())).await;
+        let relay_hooks = hooks.clone();
+        let router = Router::new()
+            .service(Service::new("Front").method("Relay", move |ctx: Context, a: Args| {
+                let (down, hooks) = (downstream.clone(), relay_hooks.clone());
+                async move {
+                    let md = hooks.metadata_for(&rpcx_otel::context_of(&ctx));
+                    let r: Reply = down.request("Arith", "Mul").context(&ctx).with_metadata(md).call(&a).await?;
+                    Ok(r)
+                }
+            }))
+            .hook(Arc::new(OtelServerHooks::builder().tracer_provider(&provider).build()));
+        let front = Server::new(router).bind("tcp@127.0.0.1:0").await.expect("bind");
+        let client = connect(&front, Some(hooks)).await;
+        let r: Reply = client.call("Front", "Relay", &Args { A: 5, B: 8 }).await.unwrap();
+        assert_eq!(r.C, 40);
+
+        let all = spans(&exporter, &["rpcx.service.Front.Relay", "rpcx.service.Arith.Mul"]);
+        let front_span = only(&all, "rpcx.service.Front.Relay");
+        let (down_client, _) = assert_pair(&all, "Mul");
+        assert_eq!(
+            down_client.parent_span_id,
+            front_span.span_context.span_id(),
+            "the call on is the handler span's child"
+        );
+        let top = only(&all, "rpcx.client.Front.Relay");
+        assert_eq!(front_span.parent_span_id, top.span_context.span_id());
+        for s in [front_span, &down_client] {
+            assert_eq!(s.span_context.trace_id(), top.span_context.trace_id(), "one trace end to end");
+        }
+        client.close().await;
+        front.close().await;
+        back.close().await;
     })
     .await;
 }
