@@ -13,7 +13,7 @@ use crate::services::{Args, Reply};
 use crate::xclient::{Gate, XClientRt, XFail, XOpts, XReq, router};
 use crate::{ServeOpts, ServerCtl, ServerRt, pattern};
 use rpcx_core::codec;
-use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, OutgoingCall, ServerKey};
+use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, OutgoingCall};
 use rpcx_core::wire::{CompressType, Message, SerializeType};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
