@@ -20,8 +20,8 @@
 //!   global propagator, a no-op unless the program sets one, so nothing propagates).
 //! * A successful call leaves the span status Unset (the OpenTelemetry RPC
 //!   conventions); only a failed call gets status Error, with the error text as its
-//!   description. (rpcx-plugins' client plugin marks every call with an error status
-//!   code attribute, and sets Ok on success.)
+//!   description. (rpcx-plugins sets Ok on success, and its client plugin records even
+//!   a successful call's metrics with the error status code.)
 //! * The client span has kind Client (rpcx-plugins' client span is Internal).
 //! * The events carry no attributes with the request or reply rendered as text (the
 //!   hooks see encoded payloads, and payloads may hold what should not reach a trace
@@ -80,6 +80,11 @@
 //! let client = Client::connect(server.address(), options).await.unwrap();
 //! let c: i64 = client.call("Arith", "Mul", &(6, 7)).await.unwrap();
 //! assert_eq!(c, 42);
+//!
+//! // The server span ends when the response is queued, before the client can read it.
+//! let mut names: Vec<_> = exporter.get_finished_spans().unwrap().into_iter().map(|s| s.name).collect();
+//! names.sort();
+//! assert_eq!(names, ["rpcx.client.Arith.Mul", "rpcx.service.Arith.Mul"]);
 //! # }
 //! ```
 
