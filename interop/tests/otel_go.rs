@@ -1,13 +1,14 @@
 //! OpenTelemetry across languages (issue 15, point 7): one trace through a Rust client
-//! with `rpcx_otel::OtelClientHooks` and a Go server with rpcx-plugins' OpenTelemetry
-//! server plugin, and through a Go client with rpcx-plugins' client plugin and a Rust
-//! server with `rpcx_otel::OtelServerHooks`. Both sides record their spans in memory
+//! with `rpcx_otel::OtelClientHooks` (tokio, std, smol) and a Go server with
+//! rpcx-plugins' OpenTelemetry server plugin, and through a Go client with rpcx-plugins'
+//! client plugin and a Rust server with `rpcx_otel::OtelServerHooks` (tokio, std, smol). Both sides record their spans in memory
 //! (Go: `tracetest.SpanRecorder`, printed by `interop/go/cmd/otel`; Rust: the SDK's
 //! `InMemorySpanExporter`); the tests match them by trace and span id.
 
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use rpcx_interop::otel::{GoOtelServer, GoSpan, go_otel_client, only_span};
+use rpcx_interop::smol_exec::SmolExecutor;
 use rpcx_interop::{Args, Reply, Runtime, RustServer, run_bounded};
 use rpcx_otel::{OtelClientHooks, OtelServerHooks};
 use std::sync::Arc;
@@ -131,6 +132,27 @@ fn go_server_span_is_a_child_of_the_rust_client_span_std() {
         client.close();
         let rust = rust_spans(&exporter, &["rpcx.client.Arith.Mul", "rpcx.client.Arith.Error"]);
         check_rust_client_go_server(&rust, &go.finish(), 5);
+    });
+}
+
+#[test]
+fn go_server_span_is_a_child_of_the_rust_client_span_smol() {
+    run_bounded("smol client, Go otel server", LIMIT, || {
+        let go = GoOtelServer::start();
+        let (provider, exporter) = recorder();
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let ex = SmolExecutor::new("otel-smol-client", 2);
+        let options = rpcx_smol::ClientOptions { runtime: ex.spawner(), ..Default::default() }.hook(hooks);
+        smol::block_on(async {
+            let client = rpcx_smol::Client::connect(&go.rpcx_addr(), options).await.expect("connect");
+            let r: Reply = client.call("Arith", "Mul", &Args { A: 6, B: 7 }).await.expect("Arith.Mul");
+            assert_eq!(r.C, 42);
+            let e = client.call::<_, Reply>("Arith", "Error", &Args { A: 8, B: 0 }).await.unwrap_err();
+            assert_eq!(e.to_string(), "intentional error A=8");
+            client.close().await;
+        });
+        let rust = rust_spans(&exporter, &["rpcx.client.Arith.Mul", "rpcx.client.Arith.Error"]);
+        check_rust_client_go_server(&rust, &go.finish(), 8);
     });
 }
 
