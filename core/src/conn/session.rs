@@ -173,6 +173,7 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
     /// span is enabled) and a hook's refusal.
     fn pre_call(&mut self, spec: &mut CallSpec) -> (Option<Box<Record>>, Option<String>) {
         let span = tracing::debug_span!(
+            target: "rpcx",
             "rpcx.call",
             rpc.system = "rpcx",
             rpc.service = %String::from_utf8_lossy(&spec.service_path),

@@ -200,7 +200,7 @@ impl CircuitBreaker {
     fn advance(&mut self, now: Instant) {
         match self.state {
             Inner::Open { until } if now >= until => {
-                tracing::debug!("circuit breaker half-open: one trial call allowed");
+                tracing::debug!(target: "rpcx", "circuit breaker half-open: one trial call allowed");
                 self.state = Inner::HalfOpen { trial: None }
             }
             Inner::HalfOpen { trial: Some(t) } if now.saturating_duration_since(t) >= self.current_cooldown() => {
@@ -217,7 +217,7 @@ impl CircuitBreaker {
     }
 
     fn open(&mut self, now: Instant) {
-        tracing::debug!(cooldown = ?self.current_cooldown(), "circuit breaker opened");
+        tracing::debug!(target: "rpcx", cooldown = ?self.current_cooldown(), "circuit breaker opened");
         self.state = Inner::Open { until: now + self.current_cooldown() };
         self.consecutive = 0;
         self.last_failure = None;
@@ -226,7 +226,7 @@ impl CircuitBreaker {
 
     fn close(&mut self) {
         if !matches!(self.state, Inner::Closed) {
-            tracing::debug!("circuit breaker closed: the trial call succeeded");
+            tracing::debug!(target: "rpcx", "circuit breaker closed: the trial call succeeded");
         }
         self.state = Inner::Closed;
         self.reopened = 0;

@@ -278,6 +278,7 @@ impl Plan {
                     }
                     if self.sent > 1 {
                         tracing::debug!(
+                            target: "rpcx",
                             mode = ?self.mode,
                             server = server.as_str(),
                             attempt = attempt.0,
@@ -297,7 +298,7 @@ impl Plan {
                 Phase::InFlight => {
                     if let Some(due) = self.backup_due {
                         if now >= due {
-                            tracing::debug!("rpcx backup request: the first attempt is slow");
+                            tracing::debug!(target: "rpcx", "rpcx backup request: the first attempt is slow");
                             self.start_backup();
                             return Action::Select;
                         }

@@ -506,6 +506,6 @@ impl<C: ConnHandle> Governor<C> {
         if self.sticky_on && error.is_none() {
             self.sticky = server.cloned();
         }
-        tracing::debug!(service = %self.service_path, method, server = server.map(|s| s.as_str()), error = error.map(tracing::field::display), "xclient call ended");
+        tracing::debug!(target: "rpcx", service = %self.service_path, method, server = server.map(|s| s.as_str()), error = error.map(tracing::field::display), "xclient call ended");
     }
 }

@@ -234,8 +234,8 @@ impl Dispatcher {
             }
         }
         self.totals.accepted.fetch_add(1, Relaxed);
-        let span = tracing::debug_span!("rpcx.conn", peer = %peer.addr);
-        span.in_scope(|| tracing::debug!("connection accepted"));
+        let span = tracing::debug_span!(target: "rpcx", "rpcx.conn", peer = %peer.addr);
+        span.in_scope(|| tracing::debug!(target: "rpcx", "connection accepted"));
         Some(Session {
             d: self.clone(),
             peer,
@@ -501,7 +501,7 @@ impl Session {
             return;
         }
         self.d.totals.open.fetch_sub(1, Relaxed);
-        self.span.in_scope(|| tracing::debug!("connection closed"));
+        self.span.in_scope(|| tracing::debug!(target: "rpcx", "connection closed"));
         for h in self.d.router.hooks() {
             crate::guard::catch("conn_closed hook", || h.conn_closed(&self.peer));
         }

@@ -511,6 +511,7 @@ impl Router {
     ) -> Serving {
         let mut msg = req.message;
         let span = tracing::debug_span!(
+            target: "rpcx",
             "rpcx.request",
             rpc.system = "rpcx",
             rpc.service = %String::from_utf8_lossy(&msg.service_path),
