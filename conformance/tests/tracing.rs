@@ -117,7 +117,8 @@ fn spans_of_a_call(s: &dyn ServerRt, c: &dyn ClientRt) {
     let addr = server.address();
     let port = addr.rsplit(':').next().unwrap().to_owned();
     let client = c.connect(&addr, ConnOpts::default());
-    client.call(mul(6, 7)).expect("Mul");
+    // The call's span is made where the call is made: the caller's span is its parent.
+    tracing::debug_span!(target: "rpcx", "caller").in_scope(|| client.call(mul(6, 7)).expect("Mul"));
     let st = SerializeType::MSGPACK;
     let err = client.call(CallSpec::new("Arith", "Error", st, codec::to_payload(st, &Args { a: 1, b: 1 }).unwrap()));
     assert_eq!(err.unwrap_err(), Fail::Remote("intentional error A=1".into()));
@@ -129,6 +130,7 @@ fn spans_of_a_call(s: &dyn ServerRt, c: &dyn ClientRt) {
     assert_eq!(f["rpc.system"], "rpcx");
     assert_eq!((f["rpc.service"].as_str(), f["rpc.method"].as_str()), ("Arith", "Mul"));
     assert_eq!((f["seq"].as_str(), f["outcome"].as_str()), ("0", "ok"));
+    assert_eq!(calls[0].parent.as_deref(), Some("caller"), "a call's span is a child of the caller's");
     assert_eq!(calls[1].fields["outcome"], "intentional error A=1");
 
     // The server's spans name the client's address (another port): find the requests

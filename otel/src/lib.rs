@@ -29,15 +29,16 @@
 //!
 //! # The caller's context
 //!
-//! Client hooks run on the task or thread that drives the connection, not on the
-//! caller's, so the caller's [`opentelemetry::Context::current`] is not in reach when a
-//! call starts. The client span's parent is, in this order: the context found in the
-//! request's own metadata (as rpcx-plugins' client plugin extracts it); else the
-//! context current where the hook runs, if it has a span; else none (a new trace). To
-//! make a call a child of the caller's span, hand the caller's context over in the
-//! call's metadata with [`OtelClientHooks::metadata_for`] (the hook then replaces it
-//! with the client span's own context before the request is sent). A handler calling
-//! on hands over its server span the same way, with
+//! On a `Client` (every runtime) the `pre_call` hooks run where the call is made, on
+//! the caller's task or thread, so the client span's parent is, in this order: the
+//! context found in the request's own metadata (as rpcx-plugins' client plugin
+//! extracts it); else the caller's [`opentelemetry::Context::current`] (attach it to
+//! the call's future with `opentelemetry::context::FutureExt::with_context`, or
+//! `cx.attach()` on a thread); else none (a new trace). An `XClient` runs its attempts
+//! on tasks of its own, where the caller's current context is not in reach: hand the
+//! caller's context over in the call's metadata with [`OtelClientHooks::metadata_for`]
+//! (the hook then replaces it with the client span's own context before the request is
+//! sent). A handler calling on hands over its server span the same way, with
 //! `hooks.metadata_for(&rpcx_otel::context_of(&ctx))` (forwarding the incoming
 //! request's metadata instead would make the downstream call a sibling of the
 //! handler's span, not its child):

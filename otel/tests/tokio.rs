@@ -331,3 +331,29 @@ async fn a_handler_calling_on_hands_its_server_span_over() {
     })
     .await;
 }
+
+/// On a `Client`, `pre_call` runs where the call is made: a caller's current context
+/// (attached to its future with `FutureExt::with_context`) is the client span's parent,
+/// with nothing handed over in the metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_current_context_is_the_parent() {
+    use opentelemetry::context::FutureExt;
+    bounded(async {
+        let (provider, exporter) = recorder();
+        let server = start(OtelServerHooks::builder().tracer_provider(&provider).build()).await;
+        let hooks = Arc::new(OtelClientHooks::builder().tracer_provider(&provider).build());
+        let client = connect(&server, Some(hooks)).await;
+        let tracer = provider.tracer("caller");
+        let caller = tracer.start("caller");
+        let caller_id = opentelemetry::trace::Span::span_context(&caller).span_id();
+        let cx = OtelContext::current_with_span(caller);
+        let r: Reply = client.call("Arith", "Mul", &Args { A: 2, B: 3 }).with_context(cx).await.unwrap();
+        assert_eq!(r.C, 6);
+        let all = spans(&exporter, &["rpcx.service.Arith.Mul"]);
+        let (client_mul, _server_mul) = assert_pair(&all, "Mul");
+        assert_eq!(client_mul.parent_span_id, caller_id, "the caller's span is the parent");
+        client.close().await;
+        server.close().await;
+    })
+    .await;
+}

@@ -31,7 +31,7 @@ pub use server::{
     DEFAULT_FRAME_TIMEOUT, PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection,
     ServerEvent, ServerStats, WORK_PER_PAIR, WORK_PER_TURN,
 };
-pub use session::{ClientSession, Outcome, PushSink, ReplySlot, SessionConfig};
+pub use session::{CallTicket, ClientSession, Outcome, PushSink, ReplySlot, SessionConfig, prepare_call};
 
 use crate::wire::DecodeError;
 
