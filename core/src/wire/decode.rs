@@ -216,7 +216,7 @@ impl FrameDecoder {
             cur.len_prefix(Section::Payload)?;
             cur.pos
         };
-        let metadata = decode_metadata(meta, self.config.max_metadata_pairs)?;
+        let metadata = Metadata::decode(meta, self.config.max_metadata_pairs)?;
         let mut payload = frame;
         payload.advance(payload_at);
         Ok(Message { header, service_path, service_method, metadata, payload })
@@ -248,34 +248,6 @@ impl Cursor<'_> {
         self.pos += len as usize;
         Ok(s)
     }
-}
-
-fn decode_metadata(mut block: Bytes, max_pairs: usize) -> Result<Metadata, DecodeError> {
-    if block.is_empty() {
-        return Ok(Metadata::new());
-    }
-    let mut m = Metadata::with_capacity(2);
-    while !block.is_empty() {
-        if m.len() >= max_pairs {
-            return Err(DecodeError::TooManyMetadataPairs { max: max_pairs });
-        }
-        let key = take_prefixed(&mut block)?;
-        let value = take_prefixed(&mut block)?;
-        m.push_decoded(key, value);
-    }
-    m.dedup_decoded();
-    Ok(m)
-}
-
-fn take_prefixed(block: &mut Bytes) -> Result<Bytes, DecodeError> {
-    if block.len() < 4 {
-        return Err(DecodeError::MetadataTruncated);
-    }
-    let len = block.get_u32() as usize;
-    if len > block.len() {
-        return Err(DecodeError::MetadataTruncated);
-    }
-    Ok(block.split_to(len))
 }
 
 /// A [`FrameDecoder`] with its own input buffer: feed it any chunking of the byte
