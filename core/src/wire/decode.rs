@@ -145,43 +145,52 @@ impl FrameDecoder {
 
     /// Take one whole frame from `src` and decode it, decompressing the payload.
     /// `Ok(None)` means more bytes are needed.
+    #[inline]
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
-        match self.split_frame(src)? {
-            Some(frame) => self.decode_frame(frame).map(Some),
-            None => Ok(None),
-        }
+        let Some(frame) = self.split_frame(src)? else { return Ok(None) };
+        self.decode_frame(frame).map(Some)
     }
 
     /// Like [`FrameDecoder::decode`] but leaves the payload as it was on the wire
     /// (compressed if the header says so, compress type not checked).
+    #[inline]
     pub fn decode_raw(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
-        match self.split_frame(src)? {
-            Some(frame) => self.parse(frame).map(Some),
-            None => Ok(None),
-        }
+        let Some(frame) = self.split_frame(src)? else { return Ok(None) };
+        self.parse(frame).map(Some)
     }
 
     /// Decode exactly one complete frame (16-byte prefix included), decompressing.
+    #[inline]
     pub fn decode_frame(&self, frame: Bytes) -> Result<Message, DecodeError> {
         let mut msg = self.parse(frame)?;
-        let ct = msg.header.compress_type();
-        if ct != super::CompressType::NONE {
-            let payload = std::mem::take(&mut msg.payload);
-            msg.payload = self.config.compressors.decompress(ct, payload, self.config.max_decompressed_len)?;
+        if msg.header.compress_type() != super::CompressType::NONE {
+            self.decompress(&mut msg)?;
         }
         Ok(msg)
     }
 
+    #[cold]
+    #[inline(never)]
+    fn decompress(&self, msg: &mut Message) -> Result<(), DecodeError> {
+        let payload = std::mem::take(&mut msg.payload);
+        let ct = msg.header.compress_type();
+        msg.payload = self.config.compressors.decompress(ct, payload, self.config.max_decompressed_len)?;
+        Ok(())
+    }
+
     /// If `src` starts with a whole frame, split it off. Validates magic and length.
+    #[inline]
     fn split_frame(&self, src: &mut BytesMut) -> Result<Option<Bytes>, DecodeError> {
-        let Some(&first) = src.first() else { return Ok(None) };
-        if first != MAGIC {
-            return Err(DecodeError::BadMagic(first));
+        let Some(prefix) = src.first_chunk::<PREFIX_LEN>() else {
+            return match src.first() {
+                Some(&first) if first != MAGIC => Err(DecodeError::BadMagic(first)),
+                _ => Ok(None),
+            };
+        };
+        if prefix[0] != MAGIC {
+            return Err(DecodeError::BadMagic(prefix[0]));
         }
-        if src.len() < PREFIX_LEN {
-            return Ok(None);
-        }
-        let total = u32::from_be_bytes([src[12], src[13], src[14], src[15]]);
+        let total = u32::from_be_bytes([prefix[12], prefix[13], prefix[14], prefix[15]]);
         if total as usize > self.config.max_message_len {
             return Err(DecodeError::MessageTooLong { len: total, max: self.config.max_message_len });
         }
@@ -196,58 +205,61 @@ impl FrameDecoder {
     }
 
     /// Parse a whole frame into sections without decompressing.
+    ///
+    /// Every length is checked on the borrowed bytes first; the message's fields are
+    /// then cut from the frame, one reference-count increment per non-empty path,
+    /// method and metadata section (the payload takes over the frame's own handle).
+    #[inline]
     fn parse(&self, frame: Bytes) -> Result<Message, DecodeError> {
         debug_assert!(frame.len() >= PREFIX_LEN && frame[0] == MAGIC);
-        let mut hdr = [0u8; HEADER_LEN];
-        hdr.copy_from_slice(&frame[..HEADER_LEN]);
-        let header = Header::from_bytes(&hdr);
-        let mut cur = Cursor { frame: &frame, pos: PREFIX_LEN };
-        let service_path = cur.section(Section::ServicePath)?;
-        let service_method = cur.section(Section::ServiceMethod)?;
-        let meta = cur.section(Section::Metadata)?;
-        let payload_at = if self.config.strict_payload_len {
-            let len = cur.len_prefix(Section::Payload)?;
-            let actual = frame.len() - cur.pos;
-            if len as usize != actual {
-                return Err(DecodeError::PayloadLenMismatch { declared: len, actual });
-            }
-            cur.pos
-        } else {
-            cur.len_prefix(Section::Payload)?;
-            cur.pos
-        };
-        let metadata = Metadata::decode(meta, self.config.max_metadata_pairs)?;
+        let b: &[u8] = &frame;
+        let hdr: &[u8; HEADER_LEN] = b[..HEADER_LEN].try_into().expect("a frame has a 16-byte prefix");
+        let header = Header::from_bytes(hdr);
+        let mut pos = PREFIX_LEN;
+        let path = section(b, &mut pos, Section::ServicePath)?;
+        let method = section(b, &mut pos, Section::ServiceMethod)?;
+        let meta = section(b, &mut pos, Section::Metadata)?;
+        let len = len_prefix(b, &mut pos, Section::Payload)?;
+        if self.config.strict_payload_len && len as usize != b.len() - pos {
+            return Err(DecodeError::PayloadLenMismatch { declared: len, actual: b.len() - pos });
+        }
+        let payload_at = pos;
+        let metadata = Metadata::decode(slice(&frame, meta), self.config.max_metadata_pairs)?;
+        let service_path = slice(&frame, path);
+        let service_method = slice(&frame, method);
         let mut payload = frame;
         payload.advance(payload_at);
         Ok(Message { header, service_path, service_method, metadata, payload })
     }
 }
 
-struct Cursor<'a> {
-    frame: &'a Bytes,
-    pos: usize,
+/// The section length prefix at `*pos`, which moves past it.
+#[inline]
+fn len_prefix(b: &[u8], pos: &mut usize, section: Section) -> Result<u32, DecodeError> {
+    let Some(prefix) = b.get(*pos..).and_then(|rest| rest.first_chunk::<4>()) else {
+        return Err(DecodeError::Truncated { section });
+    };
+    *pos += 4;
+    Ok(u32::from_be_bytes(*prefix))
 }
 
-impl Cursor<'_> {
-    fn len_prefix(&mut self, section: Section) -> Result<u32, DecodeError> {
-        let rest = &self.frame[self.pos..];
-        if rest.len() < 4 {
-            return Err(DecodeError::Truncated { section });
-        }
-        self.pos += 4;
-        Ok(u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]))
+/// The range of the length-prefixed section at `*pos`, which moves past it.
+#[inline]
+fn section(b: &[u8], pos: &mut usize, section: Section) -> Result<std::ops::Range<usize>, DecodeError> {
+    let len = len_prefix(b, pos, section)?;
+    let remaining = b.len() - *pos;
+    if len as usize > remaining {
+        return Err(DecodeError::SectionOverrun { section, len, remaining });
     }
+    let start = *pos;
+    *pos += len as usize;
+    Ok(start..*pos)
+}
 
-    fn section(&mut self, section: Section) -> Result<Bytes, DecodeError> {
-        let len = self.len_prefix(section)?;
-        let remaining = self.frame.len() - self.pos;
-        if len as usize > remaining {
-            return Err(DecodeError::SectionOverrun { section, len, remaining });
-        }
-        let s = if len == 0 { Bytes::new() } else { self.frame.slice(self.pos..self.pos + len as usize) };
-        self.pos += len as usize;
-        Ok(s)
-    }
+/// `frame[range]` sharing the frame; an empty range costs no reference count.
+#[inline]
+fn slice(frame: &Bytes, range: std::ops::Range<usize>) -> Bytes {
+    if range.is_empty() { Bytes::new() } else { frame.slice(range) }
 }
 
 /// A [`FrameDecoder`] with its own input buffer: feed it any chunking of the byte

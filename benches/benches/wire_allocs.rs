@@ -1,0 +1,134 @@
+//! Heap allocations per frame in the wire codec, counted by a counting global allocator
+//! (a binary of its own, so nothing else shares the counter), and the best of several
+//! timed rounds as a quick cross-check of the criterion figures.
+//!
+//! Run with `cargo bench -p rpcx-benches --bench wire_allocs`. For each metadata
+//! variant it decodes [`BATCH`] frames from one buffer (as `decode` in the `wire` bench
+//! does) and reports allocations and bytes allocated per decoded frame, then the same
+//! for encoding into a reused buffer. The buffer's one promotion to a shared allocation
+//! (the first `split_to`) is counted too and shows as 1/BATCH per frame.
+//! Exits non-zero if decoding the benchmark frames allocates more than that.
+
+#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
+#![allow(clippy::print_stdout)]
+
+use bytes::BytesMut;
+use rpcx_benches::{BATCH, bench_message, encoded_batch};
+use rpcx_core::wire::{EncoderConfig, FrameDecoder};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the counters
+// are plain atomics.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Relaxed);
+        // SAFETY: as above.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(new_size as u64, Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
+    let (a, b) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
+    let r = f();
+    (r, ALLOCS.load(Relaxed) - a, BYTES.load(Relaxed) - b)
+}
+
+/// Frames per second from the best of several timed runs over BATCH frames.
+fn rate(best: f64) -> f64 {
+    BATCH as f64 / best
+}
+
+const ROUNDS: usize = 2000;
+
+fn main() {
+    let decoder = FrameDecoder::default();
+    let decode_all = |buf: &mut BytesMut| {
+        let mut n = 0;
+        while let Some(msg) = decoder.decode(buf).expect("valid frames") {
+            black_box(&msg);
+            n += 1;
+        }
+        assert_eq!(n, BATCH);
+    };
+    let mut failed = false;
+    println!("variant      op      allocs/frame  bytes/frame   best of 2000 rounds");
+    for (name, pairs) in [("581B", 0), ("581B+4md", 4)] {
+        let encoded = encoded_batch(BATCH, pairs);
+        let mut buf = BytesMut::from(&encoded[..]);
+        let ((), allocs, bytes) = counted(|| decode_all(&mut buf));
+        let mut best = f64::MAX;
+        for _ in 0..ROUNDS {
+            let mut buf = BytesMut::from(&encoded[..]);
+            let t = Instant::now();
+            decode_all(&mut buf);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{name:12} decode  {:12.4}  {:11.2}   {:.2} M frames/s",
+            allocs as f64 / BATCH as f64,
+            bytes as f64 / BATCH as f64,
+            rate(best) / 1e6
+        );
+        // The one promotion of the buffer to shared storage is all that is allowed.
+        if allocs > 1 {
+            failed = true;
+        }
+
+        let cfg = EncoderConfig::default();
+        let msg = bench_message(1, pairs);
+        let mut out = BytesMut::with_capacity(BATCH * 1024);
+        let encode_all = |out: &mut BytesMut| {
+            out.clear();
+            for _ in 0..BATCH {
+                black_box(&msg).encode(&cfg, out).expect("encodes");
+            }
+            black_box(&out);
+        };
+        encode_all(&mut out);
+        let ((), allocs, bytes) = counted(|| encode_all(&mut out));
+        let mut best = f64::MAX;
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            encode_all(&mut out);
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "{name:12} encode  {:12.4}  {:11.2}   {:.2} M frames/s",
+            allocs as f64 / BATCH as f64,
+            bytes as f64 / BATCH as f64,
+            rate(best) / 1e6
+        );
+    }
+    if failed {
+        eprintln!("decoding allocated more than the buffer's one promotion to shared storage");
+        std::process::exit(1);
+    }
+}
