@@ -14,7 +14,7 @@
 
 use bytes::BytesMut;
 use rpcx_benches::{BATCH, bench_message, encoded_batch};
-use rpcx_core::wire::{EncoderConfig, FrameDecoder};
+use rpcx_core::wire::{DecoderConfig, EncoderConfig, FrameDecoder, KnownNames};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -69,8 +69,10 @@ fn rate(best: f64) -> f64 {
 const ROUNDS: usize = 2000;
 
 fn main() {
-    let decoder = FrameDecoder::default();
-    let decode_all = |buf: &mut BytesMut| {
+    let plain = FrameDecoder::default();
+    let named =
+        FrameDecoder::new(DecoderConfig { known_names: KnownNames::new(["Hello", "Say"]), ..Default::default() });
+    let decode_all = |decoder: &FrameDecoder, buf: &mut BytesMut| {
         let mut n = 0;
         while let Some(msg) = decoder.decode(buf).expect("valid frames") {
             black_box(&msg);
@@ -79,27 +81,30 @@ fn main() {
         assert_eq!(n, BATCH);
     };
     let mut failed = false;
-    println!("variant      op      allocs/frame  bytes/frame   best of 2000 rounds");
+    println!("variant            op      allocs/frame  bytes/frame   best of {ROUNDS} rounds");
     for (name, pairs) in [("581B", 0), ("581B+4md", 4)] {
         let encoded = encoded_batch(BATCH, pairs);
-        let mut buf = BytesMut::from(&encoded[..]);
-        let ((), allocs, bytes) = counted(|| decode_all(&mut buf));
-        let mut best = f64::MAX;
-        for _ in 0..ROUNDS {
+        for (decoder, suffix) in [(&plain, ""), (&named, "+names")] {
             let mut buf = BytesMut::from(&encoded[..]);
-            let t = Instant::now();
-            decode_all(&mut buf);
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-        println!(
-            "{name:12} decode  {:12.4}  {:11.2}   {:.2} M frames/s",
-            allocs as f64 / BATCH as f64,
-            bytes as f64 / BATCH as f64,
-            rate(best) / 1e6
-        );
-        // The one promotion of the buffer to shared storage is all that is allowed.
-        if allocs > 1 {
-            failed = true;
+            let ((), allocs, bytes) = counted(|| decode_all(decoder, &mut buf));
+            let mut best = f64::MAX;
+            for _ in 0..ROUNDS {
+                let mut buf = BytesMut::from(&encoded[..]);
+                let t = Instant::now();
+                decode_all(decoder, &mut buf);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let label = format!("{name}{suffix}");
+            println!(
+                "{label:18} decode  {:12.4}  {:11.2}   {:.2} M frames/s",
+                allocs as f64 / BATCH as f64,
+                bytes as f64 / BATCH as f64,
+                rate(best) / 1e6
+            );
+            // The one promotion of the buffer to shared storage is all that is allowed.
+            if allocs > 1 {
+                failed = true;
+            }
         }
 
         let cfg = EncoderConfig::default();
@@ -121,7 +126,7 @@ fn main() {
             best = best.min(t.elapsed().as_secs_f64());
         }
         println!(
-            "{name:12} encode  {:12.4}  {:11.2}   {:.2} M frames/s",
+            "{name:18} encode  {:12.4}  {:11.2}   {:.2} M frames/s",
             allocs as f64 / BATCH as f64,
             bytes as f64 / BATCH as f64,
             rate(best) / 1e6
