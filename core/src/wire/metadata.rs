@@ -277,7 +277,7 @@ impl Metadata {
     }
 
     /// Whether the pairs are still the unparsed wire block.
-    #[inline]
+    #[inline(always)]
     fn on_wire(&self) -> bool {
         !self.wire.is_empty()
     }
@@ -326,7 +326,8 @@ impl Metadata {
     }
 
     /// The encoded block exactly as received, while the metadata is an untouched decode.
-    pub(crate) fn wire_block(&self) -> Option<&[u8]> {
+    #[cfg(test)]
+    fn wire_block(&self) -> Option<&[u8]> {
         self.on_wire().then_some(&self.wire[..])
     }
 
@@ -400,11 +401,33 @@ impl Metadata {
     }
 
     /// Length of the encoded block (without its own length prefix).
+    #[inline]
     pub fn encoded_len(&self) -> u64 {
         if self.on_wire() {
             return self.wire.len() as u64;
         }
-        self.entries().map(|(k, v)| 8 + k.len() as u64 + v.len() as u64).sum()
+        match self.parsed.get() {
+            Some(p) => p.pairs.iter().map(|(k, v)| 8 + k.len() as u64 + v.len() as u64).sum(),
+            None => 0,
+        }
+    }
+
+    /// Append the encoded block (without its own length prefix): an untouched decoded
+    /// block as received, else each pair.
+    #[inline]
+    pub(crate) fn encode_into<B: super::EncodeBuf>(&self, buf: &mut B) {
+        if self.on_wire() {
+            buf.put_slice(&self.wire);
+            return;
+        }
+        let Some(p) = self.parsed.get() else { return };
+        for (k, v) in &p.pairs {
+            // Each fits: the whole block fits in u32.
+            buf.put_slice(&(k.len() as u32).to_be_bytes());
+            buf.put_slice(k);
+            buf.put_slice(&(v.len() as u32).to_be_bytes());
+            buf.put_slice(v);
+        }
     }
 }
 
