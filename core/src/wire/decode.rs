@@ -151,10 +151,10 @@ impl FrameDecoder {
 
     /// Take one whole frame from `src` and decode it, decompressing the payload.
     /// `Ok(None)` means more bytes are needed.
-    #[inline]
+    #[inline(always)]
     pub fn decode(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
         let Some(frame) = self.split_frame(src)? else { return Ok(None) };
-        self.decode_frame(frame).map(Some)
+        self.parse(frame, true).map(Some)
     }
 
     /// Like [`FrameDecoder::decode`] but leaves the payload as it was on the wire
@@ -162,26 +162,19 @@ impl FrameDecoder {
     #[inline]
     pub fn decode_raw(&self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
         let Some(frame) = self.split_frame(src)? else { return Ok(None) };
-        self.parse(frame).map(Some)
+        self.parse(frame, false).map(Some)
     }
 
     /// Decode exactly one complete frame (16-byte prefix included), decompressing.
     #[inline]
     pub fn decode_frame(&self, frame: Bytes) -> Result<Message, DecodeError> {
-        let mut msg = self.parse(frame)?;
-        if msg.header.compress_type() != super::CompressType::NONE {
-            self.decompress(&mut msg)?;
-        }
-        Ok(msg)
+        self.parse(frame, true)
     }
 
     #[cold]
     #[inline(never)]
-    fn decompress(&self, msg: &mut Message) -> Result<(), DecodeError> {
-        let payload = std::mem::take(&mut msg.payload);
-        let ct = msg.header.compress_type();
-        msg.payload = self.config.compressors.decompress(ct, payload, self.config.max_decompressed_len)?;
-        Ok(())
+    fn decompress(&self, ct: super::CompressType, payload: Bytes) -> Result<Bytes, DecodeError> {
+        Ok(self.config.compressors.decompress(ct, payload, self.config.max_decompressed_len)?)
     }
 
     /// If `src` starts with a whole frame, split it off. Validates magic and length.
@@ -211,7 +204,7 @@ impl FrameDecoder {
     }
 
     /// A path or method: static if known, else a slice of the frame.
-    #[inline]
+    #[inline(always)]
     fn name(&self, frame: &Bytes, range: std::ops::Range<usize>) -> Bytes {
         if range.is_empty() {
             return Bytes::new();
@@ -222,14 +215,16 @@ impl FrameDecoder {
         }
     }
 
-    /// Parse a whole frame into sections without decompressing.
+    /// Parse a whole frame into sections, decompressing the payload if `decompress`.
     ///
     /// Every length is checked on the borrowed bytes first; the message's fields are
     /// then cut from the frame, one reference-count increment per non-empty path,
     /// method (unless known) and metadata section (the payload takes over the frame's
-    /// own handle).
-    #[inline]
-    fn parse(&self, frame: Bytes) -> Result<Message, DecodeError> {
+    /// own handle). Errors come in frame order (sections, payload length, metadata),
+    /// then decompression. Inlined into its callers, so the message is built where
+    /// it is returned rather than moved out of intermediate results.
+    #[inline(always)]
+    fn parse(&self, frame: Bytes, decompress: bool) -> Result<Message, DecodeError> {
         debug_assert!(frame.len() >= PREFIX_LEN && frame[0] == MAGIC);
         let b: &[u8] = &frame;
         let hdr: &[u8; HEADER_LEN] = b[..HEADER_LEN].try_into().expect("a frame has a 16-byte prefix");
@@ -243,11 +238,19 @@ impl FrameDecoder {
             return Err(DecodeError::PayloadLenMismatch { declared: len, actual: b.len() - pos });
         }
         let payload_at = pos;
-        let metadata = Metadata::decode(slice(&frame, meta), self.config.max_metadata_pairs)?;
+        let metadata = if meta.is_empty() {
+            Metadata::new()
+        } else {
+            Metadata::decode(frame.slice(meta), self.config.max_metadata_pairs)?
+        };
         let service_path = self.name(&frame, path);
         let service_method = self.name(&frame, method);
         let mut payload = frame;
         payload.advance(payload_at);
+        let ct = header.compress_type();
+        if decompress && ct != super::CompressType::NONE {
+            payload = self.decompress(ct, payload)?;
+        }
         Ok(Message { header, service_path, service_method, metadata, payload })
     }
 }
@@ -273,12 +276,6 @@ fn section(b: &[u8], pos: &mut usize, section: Section) -> Result<std::ops::Rang
     let start = *pos;
     *pos += len as usize;
     Ok(start..*pos)
-}
-
-/// `frame[range]` sharing the frame; an empty range costs no reference count.
-#[inline]
-fn slice(frame: &Bytes, range: std::ops::Range<usize>) -> Bytes {
-    if range.is_empty() { Bytes::new() } else { frame.slice(range) }
 }
 
 /// A [`FrameDecoder`] with its own input buffer: feed it any chunking of the byte

@@ -241,12 +241,10 @@ impl Metadata {
     /// the wire). A block of at most [`LAZY_MAX`] pairs with no repeated key is kept as
     /// it is, unparsed and without allocating; any other is parsed into pairs and
     /// deduplicated now.
-    #[inline]
     pub(crate) fn decode(block: Bytes, max_pairs: usize) -> Result<Self, DecodeError> {
-        if block.is_empty() { Ok(Self::new()) } else { Self::decode_block(block, max_pairs) }
-    }
-
-    fn decode_block(block: Bytes, max_pairs: usize) -> Result<Self, DecodeError> {
+        if block.is_empty() {
+            return Ok(Self::new());
+        }
         let b: &[u8] = &block;
         // (start, len) of each key, for the repeated-key check.
         let mut keys = [(0u32, 0u32); LAZY_MAX];

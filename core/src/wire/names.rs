@@ -4,6 +4,14 @@ use bytes::Bytes;
 use std::fmt;
 use std::sync::Arc;
 
+#[derive(Clone, Copy)]
+struct Known {
+    /// [`words`] of the name: for a name of at most 16 bytes, equal words and lengths
+    /// mean equal names.
+    words: (u64, u64),
+    name: &'static [u8],
+}
+
 /// Service paths and methods a [`FrameDecoder`](super::FrameDecoder) returns as static
 /// [`Bytes`] instead of slices of the frame.
 ///
@@ -14,12 +22,13 @@ use std::sync::Arc;
 /// not in the set are sliced from the frame as before; the decoded bytes are the same
 /// either way.
 ///
-/// Lookups are one hash of the length and the first and last bytes and a probe of a
-/// table at most half full, built once; the set is shared (cheap to clone).
+/// Lookups hash the length and the first and last (up to 8) bytes and probe a table at
+/// most half full, built once; names of up to 16 bytes compare as two words. The set is
+/// shared (cheap to clone).
 #[derive(Clone, Default)]
 pub struct KnownNames {
     /// Open addressing over a power-of-two table, at most half full; `None` is free.
-    slots: Option<Arc<[Option<&'static [u8]>]>>,
+    slots: Option<Arc<[Option<Known>]>>,
     len: usize,
 }
 
@@ -34,12 +43,13 @@ impl KnownNames {
         }
         let size = (names.len() * 2).next_power_of_two();
         let mut slots = vec![None; size];
-        for name in &names {
-            let mut i = slot(name, size - 1);
+        for &name in &names {
+            let words = words(name);
+            let mut i = slot(name.len(), words, size - 1);
             while slots[i].is_some() {
                 i = (i + 1) & (size - 1);
             }
-            slots[i] = Some(*name);
+            slots[i] = Some(Known { words, name });
         }
         Self { slots: Some(slots.into()), len: names.len() }
     }
@@ -55,15 +65,16 @@ impl KnownNames {
     }
 
     /// `name` as a static [`Bytes`], if it is in the set.
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, name: &[u8]) -> Option<Bytes> {
         let slots = self.slots.as_deref()?;
         let mask = slots.len() - 1;
-        let mut i = slot(name, mask);
+        let w = words(name);
+        let mut i = slot(name.len(), w, mask);
         // The table is at most half full, so a free slot ends every probe.
-        while let Some(known) = slots[i] {
-            if known == name {
-                return Some(Bytes::from_static(known));
+        while let Some(known) = &slots[i] {
+            if known.words == w && known.name.len() == name.len() && (name.len() <= 16 || known.name == name) {
+                return Some(Bytes::from_static(known.name));
             }
             i = (i + 1) & mask;
         }
@@ -72,20 +83,39 @@ impl KnownNames {
 
     /// The names, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.slots.as_deref().unwrap_or(&[]).iter().flatten().map(|n| std::str::from_utf8(n).expect("built from &str"))
+        self.slots
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .flatten()
+            .map(|k| std::str::from_utf8(k.name).expect("built from &str"))
     }
 }
 
-/// The table slot `name` hashes to: its length and first and last bytes, mixed.
-#[inline]
-fn slot(name: &[u8], mask: usize) -> usize {
-    let ends = match name {
-        [] => 0,
-        [first, .., last] => u32::from(*first) << 8 | u32::from(*last),
-        [only] => u32::from(*only) << 8 | u32::from(*only),
-    };
-    let h = (name.len() as u32).wrapping_mul(0x9E37_79B1) ^ ends.wrapping_mul(0x85EB_CA6B);
-    (h ^ (h >> 15)) as usize & mask
+/// Two words that, with the length, tell names of up to 16 bytes apart: the first
+/// and the last 8 bytes (overlapping when shorter than 16), or the first and last 4,
+/// or the first, middle and last byte.
+#[inline(always)]
+fn words(b: &[u8]) -> (u64, u64) {
+    let n = b.len();
+    let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+    let half = |at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")));
+    if n >= 8 {
+        (word(0), word(n - 8))
+    } else if n >= 4 {
+        (half(0), half(n - 4))
+    } else if n > 0 {
+        (u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16, 0)
+    } else {
+        (0, 0)
+    }
+}
+
+/// The table slot of a name with this length and these [`words`].
+#[inline(always)]
+fn slot(len: usize, (a, b): (u64, u64), mask: usize) -> usize {
+    let h = (a ^ b.rotate_left(29) ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 40) as usize & mask
 }
 
 impl fmt::Debug for KnownNames {
@@ -120,6 +150,19 @@ mod tests {
         let mut listed: Vec<_> = set.iter().collect();
         listed.sort_unstable();
         assert_eq!(listed.len(), 202);
+        // Every length, and names that differ only inside (past the words for > 16 bytes).
+        let long: Vec<&'static str> = (1..=40)
+            .flat_map(|n| ["a", "b"].map(move |mid| format!("{}{mid}{}", "x".repeat(n / 2), "y".repeat(n - n / 2))))
+            .map(|s| &*Box::leak(s.into_boxed_str()))
+            .collect();
+        let (odd, even): (Vec<_>, Vec<_>) = long.iter().enumerate().partition(|(i, _)| i % 2 == 1);
+        let set = KnownNames::new(even.iter().map(|(_, n)| **n));
+        for (_, n) in &even {
+            assert_eq!(set.get(n.as_bytes()).unwrap(), n.as_bytes());
+        }
+        for (_, n) in &odd {
+            assert!(set.get(n.as_bytes()).is_none(), "{n:?}");
+        }
         let empty = KnownNames::default();
         assert!(empty.is_empty() && empty.get(b"Arith").is_none() && empty.iter().next().is_none());
         assert_eq!(format!("{:?}", KnownNames::from(["Mul"])), r#"{"Mul"}"#);
