@@ -137,6 +137,14 @@ impl Pairs {
     }
 }
 
+/// A cheap 64-bit summary of a key (its first and last up to 8 bytes), so that the
+/// repeated-key check rarely compares whole keys.
+#[inline]
+fn fingerprint(key: &[u8]) -> u64 {
+    let (a, b) = super::names::words(key);
+    a ^ b.rotate_left(32)
+}
+
 /// The big-endian `u32` at `pos` of a validated block.
 #[inline]
 fn len_at(block: &[u8], pos: usize) -> usize {
@@ -246,8 +254,9 @@ impl Metadata {
             return Ok(Self::new());
         }
         let b: &[u8] = &block;
-        // (start, len) of each key, for the repeated-key check.
-        let mut keys = [(0u32, 0u32); LAZY_MAX];
+        // (start, len, fingerprint) of each key, for the repeated-key check: keys are
+        // compared byte for byte only when length and fingerprint agree.
+        let mut keys = [(0u32, 0u32, 0u64); LAZY_MAX];
         let mut n = 0usize;
         let mut pos = 0usize;
         let mut repeated = false;
@@ -261,10 +270,12 @@ impl Metadata {
             pos = after_value;
             if n < LAZY_MAX && !repeated {
                 let key = &b[k..after_key];
-                repeated =
-                    keys[..n].iter().any(|&(s, l)| l as usize == klen && &b[s as usize..s as usize + klen] == key);
+                let fp = fingerprint(key);
+                repeated = keys[..n]
+                    .iter()
+                    .any(|&(s, l, f)| f == fp && l as usize == klen && &b[s as usize..s as usize + klen] == key);
                 // A block is at most u32::MAX bytes (its length prefix).
-                keys[n] = (k as u32, klen as u32);
+                keys[n] = (k as u32, klen as u32, fp);
             }
             n += 1;
         }
@@ -564,6 +575,18 @@ mod tests {
         let mut cleared = m.clone();
         cleared.clear();
         assert!(cleared.is_empty() && cleared.encoded_len() == 0 && cleared.get("a").is_none());
+    }
+
+    #[test]
+    fn keys_alike_at_both_ends_are_still_distinct() {
+        let (a, b) = (b"prefix-8-a-suffix-8", b"prefix-8-b-suffix-8");
+        assert_eq!(fingerprint(a), fingerprint(b));
+        let m = Metadata::decode(block(&[(a, b"1"), (b, b"2")]), 4096).unwrap();
+        assert!(m.on_wire());
+        assert_eq!(m.len(), 2);
+        let m = Metadata::decode(block(&[(a, b"1"), (b, b"2"), (a, b"3")]), 4096).unwrap();
+        assert!(!m.on_wire());
+        assert_eq!(m.iter_str().collect::<Vec<_>>(), vec![("prefix-8-a-suffix-8", "3"), ("prefix-8-b-suffix-8", "2")]);
     }
 
     #[test]

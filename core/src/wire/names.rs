@@ -96,7 +96,7 @@ impl KnownNames {
 /// and the last 8 bytes (overlapping when shorter than 16), or the first and last 4,
 /// or the first, middle and last byte.
 #[inline(always)]
-fn words(b: &[u8]) -> (u64, u64) {
+pub(super) fn words(b: &[u8]) -> (u64, u64) {
     let n = b.len();
     let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
     let half = |at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")));
