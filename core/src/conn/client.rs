@@ -903,7 +903,7 @@ impl ClientConnection {
         let event = if let Some(text) = refused {
             ClientEvent::Failed { seq, error: CallError::Hook(text) }
         } else if msg.header.status() == MessageStatus::ERROR {
-            let text = msg.metadata.get(SERVICE_ERROR_KEY).map(|v| String::from_utf8_lossy(v).into_owned());
+            let text = msg.metadata.get_slice(SERVICE_ERROR_KEY).map(|v| String::from_utf8_lossy(v).into_owned());
             let mut text = text.unwrap_or_default();
             if let Some(f) = &self.config.error_text {
                 text = crate::guard::catch("client error_text function", || (f.0)(&msg, &text)).unwrap_or(text);

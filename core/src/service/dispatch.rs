@@ -141,6 +141,9 @@ impl Dispatcher {
         // One budget per server, even when servers are built from one settings value.
         let b = &config.budget;
         config.budget = Arc::new(crate::conn::MemoryBudget::new(b.limit(), b.max_inflations(), b.grace()));
+        if config.decoder.known_names.is_empty() {
+            config.decoder.known_names = served_names(&router);
+        }
         let config = Arc::new(config);
         Self {
             router,
@@ -268,6 +271,36 @@ impl Dispatcher {
             memory_peak: self.config.budget.peak() as u64,
         }
     }
+}
+
+/// Most distinct names a process interns for [`served_names`]; past it, servers decode
+/// names as slices of the frame (the same bytes, four atomic operations more).
+const MAX_INTERNED_NAMES: usize = 4096;
+
+/// The names a router serves (service paths and methods) as a decoder's known names:
+/// they decode as static bytes, without reference counts. The names are interned once
+/// per process (a server started again with the same services adds nothing).
+fn served_names(router: &Router) -> crate::wire::KnownNames {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static INTERNED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = INTERNED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut names = Vec::new();
+    for s in router.services.values() {
+        for name in std::iter::once(&s.name).chain(s.methods.keys()) {
+            let interned = match set.get(name.as_str()) {
+                Some(n) => *n,
+                None if set.len() < MAX_INTERNED_NAMES => {
+                    let n: &'static str = Box::leak(name.clone().into_boxed_str());
+                    set.insert(n);
+                    n
+                }
+                None => continue,
+            };
+            names.push(interned);
+        }
+    }
+    crate::wire::KnownNames::new(names)
 }
 
 /// A handler that did not finish inline: poll it to completion anywhere (a task, a

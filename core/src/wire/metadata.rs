@@ -369,6 +369,12 @@ impl Metadata {
         pairs.position(key).map(|i| &pairs.pairs[i].1)
     }
 
+    /// The value of `key` as bytes, read in place (unlike [`get`](Self::get), never
+    /// builds the pair list of a decoded block).
+    pub fn get_slice(&self, key: impl AsRef<[u8]>) -> Option<&[u8]> {
+        self.find(key.as_ref())
+    }
+
     /// The value of `key` as UTF-8 text. `Ok(None)` if absent, `Err` if not UTF-8.
     pub fn get_str(&self, key: impl AsRef<[u8]>) -> Result<Option<&str>, std::str::Utf8Error> {
         self.find(key.as_ref()).map(std::str::from_utf8).transpose()
