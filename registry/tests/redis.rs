@@ -193,19 +193,19 @@ async fn redis_restart_keeps_calls_on_the_last_list_and_the_registration_comes_b
     let key = server.advertised().expect("advertised").to_string();
     let discovery = Arc::new(RedisDiscovery::connect(config(&redis), "Arith").await.expect("discovery"));
     let xc = rpcx_tokio::XClient::new("Arith", discovery.clone(), Default::default());
-    let calls = async |n: usize| {
+    let calls = async |n: usize, phase: &str| {
         for i in 0..n {
             let r: Result<Reply, _> = xc.call("Mul", &Args { a: i as i64, b: 3 }).await;
-            assert_eq!(r.expect("call while Redis restarts").c, i as i64 * 3);
+            assert_eq!(r.unwrap_or_else(|e| panic!("call {phase}: {e:?}")).c, i as i64 * 3);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    calls(10).await;
+    calls(10, "before the kill").await;
     redis.kill();
     until(Duration::from_secs(10), "discovery to notice", async || !discovery.is_connected()).await;
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(2) {
-        calls(10).await;
+        calls(10, "while Redis is down").await;
     }
     assert_eq!(keys(&discovery), std::slice::from_ref(&key), "the last list is served while Redis is down");
     // Without persistence Redis comes back empty: the registrar writes everything again.
@@ -223,7 +223,13 @@ async fn redis_restart_keeps_calls_on_the_last_list_and_the_registration_comes_b
     .await;
     assert!(took < Duration::from_secs(5), "took {took:?}");
     until(Duration::from_secs(10), "discovery to reconnect", async || discovery.is_connected()).await;
-    calls(10).await;
+    // A discovery that reconnected before the registrar wrote again lists nothing until
+    // the write reaches it (notification or poll): wait for it, bounded.
+    until(Duration::from_secs(10), "discovery to list the registration again", async || {
+        keys(&discovery) == std::slice::from_ref(&key)
+    })
+    .await;
+    calls(10, "after the restart").await;
     assert_eq!(keys(&discovery), [key]);
     server.shutdown(Duration::from_secs(5)).await;
 }
