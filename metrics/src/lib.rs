@@ -186,8 +186,9 @@ impl Names {
 struct RpcSeries {
     requests: Counter,
     request_size: Histogram,
-    ok: Outcome,
-    /// Registered on the first error, so a method that never fails has no error series.
+    /// Registered on first use, so a method that never fails has no error series (and
+    /// one that never succeeds no success series).
+    ok: OnceLock<Outcome>,
     error: OnceLock<Outcome>,
     names: Names,
     side: &'static Side,
@@ -252,7 +253,7 @@ impl RpcSeries {
         Self {
             requests: target.counter(&key(side.requests, &labels)),
             request_size: target.histogram(&key(side.request_size, &labels)),
-            ok: Outcome::new(target, side, &labels, names::STATUS_OK),
+            ok: OnceLock::new(),
             error: OnceLock::new(),
             names,
             side,
@@ -260,11 +261,8 @@ impl RpcSeries {
     }
 
     fn outcome(&self, target: &Target, ok: bool) -> &Outcome {
-        if ok {
-            &self.ok
-        } else {
-            self.error.get_or_init(|| Outcome::new(target, self.side, &self.names.labels(), names::STATUS_ERROR))
-        }
+        let (slot, status) = if ok { (&self.ok, names::STATUS_OK) } else { (&self.error, names::STATUS_ERROR) };
+        slot.get_or_init(|| Outcome::new(target, self.side, &self.names.labels(), status))
     }
 }
 

@@ -47,14 +47,17 @@ fn otel_names_record_sizes_counts_and_status_on_both_sides() {
         assert_eq!(rec.histogram(&n("response.size"), &rpc_status("Echo", "Twice", "OK")), [200.0], "{side}");
         assert_eq!(rec.histogram(&n("duration"), &rpc_status("Echo", "Twice", "OK")).len(), 1, "{side}");
         assert!(rec.histogram(&n("duration"), &rpc("Echo", "Twice"))[0] >= 0.0);
-        // A method that never failed has no error series.
-        for name in ["duration", "response.size", "responses_per_rpc"] {
-            let series = rec.series(&n(name));
-            assert!(
-                !series.iter().any(|l| l.contains(&("rpc.method".into(), "Twice".into()))
-                    && l.contains(&("otel.status_code".into(), "ERROR".into()))),
-                "{side} {name}: {series:?}"
-            );
+        // A method that never failed has no error series, one that never succeeded no
+        // success series.
+        for (method, status) in [("Twice", "ERROR"), ("Fail", "OK")] {
+            for name in ["duration", "response.size", "responses_per_rpc"] {
+                let series = rec.series(&n(name));
+                assert!(
+                    !series.iter().any(|l| l.contains(&("rpc.method".into(), method.into()))
+                        && l.contains(&("otel.status_code".into(), status.into()))),
+                    "{side} {name}: {series:?}"
+                );
+            }
         }
         // A handler error and an unknown method: error responses, empty payloads.
         for m in ["Fail", "Nope"] {

@@ -77,7 +77,11 @@ impl TestRecorder {
     /// The sum of the counters `name` whose labels include `want`.
     pub fn counter(&self, name: &str, want: &[(&str, &str)]) -> u64 {
         let s = self.0.lock().unwrap();
-        s.counters.iter().filter(|((n, l), _)| n == name && matches(l, want)).map(|(_, v)| v.load(Ordering::SeqCst)).sum()
+        s.counters
+            .iter()
+            .filter(|((n, l), _)| n == name && matches(l, want))
+            .map(|(_, v)| v.load(Ordering::SeqCst))
+            .sum()
     }
 
     /// The gauge `name` whose labels include `want` (the only one).
@@ -148,7 +152,10 @@ pub fn router() -> rpcx_core::service::Router {
     use rpcx_core::service::{Context, Router, Service, ServiceError};
     let echo = Service::new("Echo")
         .raw_method("Twice", |_c: Context, p: Bytes| async move { Ok([&p[..], &p[..]].concat().into()) })
-        .raw_method("Fail", |_c: Context, _p: Bytes| async move { Err::<Bytes, _>(ServiceError::new("failed on purpose")) })
+        .raw_method(
+            "Fail",
+            |_c: Context, _p: Bytes| async move { Err::<Bytes, _>(ServiceError::new("failed on purpose")) },
+        )
         .raw_method("Note", |_c: Context, _p: Bytes| async move { Ok(Bytes::new()) })
         .raw_method("Hang", |_c: Context, _p: Bytes| std::future::pending::<Result<Bytes, ServiceError>>());
     let other = Service::new("Other").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) });
