@@ -318,12 +318,13 @@ impl<S> Cache<S> {
             return self.other.get_or_init(|| Arc::new(make(Names::other()))).clone();
         }
         let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
-        let methods = map.entry(service.clone()).or_default();
+        // Copies: the names may be slices of a whole request frame, not to be kept.
+        let methods = map.entry(Bytes::copy_from_slice(service)).or_default();
         if let Some(s) = methods.get(method.as_ref()) {
             return s.clone();
         }
         let s = Arc::new(make(Names::of(service, method)));
-        methods.insert(method.clone(), s.clone());
+        methods.insert(Bytes::copy_from_slice(method), s.clone());
         self.len.fetch_add(1, Relaxed);
         s
     }

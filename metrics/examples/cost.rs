@@ -1,0 +1,207 @@
+//! What the hooks cost: the same closed-loop load (raw 581-byte echo, the load
+//! examples' message) against two rpcx-tokio servers in one process, one plain and one
+//! with [`MetricsHooks`] (its client too), in alternating windows of the same run.
+//! Recording is real: the hooks write into metrics-exporter-prometheus's recorder
+//! (histograms with buckets), which a `scrape` thread renders once a second as a
+//! Prometheus server would scrape it, without serving it.
+//!
+//! The server runs on its own tokio runtime (`--server-threads`, default 1, threads
+//! named `srv`), the callers and client connections on another (`--client-threads`,
+//! default 1, `load`); CPU per call is read per thread group from
+//! `/proc/self/task/*/stat` (utime + stime) over each window.
+//!
+//! ```text
+//! cargo run --release -p rpcx-metrics --example cost -- [--secs 3] [--levels 1,100] [--conns 1] [--rounds 3] [--payload 581]
+//! ```
+#![allow(clippy::print_stdout)]
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use rpcx_metrics::MetricsHooks;
+use rpcx_tokio::core::bytes::Bytes;
+use rpcx_tokio::service::{Context, Router, Service};
+use rpcx_tokio::{Client, ClientOptions, SerializeType, Server};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+fn flag(name: &str, default: &str) -> String {
+    rpcx_examples_common::flag(name, default)
+}
+
+fn list(name: &str, default: &str) -> Vec<usize> {
+    flag(name, default).split(',').map(|s| s.parse().expect("a list of numbers")).collect()
+}
+
+/// CPU seconds (utime + stime) of this process's threads whose name starts with `prefix`.
+fn thread_cpu(prefix: &str) -> f64 {
+    // /proc reports clock ticks of USER_HZ, 100 on Linux whatever the kernel HZ.
+    const TICKS: f64 = 100.0;
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if !stat[open + 1..close].starts_with(prefix) {
+            continue;
+        }
+        // After the name: state is field 3; utime and stime are fields 14 and 15.
+        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+        ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    }
+    ticks as f64 / TICKS
+}
+
+struct Window {
+    calls: u64,
+    secs: f64,
+    server_cpu: f64,
+    client_cpu: f64,
+}
+
+async fn window(clients: &[Client], c: usize, warmup: Duration, secs: Duration, payload: Bytes) -> Window {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let stop = measure_from + secs;
+    let mut tasks = Vec::with_capacity(c);
+    for i in 0..c {
+        let client = clients[i % clients.len()].clone();
+        let payload = payload.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut calls = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= stop {
+                    break;
+                }
+                let reply = client
+                    .request("Hello", "Say")
+                    .serialize_type(SerializeType::NONE)
+                    .call_raw(payload.clone())
+                    .await
+                    .expect("call");
+                assert_eq!(reply.payload.len(), payload.len());
+                if now >= measure_from {
+                    calls += 1;
+                }
+            }
+            calls
+        }));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let (s0, c0, t0) = (thread_cpu("srv"), thread_cpu("load"), Instant::now());
+    tokio::time::sleep_until(stop.into()).await;
+    let (s1, c1, t1) = (thread_cpu("srv"), thread_cpu("load"), Instant::now());
+    let mut calls = 0;
+    for t in tasks {
+        calls += t.await.expect("caller");
+    }
+    Window { calls, secs: (t1 - t0).as_secs_f64(), server_cpu: s1 - s0, client_cpu: c1 - c0 }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let secs = rpcx_examples_common::secs_flag("--secs", 3.0);
+    let warmup = rpcx_examples_common::secs_flag("--warmup", 0.5);
+    let levels = list("--levels", "1,100");
+    let conns = list("--conns", "1");
+    let rounds: usize = flag("--rounds", "3").parse()?;
+    let size: usize = flag("--payload", "581").parse()?;
+    let server_threads: usize = flag("--server-threads", "1").parse()?;
+    let client_threads: usize = flag("--client-threads", "1").parse()?;
+
+    // A real recorder, rendered once a second (the cost of keeping the samples bounded
+    // is the scrape thread's, as it would be the exporter's).
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("duration".into()), &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 100.0])?
+        .set_buckets_for_metric(Matcher::Suffix("size".into()), &[0.0, 64.0, 256.0, 1024.0, 4096.0, 65536.0])?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let done = done.clone();
+        std::thread::Builder::new().name("scrape".into()).spawn(move || {
+            let mut bytes = 0;
+            while !done.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                bytes = handle.render().len();
+            }
+            bytes
+        })?
+    };
+
+    let srv = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(server_threads)
+        .thread_name("srv")
+        .enable_all()
+        .build()?;
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .thread_name("load")
+        .enable_all()
+        .build()?;
+
+    let hooks = Arc::new(MetricsHooks::new());
+    let router =
+        || Router::new().service(Service::new("Hello").raw_method("Say", |_c: Context, p: Bytes| async move { Ok(p) }));
+    let (plain, hooked) = srv.block_on(async {
+        let plain = Server::new(router()).max_in_flight(4096).bind("tcp@127.0.0.1:0").await?;
+        let hooked = Server::new(router().hook(hooks.clone())).max_in_flight(4096).bind("tcp@127.0.0.1:0").await?;
+        Ok::<_, std::io::Error>((plain, hooked))
+    })?;
+
+    println!(
+        "rpcx-tokio, server {server_threads} thread(s), client {client_threads}; payload {size}B raw echo; {secs:?} windows after {warmup:?} warm-up, {rounds} rounds of off/on"
+    );
+    println!(
+        "{:>5} {:>5} {:>8} {:>10} {:>10} {:>13} {:>13}",
+        "conns", "c", "metrics", "calls/s", "±", "server us/call", "client us/call"
+    );
+    let payload = Bytes::from(vec![b'x'; size]);
+    load.block_on(async {
+        for &nconn in &conns {
+            let mut off_clients = Vec::new();
+            let mut on_clients = Vec::new();
+            for _ in 0..nconn {
+                off_clients.push(Client::connect(plain.address(), ClientOptions::default()).await?);
+                on_clients.push(Client::connect(hooked.address(), ClientOptions::default().hook(hooks.clone())).await?);
+            }
+            for &c in &levels {
+                let mut results: [Vec<Window>; 2] = [Vec::new(), Vec::new()];
+                for _ in 0..rounds {
+                    for (i, clients) in [&off_clients, &on_clients].into_iter().enumerate() {
+                        results[i].push(window(clients, c, warmup, secs, payload.clone()).await);
+                    }
+                }
+                for (i, name) in ["off", "on"].into_iter().enumerate() {
+                    let rates: Vec<f64> = results[i].iter().map(|w| w.calls as f64 / w.secs).collect();
+                    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+                    let spread = rates.iter().map(|r| (r - mean).abs()).fold(0.0, f64::max);
+                    let calls: u64 = results[i].iter().map(|w| w.calls).sum();
+                    let scpu: f64 = results[i].iter().map(|w| w.server_cpu).sum();
+                    let ccpu: f64 = results[i].iter().map(|w| w.client_cpu).sum();
+                    println!(
+                        "{:>5} {:>5} {:>8} {:>10.0} {:>10.0} {:>13.2} {:>13.2}",
+                        nconn,
+                        c,
+                        name,
+                        mean,
+                        spread,
+                        scpu * 1e6 / calls as f64,
+                        ccpu * 1e6 / calls as f64
+                    );
+                }
+            }
+            for c in off_clients.into_iter().chain(on_clients) {
+                c.close().await;
+            }
+        }
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    srv.block_on(async {
+        plain.shutdown(Duration::from_secs(2)).await;
+        hooked.shutdown(Duration::from_secs(2)).await;
+    });
+    done.store(true, Ordering::Relaxed);
+    let rendered = scraper.join().map_err(|_| "scrape thread panicked")?;
+    println!("(last scrape: {rendered} bytes of Prometheus text)");
+    Ok(())
+}
