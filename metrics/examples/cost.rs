@@ -8,10 +8,13 @@
 //! The server runs on its own tokio runtime (`--server-threads`, default 1, threads
 //! named `srv`), the callers and client connections on another (`--client-threads`,
 //! default 1, `load`); CPU per call is read per thread group from
-//! `/proc/self/task/*/stat` (utime + stime) over each window.
+//! `/proc/self/task/*/stat` (utime + stime) over each window. Each level runs `--rounds`
+//! pairs of windows (off, then on) and prints medians over the rounds and the range of
+//! calls/s, so a burst of other load on the machine moves one window, not the result.
+//! `--only on` (or `off`) runs one kind of window (for a profiler).
 //!
 //! ```text
-//! cargo run --release -p rpcx-metrics --example cost -- [--secs 3] [--levels 1,100] [--conns 1] [--rounds 3] [--payload 581]
+//! cargo run --release -p rpcx-metrics --example cost -- [--secs 1] [--levels 1,100] [--conns 1] [--rounds 7] [--payload 581] [--only on|off]
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -48,6 +51,14 @@ fn thread_cpu(prefix: &str) -> f64 {
         ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
     }
     ticks as f64 / TICKS
+}
+
+/// The median of `xs` (the mean of the middle two for an even count).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
 }
 
 struct Window {
@@ -98,11 +109,12 @@ async fn window(clients: &[Client], c: usize, warmup: Duration, secs: Duration, 
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs = rpcx_examples_common::secs_flag("--secs", 3.0);
+    let secs = rpcx_examples_common::secs_flag("--secs", 1.0);
     let warmup = rpcx_examples_common::secs_flag("--warmup", 0.5);
     let levels = list("--levels", "1,100");
     let conns = list("--conns", "1");
-    let rounds: usize = flag("--rounds", "3").parse()?;
+    let rounds: usize = flag("--rounds", "7").parse()?;
+    let only = flag("--only", "");
     let size: usize = flag("--payload", "581").parse()?;
     let server_threads: usize = flag("--server-threads", "1").parse()?;
     let client_threads: usize = flag("--client-threads", "1").parse()?;
@@ -149,11 +161,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
 
     println!(
-        "rpcx-tokio, server {server_threads} thread(s), client {client_threads}; payload {size}B raw echo; {secs:?} windows after {warmup:?} warm-up, {rounds} rounds of off/on"
+        "rpcx-tokio, server {server_threads} thread(s), client {client_threads}; payload {size}B raw echo; {secs:?} windows after {warmup:?} warm-up, {rounds} rounds of off/on; medians over rounds"
     );
     println!(
-        "{:>5} {:>5} {:>8} {:>10} {:>10} {:>13} {:>13}",
-        "conns", "c", "metrics", "calls/s", "±", "server us/call", "client us/call"
+        "{:>5} {:>5} {:>8} {:>10} {:>17} {:>14} {:>14}",
+        "conns", "c", "metrics", "calls/s", "range", "server us/call", "client us/call"
     );
     let payload = Bytes::from(vec![b'x'; size]);
     load.block_on(async {
@@ -168,25 +180,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut results: [Vec<Window>; 2] = [Vec::new(), Vec::new()];
                 for _ in 0..rounds {
                     for (i, clients) in [&off_clients, &on_clients].into_iter().enumerate() {
-                        results[i].push(window(clients, c, warmup, secs, payload.clone()).await);
+                        if only.is_empty() || only == ["off", "on"][i] {
+                            results[i].push(window(clients, c, warmup, secs, payload.clone()).await);
+                        }
                     }
                 }
                 for (i, name) in ["off", "on"].into_iter().enumerate() {
-                    let rates: Vec<f64> = results[i].iter().map(|w| w.calls as f64 / w.secs).collect();
-                    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
-                    let spread = rates.iter().map(|r| (r - mean).abs()).fold(0.0, f64::max);
-                    let calls: u64 = results[i].iter().map(|w| w.calls).sum();
-                    let scpu: f64 = results[i].iter().map(|w| w.server_cpu).sum();
-                    let ccpu: f64 = results[i].iter().map(|w| w.client_cpu).sum();
+                    let w = &results[i];
+                    if w.is_empty() {
+                        continue;
+                    }
+                    let rate = median(w.iter().map(|w| w.calls as f64 / w.secs));
+                    let low = w.iter().map(|w| w.calls as f64 / w.secs).fold(f64::MAX, f64::min);
+                    let high = w.iter().map(|w| w.calls as f64 / w.secs).fold(0.0, f64::max);
+                    let scpu = median(w.iter().map(|w| w.server_cpu * 1e6 / w.calls as f64));
+                    let ccpu = median(w.iter().map(|w| w.client_cpu * 1e6 / w.calls as f64));
                     println!(
-                        "{:>5} {:>5} {:>8} {:>10.0} {:>10.0} {:>13.2} {:>13.2}",
-                        nconn,
-                        c,
-                        name,
-                        mean,
-                        spread,
-                        scpu * 1e6 / calls as f64,
-                        ccpu * 1e6 / calls as f64
+                        "{nconn:>5} {c:>5} {name:>8} {rate:>10.0} {:>17} {scpu:>14.2} {ccpu:>14.2}",
+                        format!("{low:.0}-{high:.0}")
                     );
                 }
             }
