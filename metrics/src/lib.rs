@@ -89,7 +89,7 @@
 //!
 //! let hooks = Arc::new(MetricsHooks::new());
 //! let router = Router::new()
-//!     .service(Service::new("Echo").raw_method("Say", |_c: Context, p: bytes::Bytes| async move { Ok(p) }))
+//!     .service(Service::new("Echo").raw_method("Say", |_c: Context, p: rpcx_tokio::core::bytes::Bytes| async move { Ok(p) }))
 //!     .hook(hooks.clone());
 //! let server = Server::new(router).bind("tcp@127.0.0.1:0").await?;
 //! let client = Client::connect(server.address(), ClientOptions::default().hook(hooks)).await?;
