@@ -37,7 +37,7 @@
 //! method, a hook or auth refusal, a rate limit); on the client it means the call
 //! failed in any way (a remote error, a timeout, a lost connection, a refusal). A
 //! client counts a response (`responses_per_rpc`, `response.size`) only when one arrived
-//! (a success or a remote error, whose payload is empty); a oneway call has no response
+//! (a success or a remote error, whose payload is usually empty); a oneway call has no response
 //! on either side, only a duration (client: until it was written; server: until its
 //! handler returned).
 //!
@@ -623,9 +623,8 @@ impl ClientHooks for MetricsHooks {
         let (ok, response_size) = match &call.result {
             Ok(Some(msg)) => (true, Some(msg.payload.len())),
             Ok(None) => (true, None),
-            // The server answered with an error: a response, with an empty payload.
-            Err(e) if e.remote().is_some() => (false, Some(0)),
-            Err(_) => (false, None),
+            // The server answered with an error: a response (usually without payload).
+            Err(e) => (false, e.remote().map(|r| r.response.payload.len())),
         };
         let out = s.outcome(&self.inner.target, ok);
         out.duration.record(millis(call.latency));

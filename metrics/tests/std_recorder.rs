@@ -201,3 +201,55 @@ fn server_totals_are_published_as_gauges() {
     assert_eq!(rec.gauge("rpcx.server.connections_open", &[("server", "a")]), Some(0.0));
     server.close();
 }
+
+/// Refuses `Echo.Blocked` in `pre_read_request` (before the metrics hooks'
+/// `post_read_request`) and `Echo.Late` in its own `post_read_request`.
+struct Refuse;
+
+impl rpcx_std::service::ServerHooks for Refuse {
+    fn rewrite_request(
+        &self,
+        req: &mut rpcx_std::service::RequestHead<'_>,
+    ) -> Result<(), rpcx_std::service::Rejection> {
+        if req.service_method.as_ref() == b"Blocked" {
+            return Err(rpcx_std::service::Rejection::answer("blocked"));
+        }
+        Ok(())
+    }
+    fn post_read_request(&self, ctx: &rpcx_std::service::Context) -> Result<(), rpcx_std::service::Rejection> {
+        if ctx.service_method() == "Late" {
+            return Err(rpcx_std::service::Rejection::answer("refused late"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn requests_refused_by_other_hooks_and_auth_are_recorded() {
+    let rec = TestRecorder::default();
+    let hooks = Arc::new(MetricsHooks::new().recorder(rec.arc()));
+    let router = router().hook(Arc::new(Refuse)).hook(hooks.clone()).auth(|ctx, token| {
+        let ok = token == "secret" || ctx.service_method() != "Twice";
+        async move { if ok { Ok(()) } else { Err("auth failed".to_owned()) } }
+    });
+    let server = Server::new(router).bind("tcp@127.0.0.1:0").unwrap();
+    let client = Client::connect(server.address(), ClientOptions::default().hook(hooks.clone())).unwrap();
+    for (method, text) in [("Blocked", "blocked"), ("Late", "refused late")] {
+        let err = raw(&client, method).call_raw(vec![1u8; 6]).unwrap_err();
+        assert_eq!(err.remote().map(|r| r.text.as_str()), Some(text), "{err:?}");
+    }
+    // Auth refuses Twice without the token, and closes the connection (as Go does).
+    let err = raw(&client, "Twice").call_raw(vec![1u8; 6]).unwrap_err();
+    assert!(err.remote().is_some(), "{err:?}");
+    for m in ["Blocked", "Late", "Twice"] {
+        for side in ["server", "client"] {
+            let n = |s: &str| format!("rpc.{side}.{s}");
+            assert_eq!(rec.counter(&n("requests_per_rpc"), &rpc("Echo", m)), 1, "{side} {m}");
+            assert_eq!(rec.histogram(&n("request.size"), &rpc("Echo", m)), [6.0], "{side} {m}");
+            assert_eq!(rec.counter(&n("responses_per_rpc"), &rpc_status("Echo", m, "ERROR")), 1, "{side} {m}");
+            assert_eq!(rec.histogram(&n("duration"), &rpc_status("Echo", m, "ERROR")).len(), 1, "{side} {m}");
+        }
+    }
+    client.close();
+    server.close();
+}
