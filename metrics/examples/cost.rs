@@ -8,8 +8,9 @@
 //! The server runs on its own tokio runtime (`--server-threads`, default 1, threads
 //! named `srv`), the callers and client connections on another (`--client-threads`,
 //! default 1, `load`); CPU per call is read per thread group from
-//! `/proc/self/task/*/stat` (utime + stime) over each window. Each level runs `--rounds`
-//! pairs of windows (off, then on) and prints medians over the rounds and the range of
+//! `/proc/self/task/*/schedstat` (time on a CPU, ns) over each window. Each level runs `--rounds`
+//! pairs of windows (off, then on) and prints medians over the rounds (and the lowest
+//! CPU per call, which other load on the machine can only raise) and the range of
 //! calls/s, so a burst of other load on the machine moves one window, not the result.
 //! `--only on` (or `off`) runs one kind of window (for a profiler).
 //!
@@ -35,22 +36,19 @@ fn list(name: &str, default: &str) -> Vec<usize> {
     flag(name, default).split(',').map(|s| s.parse().expect("a list of numbers")).collect()
 }
 
-/// CPU seconds (utime + stime) of this process's threads whose name starts with `prefix`.
+/// CPU seconds of this process's threads whose name starts with `prefix`: the time
+/// they ran on a CPU, user and kernel (`/proc/self/task/*/schedstat`, nanoseconds).
 fn thread_cpu(prefix: &str) -> f64 {
-    // /proc reports clock ticks of USER_HZ, 100 on Linux whatever the kernel HZ.
-    const TICKS: f64 = 100.0;
-    let mut ticks = 0u64;
+    let mut ns = 0u64;
     for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task").flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        if !stat[open + 1..close].starts_with(prefix) {
+        let Ok(name) = std::fs::read_to_string(task.path().join("comm")) else { continue };
+        if !name.starts_with(prefix) {
             continue;
         }
-        // After the name: state is field 3; utime and stime are fields 14 and 15.
-        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-        ticks += f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else { continue };
+        ns += stat.split(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     }
-    ticks as f64 / TICKS
+    ns as f64 / 1e9
 }
 
 /// The median of `xs` (the mean of the middle two for an even count).
@@ -164,8 +162,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rpcx-tokio, server {server_threads} thread(s), client {client_threads}; payload {size}B raw echo; {secs:?} windows after {warmup:?} warm-up, {rounds} rounds of off/on; medians over rounds"
     );
     println!(
-        "{:>5} {:>5} {:>8} {:>10} {:>17} {:>14} {:>14}",
-        "conns", "c", "metrics", "calls/s", "range", "server us/call", "client us/call"
+        "{:>5} {:>5} {:>8} {:>10} {:>17} {:>14} {:>10} {:>14} {:>10}",
+        "conns", "c", "metrics", "calls/s", "range", "server us/call", "(min)", "client us/call", "(min)"
     );
     let payload = Bytes::from(vec![b'x'; size]);
     load.block_on(async {
@@ -195,8 +193,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let high = w.iter().map(|w| w.calls as f64 / w.secs).fold(0.0, f64::max);
                     let scpu = median(w.iter().map(|w| w.server_cpu * 1e6 / w.calls as f64));
                     let ccpu = median(w.iter().map(|w| w.client_cpu * 1e6 / w.calls as f64));
+                    let smin = w.iter().map(|w| w.server_cpu * 1e6 / w.calls as f64).fold(f64::MAX, f64::min);
+                    let cmin = w.iter().map(|w| w.client_cpu * 1e6 / w.calls as f64).fold(f64::MAX, f64::min);
                     println!(
-                        "{nconn:>5} {c:>5} {name:>8} {rate:>10.0} {:>17} {scpu:>14.2} {ccpu:>14.2}",
+                        "{nconn:>5} {c:>5} {name:>8} {rate:>10.0} {:>17} {scpu:>14.2} {smin:>10.2} {ccpu:>14.2} {cmin:>10.2}",
                         format!("{low:.0}-{high:.0}")
                     );
                 }
