@@ -359,7 +359,10 @@ struct Inner {
 /// was decoded and any rewrite, before auth and dispatch) to its `post_write_response`
 /// (the response queued for writing), or to its `post_call` for a oneway request.
 /// Requests refused before `post_read_request` (by another hook's `pre_read_request`
-/// or `rewrite_request`) are timed from the instant they were decoded. Client: the
+/// or `rewrite_request`) are timed from the instant they were decoded. A oneway request
+/// refused before its handler (by `admit`, by auth, or by a later hook's
+/// `post_read_request`) reaches no hook after `post_read_request`: it is counted in
+/// `requests_per_rpc` and `request.size` but has no duration. Client: the
 /// call's latency as the runtime measured it (`FinishedCall::latency`), the payload
 /// sizes sent and received.
 #[derive(Clone)]
