@@ -362,7 +362,8 @@ struct Inner {
 /// or `rewrite_request`) are timed from the instant they were decoded. A oneway request
 /// refused before its handler (by `admit`, by auth, or by a later hook's
 /// `post_read_request`) reaches no hook after `post_read_request`: it is counted in
-/// `requests_per_rpc` and `request.size` but has no duration. Client: the
+/// `requests_per_rpc` and `request.size` but has no duration (refused by an earlier
+/// hook's `post_read_request`, it is not recorded at all). Client: the
 /// call's latency as the runtime measured it (`FinishedCall::latency`), the payload
 /// sizes sent and received.
 #[derive(Clone)]
