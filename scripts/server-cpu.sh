@@ -18,6 +18,10 @@
 #                   add them as tokio@base, smol@base, std@base.
 #   SERVERS="go tokio smol std"   which of the current servers to run (go is always run
 #                   first: it is the reference of the ratio column).
+#   OBSERVE="hooks trace=info"   also run each of our servers with RPCX_OBSERVE set to
+#                   each of these (see rpcx_examples_common::observed: hooks, trace=FILTER,
+#                   metrics), as <server>+<value>: what observing a server costs, in the
+#                   same run.
 #   THREADS=1       --threads for our servers (also TOKIO_WORKER_THREADS and
 #                   ASYNC_GLOBAL_EXECUTOR_THREADS, so a base build without the flag is
 #                   sized the same).
@@ -36,6 +40,7 @@ threads="${THREADS:-1}"
 server_cpu="${SERVER_CPU:-0}"
 bench_cpu="${BENCH_CPU:-1}"
 servers="${SERVERS:-go tokio smol std}"
+observe_list="${OBSERVE:-}"
 base_rev="${BASE_REV:-}"
 build_timeout="${BUILD_TIMEOUT:-2400}"
 target="${CARGO_TARGET_DIR:-$root/target}"
@@ -102,6 +107,9 @@ for s in $servers; do
     tokio | smol | std)
         build_rust "$root" "$target" "rpcx-$s" "$tmp/bin/$s"
         entries+=("$s rust $tmp/bin/$s")
+        for o in $observe_list; do
+            entries+=("$s+$o rust $tmp/bin/$s $o")
+        done
         ;;
     *) die "SERVERS: unknown server '$s' (go, tokio, smol, std)" ;;
     esac
@@ -119,14 +127,14 @@ if [[ -n "$base_rev" ]]; then
     done
 fi
 
-# start_server KIND BINARY OUT: starts it pinned, sets server_pid and server_addr.
+# start_server KIND BINARY OUT [OBSERVE]: starts it pinned, sets server_pid and server_addr.
 start_server() {
-    local kind="$1" bin="$2" out="$3" line="" i
+    local kind="$1" bin="$2" out="$3" observe="${4:-}" line="" i
     : >"$out.stdout"
     if [[ "$kind" == go ]]; then
         GOMAXPROCS=1 taskset -c "$server_cpu" "$bin" -addr 127.0.0.1:0 >"$out.stdout" 2>"$out.stderr" &
     else
-        TOKIO_WORKER_THREADS="$threads" ASYNC_GLOBAL_EXECUTOR_THREADS="$threads" \
+        RPCX_OBSERVE="$observe" TOKIO_WORKER_THREADS="$threads" ASYNC_GLOBAL_EXECUTOR_THREADS="$threads" \
             taskset -c "$server_cpu" "$bin" --addr 127.0.0.1:0 --threads "$threads" >"$out.stdout" 2>"$out.stderr" &
     fi
     server_pid=$!
@@ -162,8 +170,8 @@ IFS=, read -r -a conns_arr <<<"$conns_list"
 bench_timeout="$(awk -v s="$secs" -v w="$warmup" 'BEGIN { printf "%d", s + w + 60 }')"
 
 for entry in "${entries[@]}"; do
-    read -r name kind bin <<<"$entry"
-    start_server "$kind" "$bin" "$tmp/$name"
+    read -r name kind bin observe <<<"$entry"
+    start_server "$kind" "$bin" "$tmp/$name" "$observe"
     log "$name: pid $server_pid on core $server_cpu, $server_addr"
     for nc in "${conns_arr[@]}"; do
         for c in "${level_arr[@]}"; do

@@ -10,7 +10,7 @@ use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use rpcx_benches::{Args, BATCH, bench_message, encoded_batch};
 use rpcx_core::codec;
-use rpcx_core::wire::{EncoderConfig, FrameDecoder, SerializeType};
+use rpcx_core::wire::{DecoderConfig, EncoderConfig, FrameDecoder, KnownNames, SerializeType};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -51,11 +51,12 @@ fn encode(c: &mut Criterion) {
 /// Decode a buffer of [`BATCH`] frames with `FrameDecoder::decode`.
 ///
 /// `decode`: the buffer is copied in untimed setup, as if it had just been read from a
-/// socket; only decoding (and dropping the messages) is timed.
+/// socket; only decoding (and dropping the messages) is timed. The `+names` variants
+/// decode with `Hello` and `Say` in the decoder's `known_names` (as a server that lists
+/// the names it serves would), so path and method are static, not slices of the frame.
 /// `decode_with_copy`: the copy into a reused `BytesMut` is timed too.
 fn decode(c: &mut Criterion) {
-    let decoder = FrameDecoder::default();
-    let decode_all = |buf: &mut BytesMut| {
+    let decode_all = |decoder: &FrameDecoder, buf: &mut BytesMut| {
         let mut n = 0;
         while let Some(msg) = decoder.decode(buf).expect("valid frames") {
             black_box(msg);
@@ -63,15 +64,24 @@ fn decode(c: &mut Criterion) {
         }
         assert_eq!(n, BATCH);
     };
+    let plain = FrameDecoder::default();
+    let named =
+        FrameDecoder::new(DecoderConfig { known_names: KnownNames::new(["Hello", "Say"]), ..Default::default() });
 
     let mut group = c.benchmark_group("decode");
     short(&mut group);
-    for (name, pairs) in VARIANTS {
-        let encoded = encoded_batch(BATCH, pairs);
-        group.throughput(batch_throughput(&encoded));
-        group.bench_function(name, |b| {
-            b.iter_batched_ref(|| BytesMut::from(&encoded[..]), decode_all, BatchSize::PerIteration)
-        });
+    for (decoder, suffix) in [(&plain, ""), (&named, "+names")] {
+        for (name, pairs) in VARIANTS {
+            let encoded = encoded_batch(BATCH, pairs);
+            group.throughput(batch_throughput(&encoded));
+            group.bench_function(format!("{name}{suffix}"), |b| {
+                b.iter_batched_ref(
+                    || BytesMut::from(&encoded[..]),
+                    |buf| decode_all(decoder, buf),
+                    BatchSize::PerIteration,
+                )
+            });
+        }
     }
     group.finish();
 
@@ -86,7 +96,7 @@ fn decode(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 buf.extend_from_slice(&encoded);
-                decode_all(&mut buf);
+                decode_all(&plain, &mut buf);
             })
         });
     }

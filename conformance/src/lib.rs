@@ -13,6 +13,7 @@
 
 pub mod child;
 pub mod faults;
+pub mod hook_scenarios;
 pub mod http_scenarios;
 pub mod runtimes;
 pub mod scenarios;
@@ -63,6 +64,10 @@ pub struct ServeOpts {
 pub struct ConnOpts {
     pub heartbeat: Option<Duration>,
     pub compress: Option<CompressType>,
+    /// Client hooks.
+    pub hooks: rpcx_core::conn::ClientHookSet,
+    /// The client's error-text function.
+    pub error_text: Option<rpcx_core::conn::ErrorTextFn>,
 }
 
 /// A running server, whatever the runtime.
@@ -87,7 +92,12 @@ pub trait ClientCtl: Send + Sync {
 /// Starts servers on one runtime.
 pub trait ServerRt: Send + Sync {
     fn name(&self) -> &'static str;
-    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl>;
+    /// Start a server; `Err` with the error's text if it could not start.
+    fn try_serve(&self, router: Router, opts: ServeOpts) -> Result<Box<dyn ServerCtl>, String>;
+    /// Start a server that must start.
+    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+        self.try_serve(router, opts).expect("bind")
+    }
 }
 
 /// Connects clients on one runtime.

@@ -79,7 +79,7 @@ impl ServerRt for Tokio {
     fn name(&self) -> &'static str {
         "tokio"
     }
-    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+    fn try_serve(&self, router: Router, opts: ServeOpts) -> Result<Box<dyn ServerCtl>, String> {
         let mut s = rpcx_tokio::Server::new(router);
         if let Some(settings) = opts.settings {
             s = s.settings(settings);
@@ -93,9 +93,8 @@ impl ServerRt for Tokio {
         if let Some(tls) = opts.tls {
             s = s.tls(tls);
         }
-        Box::new(TokioServer(
-            tokio_rt().block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind"),
-        ))
+        let bound = tokio_rt().block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")));
+        Ok(Box::new(TokioServer(bound.map_err(|e| e.to_string())?)))
     }
 }
 
@@ -105,7 +104,12 @@ impl ClientRt for Tokio {
     }
     fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
         let o = rpcx_tokio::ClientOptions {
-            connection: rpcx_core::conn::ClientConfig { heartbeat_interval: opts.heartbeat, ..Default::default() },
+            connection: rpcx_core::conn::ClientConfig {
+                heartbeat_interval: opts.heartbeat,
+                hooks: opts.hooks.clone(),
+                error_text: opts.error_text.clone(),
+                ..Default::default()
+            },
             compress: opts.compress.unwrap_or_default(),
             ..Default::default()
         };
@@ -162,7 +166,7 @@ impl ServerRt for Std {
     fn name(&self) -> &'static str {
         "std"
     }
-    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+    fn try_serve(&self, router: Router, opts: ServeOpts) -> Result<Box<dyn ServerCtl>, String> {
         let mut s = rpcx_std::Server::new(router).inline_handlers(!opts.worker_pool_only);
         if let Some(settings) = opts.settings {
             s = s.settings(settings);
@@ -176,7 +180,7 @@ impl ServerRt for Std {
         if let Some(tls) = opts.tls {
             s = s.tls(tls);
         }
-        Box::new(StdServer(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")).expect("bind")))
+        Ok(Box::new(StdServer(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")).map_err(|e| e.to_string())?)))
     }
 }
 
@@ -186,7 +190,12 @@ impl ClientRt for Std {
     }
     fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
         let o = rpcx_std::ClientOptions {
-            connection: rpcx_core::conn::ClientConfig { heartbeat_interval: opts.heartbeat, ..Default::default() },
+            connection: rpcx_core::conn::ClientConfig {
+                heartbeat_interval: opts.heartbeat,
+                hooks: opts.hooks.clone(),
+                error_text: opts.error_text.clone(),
+                ..Default::default()
+            },
             compress: opts.compress.unwrap_or_default(),
             ..Default::default()
         };
@@ -246,7 +255,7 @@ impl ServerRt for Smol {
     fn name(&self) -> &'static str {
         "smol"
     }
-    fn serve(&self, router: Router, opts: ServeOpts) -> Box<dyn ServerCtl> {
+    fn try_serve(&self, router: Router, opts: ServeOpts) -> Result<Box<dyn ServerCtl>, String> {
         let mut s = rpcx_smol::Server::new(router);
         if let Some(settings) = opts.settings {
             s = s.settings(settings);
@@ -260,7 +269,8 @@ impl ServerRt for Smol {
         if let Some(tls) = opts.tls {
             s = s.tls(tls);
         }
-        Box::new(SmolServer(smol::block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0"))).expect("bind")))
+        let bound = smol::block_on(s.bind(opts.addr.as_deref().unwrap_or("tcp@127.0.0.1:0")));
+        Ok(Box::new(SmolServer(bound.map_err(|e| e.to_string())?)))
     }
 }
 
@@ -270,7 +280,12 @@ impl ClientRt for Smol {
     }
     fn connect(&self, addr: &str, opts: ConnOpts) -> Arc<dyn ClientCtl> {
         let o = rpcx_smol::ClientOptions {
-            connection: rpcx_core::conn::ClientConfig { heartbeat_interval: opts.heartbeat, ..Default::default() },
+            connection: rpcx_core::conn::ClientConfig {
+                heartbeat_interval: opts.heartbeat,
+                hooks: opts.hooks.clone(),
+                error_text: opts.error_text.clone(),
+                ..Default::default()
+            },
             compress: opts.compress.unwrap_or_default(),
             ..Default::default()
         };

@@ -13,10 +13,10 @@ use crate::services::{Args, Reply};
 use crate::xclient::{Gate, XClientRt, XFail, XOpts, XReq, router};
 use crate::{ServeOpts, ServerCtl, ServerRt, pattern};
 use rpcx_core::codec;
-use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, OutgoingCall, ServerKey};
+use rpcx_core::govern::{ClientHooks, FailMode, FailOptions, FinishedCall, OutgoingCall};
 use rpcx_core::wire::{CompressType, Message, SerializeType};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier, mpsc};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -469,4 +469,71 @@ pub fn xclient_over_http_connect_and_websocket(s: &dyn ServerRt, x: &dyn XClient
     for s in servers {
         s.close();
     }
+}
+
+/// An XClient's hooks: `select` steers every selection (Go's `WrapSelect`), `pre_call`
+/// changes each attempt's metadata, `post_call` sees each attempt with the server it
+/// went to, and a failed dial reaches `conn_create_failed` (no attempt, no `post_call`).
+pub fn xclient_hooks_steer_selection_and_see_every_attempt(s: &dyn ServerRt, x: &dyn XClientRt) {
+    struct Steer {
+        to: Mutex<String>,
+        log: Mutex<Vec<String>>,
+        failed: AtomicUsize,
+    }
+    impl ClientHooks for Steer {
+        fn select(
+            &self,
+            _path: &str,
+            method: &str,
+            servers: &[rpcx_core::govern::Instance],
+            chosen: &mut Option<rpcx_core::govern::ServerKey>,
+        ) {
+            let to = self.to.lock().unwrap().clone();
+            if method == "Who" && servers.iter().any(|i| i.key().as_str() == to) {
+                *chosen = Some(rpcx_core::govern::ServerKey::new(&to));
+            }
+        }
+        fn pre_call(&self, call: &mut OutgoingCall<'_>) -> Result<(), String> {
+            call.metadata.insert("via", "hook");
+            Ok(())
+        }
+        fn post_call(&self, call: &mut FinishedCall<'_>) {
+            let m = String::from_utf8_lossy(call.service_method).into_owned();
+            self.log.lock().unwrap().push(format!("{m} {} {}", call.remote, call.result.is_ok()));
+        }
+        fn conn_create_failed(&self, _server: &str, _error: &str) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let gate = Arc::new(Gate::default());
+    let (one, two) = (serve(s, 1, &gate), serve(s, 2, &gate));
+    let dead = dead_addr();
+    let hooks = Arc::new(Steer { to: Mutex::new(two.address()), log: Mutex::default(), failed: AtomicUsize::new(0) });
+    let servers = [one.address(), two.address()];
+    let xc = x.xclient(&servers, XOpts { hooks: vec![hooks.clone()], ..Default::default() });
+    for _ in 0..4 {
+        assert_eq!(who(xc.call(XReq::args("Who", &args()))), 2, "the hook chose server 2");
+    }
+    let m = xc.call(XReq::args("Meta", &args())).expect("Meta");
+    assert_eq!(m.metadata.get_str("via").unwrap(), Some("hook"), "pre_call's metadata reached the server");
+    let log = std::mem::take(&mut *hooks.log.lock().unwrap());
+    assert_eq!(log.len(), 5, "{log:?}");
+    assert!(log[..4].iter().all(|l| *l == format!("Who {} true", two.address())), "{log:?}");
+    xc.close();
+
+    // Failover from a dead server: the failed dial is reported, the attempt that ran is seen.
+    let steer_dead =
+        Arc::new(Steer { to: Mutex::new(dead.clone()), log: Mutex::default(), failed: AtomicUsize::new(0) });
+    let opts = XOpts { fail_mode: FailMode::Failover, hooks: vec![steer_dead.clone()], ..Default::default() };
+    let xc = x.xclient(&[dead.clone(), one.address()], opts);
+    let r = xc.call(XReq::args("Who", &args()));
+    // Every selection is steered to the dead server: the call fails after its retries.
+    assert!(r.is_err(), "{r:?}");
+    assert!(steer_dead.failed.load(Ordering::SeqCst) >= 1, "the failed dial was reported");
+    assert!(steer_dead.log.lock().unwrap().is_empty(), "no attempt reached a connection");
+    let m = xc.call(XReq::args("Meta", &args())).expect("Meta is not steered: failed over to server 1");
+    assert_eq!(reply(&m).c, 3);
+    xc.close();
+    one.close();
+    two.close();
 }

@@ -25,6 +25,7 @@ macro_rules! pair {
             scenario!(send_raw_goes_through_the_fail_mode);
             scenario!(bidirectional_xclient_tags_pushes_and_lost_connections);
             scenario!(xclient_over_http_connect_and_websocket);
+            scenario!(xclient_hooks_steer_selection_and_see_every_attempt);
         }
     };
 }

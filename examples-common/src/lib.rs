@@ -136,3 +136,70 @@ pub fn self_signed_localhost_tls() -> (std::sync::Arc<rustls::ServerConfig>, std
         .with_no_client_auth();
     (std::sync::Arc::new(server), std::sync::Arc::new(client))
 }
+
+/// What `RPCX_OBSERVE` asks the example servers to add, for measuring what observing a
+/// server costs (`scripts/server-cpu.sh` with `OBSERVE=...`): a comma-separated list of
+/// `hooks` (a hook that implements every server hook, doing nothing: the cost of
+/// running hooks) and `trace=FILTER` (a `tracing` subscriber with that filter, e.g.
+/// `info` or `rpcx=debug`, formatting to nowhere: the cost of spans at that level).
+/// Unset or empty: the router as it is.
+pub fn observed(router: Router) -> Router {
+    let spec = std::env::var("RPCX_OBSERVE").unwrap_or_default();
+    let mut router = router;
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if part == "hooks" {
+            router = router.hook(std::sync::Arc::new(EveryHook));
+        } else if let Some(filter) = part.strip_prefix("trace=") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+                .with_writer(std::io::sink)
+                .try_init();
+        } else {
+            eprintln!("RPCX_OBSERVE: unknown part {part:?} (hooks, trace=FILTER)");
+        }
+    }
+    router
+}
+
+/// Implements every server hook and does nothing in them.
+struct EveryHook;
+
+impl rpcx_core::service::ServerHooks for EveryHook {
+    fn register(&self, _s: &str, _m: &str) -> Result<(), String> {
+        Ok(())
+    }
+    fn conn_accepted(&self, _p: &rpcx_core::service::Peer, _now: std::time::Instant) -> Result<(), String> {
+        Ok(())
+    }
+    fn conn_closed(&self, _p: &rpcx_core::service::Peer) {}
+    fn pre_read_request(
+        &self,
+        _p: &rpcx_core::service::Peer,
+        _h: &rpcx_core::wire::Header,
+    ) -> Result<(), rpcx_core::service::Rejection> {
+        Ok(())
+    }
+    fn rewrite_request(
+        &self,
+        _r: &mut rpcx_core::service::RequestHead<'_>,
+    ) -> Result<(), rpcx_core::service::Rejection> {
+        Ok(())
+    }
+    fn post_read_request(&self, _c: &Context) -> Result<(), rpcx_core::service::Rejection> {
+        Ok(())
+    }
+    fn admit(&self, _c: &Context) -> rpcx_core::service::Admit {
+        rpcx_core::service::Admit::Now
+    }
+    fn pre_handle(&self, _c: &Context) -> Result<(), String> {
+        Ok(())
+    }
+    fn pre_call(&self, _c: &Context) -> Result<(), String> {
+        Ok(())
+    }
+    fn post_call(&self, _c: &Context, _r: &mut Result<bytes::Bytes, String>) {}
+    fn pre_write_response(&self, _c: &Context, _r: &mut rpcx_core::conn::Response) {}
+    fn post_write_response(&self, _c: &Context, _r: &rpcx_core::conn::Response) {}
+    fn heartbeat(&self, _p: &rpcx_core::service::Peer) {}
+}

@@ -45,10 +45,13 @@ pub struct GoBinaries {
     /// `cmd/mdns`: a server registering through rpcx's mDNS plugin, and a client
     /// discovering through its mDNS discovery (run only in a network namespace).
     pub mdns: PathBuf,
+    /// `cmd/otel`: a server and a client with rpcx-plugins' OpenTelemetry plugins and an
+    /// in-memory span recorder (see [`crate::otel`]).
+    pub otel: PathBuf,
 }
 
 /// The commands of the Go module (`interop/go/cmd/<name>`), built together.
-const COMMANDS: &[&str] = &["server", "client", "etcd", "redis", "consul", "zookeeper", "dns", "mdns"];
+const COMMANDS: &[&str] = &["server", "client", "etcd", "redis", "consul", "zookeeper", "dns", "mdns", "otel"];
 
 /// `interop/go`, the Go module.
 pub fn go_module_dir() -> PathBuf {
@@ -127,6 +130,7 @@ fn build() -> Result<GoBinaries, String> {
         zookeeper: dir.join("zookeeper"),
         dns: dir.join("dns"),
         mdns: dir.join("mdns"),
+        otel: dir.join("otel"),
     };
     for name in COMMANDS {
         let dst = dir.join(name);

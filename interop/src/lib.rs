@@ -8,6 +8,8 @@
 //!   ([`go_client`]). Every child is killed on drop and every wait is bounded.
 //! * [`RustServer`]: a Rust server on one [`Runtime`] (tokio, std or smol), for the Go
 //!   driver and the Rust clients to talk to.
+//! * [`otel`]: the Go OpenTelemetry command (rpcx-plugins' plugins, spans recorded in
+//!   memory and printed), for `tests/otel_go.rs`.
 //! * [`smol_exec`]: the `smol::Executor`s the `rpcx-smol` servers and clients run on.
 //! * [`diff`]: the differential test (random request streams to the Go server and to
 //!   every Rust server, answers compared by seq).
@@ -19,6 +21,7 @@
 pub mod client;
 pub mod diff;
 pub mod go;
+pub mod otel;
 pub mod registry;
 pub mod services;
 pub mod smol_exec;

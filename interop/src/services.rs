@@ -219,8 +219,16 @@ pub fn router_with_counter(auth: Option<String>) -> (Router, Arc<HeartbeatCounte
         let n = i64::try_from(stats.count()).unwrap_or(i64::MAX);
         async move { Ok(Reply { C: n }) }
     });
-    let mut router =
-        Router::new().service(arith).service(proto).service(echo).service(push).service(stats).hook(counter.clone());
+    // Go's book example, as the Go server installs it with its AliasPlugin.
+    let alias = rpcx_core::service::Alias::new().alias("a.b.c.d", "Times", "Arith", "Mul");
+    let mut router = Router::new()
+        .service(arith)
+        .service(proto)
+        .service(echo)
+        .service(push)
+        .service(stats)
+        .hook(counter.clone())
+        .hook(Arc::new(alias));
     if let Some(token) = auth {
         router = router.auth(move |_: Context, got: String| {
             let ok = got == token;

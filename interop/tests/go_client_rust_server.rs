@@ -132,6 +132,7 @@ macro_rules! every_plain_scenario {
             big,
             concurrent,
             slow_deadline,
+            alias,
         );
     };
 }

@@ -10,8 +10,8 @@ use futures_lite::{Stream as _, future};
 use rpcx_core::addr::ServerAddr;
 use rpcx_core::codec;
 use rpcx_core::conn::{
-    CallError, CallOptions, CallSpec, ClientConfig, ClientSession, ClientStats, CloseMode, Outcome, PushSink,
-    ReplySlot, SessionConfig,
+    CallError, CallOptions, CallSpec, CallTicket, ClientConfig, ClientSession, ClientStats, CloseMode, Outcome,
+    PushSink, ReplySlot, SessionConfig, prepare_call,
 };
 use rpcx_core::wire::{CompressType, Message, Metadata, SerializeType};
 use serde::Serialize;
@@ -115,7 +115,7 @@ type Reply = oneshot::Sender<Result<Option<Message>, Error>>;
 
 /// A call on its way to the driver; the permit is its place in the bounded queue,
 /// given back when the driver takes it.
-struct Command(CallSpec, Reply, async_lock::SemaphoreGuardArc);
+struct Command(CallSpec, Reply, async_lock::SemaphoreGuardArc, CallTicket);
 
 /// Calls queued between callers and the driver, at most (beyond it, callers wait, up to
 /// their deadline).
@@ -191,8 +191,12 @@ impl<Rt: Runtime> Client<Rt> {
         let cfg = opts.connection.clone();
         let (push_tx, push_rx) = queue::bounded(opts.push_capacity);
         // One call waits for room in the session; the rest wait in the command queue.
-        let config =
-            SessionConfig { connection: cfg, max_deferred: 1, remote: Arc::from(remote.as_str()), ..SessionConfig::default() };
+        let config = SessionConfig {
+            connection: cfg,
+            max_deferred: 1,
+            remote: Arc::from(remote.as_str()),
+            ..SessionConfig::default()
+        };
         let session = ClientSession::new(config, push_tx, Instant::now());
         let (tx, rx) = async_channel::unbounded();
         let (signal, signal_rx) = async_channel::bounded(1);
@@ -269,27 +273,41 @@ impl<Rt: Runtime> Client<Rt> {
         self.start(spec).await?.await_raw().await
     }
 
-    async fn start(&self, spec: CallSpec) -> Result<RawPending, Error> {
+    async fn start(&self, mut spec: CallSpec) -> Result<RawPending, Error> {
         let (tx, rx) = oneshot::channel();
         if self.is_closing() {
             return Err(Error::Shutdown);
         }
+        // The call's span and pre_call hooks run here, on the caller's task.
+        let hooks = &self.opts.connection.hooks;
+        let ticket = prepare_call(hooks, &self.shared.remote, Instant::now(), &mut spec)?;
         // A call waits for room in the command queue at most until its deadline.
         let permit = match self.shared.room.try_acquire_arc() {
-            Some(p) => p,
+            Some(p) => Ok(p),
             None => {
                 let wait = async { Ok(self.shared.room.acquire_arc().await) };
                 match spec.deadline {
                     Some(d) => {
                         let left = d.saturating_duration_since(Instant::now());
                         let rt = &self.opts.runtime;
-                        timeout(rt, left, Err(Error::Call(CallError::TimedOut)), wait).await?
+                        timeout(rt, left, Err(Error::Call(CallError::TimedOut)), wait).await
                     }
-                    None => wait.await?,
+                    None => wait.await,
                 }
             }
         };
-        self.tx.try_send(Command(spec, tx, permit)).map_err(|_| Error::Shutdown)?;
+        let permit = match permit {
+            Ok(p) => p,
+            Err(e) => {
+                ticket.end(hooks, &self.shared.remote, Instant::now(), &Err(e.clone()));
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.tx.try_send(Command(spec, tx, permit, ticket)) {
+            let Command(_, _, _, ticket) = e.into_inner();
+            ticket.end(hooks, &self.shared.remote, Instant::now(), &Err(Error::Shutdown));
+            return Err(Error::Shutdown);
+        }
         Ok(RawPending { rx: Some(rx), shared: self.shared.clone() })
     }
 
@@ -696,15 +714,18 @@ impl<Rt: Runtime> Driver<Rt> {
         self.session.finish();
         self.complete();
         self.rx.close();
-        while let Ok(Command(_, reply, _)) = self.rx.try_recv() {
+        while let Ok(Command(_, reply, _, ticket)) = self.rx.try_recv() {
+            self.session.end_ticket(ticket, &Err(Error::Shutdown));
             let _ = reply.send(Err(Error::Shutdown));
         }
     }
 
     /// Start a queued call, unless its caller already went away.
-    fn take(&mut self, now: Instant, Command(spec, reply, _room): Command) {
-        if !reply.is_canceled() {
-            self.session.call(now, spec, Slot(reply));
+    fn take(&mut self, now: Instant, Command(spec, reply, _room, ticket): Command) {
+        if reply.is_canceled() {
+            self.session.end_ticket(ticket, &Err(Error::Call(CallError::Cancelled)));
+        } else {
+            self.session.call_prepared(now, spec, Slot(reply), ticket);
         }
     }
 

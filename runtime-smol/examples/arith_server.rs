@@ -21,7 +21,7 @@ fn main() -> std::io::Result<()> {
         );
     }
     smol::block_on(async {
-        let server = rpcx_smol::Server::new(common::router(auth)).bind(&addr).await?;
+        let server = rpcx_smol::Server::new(common::observed(common::router(auth))).bind(&addr).await?;
         println!("arith_server listening on {}", server.address());
         server.wait().await;
         Ok(())

@@ -16,7 +16,7 @@ mod common;
 fn main() -> std::io::Result<()> {
     let addr = common::flag("--addr", "localhost:8972");
     let auth = Some(common::flag("--auth", "")).filter(|t| !t.is_empty());
-    let mut server = rpcx_std::Server::new(common::router(auth));
+    let mut server = rpcx_std::Server::new(common::observed(common::router(auth)));
     if let Some(n) = common::threads_flag()? {
         server = server.workers(n);
     }

@@ -48,7 +48,10 @@ use std::time::{Duration, Instant};
 const WRITE_HIGH_WATER: usize = 256 << 10;
 /// Size of the reader's buffer once a read has filled a smaller one.
 const READ_BUF_LEN: usize = 64 << 10;
-/// Size of the reader's first buffer (an idle connection keeps only this).
+/// Size of the reader's stack buffer, until a read fills it (an idle connection then
+/// holds no heap buffer).
+const READ_BUF_SMALL: usize = 512;
+/// Size of the reader's first heap buffer.
 const READ_BUF_FIRST: usize = 4 << 10;
 /// Stack of reader threads: a server's reader runs handlers that finish without
 /// waiting, so it gets the size of a normal thread.
@@ -478,11 +481,15 @@ impl<M: Machine> Engine<M> {
 
     fn read_loop(self: Arc<Self>) {
         let _ = self.reader_thread.set(thread::current());
-        let mut buf = vec![0u8; READ_BUF_FIRST];
+        // An idle connection holds no read buffer: reads go to a small one on the stack
+        // until one fills it, then to the heap buffer, which grows once it is filled.
+        let mut small = [0u8; READ_BUF_SMALL];
+        let mut buf: Vec<u8> = Vec::new();
         // Bytes that arrived along with the TLS handshake.
         self.feed(&[], false);
         loop {
-            let (n, end) = match self.sock.read_ref(&mut buf) {
+            let target: &mut [u8] = if buf.is_empty() { &mut small } else { &mut buf };
+            let (n, end) = match self.sock.read_ref(target) {
                 Ok(0) => (0, Some(None)),
                 Ok(n) => (n, None),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -490,10 +497,15 @@ impl<M: Machine> Engine<M> {
             };
             match end {
                 None => {
-                    if self.feed(&buf[..n], true) {
+                    let data = if buf.is_empty() { &small[..n] } else { &buf[..n] };
+                    if self.feed(data, true) {
                         return;
                     }
-                    if n == buf.len() && buf.len() < READ_BUF_LEN {
+                    if buf.is_empty() {
+                        if n == small.len() {
+                            buf = vec![0u8; READ_BUF_FIRST];
+                        }
+                    } else if n == buf.len() && buf.len() < READ_BUF_LEN {
                         buf.resize(READ_BUF_LEN, 0);
                     }
                 }

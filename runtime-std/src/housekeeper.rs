@@ -164,6 +164,46 @@ impl std::fmt::Debug for Housekeeper {
     }
 }
 
+/// The timer thread as the core's [`rpcx_core::service::Timer`]: a sleeping future is
+/// woken from the heap (the worker polling it parks meanwhile).
+pub(crate) struct CoreTimer(pub(crate) Arc<Timers>);
+
+struct Sleep {
+    at: Instant,
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl Timed for Sleep {
+    fn tick(self: Arc<Self>, now: Instant) -> bool {
+        if now >= self.at {
+            if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                w.wake();
+            }
+        }
+        true
+    }
+}
+
+impl rpcx_core::service::Timer for CoreTimer {
+    fn sleep_until(&self, at: Instant) -> rpcx_core::service::BoxFuture<()> {
+        let timers = self.0.clone();
+        let sleep = Arc::new(Sleep { at, waker: Mutex::new(None) });
+        let mut scheduled = false;
+        Box::pin(std::future::poll_fn(move |cx| {
+            if Instant::now() >= sleep.at {
+                return std::task::Poll::Ready(());
+            }
+            *sleep.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+            if !scheduled {
+                scheduled = true;
+                let target: Arc<dyn Timed> = sleep.clone();
+                timers.schedule(at, Arc::downgrade(&target));
+            }
+            std::task::Poll::Pending
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,45 +253,5 @@ mod tests {
         hk.timers().schedule(Instant::now(), weak);
         drop(gone);
         wait_for(|| hk.timers().len() == 0);
-    }
-}
-
-/// The timer thread as the core's [`rpcx_core::service::Timer`]: a sleeping future is
-/// woken from the heap (the worker polling it parks meanwhile).
-pub(crate) struct CoreTimer(pub(crate) Arc<Timers>);
-
-struct Sleep {
-    at: Instant,
-    waker: Mutex<Option<std::task::Waker>>,
-}
-
-impl Timed for Sleep {
-    fn tick(self: Arc<Self>, now: Instant) -> bool {
-        if now >= self.at {
-            if let Some(w) = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                w.wake();
-            }
-        }
-        true
-    }
-}
-
-impl rpcx_core::service::Timer for CoreTimer {
-    fn sleep_until(&self, at: Instant) -> rpcx_core::service::BoxFuture<()> {
-        let timers = self.0.clone();
-        let sleep = Arc::new(Sleep { at, waker: Mutex::new(None) });
-        let mut scheduled = false;
-        Box::pin(std::future::poll_fn(move |cx| {
-            if Instant::now() >= sleep.at {
-                return std::task::Poll::Ready(());
-            }
-            *sleep.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
-            if !scheduled {
-                scheduled = true;
-                let target: Arc<dyn Timed> = sleep.clone();
-                timers.schedule(at, Arc::downgrade(&target));
-            }
-            std::task::Poll::Pending
-        }))
     }
 }

@@ -216,8 +216,7 @@ impl XClient {
         };
         // The XClient's hooks run on every connection it dials, after the client's own.
         let mut client_opts = opts.client;
-        client_opts.connection.hooks =
-            std::mem::take(&mut client_opts.connection.hooks).extended(&opts.hooks.into());
+        client_opts.connection.hooks = std::mem::take(&mut client_opts.connection.hooks).extended(&opts.hooks.into());
         XClient(Arc::new(Inner {
             service_path: service_path.to_owned(),
             gov: Mutex::new(Governor::new(service_path, discovery, policy)),

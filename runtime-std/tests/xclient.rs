@@ -646,7 +646,7 @@ fn concurrent_first_calls_share_a_failed_dial() {
 /// The typed finishers of `XClient::request`: a serialize type of the builder's own
 /// (the reply comes back in it), a timeout shorter than the handler, `go` through the
 /// builder, typed `oneway`, `go_raw` with an already-serialized payload, and a
-/// `pre_call` refusal returned by `go` itself.
+/// `pre_call` refusal as the call's error.
 #[test]
 fn request_builder_typed_finishers() {
     bounded(|| {
@@ -668,7 +668,7 @@ fn request_builder_typed_finishers() {
         let msg = xc.request("Mul").serialize_type(st).go_raw(payload).unwrap().wait().unwrap();
         assert_eq!(msg.header.serialize_type(), st);
         assert_eq!(rpcx_std::core::codec::from_payload::<Reply>(st, &msg.payload).unwrap().C, 10);
-        let refused = xc.request("Forbidden").go::<_, Reply>(&Args { A: 0, B: 0 });
+        let refused = xc.request("Forbidden").go::<_, Reply>(&Args { A: 0, B: 0 }).expect("go").wait();
         assert!(matches!(refused, Err(Error::Hook(_))), "{refused:?}");
         let t0 = Instant::now();
         while seen.oneway.load(Ordering::SeqCst) < 1 {

@@ -18,7 +18,7 @@ fn main() -> std::io::Result<()> {
         rt.worker_threads(n);
     }
     rt.enable_all().build()?.block_on(async {
-        let server = rpcx_tokio::Server::new(common::router(auth)).bind(&addr).await?;
+        let server = rpcx_tokio::Server::new(common::observed(common::router(auth))).bind(&addr).await?;
         println!("arith_server listening on {}", server.address());
         server.wait().await;
         Ok(())

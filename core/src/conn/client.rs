@@ -47,7 +47,10 @@ pub struct ClientConfig {
 
 /// A client's error-text function: `(response, server text) -> text for the caller`.
 #[derive(Clone)]
-pub struct ErrorTextFn(pub std::sync::Arc<dyn Fn(&Message, &str) -> String + Send + Sync>);
+pub struct ErrorTextFn(pub std::sync::Arc<ErrorText>);
+
+/// The function inside an [`ErrorTextFn`].
+pub type ErrorText = dyn Fn(&Message, &str) -> String + Send + Sync;
 
 impl ErrorTextFn {
     /// Wrap `f`.
@@ -900,7 +903,7 @@ impl ClientConnection {
         let event = if let Some(text) = refused {
             ClientEvent::Failed { seq, error: CallError::Hook(text) }
         } else if msg.header.status() == MessageStatus::ERROR {
-            let text = msg.metadata.get(SERVICE_ERROR_KEY).map(|v| String::from_utf8_lossy(v).into_owned());
+            let text = msg.metadata.get_slice(SERVICE_ERROR_KEY).map(|v| String::from_utf8_lossy(v).into_owned());
             let mut text = text.unwrap_or_default();
             if let Some(f) = &self.config.error_text {
                 text = crate::guard::catch("client error_text function", || (f.0)(&msg, &text)).unwrap_or(text);

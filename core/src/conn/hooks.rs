@@ -132,7 +132,11 @@ impl ClientHookSet {
     }
 
     /// Run a fallible `f` on every hook until one refuses; a panic is a refusal.
-    pub(crate) fn check(&self, what: &'static str, mut f: impl FnMut(&dyn ClientHooks) -> Result<(), String>) -> Result<(), String> {
+    pub(crate) fn check(
+        &self,
+        what: &'static str,
+        mut f: impl FnMut(&dyn ClientHooks) -> Result<(), String>,
+    ) -> Result<(), String> {
         for h in self.iter() {
             crate::guard::catch(what, || f(h.as_ref())).unwrap_or_else(|| Err(format!("a client {what} panicked")))?;
         }

@@ -24,14 +24,14 @@ mod session;
 pub use budget::{DEFAULT_BUDGET_GRACE, DEFAULT_MAX_INFLATIONS, DEFAULT_SERVER_MEMORY, MemoryBudget};
 pub use client::{
     CallError, CallOptions, CallRejected, CallSpec, ClientConfig, ClientConnection, ClientEvent, ClientStats,
-    ErrorTextFn, RemoteError,
+    ErrorText, ErrorTextFn, RemoteError,
 };
 pub use hooks::{ClientHookSet, ClientHooks, FinishedCall, OutgoingCall};
 pub use server::{
     DEFAULT_FRAME_TIMEOUT, PushError, Request, RequestId, RespondError, Response, ServerConfig, ServerConnection,
     ServerEvent, ServerStats, WORK_PER_PAIR, WORK_PER_TURN,
 };
-pub use session::{ClientSession, Outcome, PushSink, ReplySlot, SessionConfig};
+pub use session::{CallTicket, ClientSession, Outcome, PushSink, ReplySlot, SessionConfig, prepare_call};
 
 use crate::wire::DecodeError;
 

@@ -109,7 +109,7 @@ impl Request {
 
     /// The `__AUTH` token: `None` if absent, `Some(Err)` if not UTF-8.
     pub fn auth_token(&self) -> Option<Result<&str, std::str::Utf8Error>> {
-        self.message.metadata.get(AUTH_KEY).map(|v| std::str::from_utf8(v))
+        self.message.metadata.get_slice(AUTH_KEY).map(std::str::from_utf8)
     }
 }
 
@@ -1126,7 +1126,7 @@ impl ServerConnection {
 
     /// Hand a request to the application.
     fn admit(&mut self, now: Instant, msg: Message) -> RequestId {
-        let deadline = msg.metadata.get(SERVER_TIMEOUT_KEY).and_then(|v| parse_server_timeout(now, v));
+        let deadline = msg.metadata.get_slice(SERVER_TIMEOUT_KEY).and_then(|v| parse_server_timeout(now, v));
         let id = RequestId(self.next_id);
         self.next_id += 1;
         self.pending.insert(

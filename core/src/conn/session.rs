@@ -82,6 +82,116 @@ struct Record {
     span: tracing::Span,
 }
 
+/// A call's span and the state its `pre_call` hooks kept, made where the call is made
+/// by [`prepare_call`] (so the span's parent, and whatever the hooks read from the
+/// current context, are the caller's) and handed to
+/// [`ClientSession::call_prepared`]. A ticket for a call that never reaches a session
+/// (its caller went away, the connection ended) is ended with [`CallTicket::end`].
+#[derive(Default)]
+#[must_use = "a prepared call's post_call hooks run only when it is handed on or ended"]
+pub struct CallTicket(Option<Box<Record>>);
+
+impl std::fmt::Debug for CallTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "CallTicket" } else { "CallTicket(empty)" })
+    }
+}
+
+impl CallTicket {
+    /// End a call that never reached a session, with `outcome`, at `now`: its
+    /// `post_call` hooks run and its span closes.
+    pub fn end(self, hooks: &super::ClientHookSet, remote: &str, now: Instant, outcome: &Outcome) {
+        finish_record(hooks, remote, now, self.0, outcome);
+    }
+}
+
+/// Make a call's span and run the `pre_call` hooks on `spec` (they may change its
+/// names and metadata), at `now`, where the call is made. A refusal ends the call at
+/// once (its `post_call` hooks run) and is the `Err`.
+pub fn prepare_call(
+    hooks: &super::ClientHookSet,
+    remote: &str,
+    now: Instant,
+    spec: &mut CallSpec,
+) -> Result<CallTicket, Error> {
+    let span = tracing::debug_span!(
+        target: "rpcx",
+        "rpcx.call",
+        rpc.system = "rpcx",
+        rpc.service = %String::from_utf8_lossy(&spec.service_path),
+        rpc.method = %String::from_utf8_lossy(&spec.service_method),
+        peer = %remote,
+        seq = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    if hooks.is_empty() && span.is_disabled() {
+        return Ok(CallTicket(None));
+    }
+    let mut extensions = Extensions::new();
+    let refused = span.in_scope(|| {
+        hooks
+            .check("pre_call hook", |h| {
+                h.pre_call(&mut OutgoingCall {
+                    remote,
+                    service_path: &mut spec.service_path,
+                    service_method: &mut spec.service_method,
+                    metadata: &mut spec.metadata,
+                    oneway: spec.oneway,
+                    extensions: &mut extensions,
+                })
+            })
+            .err()
+    });
+    let rec = Box::new(Record {
+        service_path: spec.service_path.clone(),
+        service_method: spec.service_method.clone(),
+        started: now,
+        request_size: spec.payload.len(),
+        extensions,
+        span,
+    });
+    match refused {
+        None => Ok(CallTicket(Some(rec))),
+        Some(text) => {
+            let e = Error::Hook(text);
+            finish_record(hooks, remote, now, Some(rec), &Err(e.clone()));
+            Err(e)
+        }
+    }
+}
+
+/// Run the `post_call` hooks and close the span of a call that ended with `outcome`.
+fn finish_record(
+    hooks: &super::ClientHookSet,
+    remote: &str,
+    now: Instant,
+    rec: Option<Box<Record>>,
+    outcome: &Outcome,
+) {
+    let Some(mut rec) = rec else { return };
+    let latency = now.saturating_duration_since(rec.started);
+    match outcome {
+        Ok(_) => rec.span.record("outcome", "ok"),
+        Err(e) => rec.span.record("outcome", tracing::field::display(e)),
+    };
+    if hooks.is_empty() {
+        return;
+    }
+    let rec = &mut *rec;
+    let _in_span = rec.span.enter();
+    hooks.each("post_call hook", |h| {
+        h.post_call(&mut FinishedCall {
+            remote,
+            service_path: &rec.service_path,
+            service_method: &rec.service_method,
+            result: outcome.as_ref().map(Option::as_ref),
+            latency,
+            request_size: rec.request_size,
+            extensions: &mut rec.extensions,
+        })
+    });
+}
+
 /// A caller's reply slot and the call's record.
 struct Entry<S> {
     slot: S,
@@ -154,12 +264,21 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
     /// [`poll_completion`](Self::poll_completion). While the connection is blocked the
     /// call waits for room (up to `max_deferred` calls, then it is refused).
     pub fn call(&mut self, now: Instant, mut spec: CallSpec, slot: S) {
+        match prepare_call(&self.hooks, &self.remote, now, &mut spec) {
+            Ok(ticket) => self.call_prepared(now, spec, slot, ticket),
+            Err(e) => {
+                self.now = now;
+                self.done.push_back((Entry { slot, rec: None }, Err(e)));
+            }
+        }
+    }
+
+    /// [`call`](Self::call) for a call whose span and `pre_call` hooks ran where it was
+    /// made ([`prepare_call`]).
+    pub fn call_prepared(&mut self, now: Instant, spec: CallSpec, slot: S, ticket: CallTicket) {
         self.now = now;
-        let (rec, refused) = self.pre_call(&mut spec);
-        let entry = Entry { slot, rec };
-        if let Some(text) = refused {
-            self.done.push_back((entry, Err(Error::Hook(text))));
-        } else if self.deferred.is_empty() {
+        let entry = Entry { slot, rec: ticket.0 };
+        if self.deferred.is_empty() {
             self.start(spec, entry);
         } else if self.deferred.len() < self.max_deferred {
             self.deferred.push_back((spec, entry));
@@ -167,47 +286,6 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
             self.done.push_back((entry, Err(Error::Rejected(CallRejected::Blocked))));
         }
         self.pump();
-    }
-
-    /// The call's span and `pre_call` hooks: its record (when there are hooks or the
-    /// span is enabled) and a hook's refusal.
-    fn pre_call(&mut self, spec: &mut CallSpec) -> (Option<Box<Record>>, Option<String>) {
-        let span = tracing::debug_span!(
-            "rpcx.call",
-            rpc.system = "rpcx",
-            rpc.service = %String::from_utf8_lossy(&spec.service_path),
-            rpc.method = %String::from_utf8_lossy(&spec.service_method),
-            peer = %self.remote,
-            seq = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        if self.hooks.is_empty() && span.is_disabled() {
-            return (None, None);
-        }
-        let mut extensions = Extensions::new();
-        let remote = &self.remote;
-        let refused = self
-            .hooks
-            .check("pre_call hook", |h| {
-                h.pre_call(&mut OutgoingCall {
-                    remote,
-                    service_path: &mut spec.service_path,
-                    service_method: &mut spec.service_method,
-                    metadata: &mut spec.metadata,
-                    oneway: spec.oneway,
-                    extensions: &mut extensions,
-                })
-            })
-            .err();
-        let rec = Record {
-            service_path: spec.service_path.clone(),
-            service_method: spec.service_method.clone(),
-            started: self.now,
-            request_size: spec.payload.len(),
-            extensions,
-            span,
-        };
-        (Some(Box::new(rec)), refused)
     }
 
     /// Give up on call `seq` (its caller went away): cancel it in the machine and hand
@@ -228,6 +306,12 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
         Some(self.abandoned(entry))
     }
 
+    /// End a prepared call that never reached [`call_prepared`](Self::call_prepared)
+    /// (its caller went away, or the connection ended first) with `outcome`.
+    pub fn end_ticket(&self, ticket: CallTicket, outcome: &Outcome) {
+        finish_record(&self.hooks, &self.remote, self.now, ticket.0, outcome);
+    }
+
     /// A call its caller gave up on: the hooks see it cancelled.
     fn abandoned(&mut self, entry: Entry<S>) -> S {
         self.finished(entry.rec, &Err(Error::Call(CallError::Cancelled)));
@@ -236,27 +320,7 @@ impl<S: ReplySlot, P: PushSink> ClientSession<S, P> {
 
     /// Run the `post_call` hooks and close the span of a call that ended with `outcome`.
     fn finished(&self, rec: Option<Box<Record>>, outcome: &Outcome) {
-        let Some(mut rec) = rec else { return };
-        let latency = self.now.saturating_duration_since(rec.started);
-        match outcome {
-            Ok(_) => rec.span.record("outcome", "ok"),
-            Err(e) => rec.span.record("outcome", tracing::field::display(e)),
-        };
-        if self.hooks.is_empty() {
-            return;
-        }
-        let rec = &mut *rec;
-        self.hooks.each("post_call hook", |h| {
-            h.post_call(&mut FinishedCall {
-                remote: &self.remote,
-                service_path: &rec.service_path,
-                service_method: &rec.service_method,
-                result: outcome.as_ref().map(Option::as_ref),
-                latency,
-                request_size: rec.request_size,
-                extensions: &mut rec.extensions,
-            })
-        });
+        finish_record(&self.hooks, &self.remote, self.now, rec, outcome);
     }
 
     /// Cancel every call whose caller went away (in flight or waiting for room).

@@ -199,7 +199,10 @@ impl CircuitBreaker {
 
     fn advance(&mut self, now: Instant) {
         match self.state {
-            Inner::Open { until } if now >= until => self.state = Inner::HalfOpen { trial: None },
+            Inner::Open { until } if now >= until => {
+                tracing::debug!(target: "rpcx", "circuit breaker half-open: one trial call allowed");
+                self.state = Inner::HalfOpen { trial: None }
+            }
             Inner::HalfOpen { trial: Some(t) } if now.saturating_duration_since(t) >= self.current_cooldown() => {
                 // The trial never reported back: allow another.
                 self.state = Inner::HalfOpen { trial: None };
@@ -214,6 +217,7 @@ impl CircuitBreaker {
     }
 
     fn open(&mut self, now: Instant) {
+        tracing::debug!(target: "rpcx", cooldown = ?self.current_cooldown(), "circuit breaker opened");
         self.state = Inner::Open { until: now + self.current_cooldown() };
         self.consecutive = 0;
         self.last_failure = None;
@@ -221,6 +225,9 @@ impl CircuitBreaker {
     }
 
     fn close(&mut self) {
+        if !matches!(self.state, Inner::Closed) {
+            tracing::debug!(target: "rpcx", "circuit breaker closed: the trial call succeeded");
+        }
         self.state = Inner::Closed;
         self.reopened = 0;
         self.consecutive = 0;

@@ -276,6 +276,16 @@ impl Plan {
                     if self.mode == FailMode::Failbackup && !self.backup_started {
                         self.backup_due = Some(now + self.opts.backup_latency);
                     }
+                    if self.sent > 1 {
+                        tracing::debug!(
+                            target: "rpcx",
+                            mode = ?self.mode,
+                            server = server.as_str(),
+                            attempt = attempt.0,
+                            backup = self.backup_started,
+                            "rpcx attempt after the first (retry, failover or backup)"
+                        );
+                    }
                     self.in_flight.push((attempt, server.clone()));
                     self.phase = Phase::InFlight;
                     return Action::Send { attempt, server };
@@ -288,6 +298,7 @@ impl Plan {
                 Phase::InFlight => {
                     if let Some(due) = self.backup_due {
                         if now >= due {
+                            tracing::debug!(target: "rpcx", "rpcx backup request: the first attempt is slow");
                             self.start_backup();
                             return Action::Select;
                         }

@@ -6,10 +6,10 @@ use super::balancer::Balancer;
 use super::breaker::{BreakerConfig, BreakerSet};
 use super::discovery::{Discovery, ServerFilter, ServerKey};
 use super::failmode::{FailMode, FailOptions};
-use crate::conn::ClientHooks;
 use super::outcome::Outcome;
 use super::selector::{RoundRobin, SelectContext, Selector};
 use super::{GatherMode, SplitMix64};
+use crate::conn::ClientHooks;
 use crate::error::Error;
 use std::collections::HashMap;
 use std::fmt;
@@ -506,6 +506,6 @@ impl<C: ConnHandle> Governor<C> {
         if self.sticky_on && error.is_none() {
             self.sticky = server.cloned();
         }
-        tracing::debug!(service = %self.service_path, method, server = server.map(|s| s.as_str()), error = error.map(tracing::field::display), "xclient call ended");
+        tracing::debug!(target: "rpcx", service = %self.service_path, method, server = server.map(|s| s.as_str()), error = error.map(tracing::field::display), "xclient call ended");
     }
 }

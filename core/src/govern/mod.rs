@@ -78,6 +78,7 @@ pub mod replies;
 mod run;
 mod selector;
 
+pub use crate::conn::{ClientHookSet, ClientHooks, FinishedCall, OutgoingCall};
 pub use aggregate::{DEFAULT_GATHER_TIMEOUT, EntryResult, Gather, GatherEntry, GatherMode, GatherReport, GatherStep};
 pub use balancer::Balancer;
 pub use breaker::{Breaker, BreakerConfig, BreakerFactory, BreakerSet, BreakerState, CircuitBreaker, TripPolicy};
@@ -88,7 +89,6 @@ pub use discovery::{
 pub use failmode::{Action, AttemptId, FailMode, FailOptions, Failure, Finish, Plan, Success};
 pub use governor::{ConnHandle, Connect, DialTicket, Governor, GovernorOptions};
 pub use hash::{COMPACT_KEY_MULTIPLIER, fnv1a64, go_hash_key, jump};
-pub use crate::conn::{ClientHookSet, ClientHooks, FinishedCall, OutgoingCall};
 pub use hooks::{XPUSH_CAPACITY, XPush};
 pub use outcome::Outcome;
 pub use run::{CallRun, GatherRun, Receipt, Start, Step};

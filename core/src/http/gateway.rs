@@ -163,7 +163,7 @@ fn convert(head: &Head, serialize: &str, body: Bytes, max_pairs: usize) -> Resul
         }
         for (k, v) in pairs {
             // The first value of each key, as Go's `url.Values.Get`.
-            if msg.metadata.get(&k).is_none() {
+            if !msg.metadata.contains_key(&k) {
                 if msg.metadata.len() >= max_pairs {
                     return Err(format!("more than {max_pairs} metadata pairs"));
                 }

@@ -96,7 +96,7 @@ pub(crate) fn parse(
     if let Some(meta) = meta {
         // Go ignores a malformed query here and keeps what parsed.
         for (k, v) in query::parse(meta).0 {
-            if metadata.get(&k).is_none() && metadata.len() < max_pairs {
+            if !metadata.contains_key(&k) && metadata.len() < max_pairs {
                 metadata.insert(k, v);
             }
         }

@@ -1,7 +1,7 @@
 //! The per-request [`Context`] handed to handlers.
 
-use crate::conn::PushError;
 use crate::Extensions;
+use crate::conn::PushError;
 use crate::wire::{AUTH_KEY, Metadata, SerializeType};
 use bytes::Bytes;
 use std::fmt;

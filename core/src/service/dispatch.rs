@@ -2,8 +2,8 @@
 //!
 //! (The drive contract is on [`Session`].)
 
-use super::settings::ServerSettings;
 use super::hooks::{ConnTap, Timer};
+use super::settings::ServerSettings;
 use super::{Context, Dispatched, Peer, PushSink, Pusher, Router, Serving};
 use crate::conn::{LostReason, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent, ServerStats};
 use crate::wire::Metadata;
@@ -141,6 +141,9 @@ impl Dispatcher {
         // One budget per server, even when servers are built from one settings value.
         let b = &config.budget;
         config.budget = Arc::new(crate::conn::MemoryBudget::new(b.limit(), b.max_inflations(), b.grace()));
+        if config.decoder.known_names.is_empty() {
+            config.decoder.known_names = served_names(&router);
+        }
         let config = Arc::new(config);
         Self {
             router,
@@ -234,8 +237,8 @@ impl Dispatcher {
             }
         }
         self.totals.accepted.fetch_add(1, Relaxed);
-        let span = tracing::debug_span!("rpcx.conn", peer = %peer.addr);
-        span.in_scope(|| tracing::debug!("connection accepted"));
+        let span = tracing::debug_span!(target: "rpcx", "rpcx.conn", peer = %peer.addr);
+        span.in_scope(|| tracing::debug!(target: "rpcx", "connection accepted"));
         Some(Session {
             d: self.clone(),
             peer,
@@ -268,6 +271,36 @@ impl Dispatcher {
             memory_peak: self.config.budget.peak() as u64,
         }
     }
+}
+
+/// Most distinct names a process interns for [`served_names`]; past it, servers decode
+/// names as slices of the frame (the same bytes, four atomic operations more).
+const MAX_INTERNED_NAMES: usize = 4096;
+
+/// The names a router serves (service paths and methods) as a decoder's known names:
+/// they decode as static bytes, without reference counts. The names are interned once
+/// per process (a server started again with the same services adds nothing).
+fn served_names(router: &Router) -> crate::wire::KnownNames {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static INTERNED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = INTERNED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    let mut names = Vec::new();
+    for s in router.services.values() {
+        for name in std::iter::once(&s.name).chain(s.methods.keys()) {
+            let interned = match set.get(name.as_str()) {
+                Some(n) => *n,
+                None if set.len() < MAX_INTERNED_NAMES => {
+                    let n: &'static str = Box::leak(name.clone().into_boxed_str());
+                    set.insert(n);
+                    n
+                }
+                None => continue,
+            };
+            names.push(interned);
+        }
+    }
+    crate::wire::KnownNames::new(names)
 }
 
 /// A handler that did not finish inline: poll it to completion anywhere (a task, a
@@ -501,7 +534,7 @@ impl Session {
             return;
         }
         self.d.totals.open.fetch_sub(1, Relaxed);
-        self.span.in_scope(|| tracing::debug!("connection closed"));
+        self.span.in_scope(|| tracing::debug!(target: "rpcx", "connection closed"));
         for h in self.d.router.hooks() {
             crate::guard::catch("conn_closed hook", || h.conn_closed(&self.peer));
         }
@@ -551,7 +584,13 @@ struct HookedPushes {
 }
 
 impl PushSink for HookedPushes {
-    fn push(&self, service_path: Bytes, service_method: Bytes, metadata: Metadata, payload: Bytes) -> Result<(), PushError> {
+    fn push(
+        &self,
+        service_path: Bytes,
+        service_method: Bytes,
+        metadata: Metadata,
+        payload: Bytes,
+    ) -> Result<(), PushError> {
         let mut p = Push { service_path, service_method, metadata, payload };
         for h in self.router.hooks() {
             crate::guard::catch("pre_write_request hook", || h.pre_write_request(&self.peer, &mut p))

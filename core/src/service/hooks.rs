@@ -159,11 +159,14 @@ pub trait ServerHooks: Send + Sync + 'static {
 
 /// A token bucket on requests: `capacity` requests at once, refilled at `per_second`.
 /// Refused requests get Go's `request reached rate limit` error and the connection stays
-/// open. Time comes from [`Context::received_at`], so the limiter reads no clock.
+/// open. Time comes from [`Context::received_at`], so the limiter reads no clock. (For
+/// one that waits for a token instead, see [`BlockingRateLimiter`]; on connections,
+/// [`ConnRateLimiter`].)
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: f64,
     capacity: f64,
+    /// Tokens (negative: reserved ahead by waiting requests) as of the instant.
     state: Mutex<(f64, Option<Instant>)>,
 }
 
@@ -173,8 +176,7 @@ impl RateLimiter {
         Self { per_second, capacity: f64::from(capacity), state: Mutex::new((f64::from(capacity), None)) }
     }
 
-    /// Take one token at `now`; `false` if none is left.
-    pub fn try_acquire(&self, now: Instant) -> bool {
+    fn refill(&self, now: Instant) -> std::sync::MutexGuard<'_, (f64, Option<Instant>)> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (tokens, last) = &mut *st;
         if let Some(prev) = *last {
@@ -182,12 +184,35 @@ impl RateLimiter {
             *tokens = (*tokens + dt.as_secs_f64() * self.per_second).min(self.capacity);
         }
         *last = Some(now.max(last.unwrap_or(now)));
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
+        st
+    }
+
+    /// Take one token at `now`; `false` if none is left.
+    pub fn try_acquire(&self, now: Instant) -> bool {
+        let mut st = self.refill(now);
+        if st.0 >= 1.0 {
+            st.0 -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Reserve the next token: when it is available (`now` if one is left), or `None`
+    /// (nothing reserved) if that is after `not_after`.
+    pub fn reserve(&self, now: Instant, not_after: Option<Instant>) -> Option<Instant> {
+        let mut st = self.refill(now);
+        let missing = 1.0 - st.0;
+        let at = if missing <= 0.0 {
+            now
+        } else {
+            now + Duration::from_secs_f64(missing / self.per_second.max(f64::MIN_POSITIVE))
+        };
+        if not_after.is_some_and(|d| at > d) {
+            return None;
+        }
+        st.0 -= 1.0;
+        Some(at)
     }
 
     /// How long until a token is available at the current fill rate (informational).
@@ -201,8 +226,98 @@ impl ServerHooks for RateLimiter {
         if self.try_acquire(ctx.received_at()) {
             Ok(())
         } else {
-            Err(Rejection { text: "request reached rate limit".into(), close: false })
+            Err(Rejection { text: super::RATE_LIMITED.into(), close: false })
         }
+    }
+}
+
+/// A token bucket whose requests wait for their token (Go's request rate limiter with
+/// `block = true`) instead of being refused, each at most until its deadline
+/// (`__ServerTimeout`): one that could not get a token by then is refused with Go's
+/// rate-limit text at once, without waiting. Waiting requests hold no thread on the
+/// async runtimes (and a worker on std, like any handler that waits).
+#[derive(Debug)]
+pub struct BlockingRateLimiter(RateLimiter);
+
+impl BlockingRateLimiter {
+    /// `per_second` requests per second on average, bursts of `capacity`.
+    pub fn new(per_second: f64, capacity: u32) -> Self {
+        Self(RateLimiter::new(per_second, capacity))
+    }
+}
+
+impl ServerHooks for BlockingRateLimiter {
+    fn admit(&self, ctx: &Context) -> Admit {
+        let now = ctx.received_at();
+        match self.0.reserve(now, ctx.deadline()) {
+            Some(at) if at <= now => Admit::Now,
+            Some(at) => Admit::At(at),
+            None => Admit::Reject(Rejection { text: super::RATE_LIMITED.into(), close: false }),
+        }
+    }
+}
+
+/// A token bucket on accepted connections (Go's `ConnRateLimitingPlugin`): a connection
+/// past the rate is closed at once.
+#[derive(Debug)]
+pub struct ConnRateLimiter(RateLimiter);
+
+impl ConnRateLimiter {
+    /// `per_second` connections per second on average, bursts of `capacity`.
+    pub fn new(per_second: f64, capacity: u32) -> Self {
+        Self(RateLimiter::new(per_second, capacity))
+    }
+}
+
+impl ServerHooks for ConnRateLimiter {
+    fn conn_accepted(&self, peer: &Peer, now: Instant) -> Result<(), String> {
+        if self.0.try_acquire(now) { Ok(()) } else { Err(format!("connection rate limit: {} refused", peer.addr)) }
+    }
+}
+
+/// Serve services and methods under other names (Go's `AliasPlugin`): a request for
+/// an alias is dispatched to the real method, and its response carries the names the
+/// client sent.
+///
+/// ```
+/// use rpcx_core::service::Alias;
+/// let alias = Alias::new().alias("a.b.c.d", "Times", "Arith", "Mul");
+/// assert_eq!(alias.resolve(b"a.b.c.d", b"Times"), Some((&b"Arith"[..], &b"Mul"[..])));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Alias {
+    names: std::collections::HashMap<(Bytes, Bytes), (Bytes, Bytes)>,
+}
+
+impl Alias {
+    /// No aliases.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serve `service.method` as `alias_service.alias_method` too.
+    pub fn alias(mut self, alias_service: &str, alias_method: &str, service: &str, method: &str) -> Self {
+        let key = (Bytes::copy_from_slice(alias_service.as_bytes()), Bytes::copy_from_slice(alias_method.as_bytes()));
+        let to = (Bytes::copy_from_slice(service.as_bytes()), Bytes::copy_from_slice(method.as_bytes()));
+        self.names.insert(key, to);
+        self
+    }
+
+    /// The real names of an alias.
+    pub fn resolve(&self, service: &[u8], method: &[u8]) -> Option<(&[u8], &[u8])> {
+        let key = (Bytes::copy_from_slice(service), Bytes::copy_from_slice(method));
+        self.names.get(&key).map(|(s, m)| (&s[..], &m[..]))
+    }
+}
+
+impl ServerHooks for Alias {
+    fn rewrite_request(&self, req: &mut RequestHead<'_>) -> Result<(), Rejection> {
+        let key = (req.service_path.clone(), req.service_method.clone());
+        if let Some((s, m)) = self.names.get(&key) {
+            *req.service_path = s.clone();
+            *req.service_method = m.clone();
+        }
+        Ok(())
     }
 }
 
@@ -262,6 +377,34 @@ mod tests {
         assert!(!rl.try_acquire(t0));
         assert!(!rl.try_acquire(t0 + Duration::from_millis(50)));
         assert!(rl.try_acquire(t0 + Duration::from_millis(150)));
+    }
+
+    #[test]
+    fn blocking_limiter_reserves_ahead_within_the_deadline() {
+        let t0 = Instant::now();
+        let rl = RateLimiter::new(10.0, 1);
+        assert_eq!(rl.reserve(t0, None), Some(t0), "the burst token");
+        let at = rl.reserve(t0, None).expect("the next token");
+        assert!((at - t0).as_millis().abs_diff(100) <= 1, "{:?}", at - t0);
+        let later = rl.reserve(t0, None).expect("the one after");
+        assert!((later - t0).as_millis().abs_diff(200) <= 1, "{:?}", later - t0);
+        assert_eq!(rl.reserve(t0, Some(t0 + Duration::from_millis(250))), None, "past its deadline");
+        let third = rl.reserve(t0, Some(t0 + Duration::from_millis(350)));
+        assert!(third.is_some(), "a refused reservation took nothing");
+    }
+
+    #[test]
+    fn alias_rewrites_only_its_names() {
+        let a = Alias::new().alias("a.b.c.d", "Times", "Arith", "Mul");
+        let peer = Peer::named("t");
+        let (mut p, mut m, mut md) = (Bytes::from_static(b"a.b.c.d"), Bytes::from_static(b"Times"), Metadata::new());
+        let mut head = RequestHead { peer: &peer, service_path: &mut p, service_method: &mut m, metadata: &mut md };
+        a.rewrite_request(&mut head).unwrap();
+        assert_eq!((&p[..], &m[..]), (&b"Arith"[..], &b"Mul"[..]));
+        let (mut p, mut m) = (Bytes::from_static(b"a.b.c.d"), Bytes::from_static(b"Add"));
+        let mut head = RequestHead { peer: &peer, service_path: &mut p, service_method: &mut m, metadata: &mut md };
+        a.rewrite_request(&mut head).unwrap();
+        assert_eq!((&p[..], &m[..]), (&b"a.b.c.d"[..], &b"Add"[..]), "another method of the alias path");
     }
 
     #[test]

@@ -31,7 +31,10 @@ mod settings;
 
 pub use context::{Context, ContextParts, Peer, PushSink, Pusher};
 pub use dispatch::{Dispatch, Dispatcher, EVENTS_PER_WRITE, Push, PushQueue, Served, ServerTotals, Session, Waiting};
-pub use hooks::{Admit, ConnTap, IpFilter, RateLimiter, Rejection, RequestHead, ServerHooks, Timer};
+pub use hooks::{
+    Admit, Alias, BlockingRateLimiter, ConnRateLimiter, ConnTap, IpFilter, RateLimiter, Rejection, RequestHead,
+    ServerHooks, Timer,
+};
 pub use settings::{DEFAULT_CLOSE_LINGER, ServerSettings};
 
 use crate::codec::{self, CodecError, Decoding};
@@ -508,6 +511,7 @@ impl Router {
     ) -> Serving {
         let mut msg = req.message;
         let span = tracing::debug_span!(
+            target: "rpcx",
             "rpcx.request",
             rpc.system = "rpcx",
             rpc.service = %String::from_utf8_lossy(&msg.service_path),

@@ -229,13 +229,7 @@ impl Message {
         buf.put_slice(&sm.to_be_bytes());
         buf.put_slice(&self.service_method);
         buf.put_slice(&meta.to_be_bytes());
-        for (k, v) in self.metadata.iter() {
-            // Each fits: the whole block fits in u32.
-            buf.put_slice(&(k.len() as u32).to_be_bytes());
-            buf.put_slice(k);
-            buf.put_slice(&(v.len() as u32).to_be_bytes());
-            buf.put_slice(v);
-        }
+        self.metadata.encode_into(buf);
         buf.put_slice(&(self.payload.len() as u32).to_be_bytes());
         Ok(fixed)
     }

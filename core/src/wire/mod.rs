@@ -8,11 +8,13 @@ mod decode;
 mod encode;
 mod header;
 mod metadata;
+mod names;
 
 pub use decode::{DecodeError, DecoderConfig, FrameDecoder, Section, StreamDecoder};
 pub use encode::{EncodeBuf, EncodeError, EncoderConfig};
 pub use header::{CompressType, HEADER_LEN, Header, MAGIC, MessageStatus, MessageType, SerializeType};
 pub use metadata::{AUTH_KEY, Metadata, SERVER_TIMEOUT_KEY, SERVICE_ERROR_KEY};
+pub use names::KnownNames;
 
 use bytes::Bytes;
 
@@ -28,7 +30,8 @@ pub const PREFIX_LEN: usize = HEADER_LEN + 4;
 /// One rpcx message.
 ///
 /// Path, method, metadata and payload are [`Bytes`]; a decoded message's fields are
-/// zero-copy slices of the received frame. The payload is the *plain* payload: the
+/// zero-copy slices of the received frame (or static, for a path or method in the
+/// decoder's [`KnownNames`]). The payload is the *plain* payload: the
 /// decoder decompresses it (and keeps the compress bits in the header, so a server knows
 /// the request was compressed), and the encoder compresses it according to the header.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

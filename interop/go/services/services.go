@@ -16,6 +16,7 @@ import (
 
 	"github.com/smallnest/rpcx/protocol"
 	"github.com/smallnest/rpcx/server"
+	"github.com/smallnest/rpcx/serverplugin"
 	"github.com/smallnest/rpcx/share"
 
 	arithpb "rpcxinterop/proto"
@@ -184,6 +185,9 @@ func (s *Stats) Heartbeats(_ context.Context, _ *Args, reply *Reply) error {
 func Register(s *server.Server, authToken string) error {
 	counter := &HeartbeatCounter{}
 	s.Plugins.Add(counter)
+	alias := serverplugin.NewAliasPlugin()
+	alias.Alias("a.b.c.d", "Times", "Arith", "Mul")
+	s.Plugins.Add(alias)
 	regs := []struct {
 		name string
 		rcvr any

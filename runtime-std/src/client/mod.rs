@@ -268,24 +268,28 @@ impl Client {
         wait_outcome(&rx, deadline, &self.inner.engine)
     }
 
-    fn start(&self, spec: CallSpec) -> Result<ReplyRx<Outcome>, Error> {
+    fn start(&self, mut spec: CallSpec) -> Result<ReplyRx<Outcome>, Error> {
         if self.is_closing() {
             return Err(Error::Shutdown);
         }
+        // The call's span and pre_call hooks run here, on the caller's thread.
+        let hooks = &self.inner.opts.connection.hooks;
+        let remote = &self.inner.shared.remote;
+        let ticket = rpcx_core::conn::prepare_call(hooks, remote, Instant::now(), &mut spec)?;
         let (tx, rx) = reply::pair();
         let tx = tx.with_drop_value(|| Err(Error::Shutdown));
         // Queue the call without touching the connection's lock: the housekeeping
         // thread (or whoever holds the lock next) takes it into the machine and writes
         // it, with whatever else is queued by then.
         let engine = &self.inner.engine;
-        match engine.ext().push((spec, tx)) {
+        match engine.ext().push((spec, tx, ticket)) {
             Ok(()) => engine.kick(),
-            Err(Refused::Full((spec, tx))) => engine.with(|m, _| {
+            Err(Refused::Full((spec, tx, ticket))) => engine.with(|m, _| {
                 m.take_intake();
-                m.call(spec, tx);
+                m.call(spec, tx, ticket);
             }),
             // The connection has ended; the dropped reply slot reports Shutdown.
-            Err(Refused::Closed(_)) => {}
+            Err(Refused::Closed((_, _, ticket))) => ticket.end(hooks, remote, Instant::now(), &Err(Error::Shutdown)),
         }
         Ok(rx)
     }

@@ -8,7 +8,8 @@ use crate::Error;
 use crate::engine::{Engine, Intake, Machine};
 use crate::reply::{self, ReplyRx, ReplyTx, Wakes};
 use rpcx_core::conn::{
-    CallSpec, ClientConfig, ClientSession, ClientStats, CloseMode, PushSink, ReplySlot, SessionConfig,
+    CallError, CallSpec, CallTicket, ClientConfig, ClientSession, ClientStats, CloseMode, PushSink, ReplySlot,
+    SessionConfig,
 };
 use rpcx_core::wire::Message;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 pub(super) const INTAKE_CAPACITY: usize = 4096;
 
 /// Calls queued by callers that did not wait for the connection's lock.
-pub(super) type CallIntake = Intake<(CallSpec, Reply)>;
+pub(super) type CallIntake = Intake<(CallSpec, Reply, CallTicket)>;
 
 /// Calls held while the connection is blocked (in-flight or unsent-bytes limit); more
 /// are refused with `CallRejected::Blocked`.
@@ -72,16 +73,18 @@ impl ClientState {
     /// is dropped here.
     pub(super) fn take_intake(&mut self) {
         let now = Instant::now();
-        for (spec, reply) in self.intake.take() {
-            if !reply.is_abandoned() {
-                self.session.call(now, spec, reply);
+        for (spec, reply, ticket) in self.intake.take() {
+            if reply.is_abandoned() {
+                self.session.end_ticket(ticket, &Err(Error::Call(CallError::Cancelled)));
+            } else {
+                self.session.call_prepared(now, spec, reply, ticket);
             }
         }
     }
 
-    /// Start a call, or hold it while the connection is blocked.
-    pub(super) fn call(&mut self, spec: CallSpec, reply: Reply) {
-        self.session.call(Instant::now(), spec, reply);
+    /// Start a prepared call, or hold it while the connection is blocked.
+    pub(super) fn call(&mut self, spec: CallSpec, reply: Reply, ticket: CallTicket) {
+        self.session.call_prepared(Instant::now(), spec, reply, ticket);
     }
 
     /// Give up on the call whose caller holds `rx` (it went away or timed out): cancel
@@ -110,7 +113,8 @@ impl ClientState {
     /// The connection is over and its socket closed: nothing may wait any longer.
     pub(super) fn finish(&mut self) {
         self.session.pushes_mut().0 = None;
-        for (_, reply) in self.intake.close() {
+        for (_, reply, ticket) in self.intake.close() {
+            self.session.end_ticket(ticket, &Err(Error::Shutdown));
             reply.complete(Err(Error::Shutdown));
         }
         self.session.finish();

@@ -96,24 +96,61 @@ pub(super) fn serve_conn(mut sock: Sock, session: Session, ctx: &Arc<ServeCtx>, 
             tls = Some(conn);
         }
     }
-    let pushes = Arc::new(PushQueue { intake: Intake::new(PUSH_CAPACITY), engine: OnceLock::new() });
-    let state = ServerState::new(session, ctx.clone(), pushes.clone());
-    let ext = ServerExt { pool: ctx.pool.clone(), pushes: pushes.clone() };
-    let engine = match Engine::new(sock, tls, state, ext, Some(ctx.housekeeper.timers().clone())) {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::debug!(peer = %peer.addr, error = %e, "socket setup failed");
-            return;
-        }
-    };
-    let _ = pushes.engine.set(Arc::downgrade(&engine));
-    ctx.shared.attach(id, &engine);
-    // This thread is the connection's reader, and its housekeeper once it ends.
-    engine.serve();
-    pushes.intake.close();
-    let mut g = engine.lock();
-    let state = &mut g.m;
-    state.session.end(&state.conn);
+    if let Some(conn) = Conn::set_up(sock, tls, session, ctx, id) {
+        conn.serve();
+    }
+}
+
+/// Set up a connection without TLS (on the accept thread: see [`Conn::set_up`]).
+pub(super) fn set_up_plain(sock: Sock, session: Session, ctx: &Arc<ServeCtx>, id: u64) -> Option<Conn> {
+    if let Sock::Tcp(s) = &sock {
+        tune_tcp(s, ctx.dispatcher.settings().tcp_keepalive);
+    }
+    Conn::set_up(sock, None, session, ctx, id)
+}
+
+/// A connection set up and attached to the server, ready to be served by a thread.
+pub(super) struct Conn {
+    engine: Arc<Engine<ServerState>>,
+    pushes: Arc<PushQueue>,
+}
+
+impl Conn {
+    /// Set up a connection's state and engine (`None`, closing it, if its socket cannot
+    /// be set up). Plain TCP connections are set up on the accept thread, so their own
+    /// thread only ever runs the read loop: its stack stays small.
+    pub(super) fn set_up(
+        sock: Sock,
+        tls: Option<rustls::Connection>,
+        session: Session,
+        ctx: &Arc<ServeCtx>,
+        id: u64,
+    ) -> Option<Self> {
+        let peer = session.peer().clone();
+        let pushes = Arc::new(PushQueue { intake: Intake::new(PUSH_CAPACITY), engine: OnceLock::new() });
+        let state = ServerState::new(session, ctx.clone(), pushes.clone());
+        let ext = ServerExt { pool: ctx.pool.clone(), pushes: pushes.clone() };
+        let engine = match Engine::new(sock, tls, state, ext, Some(ctx.housekeeper.timers().clone())) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::debug!(peer = %peer.addr, error = %e, "socket setup failed");
+                return None;
+            }
+        };
+        let _ = pushes.engine.set(Arc::downgrade(&engine));
+        ctx.shared.attach(id, &engine);
+        Some(Self { engine, pushes })
+    }
+
+    /// Serve it on this thread (its reader, and its housekeeper once it ends) until
+    /// it is over.
+    pub(super) fn serve(self) {
+        self.engine.serve();
+        self.pushes.intake.close();
+        let mut g = self.engine.lock();
+        let state = &mut g.m;
+        state.session.end(&state.conn);
+    }
 }
 
 /// What handler jobs need without taking the connection's lock.

@@ -560,8 +560,23 @@ fn accept_loop(listener: Listener, ctx: Arc<ServeCtx>) {
             id
         };
         let conn_ctx = ctx.clone();
+        // Without TLS the connection is set up here, so its thread only runs the read
+        // loop (and touches a few pages of stack); a TLS handshake blocks, so it runs on
+        // the connection's own thread.
+        let serve: Box<dyn FnOnce() + Send> = if ctx.tls.is_none() {
+            match conn::set_up_plain(sock, session, &ctx, id) {
+                Some(c) => Box::new(move || c.serve()),
+                None => {
+                    shared.lock().conns.remove(&id);
+                    continue;
+                }
+            }
+        } else {
+            let ctx = ctx.clone();
+            Box::new(move || conn::serve_conn(sock, session, &ctx, id))
+        };
         let spawned = thread::Builder::new().name("rpcx-conn".into()).stack_size(READER_STACK).spawn(move || {
-            conn::serve_conn(sock, session, &conn_ctx, id);
+            serve();
             conn_ctx.shared.lock().conns.remove(&id);
             conn_ctx.shared.cv.notify_all();
         });

@@ -57,6 +57,7 @@ var scenarios = []scenario{
 	{"big", scenBig, true},
 	{"concurrent", scenConcurrent, true},
 	{"slow_deadline", scenSlowDeadline, true},
+	{"alias", scenAlias, true},
 	{"auth_ok", scenAuthOK, false},
 	{"auth_fail", scenAuthFail, false},
 	{"failover", scenFailover, false},

@@ -38,6 +38,26 @@ func mulOnce(cfg *config, st protocol.SerializeType) error {
 	return nil
 }
 
+// scenAlias calls Arith.Mul by its alias a.b.c.d.Times (the servers install an
+// alias plugin: Go's AliasPlugin, Rust's service::Alias).
+func scenAlias(cfg *config) error {
+	xc, err := newXClient(cfg, "a.b.c.d", option(protocol.MsgPack))
+	if err != nil {
+		return err
+	}
+	defer xc.Close()
+	ctx, cancel := callCtx(defaultCallTimeout)
+	defer cancel()
+	var reply services.Reply
+	if err := xc.Call(ctx, "Times", &services.Args{A: 7, B: 8}, &reply); err != nil {
+		return fmt.Errorf("a.b.c.d.Times: %w", err)
+	}
+	if reply.C != 56 {
+		return fmt.Errorf("a.b.c.d.Times {7,8}: C=%d, want 56", reply.C)
+	}
+	return nil
+}
+
 func scenJSON(cfg *config) error    { return mulOnce(cfg, protocol.JSON) }
 func scenMsgpack(cfg *config) error { return mulOnce(cfg, protocol.MsgPack) }
 
