@@ -141,7 +141,9 @@ pub fn self_signed_localhost_tls() -> (std::sync::Arc<rustls::ServerConfig>, std
 /// server costs (`scripts/server-cpu.sh` with `OBSERVE=...`): a comma-separated list of
 /// `hooks` (a hook that implements every server hook, doing nothing: the cost of
 /// running hooks) and `trace=FILTER` (a `tracing` subscriber with that filter, e.g.
-/// `info` or `rpcx=debug`, formatting to nowhere: the cost of spans at that level).
+/// `info` or `rpcx=debug`, formatting to nowhere: the cost of spans at that level) and
+/// `metrics` (rpcx-metrics' `MetricsHooks` recording into metrics-exporter-prometheus's
+/// recorder, rendered once a second by a thread of its own as a scrape would, not served).
 /// Unset or empty: the router as it is.
 pub fn observed(router: Router) -> Router {
     let spec = std::env::var("RPCX_OBSERVE").unwrap_or_default();
@@ -149,6 +151,18 @@ pub fn observed(router: Router) -> Router {
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         if part == "hooks" {
             router = router.hook(std::sync::Arc::new(EveryHook));
+        } else if part == "metrics" {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_ok() {
+                std::thread::spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                        let _ = handle.render();
+                    }
+                });
+            }
+            router = router.hook(std::sync::Arc::new(rpcx_metrics::MetricsHooks::new()));
         } else if let Some(filter) = part.strip_prefix("trace=") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -156,7 +170,7 @@ pub fn observed(router: Router) -> Router {
                 .with_writer(std::io::sink)
                 .try_init();
         } else {
-            eprintln!("RPCX_OBSERVE: unknown part {part:?} (hooks, trace=FILTER)");
+            eprintln!("RPCX_OBSERVE: unknown part {part:?} (hooks, metrics, trace=FILTER)");
         }
     }
     router
