@@ -557,7 +557,10 @@ const WRITE_HIGH_WATER: usize = 256 << 10;
 /// otherwise keep its thread).
 pub(crate) const YIELD_AFTER: u32 = 64;
 
-/// What woke the driver: one ready source per wake-up, polled in priority order.
+/// What woke the driver: one ready source per wake-up, polled in priority order. A
+/// short-lived value on the driver's stack: the command is not boxed (that would cost
+/// an allocation per call).
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Wrote(io::Result<usize>),
     Flushed(io::Result<()>),
