@@ -16,7 +16,6 @@
 //!
 //! `cargo bench -p rpcx-benches --bench server_allocs`
 
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 #![allow(clippy::print_stdout)]
 
 use bytes::Bytes;
@@ -27,49 +26,15 @@ use rpcx_core::service::{
 };
 use rpcx_core::wire::{EncoderConfig, Message, Metadata, SERVER_TIMEOUT_KEY, SerializeType};
 use serde::Serialize;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counters
-// are plain atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(new_size as u64, Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: rpcx_benches::CountingAlloc = rpcx_benches::CountingAlloc;
 
 fn allocated() -> (u64, u64) {
-    (ALLOCS.load(Relaxed), BYTES.load(Relaxed))
+    rpcx_benches::allocated()
 }
 
 /// Calls counted per scenario and batch size (after the warm-up).

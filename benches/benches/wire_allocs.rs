@@ -9,57 +9,23 @@
 //! (the first `split_to`) is counted too and shows as 1/BATCH per frame.
 //! Exits non-zero if decoding the benchmark frames allocates more than that.
 
-#![allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
 #![allow(clippy::print_stdout)]
 
 use bytes::BytesMut;
 use rpcx_benches::{BATCH, bench_message, encoded_batch};
 use rpcx_core::wire::{DecoderConfig, EncoderConfig, FrameDecoder, KnownNames};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the counters
-// are plain atomics.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(new_size as u64, Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: rpcx_benches::CountingAlloc = rpcx_benches::CountingAlloc;
 
 fn counted<T>(f: impl FnOnce() -> T) -> (T, u64, u64) {
-    let (a, b) = (ALLOCS.load(Relaxed), BYTES.load(Relaxed));
+    let (a, b) = rpcx_benches::allocated();
     let r = f();
-    (r, ALLOCS.load(Relaxed) - a, BYTES.load(Relaxed) - b)
+    let (a2, b2) = rpcx_benches::allocated();
+    (r, a2 - a, b2 - b)
 }
 
 const ROUNDS: usize = 2000;

@@ -39,3 +39,49 @@ pub struct Args {
     /// The second factor.
     pub B: i64,
 }
+
+/// A global allocator that counts allocations (`alloc`, `alloc_zeroed`, `realloc`) and
+/// their bytes, forwarding every call to the system allocator. A bench binary installs
+/// it with `#[global_allocator] static A: CountingAlloc = CountingAlloc;` and reads
+/// [`allocated`].
+pub struct CountingAlloc;
+
+static ALLOCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static ALLOC_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count(bytes: usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    ALLOCS.fetch_add(1, Relaxed);
+    ALLOC_BYTES.fetch_add(bytes as u64, Relaxed);
+}
+
+/// Allocations and bytes counted by [`CountingAlloc`] so far (all threads).
+pub fn allocated() -> (u64, u64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    (ALLOCS.load(Relaxed), ALLOC_BYTES.load(Relaxed))
+}
+
+#[allow(unsafe_code)] // a GlobalAlloc impl is unsafe by definition
+// SAFETY: every call is forwarded unchanged to the system allocator; the counters are
+// plain atomics.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count(layout.size());
+        // SAFETY: as above.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count(new_size);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}

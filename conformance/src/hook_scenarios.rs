@@ -410,22 +410,18 @@ pub fn rate_limiters_wait_refuse_and_close(s: &dyn ServerRt, c: &dyn ClientRt) {
         assert_eq!(reply(&m).c, 2 * i as i64);
     }
     assert!(t0.elapsed() >= Duration::from_millis(190), "they waited for their tokens: {:?}", t0.elapsed());
-    // Tokens are reserved ahead: with ten waiting, a call due in 20 ms cannot get one.
-    let waiting: Vec<_> = (0..10)
-        .map(|i| {
-            let mut sp = spec("Arith", "Mul", &Args { a: i, b: 1 });
-            sp.deadline = Some(Instant::now() + Duration::from_secs(10));
-            crate::start(&client, sp)
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(30));
+    server.close();
+    // One token a second: after the burst token, the next is a second away, so a call
+    // due in 200 ms is refused at once (not left to time out).
+    let server = s.serve(router(false).hook(Arc::new(BlockingRateLimiter::new(1.0, 1))), ServeOpts::default());
+    let client = c.connect(&server.address(), ConnOpts::default());
+    assert_eq!(reply(&client.call(spec("Arith", "Mul", &Args { a: 3, b: 3 })).unwrap().unwrap()).c, 9);
     let mut hurried = spec("Arith", "Mul", &Args { a: 1, b: 1 });
     hurried.deadline = Some(Instant::now() + Duration::from_millis(200));
+    let t1 = Instant::now();
     let err = client.call(hurried).unwrap_err();
     assert_eq!(err, Fail::Remote(RATE_LIMITED.into()), "refused, not timed out");
-    for h in waiting {
-        h.join().expect("thread").expect("the waiting calls are served");
-    }
+    assert!(t1.elapsed() < Duration::from_millis(200), "refused before its deadline: {:?}", t1.elapsed());
     server.close();
 
     let server = s.serve(router(false).hook(Arc::new(ConnRateLimiter::new(0.01, 2))), ServeOpts::default());
