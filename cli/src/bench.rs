@@ -62,7 +62,9 @@ pub(crate) struct BenchArgs {
     /// Fixed rate in calls/s over all connections instead of the closed loop.
     #[arg(short, long)]
     rate: Option<f64>,
-    /// Per-call timeout.
+    /// Per-call timeout, also sent to the server as `__ServerTimeout` (as Go's XClient
+    /// does for a context with a deadline). 0 means none: no deadline and no
+    /// `__ServerTimeout`, as Go's plain `Client.Call` with `context.Background()`.
     #[arg(short, long, default_value = "10s", value_parser = crate::parse_duration)]
     timeout: Duration,
     /// Auth token (`__AUTH` metadata).
@@ -137,8 +139,10 @@ impl Tally {
 }
 
 async fn one_call(client: &Client, plan: &Plan) -> Result<(), String> {
-    let mut req =
-        client.request(&plan.service, &plan.method).serialize_type(plan.serialize.wire()).timeout(plan.timeout);
+    let mut req = client.request(&plan.service, &plan.method).serialize_type(plan.serialize.wire());
+    if !plan.timeout.is_zero() {
+        req = req.timeout(plan.timeout);
+    }
     if plan.gzip {
         req = req.compress(CompressType::GZIP);
     }

@@ -672,15 +672,14 @@ impl<Rt: Runtime> Driver<Rt> {
                 Wake::Read(Err(e)) => self.session.abort(now, e.to_string()),
                 Wake::Command(Some(cmd)) => {
                     self.take(now, cmd);
-                    // Take a batch of queued calls in one wake-up.
-                    for _ in 0..256 {
-                        if self.session.is_blocked() {
-                            break;
-                        }
-                        match self.rx.try_recv() {
-                            Ok(cmd) => self.take(now, cmd),
-                            Err(_) => break,
-                        }
+                    self.take_queued(now);
+                    // Let the other callers that are ready run first, then take what
+                    // they queued: their calls go out in the same write. Without this a
+                    // caller's wake-up runs the driver right after that caller (tokio's
+                    // LIFO slot), and every call costs a write of its own.
+                    if !self.session.is_blocked() {
+                        future::yield_now().await;
+                        self.take_queued(Instant::now());
                     }
                 }
                 Wake::Command(None) => {
@@ -720,6 +719,19 @@ impl<Rt: Runtime> Driver<Rt> {
         while let Ok(Command(_, reply, _, ticket)) = self.rx.try_recv() {
             self.session.end_ticket(ticket, &Err(Error::Shutdown));
             let _ = reply.send(Err(Error::Shutdown));
+        }
+    }
+
+    /// Take a batch of queued calls (at most 256, while there is room).
+    fn take_queued(&mut self, now: Instant) {
+        for _ in 0..256 {
+            if self.session.is_blocked() {
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(cmd) => self.take(now, cmd),
+                Err(_) => break,
+            }
         }
     }
 
