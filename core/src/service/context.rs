@@ -131,15 +131,34 @@ pub struct ContextParts {
 impl Context {
     /// Build a context.
     pub fn new(parts: ContextParts) -> Self {
-        Self::with_server(parts, None, 0)
+        Self::with_server(None, parts, None, 0)
     }
 
-    /// A context with the server's timer and the request's payload size.
+    /// A context with the server's timer and the request's payload size, in `spare`'s
+    /// allocation when it is given and no one else holds it (see
+    /// [`into_spare`](Self::into_spare)).
     pub(crate) fn with_server(
+        spare: Option<Context>,
         parts: ContextParts,
         timer: Option<Arc<dyn super::hooks::Timer>>,
         request_size: usize,
     ) -> Self {
+        if let Some(mut c) = spare {
+            if let Some(inner) = Arc::get_mut(&mut c.0) {
+                inner.service_path = parts.service_path;
+                inner.service_method = parts.service_method;
+                inner.serialize_type = parts.serialize_type;
+                inner.oneway = parts.oneway;
+                inner.metadata = parts.metadata;
+                inner.deadline = parts.deadline;
+                inner.received_at = parts.received_at;
+                inner.peer = parts.peer;
+                inner.pusher = parts.pusher;
+                inner.timer = timer;
+                inner.request_size = request_size;
+                return c;
+            }
+        }
         Self(Arc::new(Inner {
             service_path: parts.service_path,
             service_method: parts.service_method,
@@ -155,6 +174,20 @@ impl Context {
             timer,
             request_size,
         }))
+    }
+
+    /// This context emptied for reuse by the next request of its connection, if no one
+    /// else holds it (a handler may keep a clone): its request's names, metadata,
+    /// response metadata and extensions are dropped now, so a kept context pins no
+    /// input buffer and hands nothing on.
+    pub(crate) fn into_spare(mut self) -> Option<Context> {
+        let inner = Arc::get_mut(&mut self.0)?;
+        inner.service_path = Bytes::new();
+        inner.service_method = Bytes::new();
+        inner.metadata = Metadata::new();
+        *inner.response_metadata.get_mut().unwrap_or_else(|p| p.into_inner()) = Metadata::new();
+        *inner.extensions.get_mut().unwrap_or_else(|p| p.into_inner()) = Extensions::new();
+        Some(self)
     }
 
     /// A context for calling a handler directly (tests, in-process use): no peer, no

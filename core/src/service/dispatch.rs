@@ -4,7 +4,7 @@
 
 use super::hooks::{ConnTap, Timer};
 use super::settings::ServerSettings;
-use super::{Context, Dispatched, Peer, PushSink, Pusher, Router, Serving};
+use super::{Context, Dispatched, Peer, PushSink, Pusher, Router, Serving, Started};
 use crate::conn::{LostReason, PushError, RequestId, ServerConfig, ServerConnection, ServerEvent, ServerStats};
 use crate::wire::Metadata;
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
 /// Events a server handles before the output they produced is written: responses to a
@@ -247,6 +247,7 @@ impl Dispatcher {
             ended: false,
             span,
             pusher: None,
+            spare: None,
         })
     }
 
@@ -378,6 +379,8 @@ pub struct Session {
     span: tracing::Span,
     /// The pusher handed to requests, wrapped for the push hooks (made on first use).
     pusher: Option<Pusher>,
+    /// The last request's context, emptied, for the next one ([`Context::into_spare`]).
+    spare: Option<Context>,
 }
 
 impl std::fmt::Debug for Session {
@@ -465,18 +468,21 @@ impl Session {
                     let id = req.id;
                     let pusher = self.pusher(pushes);
                     let (router, peer, timer) = (&self.d.router, &self.peer, self.d.timer.as_ref());
-                    let mut fut = self.span.in_scope(|| router.serve(now, req, peer.clone(), pusher, timer));
-                    if self.d.inline {
-                        // Fast path: a handler that finishes without waiting is answered
-                        // right here (no spawn, no hop). One that waits is polled again
-                        // where it is spawned, registering that waker.
-                        let mut cx = TaskContext::from_waker(Waker::noop());
-                        if let Poll::Ready(outcome) = fut.as_mut().poll(&mut cx) {
-                            self.answer(conn, now, Served { id, outcome }, pushes);
-                            continue;
-                        }
+                    if !self.d.inline {
+                        let fut = self.span.in_scope(|| router.serve(now, req, peer.clone(), pusher, timer));
+                        spawn(Waiting { id, fut });
+                        continue;
                     }
-                    spawn(Waiting { id, fut });
+                    // Fast path: a request that finishes without waiting is answered
+                    // right here (no spawn, no hop, no boxed future of its own; its
+                    // context reuses the last one's). One that waits is polled again
+                    // where it is spawned, registering that waker.
+                    let spare = &mut self.spare;
+                    let started = self.span.in_scope(|| router.start(now, req, peer.clone(), pusher, timer, spare));
+                    match started {
+                        Started::Ready(outcome) => self.answer(conn, now, Served { id, outcome }, pushes),
+                        Started::Waiting(fut) => spawn(Waiting { id, fut }),
+                    }
                 }
                 ServerEvent::Heartbeat { .. } => {
                     for h in self.d.router.hooks() {
@@ -519,7 +525,8 @@ impl Session {
         while let Some(p) = pushes.next_push() {
             let _ = self.push(conn, now, p);
         }
-        self.d.router.answer(conn, now, served.id, served.outcome);
+        let ctx = self.d.router.answer(conn, now, served.id, served.outcome);
+        self.spare = ctx.into_spare();
     }
 
     /// The connection is over: add its last counts to the totals and run the

@@ -102,6 +102,34 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// A request being served ([`Router::serve`]): resolves to its outcome and context.
 pub type Serving = BoxFuture<(Dispatched, Context)>;
 
+/// [`Router::start`]'s outcome: served already, or the future to spawn.
+pub(crate) enum Started {
+    Ready((Dispatched, Context)),
+    Waiting(Serving),
+}
+
+/// Where [`Router::prelude`] starts.
+#[derive(Clone, Copy)]
+enum Stage {
+    Start,
+    /// After an admission wait, at the next admit hook.
+    Admit(usize),
+    AfterAuth,
+}
+
+/// Where [`Router::prelude`] stopped.
+enum Step {
+    /// The response (a refusal, a lookup failure, a hook's error).
+    Done(Dispatched),
+    /// The handler's future, made.
+    Call(CatchUnwind<Result<Bytes, String>>),
+    /// An admit hook asked to wait until this instant; then the admit hooks from this
+    /// index go on.
+    Wait(std::time::Instant, usize),
+    /// The auth check is next.
+    Auth(AuthFn),
+}
+
 /// A method implementation after type erasure: payload in, payload or error text out.
 pub trait Handler: Send + Sync + 'static {
     /// Run the method on a payload serialized with `ctx.serialize_type()`.
@@ -509,6 +537,64 @@ impl Router {
         pusher: Pusher,
         timer: Option<&Arc<dyn Timer>>,
     ) -> Serving {
+        let (span, refused, ctx, payload) = self.begin(now, req, peer, pusher, timer, &mut None);
+        self.boxed(span, refused, ctx, payload)
+    }
+
+    /// [`serve`](Self::serve), run inline as far as it goes: a request that needs no
+    /// waiting (no auth, no admission wait, a handler that finishes at its first poll)
+    /// is served here, allocating no future of its own (the handler's is the only
+    /// one); one that waits comes back as the future to spawn. `spare` is a context
+    /// kept from an earlier request ([`Context::into_spare`]), reused when no one else
+    /// holds it.
+    pub(crate) fn start(
+        &self,
+        now: std::time::Instant,
+        req: crate::conn::Request,
+        peer: Arc<Peer>,
+        pusher: Pusher,
+        timer: Option<&Arc<dyn Timer>>,
+        spare: &mut Option<Context>,
+    ) -> Started {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let (span, refused, ctx, payload) = self.begin(now, req, peer, pusher, timer, spare);
+        if !span.is_disabled() {
+            let mut fut = self.boxed(span, refused, ctx, payload);
+            return match fut.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(outcome) => Started::Ready(outcome),
+                std::task::Poll::Pending => Started::Waiting(fut),
+            };
+        }
+        if let Some(r) = refused {
+            return Started::Ready((self.refused(r), ctx));
+        }
+        let mut payload = Some(payload);
+        let step = match self.prelude(&ctx, &mut payload, Stage::Start) {
+            Step::Done(d) => return Started::Ready((d, ctx)),
+            Step::Call(mut fut) => match Pin::new(&mut fut).poll(&mut cx) {
+                std::task::Poll::Ready(r) => return Started::Ready((self.called(&ctx, r), ctx)),
+                std::task::Poll::Pending => Step::Call(fut),
+            },
+            step => step,
+        };
+        let router = self.clone();
+        Started::Waiting(Box::pin(async move {
+            let d = router.run(&ctx, &mut payload, step).await;
+            (d, ctx)
+        }))
+    }
+
+    /// The part of serving before dispatch: the request's span, the `pre_read_request`
+    /// and `rewrite_request` hooks (a refusal among them) and its [`Context`].
+    fn begin(
+        &self,
+        now: std::time::Instant,
+        req: crate::conn::Request,
+        peer: Arc<Peer>,
+        pusher: Pusher,
+        timer: Option<&Arc<dyn Timer>>,
+        spare: &mut Option<Context>,
+    ) -> (tracing::Span, Option<Rejection>, Context, Bytes) {
         let mut msg = req.message;
         let span = tracing::debug_span!(
             target: "rpcx",
@@ -552,6 +638,7 @@ impl Router {
         }
         let size = msg.payload.len();
         let ctx = Context::with_server(
+            spare.take(),
             ContextParts {
                 service_path: msg.service_path,
                 service_method: msg.service_method,
@@ -566,11 +653,15 @@ impl Router {
             timer.cloned(),
             size,
         );
+        (span, refused, ctx, msg.payload)
+    }
+
+    /// The rest of serving as one boxed future, in the request's span.
+    fn boxed(&self, span: tracing::Span, refused: Option<Rejection>, ctx: Context, payload: Bytes) -> Serving {
         let router = self.clone();
-        let payload = msg.payload;
         let fut = async move {
             let d = match refused {
-                Some(r) => Dispatched { response: Response::error(r.text), close: r.close, unauthorized: false },
+                Some(r) => router.refused(r),
                 None => router.dispatch(ctx.clone(), payload).await,
             };
             (d, ctx)
@@ -603,7 +694,7 @@ impl Router {
         now: std::time::Instant,
         id: crate::conn::RequestId,
         (d, ctx): (Dispatched, Context),
-    ) {
+    ) -> Context {
         let mut response = d.response;
         let hooked = !ctx.is_oneway() && !self.hooks.is_empty();
         if hooked {
@@ -620,59 +711,92 @@ impl Router {
                 crate::guard::catch("post_write_response hook", || h.post_write_response(&ctx, &response));
             }
         }
+        ctx
     }
 
     /// Run one request through post-read hooks, auth, lookup, pre-call hooks, the
     /// handler (a panic becomes an error response) and post-call hooks.
     pub async fn dispatch(&self, ctx: Context, payload: Bytes) -> Dispatched {
-        for h in self.hooks.iter() {
-            match crate::guard::catch("post_read_request hook", || h.post_read_request(&ctx)) {
-                Some(Ok(())) => {}
-                Some(Err(r)) => {
-                    return Dispatched { response: Response::error(r.text), close: r.close, unauthorized: false };
-                }
-                None => {
-                    return Dispatched { response: Response::error(HOOK_PANICKED), close: false, unauthorized: false };
-                }
-            }
-        }
-        for h in self.hooks.iter() {
-            match crate::guard::catch("admit hook", || h.admit(&ctx)) {
-                Some(Admit::Now) => {}
-                Some(Admit::At(at)) => {
-                    if ctx.deadline().is_some_and(|d| d < at) {
-                        return self.refused(Rejection::answer(RATE_LIMITED));
-                    }
+        let mut payload = Some(payload);
+        let step = self.prelude(&ctx, &mut payload, Stage::Start);
+        self.run(&ctx, &mut payload, step).await
+    }
+
+    /// Go on from `step` to the response, waiting where a step asks to.
+    async fn run(&self, ctx: &Context, payload: &mut Option<Bytes>, mut step: Step) -> Dispatched {
+        loop {
+            let stage = match step {
+                Step::Done(d) => return d,
+                Step::Call(fut) => return self.called(ctx, fut.await),
+                Step::Wait(at, next) => {
                     if !ctx.sleep_until(at).await {
                         return self.refused(Rejection::answer(RATE_LIMITED));
                     }
+                    Stage::Admit(next)
                 }
-                Some(Admit::Reject(r)) => return self.refused(r),
-                None => return self.refused(Rejection::answer(HOOK_PANICKED)),
-            }
+                Step::Auth(auth) => {
+                    let token = ctx.auth_token().unwrap_or_default().to_owned();
+                    match CatchUnwind::new(|| auth(ctx.clone(), token)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(text)) => {
+                            return Dispatched { response: Response::error(text), close: true, unauthorized: true };
+                        }
+                        Err(panic) => {
+                            return Dispatched {
+                                response: Response::error(format!("auth panicked: {panic}")),
+                                close: true,
+                                unauthorized: true,
+                            };
+                        }
+                    }
+                    Stage::AfterAuth
+                }
+            };
+            step = self.prelude(ctx, payload, stage);
         }
-        if let Some(auth) = &self.auth {
-            let token = ctx.auth_token().unwrap_or_default().to_owned();
-            let verdict = CatchUnwind::new(|| auth(ctx.clone(), token)).await;
-            match verdict {
-                Ok(Ok(())) => {}
-                Ok(Err(text)) => {
-                    return Dispatched { response: Response::error(text), close: true, unauthorized: true };
+    }
+
+    /// The synchronous part of dispatch from `stage` on: the post-read and admit hooks,
+    /// then (after auth, which is async) the pre-handle hooks, the lookup, the pre-call
+    /// hooks and the handler's call, up to the first step that waits or ends.
+    fn prelude(&self, ctx: &Context, payload: &mut Option<Bytes>, stage: Stage) -> Step {
+        let admit_from = match stage {
+            Stage::Start => {
+                for h in self.hooks.iter() {
+                    match crate::guard::catch("post_read_request hook", || h.post_read_request(ctx)) {
+                        Some(Ok(())) => {}
+                        Some(Err(r)) => return Step::Done(self.refused(r)),
+                        None => return Step::Done(self.refused(Rejection::answer(HOOK_PANICKED))),
+                    }
                 }
-                Err(panic) => {
-                    return Dispatched {
-                        response: Response::error(format!("auth panicked: {panic}")),
-                        close: true,
-                        unauthorized: true,
-                    };
+                Some(0)
+            }
+            Stage::Admit(i) => Some(i),
+            Stage::AfterAuth => None,
+        };
+        if let Some(from) = admit_from {
+            for (i, h) in self.hooks.iter().enumerate().skip(from) {
+                match crate::guard::catch("admit hook", || h.admit(ctx)) {
+                    Some(Admit::Now) => {}
+                    Some(Admit::At(at)) => {
+                        if ctx.deadline().is_some_and(|d| d < at) {
+                            return Step::Done(self.refused(Rejection::answer(RATE_LIMITED)));
+                        }
+                        return Step::Wait(at, i + 1);
+                    }
+                    Some(Admit::Reject(r)) => return Step::Done(self.refused(r)),
+                    None => return Step::Done(self.refused(Rejection::answer(HOOK_PANICKED))),
                 }
+            }
+            if let Some(auth) = &self.auth {
+                return Step::Auth(auth.clone());
             }
         }
         for h in self.hooks.iter() {
-            match crate::guard::catch("pre_handle hook", || h.pre_handle(&ctx)) {
+            match crate::guard::catch("pre_handle hook", || h.pre_handle(ctx)) {
                 Some(Ok(())) => {}
-                Some(Err(text)) => return self.finish(&ctx, Err(text)),
-                None => return self.finish(&ctx, Err(HOOK_PANICKED.to_owned())),
+                Some(Err(text)) => return Step::Done(self.finish(ctx, Err(text))),
+                None => return Step::Done(self.finish(ctx, Err(HOOK_PANICKED.to_owned()))),
             }
         }
         // Names are bytes: look them up as UTF-8 (no registered name is anything else)
@@ -681,30 +805,38 @@ impl Router {
         let method = std::str::from_utf8(ctx.service_method_bytes()).ok();
         let handler = match path.and_then(|p| self.services.get(p)) {
             None => match &self.fallback {
-                Some(f) => f.clone(),
-                None => return self.not_found(&ctx, b"rpcx: can't find service ", ctx.service_path_bytes()),
+                Some(f) => f,
+                None => {
+                    return Step::Done(self.not_found(ctx, b"rpcx: can't find service ", ctx.service_path_bytes()));
+                }
             },
             Some(s) => match (method.and_then(|m| s.methods.get(m)), &self.fallback) {
-                (Some(h), _) => h.clone(),
-                (None, Some(f)) => f.clone(),
+                (Some(h), _) => h,
+                (None, Some(f)) => f,
                 (None, None) => {
-                    return self.not_found(&ctx, b"rpcx: can't find method ", ctx.service_method_bytes());
+                    return Step::Done(self.not_found(ctx, b"rpcx: can't find method ", ctx.service_method_bytes()));
                 }
             },
         };
-        let method = method.unwrap_or_default();
         for h in self.hooks.iter() {
-            match crate::guard::catch("pre_call hook", || h.pre_call(&ctx)) {
+            match crate::guard::catch("pre_call hook", || h.pre_call(ctx)) {
                 Some(Ok(())) => {}
-                Some(Err(text)) => return self.finish(&ctx, Err(text)),
-                None => return self.finish(&ctx, Err(HOOK_PANICKED.to_owned())),
+                Some(Err(text)) => return Step::Done(self.finish(ctx, Err(text))),
+                None => return Step::Done(self.finish(ctx, Err(HOOK_PANICKED.to_owned()))),
             }
         }
-        let result = match CatchUnwind::new(|| handler.call(ctx.clone(), payload)).await {
-            Ok(r) => r,
-            Err(panic) => Err(format!("[service internal error]: {panic}, method: {method}")),
-        };
-        self.finish(&ctx, result)
+        let payload = payload.take().unwrap_or_default();
+        Step::Call(CatchUnwind::new(|| handler.call(ctx.clone(), payload)))
+    }
+
+    /// The handler's result (a panic in it becomes Go's internal-error text) through
+    /// the post-call hooks.
+    fn called(&self, ctx: &Context, r: Result<Result<Bytes, String>, String>) -> Dispatched {
+        let result = r.unwrap_or_else(|panic| {
+            let method = std::str::from_utf8(ctx.service_method_bytes()).unwrap_or_default();
+            Err(format!("[service internal error]: {panic}, method: {method}"))
+        });
+        self.finish(ctx, result)
     }
 
     /// Go's "can't find" error with the name's exact bytes. Hooks see the text
