@@ -25,6 +25,9 @@
 #   THREADS=1       --threads for our servers (also TOKIO_WORKER_THREADS and
 #                   ASYNC_GLOBAL_EXECUTOR_THREADS, so a base build without the flag is
 #                   sized the same).
+#   LOADGEN=rpcx    drive every server with `rpcx bench` (this tree's, Arith.Mul msgpack,
+#                   `-t 0s`: no `__ServerTimeout`, as Go's load client sends none) instead
+#                   of Go's load client.
 #   CARGO_TARGET_DIR is honoured for the current tree's builds.
 # Exits non-zero if a build fails, a server does not start (or dies), or a bench run
 # reports any error. Every step is bounded by `timeout`.
@@ -42,6 +45,7 @@ bench_cpu="${BENCH_CPU:-1}"
 servers="${SERVERS:-go tokio smol std}"
 observe_list="${OBSERVE:-}"
 base_rev="${BASE_REV:-}"
+loadgen="${LOADGEN:-go}"
 build_timeout="${BUILD_TIMEOUT:-2400}"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
@@ -58,6 +62,7 @@ done
 [[ "$warmup" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WARMUP '$warmup' is not a number"
 [[ "$levels" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "LEVELS '$levels': want e.g. 1,100,1000"
 [[ "$conns_list" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "CONNS '$conns_list': want e.g. 1,4"
+[[ "$loadgen" == go || "$loadgen" == rpcx ]] || die "LOADGEN '$loadgen': go or rpcx"
 clk_tck="$(getconf CLK_TCK)"
 ncpu="$(getconf _NPROCESSORS_ONLN)"
 ((server_cpu < ncpu && bench_cpu < ncpu)) || die "need cores $server_cpu and $bench_cpu, have $ncpu"
@@ -98,6 +103,12 @@ log "building Go server and bench"
     die "go build failed"
 mv "$tmp/bin/server" "$tmp/bin/go-server"
 bench="$tmp/bin/bench"
+if [[ "$loadgen" == rpcx ]]; then
+    log "building rpcx (the load generator)"
+    (cd "$root" && CARGO_TARGET_DIR="$target" timeout "$build_timeout" cargo build -q --release -p rpcx-cli) ||
+        die "build of rpcx-cli failed"
+    cp "$target/release/rpcx" "$tmp/bin/rpcx"
+fi
 
 # Entries "name kind binary": kind go or rust.
 entries=("go go $tmp/bin/go-server")
@@ -182,9 +193,14 @@ for entry in "${entries[@]}"; do
                 awk '/^Threads:/ { print $2 }' "/proc/$server_pid/status" >"$json.threads" 2>/dev/null
             ) &
             sampler=$!
-            if ! timeout "$bench_timeout" taskset -c "$bench_cpu" "$bench" -addr "$server_addr" \
-                -conns "$nc" -c "$c" -d "${secs}s" -warmup "${warmup}s" -pid "$server_pid" \
-                >"$json" 2>"$json.stderr"; then
+            if [[ "$loadgen" == rpcx ]]; then
+                bench_cmd=("$tmp/bin/rpcx" bench "$server_addr" Arith.Mul --conns "$nc" -c "$c" -d "${secs}s"
+                    --warmup "${warmup}s" -t 0s --json --pid "$server_pid")
+            else
+                bench_cmd=("$bench" -addr "$server_addr" -conns "$nc" -c "$c" -d "${secs}s" -warmup "${warmup}s"
+                    -pid "$server_pid")
+            fi
+            if ! timeout "$bench_timeout" taskset -c "$bench_cpu" "${bench_cmd[@]}" >"$json" 2>"$json.stderr"; then
                 kill "$sampler" 2>/dev/null || true
                 cat "$json" "$json.stderr" >&2 || true
                 die "$name conns=$nc c=$c: bench failed or reported errors"
@@ -202,6 +218,7 @@ for entry in "${entries[@]}"; do
                 }
                 END {
                     if (v["calls"] <= 0 || v["server_ticks"] < 0) exit 1
+                    if (v["c"] == "") v["c"] = v["concurrency"]
                     printf "%s %s %s %s %.0f %.1f %.1f %.2f\n", name, thr, v["conns"], v["c"],
                         v["calls_per_s"], v["p50_us"], v["p99_us"],
                         v["server_ticks"] * 1e6 / tck / v["calls"]
@@ -213,7 +230,7 @@ for entry in "${entries[@]}"; do
     stop_server
 done
 
-echo "server CPU per call; server on core $server_cpu, load generator on core $bench_cpu;" \
+echo "server CPU per call; server on core $server_cpu, load generator ($loadgen) on core $bench_cpu;" \
     "${secs}s window after ${warmup}s warm-up; Arith.Mul msgpack; CLK_TCK=$clk_tck;" \
     "thr = server threads in the middle of the window"
 # Grouped by load level (conns, c), servers in run order; ratio = cpu us/call / Go's.
