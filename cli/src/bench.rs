@@ -59,6 +59,13 @@ pub(crate) struct BenchArgs {
     /// Load before measuring (calls made but not counted).
     #[arg(long, default_value = "0s", value_parser = crate::parse_duration)]
     warmup: Duration,
+    /// Runtime threads of the load generator (default: the CPUs it may run on). With 1
+    /// (the default under `taskset -c N`) the callers run on a single-threaded runtime,
+    /// which serves them in turn: tokio's multi-threaded scheduler lets some of 1000
+    /// ready callers wait behind the others again and again, which shows as a p99 of
+    /// ten times the median.
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
     /// Fixed rate in calls/s over all connections instead of the closed loop.
     #[arg(short, long)]
     rate: Option<f64>,

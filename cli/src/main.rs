@@ -161,13 +161,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Command::Serve(serve::ServeArgs { threads: Some(n), .. }) = &cli.command {
-        if *n == 0 {
-            eprintln!("rpcx: --threads must be at least 1");
-            return ExitCode::from(2);
+    let threads = match &cli.command {
+        Command::Serve(serve::ServeArgs { threads, .. }) => *threads,
+        Command::Bench(a) => {
+            Some(a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())))
         }
-        builder.worker_threads(*n);
+        _ => None,
+    };
+    if threads == Some(0) {
+        eprintln!("rpcx: --threads must be at least 1");
+        return ExitCode::from(2);
+    }
+    // The load generator on one thread runs its callers in turn (see `bench --threads`).
+    let bench_alone = matches!(cli.command, Command::Bench(_)) && threads == Some(1);
+    let mut builder = if bench_alone {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if let (Some(n), false) = (threads, bench_alone) {
+        builder.worker_threads(n);
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
