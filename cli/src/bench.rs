@@ -273,7 +273,7 @@ async fn closed_loop(
                 let failed = r.is_err();
                 tally.record(t0, counted || failed, r);
                 // A lost connection fails every call at once: stop rather than spin.
-                if failed && client.is_shutdown() {
+                if failed && client.is_closing() {
                     break;
                 }
             }

@@ -132,6 +132,35 @@ pub fn to_payload<T: Serialize + ?Sized>(st: SerializeType, value: &T) -> Result
     Ok(out)
 }
 
+/// Serialize `value` with serde in the given format, as `Bytes`: through a reused
+/// per-thread buffer, so a small payload costs one allocation of its exact size (a
+/// `Vec` grown while serializing, then turned into `Bytes`, costs two or more). A
+/// payload over 16 KiB is handed over without a copy.
+pub fn to_payload_bytes<T: Serialize + ?Sized>(st: SerializeType, value: &T) -> Result<bytes::Bytes, CodecError> {
+    /// Above this, the buffer is given away rather than copied from.
+    const COPY_BELOW: usize = 16 << 10;
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| {
+        // A `Serialize` impl that serializes a payload itself finds the buffer taken.
+        let Ok(mut buf) = scratch.try_borrow_mut() else {
+            return to_payload(st, value).map(bytes::Bytes::from);
+        };
+        buf.clear();
+        let r = write_payload(st, value, &mut buf);
+        let out = match r {
+            Err(e) => Err(e),
+            Ok(()) if buf.len() < COPY_BELOW => Ok(bytes::Bytes::copy_from_slice(&buf)),
+            Ok(()) => Ok(bytes::Bytes::from(std::mem::take(&mut *buf))),
+        };
+        if buf.capacity() > COPY_BELOW {
+            *buf = Vec::new();
+        }
+        out
+    })
+}
+
 /// Deserialize a serde value from a payload in the given format, as Go does
 /// ([`Decoding::Go`]).
 pub fn from_payload<T: DeserializeOwned>(st: SerializeType, payload: &[u8]) -> Result<T, CodecError> {
@@ -260,6 +289,37 @@ mod tests {
             [0x82, 0xa1, 0x41, 0x0a, 0xa1, 0x42, 0x14]
         );
         assert_eq!(to_payload(SerializeType::MSGPACK, &Reply { C: 200 }).unwrap(), [0x81, 0xa1, 0x43, 0xcc, 0xc8]);
+    }
+
+    /// Serializes a payload of its own while being serialized (the scratch buffer is
+    /// taken then).
+    struct Reentrant(Vec<u8>);
+
+    impl Serialize for Reentrant {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let inner = to_payload_bytes(SerializeType::MSGPACK, &self.0).map_err(serde::ser::Error::custom)?;
+            s.serialize_bytes(&inner)
+        }
+    }
+
+    #[test]
+    fn payload_bytes_are_to_payload_bytes() {
+        let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
+        for st in [SerializeType::MSGPACK, SerializeType::JSON] {
+            for v in [vec![], vec![7u8; 3], vec![1u8; 16 << 10], big.clone()] {
+                assert_eq!(to_payload_bytes(st, &v).unwrap(), to_payload(st, &v).unwrap(), "{st:?} {}", v.len());
+            }
+            // After a large one the buffer is not kept at that size, and results stay right.
+            assert_eq!(
+                to_payload_bytes(st, &Args { A: 1, B: 2 }).unwrap(),
+                to_payload(st, &Args { A: 1, B: 2 }).unwrap()
+            );
+            assert_eq!(
+                to_payload_bytes(st, &Reentrant(vec![9; 5])).unwrap(),
+                to_payload(st, &Reentrant(vec![9; 5])).unwrap()
+            );
+        }
+        assert!(to_payload_bytes(SerializeType::PROTOBUF, &Args { A: 1, B: 2 }).is_err());
     }
 
     #[test]

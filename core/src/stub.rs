@@ -108,7 +108,7 @@ impl<A: serde::Serialize, R: serde::de::DeserializeOwned> StubCodec<A, R> for Se
     }
 
     fn encode(st: SerializeType, args: &A) -> Result<Bytes, CodecError> {
-        codec::to_payload(st, args).map(Bytes::from)
+        codec::to_payload_bytes(st, args)
     }
 
     fn decode(reply: Message, decoding: Decoding) -> Result<R, CodecError> {

@@ -412,7 +412,7 @@ impl<Rt: Runtime> RequestBuilder<'_, Rt> {
     pub async fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
         let st = self.opts.serialize_type;
         let decoding = self.opts.decoding;
-        let payload = Bytes::from(codec::to_payload(st, args)?);
+        let payload = codec::to_payload_bytes(st, args)?;
         let client = self.client;
         let spec = self.spec(payload, false);
         let raw = client.start(spec).await?;
@@ -428,7 +428,7 @@ impl<Rt: Runtime> RequestBuilder<'_, Rt> {
 
     /// Send as a oneway request.
     pub async fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
-        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
+        let payload = codec::to_payload_bytes(self.opts.serialize_type, args)?;
         self.oneway_raw(payload).await
     }
 
@@ -590,12 +590,14 @@ impl<Rt: Runtime> Driver<Rt> {
         let mut streak = 0u32;
         loop {
             while write_buf.len() < WRITE_HIGH_WATER && self.session.poll_transmit(&mut write_buf).is_some() {}
-            self.complete();
+            // Closing is published before the callers are woken, so a caller that got a
+            // connection-lost error sees `is_closing` already.
             if self.session.is_closing() && !self.shared.closing.swap(true, Ordering::SeqCst) {
                 if let Some(reason) = self.session.lost() {
                     tracing::debug!(remote = %self.shared.remote, %reason, "rpcx connection ended");
                 }
             }
+            self.complete();
             // After `close_now`, unsent bytes are not waited for (the peer may never read).
             let abandon = self.shared.close_req.load(Ordering::SeqCst) == 2;
             if self.session.is_closed() && ((write_buf.is_empty() && !unflushed) || abandon) {

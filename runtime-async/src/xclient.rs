@@ -448,7 +448,7 @@ impl<Rt: Runtime> XClient<Rt> {
         args: &A,
     ) -> Result<GatherRun<(R, Metadata)>, Error> {
         let st = self.0.client_opts.serialize_type;
-        let payload = Bytes::from(codec::to_payload(st, args)?);
+        let payload = codec::to_payload_bytes(st, args)?;
         let mut run = self.with_gov(|g| g.gather(Instant::now(), mode))?;
         let mut opts = CallOptions::new(&self.0.service_path, method, st, self.0.client_opts.compress, None);
         if let Some(token) = &self.0.auth {
@@ -565,7 +565,7 @@ impl<Rt: Runtime> XRequestBuilder<'_, Rt> {
     rpcx_core::call_options_setters!();
 
     fn encode<A: Serialize + ?Sized>(&self, args: &A) -> Result<Bytes, Error> {
-        Ok(Bytes::from(codec::to_payload(self.opts.serialize_type, args)?))
+        Ok(codec::to_payload_bytes(self.opts.serialize_type, args)?)
     }
 
     async fn run<T: Send>(

@@ -210,7 +210,7 @@ impl CallOptions {
         args: &A,
         oneway: bool,
     ) -> Result<CallSpec, crate::codec::CodecError> {
-        let payload = Bytes::from(crate::codec::to_payload(self.serialize_type, args)?);
+        let payload = crate::codec::to_payload_bytes(self.serialize_type, args)?;
         Ok(self.into_spec(now, payload, oneway))
     }
 }

@@ -174,7 +174,7 @@ where
         let fut = f(ctx, args);
         Box::pin(async move {
             let reply = fut.await.map_err(|e| e.into().message)?;
-            codec::to_payload(st, &reply).map(Bytes::from).map_err(codec_error)
+            codec::to_payload_bytes(st, &reply).map_err(codec_error)
         })
     }))
 }
@@ -569,19 +569,28 @@ impl Router {
             return Started::Ready((self.refused(r), ctx));
         }
         let mut payload = Some(payload);
-        let step = match self.prelude(&ctx, &mut payload, Stage::Start) {
+        let (step, polled) = match self.prelude(&ctx, &mut payload, Stage::Start) {
             Step::Done(d) => return Started::Ready((d, ctx)),
             Step::Call(mut fut) => match Pin::new(&mut fut).poll(&mut cx) {
                 std::task::Poll::Ready(r) => return Started::Ready((self.called(&ctx, r), ctx)),
-                std::task::Poll::Pending => Step::Call(fut),
+                std::task::Poll::Pending => (Step::Call(fut), true),
             },
-            step => step,
+            step => (step, false),
         };
         let router = self.clone();
-        Started::Waiting(Box::pin(async move {
+        let mut fut: Serving = Box::pin(async move {
             let d = router.run(&ctx, &mut payload, step).await;
             (d, ctx)
-        }))
+        });
+        // Auth or an admission wait comes next: poll the rest once here, so an auth
+        // check that decides at once is answered (and a failed one closes the
+        // connection) before the next request is read, as in Go's read loop.
+        if !polled {
+            if let std::task::Poll::Ready(outcome) = fut.as_mut().poll(&mut cx) {
+                return Started::Ready(outcome);
+            }
+        }
+        Started::Waiting(fut)
     }
 
     /// The part of serving before dispatch: the request's span, the `pre_read_request`

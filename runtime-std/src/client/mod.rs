@@ -382,7 +382,7 @@ impl RequestBuilder<'_> {
         self,
         args: &A,
     ) -> Result<(R, Metadata), Error> {
-        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
+        let payload = codec::to_payload_bytes(self.opts.serialize_type, args)?;
         let decoding = self.opts.decoding;
         let client = self.client;
         let msg = client.send(self.spec(payload, false))?.ok_or(Error::Shutdown)?;
@@ -391,7 +391,7 @@ impl RequestBuilder<'_> {
 
     /// Start the call and return a handle to wait on later.
     pub fn go<A: Serialize + ?Sized, R: DeserializeOwned>(self, args: &A) -> Result<PendingCall<R>, Error> {
-        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
+        let payload = codec::to_payload_bytes(self.opts.serialize_type, args)?;
         let decoding = self.opts.decoding;
         let client = self.client;
         let spec = self.spec(payload, false);
@@ -434,7 +434,7 @@ impl RequestBuilder<'_> {
 
     /// Send as a oneway request.
     pub fn oneway<A: Serialize + ?Sized>(self, args: &A) -> Result<(), Error> {
-        let payload = Bytes::from(codec::to_payload(self.opts.serialize_type, args)?);
+        let payload = codec::to_payload_bytes(self.opts.serialize_type, args)?;
         self.oneway_raw(payload)
     }
 
