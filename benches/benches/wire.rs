@@ -54,6 +54,9 @@ fn encode(c: &mut Criterion) {
 /// socket; only decoding (and dropping the messages) is timed. The `+names` variants
 /// decode with `Hello` and `Say` in the decoder's `known_names` (as a server that lists
 /// the names it serves would), so path and method are static, not slices of the frame.
+/// The plain variants decode with the defaults, which learn the names into the
+/// process-wide table on the first frame (`DecoderConfig::learn_names`); the `+sliced`
+/// variants turn learning off, so path and method are slices of the frame.
 /// `decode_with_copy`: the copy into a reused `BytesMut` is timed too.
 fn decode(c: &mut Criterion) {
     let decode_all = |decoder: &FrameDecoder, buf: &mut BytesMut| {
@@ -65,12 +68,16 @@ fn decode(c: &mut Criterion) {
         assert_eq!(n, BATCH);
     };
     let plain = FrameDecoder::default();
-    let named =
-        FrameDecoder::new(DecoderConfig { known_names: KnownNames::new(["Hello", "Say"]), ..Default::default() });
+    let named = FrameDecoder::new(DecoderConfig {
+        known_names: KnownNames::new(["Hello", "Say"]),
+        learn_names: false,
+        ..Default::default()
+    });
+    let sliced = FrameDecoder::new(DecoderConfig { learn_names: false, ..Default::default() });
 
     let mut group = c.benchmark_group("decode");
     short(&mut group);
-    for (decoder, suffix) in [(&plain, ""), (&named, "+names")] {
+    for (decoder, suffix) in [(&plain, ""), (&named, "+names"), (&sliced, "+sliced")] {
         for (name, pairs) in VARIANTS {
             let encoded = encoded_batch(BATCH, pairs);
             group.throughput(batch_throughput(&encoded));

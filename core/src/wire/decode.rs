@@ -113,6 +113,15 @@ pub struct DecoderConfig {
     /// frame (default: none). Saves an atomic reference-count increment and decrement
     /// per field and frame.
     pub known_names: KnownNames,
+    /// Learn the other service paths and methods (default `true`): a name not in
+    /// `known_names` goes into a process-wide table the first time a decoder sees it
+    /// and comes back as a static [`Bytes`] from then on, as a known name does. The
+    /// table is bounded: at most [`MAX_LEARNED_NAMES`](super::MAX_LEARNED_NAMES) names
+    /// of at most [`MAX_LEARNED_NAME_LEN`](super::MAX_LEARNED_NAME_LEN) bytes (64 KiB),
+    /// kept for the life of the process; once it is full, new names are sliced from the
+    /// frame. Clients learn the names their responses echo; servers turn it off (they
+    /// know the names they serve, and a peer's made-up names would only fill the table).
+    pub learn_names: bool,
 }
 
 impl Default for DecoderConfig {
@@ -124,6 +133,7 @@ impl Default for DecoderConfig {
             strict_payload_len: true,
             compressors: Compressors::default(),
             known_names: KnownNames::default(),
+            learn_names: true,
         }
     }
 }
@@ -203,16 +213,22 @@ impl FrameDecoder {
         Ok(Some(src.split_to(frame_len).freeze()))
     }
 
-    /// A path or method: static if known, else a slice of the frame.
+    /// A path or method: static if known or learned, else a slice of the frame.
     #[inline(always)]
     fn name(&self, frame: &Bytes, range: std::ops::Range<usize>) -> Bytes {
         if range.is_empty() {
             return Bytes::new();
         }
-        match self.config.known_names.get(&frame[range.clone()]) {
-            Some(name) => name,
-            None => frame.slice(range),
+        let name = &frame[range.clone()];
+        if let Some(known) = self.config.known_names.get(name) {
+            return known;
         }
+        if self.config.learn_names {
+            if let Some(learned) = super::names::learned(name) {
+                return learned;
+            }
+        }
+        frame.slice(range)
     }
 
     /// Parse a whole frame into sections, decompressing the payload if `decompress`.
@@ -438,15 +454,35 @@ mod tests {
         msg.encode(&EncoderConfig::default(), &mut wire).unwrap();
         let frame = wire.freeze();
 
-        let plain = FrameDecoder::default().decode_frame(frame.clone()).unwrap();
-        let cfg = DecoderConfig { known_names: KnownNames::new(["Mul", "Arith"]), ..Default::default() };
+        let sliced = DecoderConfig { learn_names: false, ..Default::default() };
+        let plain = FrameDecoder::new(sliced).decode_frame(frame.clone()).unwrap();
+        let cfg =
+            DecoderConfig { known_names: KnownNames::new(["Mul", "Arith"]), learn_names: false, ..Default::default() };
         let known = FrameDecoder::new(cfg).decode_frame(frame.clone()).unwrap();
+        let learned = FrameDecoder::default().decode_frame(frame.clone()).unwrap();
+        let again = FrameDecoder::default().decode_frame(frame.clone()).unwrap();
         assert_eq!(plain, msg);
         assert_eq!(known, msg);
+        assert_eq!(learned, msg);
         let in_frame = |b: &Bytes| frame.as_ptr_range().contains(&b.as_ptr());
         assert!(in_frame(&plain.service_path) && in_frame(&plain.service_method));
         assert!(!in_frame(&known.service_path) && !in_frame(&known.service_method));
         assert!(in_frame(&known.payload));
+        // Learned once, by whichever decoder saw the name first; the same copy after.
+        assert!(!in_frame(&learned.service_path) && !in_frame(&learned.service_method));
+        assert_eq!(learned.service_path.as_ptr(), again.service_path.as_ptr());
+        assert_eq!(learned.service_method.as_ptr(), again.service_method.as_ptr());
+        assert!(in_frame(&learned.payload));
+
+        // A name longer than the table takes is sliced.
+        let long = "L".repeat(crate::wire::MAX_LEARNED_NAME_LEN + 1);
+        let long_msg = Message::request(SerializeType::MSGPACK, 9, long, "Mul");
+        let mut wire = BytesMut::new();
+        long_msg.encode(&EncoderConfig::default(), &mut wire).unwrap();
+        let frame = wire.freeze();
+        let decoded = FrameDecoder::default().decode_frame(frame.clone()).unwrap();
+        assert_eq!(decoded, long_msg);
+        assert!(frame.as_ptr_range().contains(&decoded.service_path.as_ptr()));
 
         // Only whole names match.
         let other = Message::request(SerializeType::MSGPACK, 8, "Arit", "Mull");

@@ -14,7 +14,7 @@ pub use decode::{DecodeError, DecoderConfig, FrameDecoder, Section, StreamDecode
 pub use encode::{EncodeBuf, EncodeError, EncoderConfig};
 pub use header::{CompressType, HEADER_LEN, Header, MAGIC, MessageStatus, MessageType, SerializeType};
 pub use metadata::{AUTH_KEY, Metadata, SERVER_TIMEOUT_KEY, SERVICE_ERROR_KEY};
-pub use names::KnownNames;
+pub use names::{KnownNames, MAX_LEARNED_NAME_LEN, MAX_LEARNED_NAMES};
 
 use bytes::Bytes;
 

@@ -2,7 +2,8 @@
 
 use bytes::Bytes;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 #[derive(Clone, Copy)]
 struct Known {
@@ -73,7 +74,7 @@ impl KnownNames {
         let mut i = slot(name.len(), w, mask);
         // The table is at most half full, so a free slot ends every probe.
         while let Some(known) = &slots[i] {
-            if known.words == w && known.name.len() == name.len() && (name.len() <= 16 || known.name == name) {
+            if known.matches(w, name) {
                 return Some(Bytes::from_static(known.name));
             }
             i = (i + 1) & mask;
@@ -89,6 +90,74 @@ impl KnownNames {
             .iter()
             .flatten()
             .map(|k| std::str::from_utf8(k.name).expect("built from &str"))
+    }
+}
+
+/// Slots of the process-wide table of learned names (a power of two).
+const LEARNED_SLOTS: usize = 2048;
+/// Most names the table learns: half its slots, so every probe ends at a free slot soon.
+pub const MAX_LEARNED_NAMES: usize = LEARNED_SLOTS / 2;
+/// Longest name the table learns; longer ones are always sliced from the frame.
+pub const MAX_LEARNED_NAME_LEN: usize = 64;
+
+/// The names decoders learned ([`DecoderConfig::learn_names`](super::DecoderConfig)):
+/// written once per slot, read without locks.
+static LEARNED: [OnceLock<Known>; LEARNED_SLOTS] = [const { OnceLock::new() }; LEARNED_SLOTS];
+/// Names in [`LEARNED`] (slots reserved; a race can store a name twice, which is harmless).
+static LEARNED_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// `name` as a static [`Bytes`] from the process-wide table of learned names, learning
+/// it if it is new, short enough and the table has room: its bytes are copied once
+/// into an allocation kept for the life of the process (at most
+/// [`MAX_LEARNED_NAMES`] of at most [`MAX_LEARNED_NAME_LEN`] bytes, 64 KiB in all).
+/// `None` when the name is not in the table and cannot be learned.
+#[inline]
+pub(super) fn learned(name: &[u8]) -> Option<Bytes> {
+    if name.is_empty() || name.len() > MAX_LEARNED_NAME_LEN {
+        return None;
+    }
+    let w = words(name);
+    let mask = LEARNED_SLOTS - 1;
+    let mut i = slot(name.len(), w, mask);
+    while let Some(known) = LEARNED[i].get() {
+        if known.matches(w, name) {
+            return Some(Bytes::from_static(known.name));
+        }
+        i = (i + 1) & mask;
+    }
+    learn(name, w)
+}
+
+/// Store a name [`learned`] did not find, if the table has room.
+#[cold]
+#[inline(never)]
+fn learn(name: &[u8], w: (u64, u64)) -> Option<Bytes> {
+    LEARNED_COUNT
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < MAX_LEARNED_NAMES).then_some(n + 1))
+        .ok()?;
+    let leaked: &'static [u8] = Box::leak(name.to_vec().into_boxed_slice());
+    let new = Known { words: w, name: leaked };
+    let mask = LEARNED_SLOTS - 1;
+    let mut i = slot(name.len(), w, mask);
+    // At most half the slots are reserved, so a free one is found.
+    loop {
+        match LEARNED[i].set(new) {
+            Ok(()) => return Some(Bytes::from_static(leaked)),
+            // Another decoder stored the same name first: use its copy (this one stays,
+            // unused, within the bound).
+            Err(_) if LEARNED[i].get().is_some_and(|k| k.matches(w, name)) => {
+                return Some(Bytes::from_static(LEARNED[i].get().expect("set").name));
+            }
+            Err(_) => i = (i + 1) & mask,
+        }
+    }
+}
+
+impl Known {
+    /// Whether this is `name`, whose [`words`] are `w`.
+    #[inline(always)]
+    fn matches(&self, w: (u64, u64), name: &[u8]) -> bool {
+        self.words == w && self.name.len() == name.len() && (name.len() <= 16 || self.name == name)
     }
 }
 
