@@ -62,24 +62,14 @@ if [[ "$loadgen" == rpcx ]]; then
     cp "$target/release/rpcx" "$tmp/rpcx"
 fi
 
-if [[ "$server" == go ]]; then
-    GOMAXPROCS=1 taskset -c "$server_cpu" "$tmp/server" -addr 127.0.0.1:0 >"$tmp/server.out" 2>&1 &
-else
-    TOKIO_WORKER_THREADS=1 ASYNC_GLOBAL_EXECUTOR_THREADS=1 taskset -c "$server_cpu" \
-        "$tmp/arith_server" --addr 127.0.0.1:0 --threads 1 >"$tmp/server.out" 2>&1 &
-fi
-spid=$!
+# shellcheck source=scripts/pinned-server.sh
+source "$root/scripts/pinned-server.sh"
+bin="$tmp/arith_server"
+[[ "$server" == go ]] && bin="$tmp/server"
+start_pinned_server "$server" "$bin" "$tmp/server" 1
+spid="$server_pid"
 pids+=("$spid")
-line=""
-for _ in $(seq 100); do
-    line="$(grep -m1 -E '^(LISTENING |arith_server listening on )' "$tmp/server.out" || true)"
-    [[ -n "$line" ]] && break
-    kill -0 "$spid" 2>/dev/null || die "server exited: $(cat "$tmp/server.out")"
-    sleep 0.1
-done
-[[ -n "$line" ]] || die "server did not report its address"
-addr="${line##* }"
-addr="${addr#tcp@}"
+addr="$server_addr"
 
 if [[ "$loadgen" == go ]]; then
     timeout 120 taskset -c "$bench_cpu" "$tmp/bench" -addr "$addr" -c "$c" -conns "$conns" -d 4s -warmup 1s \

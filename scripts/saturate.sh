@@ -47,13 +47,11 @@ for l in "${loads[@]}"; do
 done
 clk_tck="$(getconf CLK_TCK)"
 
+# shellcheck source=scripts/pinned-server.sh
+source "$root/scripts/pinned-server.sh"
 tmp="$(mktemp -d /tmp/saturate.XXXXXX)"
-server_pid=""
 cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_pinned_server
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -71,30 +69,12 @@ for s in $servers; do
 done
 
 start_server() { # name
-    local name="$1" out="$tmp/$1.server" line
-    if [[ "$name" == go ]]; then
-        GOMAXPROCS=1 taskset -c "$server_cpu" "$tmp/bin/server" -addr 127.0.0.1:0 >"$out" 2>&1 &
-    else
-        TOKIO_WORKER_THREADS=1 ASYNC_GLOBAL_EXECUTOR_THREADS=1 taskset -c "$server_cpu" \
-            "$tmp/bin/arith_$name" --addr 127.0.0.1:0 --threads 1 >"$out" 2>&1 &
-    fi
-    server_pid=$!
-    for _ in $(seq 100); do
-        line="$(grep -m1 -E '^(LISTENING |arith_server listening on )' "$out" || true)"
-        [[ -n "$line" ]] && break
-        kill -0 "$server_pid" 2>/dev/null || die "$name server exited: $(cat "$out")"
-        sleep 0.1
-    done
-    [[ -n "$line" ]] || die "$name server did not report its address"
-    addr="${line##* }"
-    addr="${addr#tcp@}"
+    local bin="$tmp/bin/arith_$1"
+    [[ "$1" == go ]] && bin="$tmp/bin/server"
+    start_pinned_server "$1" "$bin" "$tmp/$1.server" 1
+    addr="$server_addr"
 }
 
-stop_server() {
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
 
 rows="$tmp/rows"
 : >"$rows"
@@ -150,7 +130,7 @@ for s in go $servers; do
             sed -i "\$s/\$/ $(python3 -c "print(f'{$end - $start:.3f}')")/" "$rows"
         fi
     done
-    stop_server
+    stop_pinned_server
 done
 
 echo "saturated throughput; server on core $server_cpu (1 thread), load generator on core $bench_cpu; ${secs}s window after ${warmup}s warm-up; Arith.Mul msgpack, no per-call timeout"

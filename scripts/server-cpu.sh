@@ -68,14 +68,12 @@ ncpu="$(getconf _NPROCESSORS_ONLN)"
 ((server_cpu < ncpu && bench_cpu < ncpu)) || die "need cores $server_cpu and $bench_cpu, have $ncpu"
 taskset -c "$server_cpu" true || die "taskset -c $server_cpu does not work here"
 
+# shellcheck source=scripts/pinned-server.sh
+source "$root/scripts/pinned-server.sh"
 tmp="$(mktemp -d /tmp/server-cpu.XXXXXX)"
-server_pid=""
 worktree=""
 cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
+    stop_pinned_server
     if [[ -n "$worktree" ]]; then
         git -C "$root" worktree remove --force "$worktree" 2>/dev/null || true
         git -C "$root" worktree prune 2>/dev/null || true
@@ -138,41 +136,6 @@ if [[ -n "$base_rev" ]]; then
     done
 fi
 
-# start_server KIND BINARY OUT [OBSERVE]: starts it pinned, sets server_pid and server_addr.
-start_server() {
-    local kind="$1" bin="$2" out="$3" observe="${4:-}" line="" i
-    : >"$out.stdout"
-    if [[ "$kind" == go ]]; then
-        GOMAXPROCS=1 taskset -c "$server_cpu" "$bin" -addr 127.0.0.1:0 >"$out.stdout" 2>"$out.stderr" &
-    else
-        RPCX_OBSERVE="$observe" TOKIO_WORKER_THREADS="$threads" ASYNC_GLOBAL_EXECUTOR_THREADS="$threads" \
-            taskset -c "$server_cpu" "$bin" --addr 127.0.0.1:0 --threads "$threads" >"$out.stdout" 2>"$out.stderr" &
-    fi
-    server_pid=$!
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$server_pid" 2>/dev/null || break
-        line="$(grep -m1 -E '^(LISTENING |arith_server listening on )' "$out.stdout" || true)"
-        [[ -n "$line" ]] && break
-        sleep 0.1
-    done
-    if [[ -z "$line" ]]; then
-        cat "$out.stderr" >&2 || true
-        die "$bin did not start within 10 s (or exited)"
-    fi
-    server_addr="${line##* }"
-    server_addr="${server_addr#tcp@}"
-    [[ "$server_addr" =~ ^127\.0\.0\.1:[0-9]+$ ]] || die "$bin: unexpected address line '$line'"
-    # It printed its address; check it accepts.
-    # shellcheck disable=SC2016 # expanded by the inner bash, from "$1"
-    timeout 5 bash -c 'exec 3<>"/dev/tcp/${1%:*}/${1##*:}"' _ "$server_addr" ||
-        die "$bin does not accept on $server_addr"
-}
-
-stop_server() {
-    kill "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
 
 results="$tmp/results.txt" # name threads conns c calls/s p50 p99 us/call
 : >"$results"
@@ -182,7 +145,7 @@ bench_timeout="$(awk -v s="$secs" -v w="$warmup" 'BEGIN { printf "%d", s + w + 6
 
 for entry in "${entries[@]}"; do
     read -r name kind bin observe <<<"$entry"
-    start_server "$kind" "$bin" "$tmp/$name" "$observe"
+    start_pinned_server "$kind" "$bin" "$tmp/$name" "$threads" "$observe"
     log "$name: pid $server_pid on core $server_cpu, $server_addr"
     for nc in "${conns_arr[@]}"; do
         for c in "${level_arr[@]}"; do
@@ -227,7 +190,7 @@ for entry in "${entries[@]}"; do
             log "$row"
         done
     done
-    stop_server
+    stop_pinned_server
 done
 
 echo "server CPU per call; server on core $server_cpu, load generator ($loadgen) on core $bench_cpu;" \
