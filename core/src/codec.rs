@@ -132,17 +132,22 @@ pub fn to_payload<T: Serialize + ?Sized>(st: SerializeType, value: &T) -> Result
     Ok(out)
 }
 
+thread_local! {
+    /// [`to_payload_bytes`]' buffer.
+    static PAYLOAD_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Serialize `value` with serde in the given format, as `Bytes`: through a reused
 /// per-thread buffer, so a small payload costs one allocation of its exact size (a
 /// `Vec` grown while serializing, then turned into `Bytes`, costs two or more). A
-/// payload over 16 KiB is handed over without a copy.
+/// payload over 16 KiB is handed over without a copy. A thread keeps at most 2 KiB of
+/// buffer between calls (the std runtime has a thread per connection).
 pub fn to_payload_bytes<T: Serialize + ?Sized>(st: SerializeType, value: &T) -> Result<bytes::Bytes, CodecError> {
     /// Above this, the buffer is given away rather than copied from.
     const COPY_BELOW: usize = 16 << 10;
-    thread_local! {
-        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    SCRATCH.with(|scratch| {
+    /// Above this, the buffer is freed after the call rather than kept.
+    const KEEP_BELOW: usize = 2 << 10;
+    PAYLOAD_SCRATCH.with(|scratch| {
         // A `Serialize` impl that serializes a payload itself finds the buffer taken.
         let Ok(mut buf) = scratch.try_borrow_mut() else {
             return to_payload(st, value).map(bytes::Bytes::from);
@@ -154,7 +159,7 @@ pub fn to_payload_bytes<T: Serialize + ?Sized>(st: SerializeType, value: &T) -> 
             Ok(()) if buf.len() < COPY_BELOW => Ok(bytes::Bytes::copy_from_slice(&buf)),
             Ok(()) => Ok(bytes::Bytes::from(std::mem::take(&mut *buf))),
         };
-        if buf.capacity() > COPY_BELOW {
+        if buf.capacity() > KEEP_BELOW {
             *buf = Vec::new();
         }
         out
@@ -306,14 +311,19 @@ mod tests {
     fn payload_bytes_are_to_payload_bytes() {
         let big: Vec<u8> = (0..40_000u32).map(|i| i as u8).collect();
         for st in [SerializeType::MSGPACK, SerializeType::JSON] {
-            for v in [vec![], vec![7u8; 3], vec![1u8; 16 << 10], big.clone()] {
+            for v in [vec![], vec![7u8; 3], vec![1u8; 16 << 10], big.clone(), vec![2u8; 8 << 10]] {
                 assert_eq!(to_payload_bytes(st, &v).unwrap(), to_payload(st, &v).unwrap(), "{st:?} {}", v.len());
             }
-            // After a large one the buffer is not kept at that size, and results stay right.
+            // After an 8 KiB one (copied out) the buffer is not kept at that size, and
+            // results stay right.
+            let kept = PAYLOAD_SCRATCH.with(|b| b.borrow().capacity());
+            assert!(kept <= 2 << 10, "{st:?}: {kept} bytes of buffer kept");
             assert_eq!(
                 to_payload_bytes(st, &Args { A: 1, B: 2 }).unwrap(),
                 to_payload(st, &Args { A: 1, B: 2 }).unwrap()
             );
+            // A small one keeps its buffer for the next call.
+            assert!(PAYLOAD_SCRATCH.with(|b| b.borrow().capacity()) > 0, "{st:?}: buffer not kept");
             assert_eq!(
                 to_payload_bytes(st, &Reentrant(vec![9; 5])).unwrap(),
                 to_payload(st, &Reentrant(vec![9; 5])).unwrap()

@@ -294,3 +294,34 @@ fn large_frames_arrive_intact_whatever_the_read_sizes() {
         }
     }
 }
+
+/// A server does not learn names (`DecoderConfig::learn_names` is off in
+/// `ServerConfig`'s default): a made-up service name is a slice of each connection's
+/// own input, not one static copy shared by both, so a peer cannot fill the
+/// process-wide table of learned names through a server.
+#[test]
+fn a_server_does_not_learn_a_peers_names() {
+    let t0 = Instant::now();
+    let path = |name: &str| {
+        let mut c = ServerConnection::new(ServerConfig::default(), t0);
+        let mut m = Message::request(SerializeType::JSON, 1, name.to_owned(), "Mul");
+        m.payload = Bytes::from_static(b"{}");
+        let mut wire = Vec::new();
+        m.encode(&EncoderConfig::default(), &mut wire).unwrap();
+        c.handle_input(t0, &wire);
+        let r = requests(&mut c).pop().expect("a request");
+        assert_eq!(&r.message.service_path[..], name.as_bytes());
+        r.message.service_path
+    };
+    let (a, b) = (path("MadeUpByAPeer"), path("MadeUpByAPeer"));
+    assert_ne!(a.as_ptr(), b.as_ptr(), "one shared copy: the server learned the name");
+    // A client-side decoder with the defaults learns it: one copy for both.
+    let learned = |name: &str| {
+        let mut wire = bytes::BytesMut::new();
+        Message::request(SerializeType::JSON, 1, name.to_owned(), "Mul")
+            .encode(&EncoderConfig::default(), &mut wire)
+            .unwrap();
+        rpcx_core::wire::FrameDecoder::default().decode(&mut wire).unwrap().unwrap().service_path
+    };
+    assert_eq!(learned("LearnedByAClient").as_ptr(), learned("LearnedByAClient").as_ptr());
+}

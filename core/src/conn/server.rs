@@ -72,7 +72,10 @@ const OUTPUT_SHARE: usize = 64 << 10;
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            decoder: DecoderConfig::default(),
+            // A server knows the names it serves (the dispatcher fills `known_names`
+            // from its router); a peer's made-up names would only fill the
+            // process-wide table of learned names.
+            decoder: DecoderConfig { learn_names: false, ..DecoderConfig::default() },
             encoder: EncoderConfig::default(),
             max_in_flight: 1024,
             max_unsent_bytes: 8 << 20,

@@ -144,8 +144,9 @@ impl Dispatcher {
         if config.decoder.known_names.is_empty() {
             config.decoder.known_names = served_names(&router);
         }
-        // The served names are known; any other is an error answer, not worth a slot
-        // of the process-wide table (DecoderConfig::learn_names).
+        // Off whatever decoder settings were given (`DecoderConfig::default()` has it
+        // on): the served names are known, any other is answered with an error and not
+        // worth a slot of the process-wide table.
         config.decoder.learn_names = false;
         let config = Arc::new(config);
         Self {

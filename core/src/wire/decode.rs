@@ -119,8 +119,10 @@ pub struct DecoderConfig {
     /// table is bounded: at most [`MAX_LEARNED_NAMES`](super::MAX_LEARNED_NAMES) names
     /// of at most [`MAX_LEARNED_NAME_LEN`](super::MAX_LEARNED_NAME_LEN) bytes (64 KiB),
     /// kept for the life of the process; once it is full, new names are sliced from the
-    /// frame. Clients learn the names their responses echo; servers turn it off (they
-    /// know the names they serve, and a peer's made-up names would only fill the table).
+    /// frame. Clients learn the names their responses echo. Servers do not:
+    /// `ServerConfig`'s default turns it off, and the servers of every runtime (their
+    /// `Dispatcher`) always do, since a server knows the names it serves and a peer's
+    /// made-up names would only fill the table.
     pub learn_names: bool,
 }
 
