@@ -465,7 +465,11 @@ fn tls_call_with_insecure() {
     assert_status(&o, 1);
     let r: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("one JSON object");
     assert_eq!(r["errors"], 3, "{r}");
-    assert!(r["first_error"].as_str().unwrap().contains("connection lost"), "{r}");
+    // The caller whose call was in flight gets `connection lost`; one that starts its
+    // call after the loss is refused as `client is shut down`. Which is recorded first
+    // is a race between the callers' threads.
+    let first = r["first_error"].as_str().unwrap();
+    assert!(first.contains("connection lost") || first.contains("client is shut down"), "{r}");
 }
 
 /// The Go-produced frames of core/tests/fixtures/vectors.txt.
